@@ -1,0 +1,10 @@
+//! `tresor eventlog` (not yet implemented).
+
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("tresor eventlog is not implemented yet")
+}

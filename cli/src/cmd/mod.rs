@@ -1,0 +1,5 @@
+//! One module per subcommand group; each exposes `Args` and `run(Args)`.
+
+pub mod eventlog;
+pub mod pki;
+pub mod uicc;
