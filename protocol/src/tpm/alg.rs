@@ -80,6 +80,56 @@ impl HashAlg {
     pub fn extend(self, pcr: &mut Vec<u8>, digest: &[u8]) {
         *pcr = self.digest_parts(&[pcr, digest]);
     }
+
+    pub fn hmac_algorithm(self) -> ring::hmac::Algorithm {
+        match self {
+            HashAlg::Sha1 => ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            HashAlg::Sha256 => ring::hmac::HMAC_SHA256,
+            HashAlg::Sha384 => ring::hmac::HMAC_SHA384,
+            HashAlg::Sha512 => ring::hmac::HMAC_SHA512,
+        }
+    }
+
+    /// HMAC(key, part₀ ‖ part₁ ‖ …) (RFC 2104) with this hash.
+    pub fn hmac_parts(self, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        let mut ctx =
+            ring::hmac::Context::with_key(&ring::hmac::Key::new(self.hmac_algorithm(), key));
+        for p in parts {
+            ctx.update(p);
+        }
+        ctx.sign().as_ref().to_vec()
+    }
+}
+
+/// TPM_ALG_ID values other than hashes (TPM 2.0 Part 2 §6.3, TCG Algorithm Registry).
+pub mod id {
+    pub const RSA: u16 = 0x0001;
+    pub const AES: u16 = 0x0006;
+    pub const MGF1: u16 = 0x0007;
+    pub const KEYEDHASH: u16 = 0x0008;
+    pub const NULL: u16 = 0x0010;
+    pub const SM4: u16 = 0x0013;
+    pub const RSASSA: u16 = 0x0014;
+    pub const RSAES: u16 = 0x0015;
+    pub const RSAPSS: u16 = 0x0016;
+    pub const OAEP: u16 = 0x0017;
+    pub const ECDSA: u16 = 0x0018;
+    pub const ECDH: u16 = 0x0019;
+    pub const ECDAA: u16 = 0x001A;
+    pub const SM2: u16 = 0x001B;
+    pub const ECSCHNORR: u16 = 0x001C;
+    pub const ECMQV: u16 = 0x001D;
+    pub const KDF1_SP800_56A: u16 = 0x0020;
+    pub const KDF2: u16 = 0x0021;
+    pub const KDF1_SP800_108: u16 = 0x0022;
+    pub const ECC: u16 = 0x0023;
+    pub const SYMCIPHER: u16 = 0x0025;
+    pub const CAMELLIA: u16 = 0x0026;
+    pub const CTR: u16 = 0x0040;
+    pub const OFB: u16 = 0x0041;
+    pub const CBC: u16 = 0x0042;
+    pub const CFB: u16 = 0x0043;
+    pub const ECB: u16 = 0x0044;
 }
 
 impl fmt::Display for HashAlg {
