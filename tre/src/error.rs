@@ -19,6 +19,8 @@ pub enum Error {
     EkCertificate(String),
     #[error("manufacturer CA: {0}")]
     ManufacturerCa(String),
+    #[error("device image: {0}")]
+    Image(String),
     #[error("TPM structure: {0}")]
     Structure(String),
     #[error("{what}: {source}")]
