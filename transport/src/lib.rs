@@ -1,1 +1,23 @@
-//! placeholder
+//! HTTPS between tresor's network roles (DESIGN.md §3 "Transport"): rustls with the ring
+//! provider, mutual TLS between MNOs, RO and PVA with certificates under the CI, server-only
+//! TLS towards devices (which authenticate by attestation), RFC 7807 problem documents.
+//!
+//! Layout:
+//! - [`tls`]: identities (chain + key), server and client configurations, PEM loading.
+//! - [`server`]: the HTTPS serve loop and the client's [`PeerIdentity`] for handlers.
+//! - [`client`]: the reqwest client over rustls and problem-aware response decoding.
+//! - [`problem`]: problem documents (`application/problem+json`) and the body-size limit.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod problem;
+pub mod server;
+pub mod tls;
+
+mod error;
+
+pub use error::{Error, Result};
+pub use problem::{Problem, limit_body};
+pub use server::{PeerIdentity, ServeOptions, serve, serve_with};
+pub use tls::{ClientAuth, Identity, client_config, crypto_provider, server_config};

@@ -1,0 +1,279 @@
+//! The HTTPS serve loop every network role runs: TCP accept, TLS handshake (rustls through
+//! tokio-rustls, bounded by a timeout), HTTP/1.1 or HTTP/2 (hyper-util's auto connection
+//! builder), and the axum router. The verified client certificate's identity reaches handlers
+//! as a [`PeerIdentity`] request extension. A failing connection is logged and dropped; the
+//! server keeps running until `shutdown` completes, then stops accepting, lets open
+//! connections finish their requests (for a bounded grace period) and returns.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use x509_parser::extensions::GeneralName;
+
+use crate::problem::{CLIENT_CERTIFICATE_REQUIRED, Problem, ROLE_NOT_ALLOWED};
+
+/// Limits of the serve loop.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// A client that has not completed the TLS handshake by then is dropped.
+    pub handshake_timeout: Duration,
+    /// A client that has not sent a complete HTTP/1 request head by then is dropped.
+    pub header_read_timeout: Duration,
+    /// How long open connections may take to finish after shutdown before they are cut.
+    pub shutdown_grace: Duration,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Serves `router` over HTTPS on `listener` until `shutdown` completes, with
+/// [`ServeOptions::default`].
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    serve_with(listener, tls, router, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send,
+    options: ServeOptions,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "HTTPS server listening");
+    tokio::pin!(shutdown);
+
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (tcp, remote) = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; the server stays up.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let conn = Connection {
+            acceptor: acceptor.clone(),
+            router: router.clone(),
+            options: options.clone(),
+            remote,
+            stop: stop_rx.clone(),
+        };
+        connections.spawn(async move {
+            conn.run(tcp).await;
+            drop(permit);
+        });
+    }
+
+    tracing::info!(%local, open = connections.len(), "HTTPS server shutting down");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(options.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(open = connections.len(), "grace period over; closing connections");
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+struct Connection {
+    acceptor: TlsAcceptor,
+    router: Router,
+    options: ServeOptions,
+    remote: SocketAddr,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn run(self, tcp: tokio::net::TcpStream) {
+        let remote = self.remote;
+        let tls =
+            match tokio::time::timeout(self.options.handshake_timeout, self.acceptor.accept(tcp))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(%remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+        let peer = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+            Some(cert) => match PeerIdentity::from_certificate(cert.clone()) {
+                Some(p) => Some(p),
+                None => {
+                    tracing::warn!(%remote, "verified client certificate does not parse; dropping");
+                    return;
+                }
+            },
+            None => None,
+        };
+        let router = self.router;
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                if let Some(peer) = &peer {
+                    req.extensions_mut().insert(peer.clone());
+                }
+                req.extensions_mut().insert(ConnectInfo(remote));
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.options.header_read_timeout);
+        let conn = builder.serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(conn);
+        let mut stop = self.stop;
+        let stopped = async move {
+            // The guard wait_for returns is not Send; drop it before the connection is awaited.
+            let _ = stop.wait_for(|stop| *stop).await.map(|_| ());
+        };
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            () = stopped => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::info!(%remote, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Who is on the other end of a mutual-TLS connection: the verified client certificate's
+/// subject common name, subject alternative names and DER. Extract it in a handler as
+/// `peer: PeerIdentity` (a request without a client certificate gets a 401 problem) or
+/// `peer: Option<PeerIdentity>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub common_name: Option<String>,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<IpAddr>,
+    pub uris: Vec<String>,
+    pub certificate: CertificateDer<'static>,
+}
+
+impl PeerIdentity {
+    /// Reads the identity of an already verified certificate.
+    pub fn from_certificate(certificate: CertificateDer<'static>) -> Option<Self> {
+        let (_, cert) = x509_parser::parse_x509_certificate(&certificate).ok()?;
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned);
+        let (mut dns_names, mut ip_addresses, mut uris) = (Vec::new(), Vec::new(), Vec::new());
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) => dns_names.push((*d).to_owned()),
+                    GeneralName::URI(u) => uris.push((*u).to_owned()),
+                    GeneralName::IPAddress(ip) => {
+                        if let Ok(v4) = <[u8; 4]>::try_from(*ip) {
+                            ip_addresses.push(IpAddr::from(v4));
+                        } else if let Ok(v6) = <[u8; 16]>::try_from(*ip) {
+                            ip_addresses.push(IpAddr::from(v6));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        drop(cert);
+        Some(Self { common_name, dns_names, ip_addresses, uris, certificate })
+    }
+
+    /// Admits the peer if its common name is one of `roles` (e.g. `["mno-b"]`); otherwise a
+    /// 403 problem a handler can return as is.
+    pub fn require_role(&self, roles: &[&str]) -> Result<&str, Problem> {
+        match self.common_name.as_deref() {
+            Some(cn) if roles.contains(&cn) => Ok(cn),
+            other => Err(Problem::new(StatusCode::FORBIDDEN, ROLE_NOT_ALLOWED, "Role not allowed")
+                .with_detail(format!(
+                    "{} may not call this endpoint",
+                    other.unwrap_or("(no common name)")
+                ))),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerIdentity {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<PeerIdentity>().cloned().ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                CLIENT_CERTIFICATE_REQUIRED,
+                "Client certificate required",
+            )
+        })
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for PeerIdentity {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<PeerIdentity>().cloned())
+    }
+}

@@ -1,0 +1,319 @@
+//! The transport over real loopback HTTPS: certificates made with rcgen (a CI root, role
+//! certificates under it, and a stranger CA), the serve loop in-process, reqwest as client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use transport::problem::{PAYLOAD_TOO_LARGE, problem_type};
+use transport::{ClientAuth, Error, Identity, PeerIdentity, Problem, ServeOptions};
+
+struct Ca {
+    params: CertificateParams,
+    key: KeyPair,
+    cert: CertificateDer<'static>,
+}
+
+fn ca(name: &str) -> Ca {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap().der().clone();
+    Ca { params, key, cert }
+}
+
+fn identity(ca: &Ca, role: &str) -> Identity {
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, role);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages =
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &Issuer::from_params(&ca.params, &ca.key)).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    Identity::new(vec![cert.der().clone()], key).unwrap()
+}
+
+fn router() -> Router {
+    let app =
+        Router::new()
+            .route(
+                "/whoami",
+                get(|peer: PeerIdentity| async move { peer.common_name.unwrap_or_default() }),
+            )
+            .route(
+                "/maybe",
+                get(|peer: Option<PeerIdentity>| async move {
+                    peer.and_then(|p| p.common_name).unwrap_or("anonymous".into())
+                }),
+            )
+            .route(
+                "/mno-b-only",
+                get(|peer: PeerIdentity| async move {
+                    peer.require_role(&["mno-b"]).map(str::to_owned)
+                }),
+            )
+            .route(
+                "/problem",
+                get(|| async {
+                    Problem::new(
+                        StatusCode::CONFLICT,
+                        problem_type("nonce-reused"),
+                        "Nonce already used",
+                    )
+                    .with_detail("nonce 00ff was used before")
+                }),
+            )
+            .route("/echo", post(|body: axum::body::Bytes| async move { body.len().to_string() }));
+    transport::limit_body(app, 1024)
+}
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    async fn start(identity: &Identity, auth: ClientAuth, options: ServeOptions) -> Self {
+        let tls = transport::server_config(identity, auth).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(transport::serve_with(
+            listener,
+            tls,
+            router(),
+            async move {
+                let _ = stopped.await;
+            },
+            options,
+        ));
+        Self { addr, stop: Some(stop), task }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(5), self.task).await.unwrap().unwrap().unwrap();
+    }
+}
+
+fn client(root: &CertificateDer<'static>, id: Option<&Identity>) -> reqwest::Client {
+    transport::client::client(std::slice::from_ref(root), id).unwrap()
+}
+
+#[tokio::test]
+async fn mutual_tls_admits_a_ci_certificate_and_the_handler_sees_the_peer() {
+    let ci = ca("CI");
+    let server = Server::start(
+        &identity(&ci, "pva"),
+        ClientAuth::Required(vec![ci.cert.clone()]),
+        ServeOptions::default(),
+    )
+    .await;
+    let mno_b = client(&ci.cert, Some(&identity(&ci, "mno-b")));
+    let resp = transport::client::check(mno_b.get(server.url("/whoami")).send().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "mno-b");
+    let resp = mno_b.get(server.url("/mno-b-only")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // An IP address SAN works as well as the DNS name.
+    let url = format!("https://127.0.0.1:{}/whoami", server.addr.port());
+    assert_eq!(mno_b.get(url).send().await.unwrap().text().await.unwrap(), "mno-b");
+
+    let mno_a = client(&ci.cert, Some(&identity(&ci, "mno-a")));
+    let err = transport::client::check(mno_a.get(server.url("/mno-b-only")).send().await.unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Problem(ref p) if p.status == 403), "{err}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn required_client_certificate_missing_or_foreign_is_refused() {
+    let ci = ca("CI");
+    let stranger = ca("stranger");
+    let server = Server::start(
+        &identity(&ci, "ro"),
+        ClientAuth::Required(vec![ci.cert.clone()]),
+        ServeOptions::default(),
+    )
+    .await;
+
+    let anonymous = client(&ci.cert, None);
+    assert!(anonymous.get(server.url("/whoami")).send().await.is_err());
+
+    let foreign = client(&ci.cert, Some(&identity(&stranger, "mno-b")));
+    assert!(foreign.get(server.url("/whoami")).send().await.is_err());
+
+    // The server survived both failed handshakes.
+    let ok = client(&ci.cert, Some(&identity(&ci, "mno-a")));
+    assert_eq!(ok.get(server.url("/whoami")).send().await.unwrap().text().await.unwrap(), "mno-a");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_refuses_a_server_certificate_from_another_ca() {
+    let ci = ca("CI");
+    let stranger = ca("stranger");
+    let server =
+        Server::start(&identity(&stranger, "pva"), ClientAuth::None, ServeOptions::default()).await;
+    let c = client(&ci.cert, None);
+    let err = c.get(server.url("/maybe")).send().await.unwrap_err();
+    assert!(err.is_connect() || err.is_request(), "{err}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn optional_client_authentication() {
+    let ci = ca("CI");
+    let server = Server::start(
+        &identity(&ci, "ro"),
+        ClientAuth::Optional(vec![ci.cert.clone()]),
+        ServeOptions::default(),
+    )
+    .await;
+    let device = client(&ci.cert, None);
+    assert_eq!(
+        device.get(server.url("/maybe")).send().await.unwrap().text().await.unwrap(),
+        "anonymous"
+    );
+    let err = transport::client::check(device.get(server.url("/whoami")).send().await.unwrap())
+        .await
+        .unwrap_err();
+    let Error::Problem(p) = err else { panic!("{err}") };
+    assert_eq!(p.status, 401);
+    assert_eq!(p.type_uri, transport::problem::CLIENT_CERTIFICATE_REQUIRED);
+    let mno = client(&ci.cert, Some(&identity(&ci, "mno-a")));
+    assert_eq!(mno.get(server.url("/maybe")).send().await.unwrap().text().await.unwrap(), "mno-a");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn problem_documents_round_trip() {
+    let ci = ca("CI");
+    let server =
+        Server::start(&identity(&ci, "pva"), ClientAuth::None, ServeOptions::default()).await;
+    let c = client(&ci.cert, None);
+    let resp = c.get(server.url("/problem")).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let err = transport::client::json::<serde_json::Value>(resp).await.unwrap_err();
+    let Error::Problem(p) = err else { panic!("{err}") };
+    assert_eq!(
+        p,
+        Problem::new(StatusCode::CONFLICT, problem_type("nonce-reused"), "Nonce already used")
+            .with_detail("nonce 00ff was used before")
+    );
+    let err = transport::client::check(c.get(server.url("/nowhere")).send().await.unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Status { status: 404 }), "{err}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_body_gets_a_413_problem() {
+    let ci = ca("CI");
+    let server =
+        Server::start(&identity(&ci, "pva"), ClientAuth::None, ServeOptions::default()).await;
+    let c = client(&ci.cert, None);
+    let ok = c.post(server.url("/echo")).body(vec![0u8; 1024]).send().await.unwrap();
+    assert_eq!(ok.text().await.unwrap(), "1024");
+    let resp = c.post(server.url("/echo")).body(vec![0u8; 1025]).send().await.unwrap();
+    let err = transport::client::check(resp).await.unwrap_err();
+    let Error::Problem(p) = err else { panic!("{err}") };
+    assert_eq!((p.status, p.type_uri.as_str()), (413, PAYLOAD_TOO_LARGE));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_urls_are_refused_by_the_client() {
+    let ci = ca("CI");
+    let c = client(&ci.cert, None);
+    assert!(c.get("http://127.0.0.1:1/").send().await.is_err());
+}
+
+#[tokio::test]
+async fn stalled_handshakes_time_out_and_do_not_stop_the_server() {
+    let ci = ca("CI");
+    let options =
+        ServeOptions { handshake_timeout: Duration::from_millis(200), ..ServeOptions::default() };
+    let server = Server::start(&identity(&ci, "pva"), ClientAuth::None, options).await;
+
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the server should close a connection that never handshakes");
+
+    let mut garbage = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+
+    let c = client(&ci.cert, None);
+    assert_eq!(c.get(server.url("/maybe")).send().await.unwrap().status(), StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_returns_with_an_idle_keep_alive_connection_open() {
+    let ci = ca("CI");
+    let server =
+        Server::start(&identity(&ci, "pva"), ClientAuth::None, ServeOptions::default()).await;
+    let c = client(&ci.cert, None);
+    assert_eq!(c.get(server.url("/maybe")).send().await.unwrap().status(), StatusCode::OK);
+    let addr = server.addr;
+    server.stop().await;
+    assert!(c.get(format!("https://localhost:{}/maybe", addr.port())).send().await.is_err());
+}
+
+#[test]
+fn identity_debug_hides_the_key_and_empty_inputs_are_errors() {
+    let ci = ca("CI");
+    let id = identity(&ci, "pva");
+    assert!(!format!("{id:?}").contains("BEGIN"));
+    assert!(format!("{id:?}").contains("redacted"));
+    assert!(matches!(
+        transport::server_config(&id, ClientAuth::Required(vec![])),
+        Err(Error::NoTrustAnchors)
+    ));
+    assert!(matches!(transport::client_config(&[], None), Err(Error::NoTrustAnchors)));
+    assert!(matches!(
+        transport::tls::certificates_from_pem(b"nothing"),
+        Err(Error::NoCertificate { .. })
+    ));
+    let other = identity(&ci, "ro");
+    let mismatched = Identity::new(
+        id.chain().to_vec(),
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            KeyPair::generate().unwrap().serialize_der(),
+        )),
+    )
+    .unwrap();
+    assert!(transport::server_config(&mismatched, ClientAuth::None).is_err());
+    assert!(transport::server_config(&other, ClientAuth::None).is_ok());
+}
