@@ -20,6 +20,8 @@ enum Command {
     Eventlog(cmd::eventlog::Args),
     /// UICC/USIM emulator: create cards, serve them over vpcd, run Milenage.
     Uicc(cmd::uicc::Args),
+    /// The device's TPM side: quotes in tpm2-tools formats.
+    Tre(cmd::tre::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +30,7 @@ fn main() -> std::process::ExitCode {
         Command::Pki(args) => cmd::pki::run(args),
         Command::Eventlog(args) => cmd::eventlog::run(args),
         Command::Uicc(args) => cmd::uicc::run(args),
+        Command::Tre(args) => cmd::tre::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,15 +1,29 @@
 //! Wire types shared by every tresor role (DESIGN.md §3).
 //!
 //! Layout:
+//! - [`ekcert`]: TCG EK certificates: TPM manufacturer/model/version, validation, encoders.
+//! - [`evidence`]: the evidence the TRE presents to the PVA (CBOR, versioned).
+//! - [`eventlog`]: TCG PC Client event logs: parse, write, replay to PCR values.
 //! - [`ids`]: device id (EK name), nonce, IMSI, ICCID.
+//! - [`image`]: device images: manifest, measurement into PCR events.
+//! - [`milenage`]: Milenage (TS 35.206), GSM conversion, AuC vectors and resynchronisation.
+//! - [`ota`]: the operator's MACed OTA commands to the card (activate / deactivate TRE).
 //! - [`secret`]: K, OPc, OTA keys and the subscription profile; zeroizing, never printed.
 //! - [`tpm`]: TPM 2.0 structures and software-side TPM protocols.
+//! - [`x509`]: X.509 path validation (x509-parser + ring), trust anchors, PEM loading.
 
 #![forbid(unsafe_code)]
 
+pub mod ekcert;
+pub mod evidence;
+pub mod eventlog;
 pub mod ids;
+pub mod image;
+pub mod milenage;
+pub mod ota;
 pub mod secret;
 pub mod tpm;
+pub mod x509;
 
 pub use ids::{DeviceId, IdError, Iccid, Imsi, Nonce};
 pub use secret::{Amf, Opc, OtaKey, OtaKeys, SecretError, SubscriberKey, SubscriptionProfile};

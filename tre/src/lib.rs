@@ -1,1 +1,20 @@
-//! placeholder
+//! The device side of tresor (DESIGN.md §1): the TPM of an M2ME and the TRE agent on it.
+//!
+//! Layout:
+//! - [`swtpm`]: the swtpm lab: start, reach and stop software TPM processes.
+//! - [`tpm`]: the TPM wrapped once; methods named after TPM commands.
+//! - [`ekcert`]: issuing EK certificates under a TPM manufacturer CA.
+//! - [`attester`]: measured boot, event log, enrolment and evidence (quote, bundle key).
+//! - [`manufacture`]: the equipment supplier's step: EK, EK certificate in NV, counter.
+
+#![deny(unsafe_code)]
+
+pub mod attester;
+pub mod ekcert;
+pub mod manufacture;
+pub mod swtpm;
+pub mod tpm;
+
+mod error;
+
+pub use error::{Error, Result};

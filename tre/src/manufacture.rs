@@ -89,11 +89,13 @@ pub fn read_ek_certificate(tpm: &mut Tpm, alg: KeyAlg) -> Result<Vec<u8>> {
     Ok(trim_der(data))
 }
 
-/// Reads the EK certificate back and verifies it: chain to one of `manufacturer_roots`,
-/// validity at `at`, the TCG profile, and that it certifies this TPM's EK.
+/// Reads the EK certificate back and verifies it: chain (through `intermediates`, DER) to
+/// one of `manufacturer_roots`, validity at `at`, the TCG profile, and that it certifies
+/// this TPM's EK.
 pub fn verify_ek(
     tpm: &mut Tpm,
     alg: KeyAlg,
+    intermediates: &[Vec<u8>],
     manufacturer_roots: &TrustAnchors,
     at: SystemTime,
 ) -> Result<EkCertificate> {
@@ -105,7 +107,8 @@ pub fn verify_ek(
         .map_err(|e| Error::Structure(format!("EK public area: {e}")))?
         .to_spki_der()
         .map_err(|e| Error::Structure(format!("EK public key: {e}")))?;
-    verify_ek_certificate(&certificate, &[], manufacturer_roots, &spki, at)
+    let intermediates: Vec<&[u8]> = intermediates.iter().map(Vec::as_slice).collect();
+    verify_ek_certificate(&certificate, &intermediates, manufacturer_roots, &spki, at)
         .map_err(|e| Error::EkCertificate(e.to_string()))
 }
 

@@ -1,5 +1,7 @@
 //! The attester on real swtpm: measured boot of the example image, enrolment, evidence.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
 use protocol::evidence::Evidence;

@@ -1,5 +1,7 @@
 //! Manufacturing on real swtpm: EK, EK certificate in NV, read back and verified.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::SystemTime;
 
 use protocol::x509::TrustAnchors;
@@ -43,7 +45,7 @@ fn sixteen_devices_concurrently_each_with_a_verified_ek_certificate() {
                 let mut tpm = Tpm::connect(&swtpm.tcti()).unwrap();
                 let made = manufacture(&mut tpm, &ca, &ManufactureOptions::default()).unwrap();
                 let verified =
-                    verify_ek(&mut tpm, KeyAlg::Ecc, &roots(&cert), SystemTime::now()).unwrap();
+                    verify_ek(&mut tpm, KeyAlg::Ecc, &[], &roots(&cert), SystemTime::now()).unwrap();
                 assert_eq!(read_ek_certificate(&mut tpm, KeyAlg::Ecc).unwrap(), made.ek_certificate);
                 assert!(verified.tpm.manufacturer.starts_with("id:"));
                 (made.device_id, pid)
@@ -69,7 +71,7 @@ fn rsa_ek_is_manufactured_and_verified() {
     let options = ManufactureOptions { ek_alg: KeyAlg::Rsa, ..Default::default() };
     let made = manufacture(&mut tpm, &ca, &options).unwrap();
     assert_eq!(made.ek_alg, KeyAlg::Rsa);
-    let verified = verify_ek(&mut tpm, KeyAlg::Rsa, &roots(&cert), SystemTime::now()).unwrap();
+    let verified = verify_ek(&mut tpm, KeyAlg::Rsa, &[], &roots(&cert), SystemTime::now()).unwrap();
     assert!(matches!(verified.key_type, protocol::ekcert::EkKeyType::Rsa { bits: 2048 }));
     // the ECC index stays empty
     assert!(matches!(read_ek_certificate(&mut tpm, KeyAlg::Ecc), Err(Error::NoEkCertificate { .. })));
@@ -96,7 +98,7 @@ fn verification_fails_closed() {
     let swtpm = Swtpm::start_temp(&SwtpmConfig::load().unwrap()).unwrap();
     let mut tpm = Tpm::connect(&swtpm.tcti()).unwrap();
     manufacture(&mut tpm, &ca, &ManufactureOptions::default()).unwrap();
-    let err = verify_ek(&mut tpm, KeyAlg::Ecc, &roots(&other_cert), SystemTime::now()).unwrap_err();
+    let err = verify_ek(&mut tpm, KeyAlg::Ecc, &[], &roots(&other_cert), SystemTime::now()).unwrap_err();
     assert!(matches!(err, Error::EkCertificate(_)), "{err}");
 
     // an expired certificate
@@ -106,7 +108,7 @@ fn verification_fails_closed() {
     let options = ManufactureOptions { not_after: Some(soon), ..Default::default() };
     manufacture(&mut tpm2, &ca, &options).unwrap();
     let later = soon + std::time::Duration::from_secs(3600);
-    let err = verify_ek(&mut tpm2, KeyAlg::Ecc, &roots(&cert), later).unwrap_err();
+    let err = verify_ek(&mut tpm2, KeyAlg::Ecc, &[], &roots(&cert), later).unwrap_err();
     assert!(err.to_string().to_lowercase().contains("expired"), "{err}");
 
     // the certificate of one TPM presented by another: copy A's certificate into B's NV
@@ -114,6 +116,6 @@ fn verification_fails_closed() {
     let mut tpm3 = Tpm::connect(&swtpm3.tcti()).unwrap();
     let stolen = read_ek_certificate(&mut tpm, KeyAlg::Ecc).unwrap();
     tpm3.nv_write_platform(KeyAlg::Ecc.ek_certificate_index(), &stolen).unwrap();
-    let err = verify_ek(&mut tpm3, KeyAlg::Ecc, &roots(&cert), SystemTime::now()).unwrap_err();
+    let err = verify_ek(&mut tpm3, KeyAlg::Ecc, &[], &roots(&cert), SystemTime::now()).unwrap_err();
     assert!(err.to_string().to_lowercase().contains("key"), "{err}");
 }

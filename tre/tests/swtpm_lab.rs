@@ -1,5 +1,7 @@
 //! The swtpm lab on real swtpm processes: start, reach, allocate banks, stop, no orphans.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use protocol::tpm::HashAlg;
 use tre::swtpm::{Swtpm, SwtpmConfig, SwtpmError};
 use tre::tpm::{KeyAlg, Tpm};

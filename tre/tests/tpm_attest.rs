@@ -1,6 +1,8 @@
 //! AK, credential activation, quote, certify and the PCR-bound bundle key on real swtpm,
 //! each result checked with tresor's own software side (`protocol::tpm`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use protocol::tpm::{
     Attest, HashAlg, Name, PcrSelection, PcrValues, Public, Signature, Unmarshal, make_credential,
     policy_pcr,
@@ -135,4 +137,17 @@ fn anti_rollback_counter_only_grows() {
     assert_eq!(tpm.rollback_counter().unwrap(), first);
     assert_eq!(tpm.increment_rollback_counter().unwrap(), first + 1);
     assert_eq!(tpm.increment_rollback_counter().unwrap(), first + 2);
+}
+
+#[test]
+fn ak_signs_external_data_with_a_hash_ticket() {
+    let (_swtpm, mut tpm) = lab();
+    let ak = tpm.ak(KeyAlg::Ecc).unwrap();
+    let data = b"\xa4receipt";
+    let signature = tpm.sign(&ak, data).unwrap();
+    Signature::from_bytes(&signature).unwrap().verify(&public(&ak), data).unwrap();
+    // data that starts like a TPM attestation cannot be signed: no forged quotes
+    let mut forged = vec![0xFF, 0x54, 0x43, 0x47];
+    forged.extend([0u8; 60]);
+    assert!(tpm.sign(&ak, &forged).is_err());
 }

@@ -2,4 +2,5 @@
 
 pub mod eventlog;
 pub mod pki;
+pub mod tre;
 pub mod uicc;

@@ -15,7 +15,7 @@ use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Data, Digest, EccPoint, EccScheme, EncryptedSecret, HashScheme, IdObject,
+    Data, Digest, EccPoint, MaxBuffer, EccScheme, EncryptedSecret, HashScheme, IdObject,
     KeyDerivationFunctionScheme, Nonce, PublicBuilder, PublicEccParametersBuilder, PublicKeyRsa,
     PublicRsaParametersBuilder, RsaExponent, RsaScheme, SignatureScheme, SymmetricDefinition,
     SymmetricDefinitionObject,
@@ -159,6 +159,22 @@ impl Tpm {
             )
             .tpm("TPM2_Certify")?;
         signed(attest.marshall(), signature.marshall())
+    }
+
+    /// TPM2_Hash then TPM2_Sign by `ak` over `data` (at most 1024 bytes): a restricted key
+    /// signs external data only with the hash ticket proving that the data does not start
+    /// with TPM_GENERATED_VALUE, so nothing signed this way can pass for a quote (Part 1
+    /// §36.3). Returns the marshalled TPMT_SIGNATURE.
+    pub fn sign(&mut self, ak: &Key, data: &[u8]) -> Result<Vec<u8>> {
+        let buffer = MaxBuffer::try_from(data.to_vec()).tpm("data to sign")?;
+        let (digest, ticket) = self
+            .ctx
+            .hash(buffer, HashingAlgorithm::Sha256, Hierarchy::Endorsement)
+            .tpm("TPM2_Hash")?;
+        let signature = self
+            .with_password(|ctx| ctx.sign(ak.handle, digest, SignatureScheme::Null, ticket))
+            .tpm("TPM2_Sign")?;
+        signature.marshall().map_err(|e| Error::Structure(format!("TPMT_SIGNATURE: {e}")))
     }
 
     /// A policy session satisfying the EK's policy A: PolicySecret(TPM_RH_ENDORSEMENT).
