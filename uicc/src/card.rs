@@ -1,0 +1,317 @@
+//! The card: its state file, its session (what a reset clears), and the operations the TRE
+//! agent performs on it in process — the OTA "activate TRE" command, the atomic profile
+//! install and the abort path — which keep the invariant of TR 33.812 §5.4.4.3: exactly one
+//! of the TRE and the USIM is active, after every operation and across restarts.
+//!
+//! APDUs reach the card through [`Card::transmit`], in process or over vpcd; the command
+//! set is in `commands` and `auth`.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use protocol::ota::{self, OtaCommand};
+use protocol::{Iccid, Imsi, SubscriptionProfile};
+
+use crate::apdu::{Command, respond};
+use crate::error::UiccError;
+use crate::fs::Dir;
+use crate::state::{Active, Pin, PinState, State};
+use crate::store::{self, FaultPlan, WriteFailure, WriteStep};
+
+/// The ATR of a T=0 UICC (ISO/IEC 7816-3 §8, ETSI TS 102 221 §6.3):
+/// TS 3B (direct convention); T0 9E (TA1, TD1; 14 historical bytes); TA1 96 (Fi 512, Di 32);
+/// TD1 80 (TD2 follows, T=0); TD2 1F (TA3 follows, T=15); TA3 C7 (clock stop no preference,
+/// classes A, B and C); historical bytes 80 (compact-TLV), 31 E0 (selection by full and
+/// partial DF name, EF_DIR), 73 FE 21 00 (card capabilities: selection methods, data coding
+/// 21, no extended length, no logical channels), 66 "tresor" (pre-issuing data); TCK C6.
+pub const ATR: [u8; 21] = [
+    0x3B, 0x9E, 0x96, 0x80, 0x1F, 0xC7, 0x80, 0x31, 0xE0, 0x73, 0xFE, 0x21, 0x00, 0x66, 0x74, 0x72,
+    0x65, 0x73, 0x6F, 0x72, 0xC6,
+];
+
+/// Retry counters of a new card (TS 102 221 §9.5: PIN 3, ADM issuer-defined).
+pub const PIN1_RETRIES: u8 = 3;
+pub const ADM1_RETRIES: u8 = 10;
+
+/// Card settings chosen at manufacture.
+#[derive(Clone, Debug)]
+pub struct CardOptions {
+    pub pin1: Pin,
+    /// Whether PIN1 must be verified before reading IMSI or running AUTHENTICATE. M2M cards
+    /// usually have it disabled.
+    pub pin1_enabled: bool,
+    pub adm1: Pin,
+    /// MNC length for EF_AD (2 or 3).
+    pub mnc_len: u8,
+}
+
+impl CardOptions {
+    /// PIN1 "0000" disabled, a random 8-digit ADM1 (so UPDATE BINARY needs an explicit
+    /// ADM1), 2-digit MNC.
+    pub fn new() -> Result<Self, UiccError> {
+        Ok(Self {
+            pin1: Pin::from_digits("0000")?,
+            pin1_enabled: false,
+            adm1: Pin::random_digits()?,
+            mnc_len: 2,
+        })
+    }
+}
+
+/// What a reset clears (TS 102 221 §6.2): selection, security status, pending response.
+#[derive(Clone, Debug)]
+pub(crate) struct Session {
+    pub df: Dir,
+    pub ef: Option<&'static crate::fs::Ef>,
+    /// Whether ADF_USIM has been selected since the reset (the current application).
+    pub usim_selected: bool,
+    pub pin1_verified: bool,
+    pub adm1_verified: bool,
+    /// The record pointer of the current linear fixed EF (1-based).
+    pub record: Option<usize>,
+    /// Response data awaiting GET RESPONSE (T=0, 61xx).
+    pub pending: Vec<u8>,
+}
+
+impl Session {
+    fn after_reset() -> Self {
+        Self {
+            df: Dir::Mf,
+            ef: None,
+            usim_selected: false,
+            pin1_verified: false,
+            adm1_verified: false,
+            record: None,
+            pending: Vec::new(),
+        }
+    }
+}
+
+/// A UICC with one USIM, backed by a state file.
+pub struct Card {
+    path: PathBuf,
+    _lock: File,
+    pub(crate) state: State,
+    pub(crate) session: Session,
+}
+
+impl fmt::Debug for Card {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Card")
+            .field("path", &self.path)
+            .field("iccid", &self.state.profile.iccid)
+            .field("imsi", &self.state.profile.imsi)
+            .field("active", &self.state.active)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Card {
+    /// Manufactures a card for `profile` (TR 33.812 step 1: the MNO-A profile, USIM active)
+    /// into a new state file at `path`.
+    pub fn create(
+        path: &Path,
+        profile: SubscriptionProfile,
+        options: CardOptions,
+    ) -> Result<Self, UiccError> {
+        if !matches!(options.mnc_len, 2 | 3) {
+            return Err(UiccError::MncLength);
+        }
+        let lock = lock(path)?;
+        if path.exists() {
+            return Err(UiccError::AlreadyExists { path: path.to_owned() });
+        }
+        let state = State::new(
+            profile,
+            PinState::new(options.pin1, options.pin1_enabled, PIN1_RETRIES),
+            PinState::new(options.adm1, true, ADM1_RETRIES),
+            options.mnc_len,
+        );
+        store::write_atomic(path, &state.to_bytes()?, &FaultPlan::default())
+            .map_err(|f| UiccError::Persist { step: f.step, source: f.source })?;
+        tracing::info!(iccid = %state.profile.iccid, "card created");
+        Ok(Self { path: path.to_owned(), _lock: lock, state, session: Session::after_reset() })
+    }
+
+    /// Opens an existing card, as a device agent does after a restart. A temporary file left
+    /// by an interrupted write is discarded: the state file is whole by construction.
+    pub fn open(path: &Path) -> Result<Self, UiccError> {
+        let lock = lock(path)?;
+        let tmp = store::temp_path(path);
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => tracing::warn!(path = %tmp.display(), "discarded an interrupted state write"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(UiccError::Io { path: tmp, source }),
+        }
+        let state = State::load(path)?;
+        Ok(Self { path: path.to_owned(), _lock: lock, state, session: Session::after_reset() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn atr(&self) -> &'static [u8] {
+        &ATR
+    }
+
+    /// Processes one command APDU and returns response data ‖ SW1 SW2. Never panics; a
+    /// malformed APDU gets the status word that names the problem.
+    pub fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
+        match Command::parse(apdu) {
+            Ok(cmd) => {
+                let response = self.process(&cmd);
+                let sw = response.len().checked_sub(2).and_then(|i| response.get(i..));
+                tracing::debug!(
+                    cla = cmd.cla, ins = cmd.ins, p1 = cmd.p1, p2 = cmd.p2,
+                    sw = %sw.map(hex::encode).unwrap_or_default(),
+                    "APDU"
+                );
+                response
+            }
+            Err(sw) => {
+                self.session.pending.clear();
+                respond(&[], sw)
+            }
+        }
+    }
+
+    /// Cold or warm reset: the MF is selected, security status and pending data are lost.
+    /// Which of USIM and TRE is active is persistent and survives it.
+    pub fn reset(&mut self) {
+        self.session = Session::after_reset();
+    }
+
+    pub fn usim_active(&self) -> bool {
+        self.state.active == Active::Usim
+    }
+
+    pub fn tre_active(&self) -> bool {
+        self.state.active == Active::Tre
+    }
+
+    pub fn iccid(&self) -> &Iccid {
+        &self.state.profile.iccid
+    }
+
+    pub fn imsi(&self) -> &Imsi {
+        &self.state.profile.imsi
+    }
+
+    /// The last OTA counter the card accepted; MNO-A's next command must exceed it.
+    pub fn ota_counter(&self) -> u64 {
+        self.state.profile.ota.counter
+    }
+
+    /// Runs an operator OTA command (the APDU of [`protocol::ota`]): verifies it with the
+    /// current profile's KID and counter, then activates or deactivates the TRE. The new
+    /// counter and mode are saved together; if that fails nothing changes.
+    pub fn ota(&mut self, apdu: &[u8]) -> Result<OtaCommand, UiccError> {
+        self.ota_with(apdu, &FaultPlan::default())
+    }
+
+    pub(crate) fn ota_with(
+        &mut self,
+        apdu: &[u8],
+        faults: &FaultPlan,
+    ) -> Result<OtaCommand, UiccError> {
+        let profile = &self.state.profile;
+        let verified = ota::verify(apdu, &profile.ota.kid, &profile.iccid, profile.ota.counter)?;
+        let mut next = self.state.clone();
+        next.profile.ota.counter = verified.counter;
+        next.active = match verified.command {
+            OtaCommand::ActivateTre => Active::Tre,
+            OtaCommand::DeactivateTre => Active::Usim,
+        };
+        self.commit(next, faults)
+            .map_err(|f| UiccError::Persist { step: f.step, source: f.source })?;
+        tracing::info!(command = ?verified.command, counter = verified.counter, "OTA command accepted");
+        Ok(verified.command)
+    }
+
+    /// Replaces the subscription (TR 33.812 step 11), only while the TRE is active. On success
+    /// the card resets: the USIM comes up with the new IMSI and the TRE is inactive. On
+    /// failure the card runs whichever profile the disk holds — the old one unless the new one
+    /// was already committed — with the USIM active, and says which in the error.
+    pub fn install_profile(&mut self, new: SubscriptionProfile) -> Result<(), UiccError> {
+        self.install_with(new, &FaultPlan::default())
+    }
+
+    pub(crate) fn install_with(
+        &mut self,
+        new: SubscriptionProfile,
+        faults: &FaultPlan,
+    ) -> Result<(), UiccError> {
+        if !self.tre_active() {
+            return Err(UiccError::TreNotActive);
+        }
+        let next = self.state.with_new_profile(new);
+        match self.commit(next, faults) {
+            Ok(()) => {
+                self.reset();
+                tracing::info!(iccid = %self.state.profile.iccid, "profile installed, USIM active");
+                Ok(())
+            }
+            Err(WriteFailure { step, source }) => {
+                let committed = step.committed();
+                if !committed {
+                    // The TRE's abort path: back to the old profile, USIM active.
+                    if let Err(e) = self.abort_tre() {
+                        tracing::error!(error = %e, "could not save the USIM reactivation; the TRE stays active on disk");
+                    }
+                }
+                self.reset();
+                tracing::warn!(%step, committed, "profile install failed");
+                Err(UiccError::InstallFailed { step, committed, source })
+            }
+        }
+    }
+
+    /// The TRE gives up (TR 33.812 step 12, failure): the USIM becomes active again with the
+    /// current profile. In memory this always happens; the error says the disk still has the
+    /// TRE active, which a restart would then show.
+    pub fn abort_tre(&mut self) -> Result<(), UiccError> {
+        if self.usim_active() {
+            return Ok(());
+        }
+        let mut next = self.state.clone();
+        next.active = Active::Usim;
+        let saved = self.commit(next, &FaultPlan::default());
+        self.state.active = Active::Usim;
+        saved.map_err(|f| UiccError::Persist { step: f.step, source: f.source })
+    }
+
+    /// Writes `next` and switches to it. If the write failed after the rename, the disk holds
+    /// `next`, so the card switches to it all the same (and still reports the failure).
+    fn commit(&mut self, next: State, faults: &FaultPlan) -> Result<(), WriteFailure> {
+        let bytes = next.to_bytes().map_err(|e| WriteFailure {
+            step: WriteStep::Write,
+            source: io::Error::other(e.to_string()),
+        })?;
+        let result = store::write_atomic(&self.path, &bytes, faults);
+        if result.as_ref().err().is_none_or(|f| f.step.committed()) {
+            self.state = next;
+        }
+        result
+    }
+
+    /// Saves the current state (PIN counters, SQN array, EF updates).
+    pub(crate) fn persist(&mut self) -> Result<(), UiccError> {
+        let bytes = self.state.to_bytes()?;
+        store::write_atomic(&self.path, &bytes, &FaultPlan::default())
+            .map_err(|f| UiccError::Persist { step: f.step, source: f.source })
+    }
+}
+
+fn lock(path: &Path) -> Result<File, UiccError> {
+    store::lock(path).map_err(|source| match source.kind() {
+        io::ErrorKind::WouldBlock => UiccError::Locked { path: path.to_owned() },
+        _ => UiccError::Io { path: store::lock_path(path), source },
+    })
+}
+
+#[cfg(test)]
+#[path = "card_tests.rs"]
+mod tests;

@@ -1,0 +1,45 @@
+//! The one error type of the `uicc` crate. Variants say what a caller can act on; none
+//! carries key material or state file content.
+
+use std::io;
+use std::path::PathBuf;
+
+use protocol::ota::OtaError;
+
+use crate::store::WriteStep;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UiccError {
+    #[error("card state {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("card state {} already exists", path.display())]
+    AlreadyExists { path: PathBuf },
+    #[error("card state {} is in use by another process", path.display())]
+    Locked { path: PathBuf },
+    #[error("card state {} is not valid: {reason}", path.display())]
+    BadState { path: PathBuf, reason: String },
+    #[error("card state could not be encoded: {0}")]
+    Encode(String),
+    #[error("could not save the card state while {step}: {source}")]
+    Persist { step: WriteStep, source: io::Error },
+    /// TR 33.812 §5.4.4.3: a profile is installed by the TRE, so only while it is active.
+    #[error("the TRE is not active: a profile can only be installed while the TRE is active")]
+    TreNotActive,
+    #[error("OTA command rejected: {0}")]
+    Ota(#[from] OtaError),
+    /// The install did not complete. `committed` tells which profile the card now runs: the
+    /// new one (the write reached the disk) or the old one, with the USIM active again.
+    #[error(
+        "profile install failed while {step}: {source}; the card runs the {} profile with the USIM active",
+        if *committed { "new" } else { "old" }
+    )]
+    InstallFailed { step: WriteStep, committed: bool, source: io::Error },
+    #[error("a PIN is 4 to 8 decimal digits, an ADM key 16 hex digits")]
+    BadPin,
+    #[error("the MNC length is 2 or 3 digits")]
+    MncLength,
+    #[error("the system random number generator failed")]
+    Random,
+    #[error("vpcd at {addr}: {source}")]
+    Vpcd { addr: String, source: io::Error },
+}

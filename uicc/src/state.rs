@@ -1,0 +1,414 @@
+//! The card's persistent state and its file format (JSON, one file, mode 0600): the active
+//! subscription profile, which of USIM and TRE is active, the SQN array of TS 33.102
+//! Annex C, PIN1 and ADM1 with their retry counters, and the stored EFs.
+//!
+//! This file is the only place where K, OPc, KIc, KID and the PINs are kept in the clear.
+//! Errors about it never quote its content.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use protocol::milenage::Sqn;
+use protocol::{Imsi, SubscriptionProfile};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::UiccError;
+use crate::fs::{self, Source};
+
+/// The `format` field of every state file.
+pub const FORMAT: &str = "tresor-uicc-state";
+/// The state file version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// Which of the two may act for the subscription (TR 33.812 §5.4.4.3): exactly one, always.
+/// One field rather than two flags, so "both" and "neither" cannot be represented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Active {
+    Usim,
+    Tre,
+}
+
+/// A PIN or ADM key value: 8 bytes as VERIFY carries it (TS 102 221 §9.5.1: digits as ASCII,
+/// padded with FF; ADM values may be any 8 bytes). Zeroizing, never printed.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Pin([u8; 8]);
+
+impl Pin {
+    /// 4 to 8 decimal digits, coded as ASCII and padded with FF.
+    pub fn from_digits(digits: &str) -> Result<Self, UiccError> {
+        if !(4..=8).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(UiccError::BadPin);
+        }
+        let mut v = [0xFF; 8];
+        v[..digits.len()].copy_from_slice(digits.as_bytes());
+        Ok(Self(v))
+    }
+
+    /// Exactly 16 hex digits: the 8 bytes of an ADM key as its issuer hands it out.
+    pub fn from_hex(s: &str) -> Result<Self, UiccError> {
+        let mut v = [0u8; 8];
+        hex::decode_to_slice(s, &mut v).map_err(|_| UiccError::BadPin)?;
+        Ok(Self(v))
+    }
+
+    /// Either form: 16 hex digits, or 4 to 8 decimal digits.
+    pub fn parse(s: &str) -> Result<Self, UiccError> {
+        if s.len() == 16 { Self::from_hex(s) } else { Self::from_digits(s) }
+    }
+
+    /// 8 random decimal digits from the operating system's CSPRNG.
+    pub fn random_digits() -> Result<Self, UiccError> {
+        use ring::rand::SecureRandom;
+        let mut raw = Zeroizing::new([0u8; 8]);
+        ring::rand::SystemRandom::new().fill(raw.as_mut()).map_err(|_| UiccError::Random)?;
+        // 256 mod 10 = 6: the bias toward 0..5 is 1/25 per digit, irrelevant for a test ADM.
+        let mut v = [0u8; 8];
+        for (d, r) in v.iter_mut().zip(raw.iter()) {
+            *d = b'0' + r % 10;
+        }
+        Ok(Self(v))
+    }
+
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        self.0.ct_eq(candidate).into()
+    }
+}
+
+impl fmt::Debug for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pin(…)")
+    }
+}
+
+impl Serialize for Pin {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&Zeroizing::new(hex::encode(self.0)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Pin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Zeroizing::new(String::deserialize(d)?);
+        Self::from_hex(&s).map_err(|_| serde::de::Error::custom("PIN must be 16 hex digits"))
+    }
+}
+
+/// A verification key with its retry counter (TS 102 221 §9.5).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PinState {
+    pub value: Pin,
+    pub enabled: bool,
+    pub retries_left: u8,
+    pub max_retries: u8,
+}
+
+impl PinState {
+    pub fn new(value: Pin, enabled: bool, max_retries: u8) -> Self {
+        Self { value, enabled, retries_left: max_retries, max_retries }
+    }
+
+    pub fn blocked(&self) -> bool {
+        self.retries_left == 0
+    }
+}
+
+/// The USIM's sequence number store of TS 33.102 Annex C.1.2: the highest SEQ accepted for
+/// each of the 32 IND values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqnArray {
+    seq: Vec<u64>,
+}
+
+/// Δ of TS 33.102 Annex C.2.2: how far ahead of the highest accepted SEQ a new one may be.
+pub const SQN_DELTA: u64 = 1 << 28;
+const IND_VALUES: usize = 1 << Sqn::IND_BITS;
+
+impl Default for SqnArray {
+    fn default() -> Self {
+        Self { seq: vec![0; IND_VALUES] }
+    }
+}
+
+impl SqnArray {
+    /// Annex C.2.2 freshness: SEQ above the entry for its IND, and at most Δ above the
+    /// highest SEQ accepted so far.
+    pub fn is_fresh(&self, sqn: Sqn) -> bool {
+        let entry = self.seq.get(usize::from(sqn.ind())).copied().unwrap_or(u64::MAX);
+        sqn.seq() > entry && sqn.seq().saturating_sub(self.highest().0) <= SQN_DELTA
+    }
+
+    pub fn accept(&mut self, sqn: Sqn) {
+        if let Some(entry) = self.seq.get_mut(usize::from(sqn.ind())) {
+            *entry = sqn.seq();
+        }
+    }
+
+    /// SQN_MS for resynchronisation: the highest accepted SEQ with its IND (Annex C.3.4).
+    pub fn sqn_ms(&self) -> Sqn {
+        let (seq, ind) = self.highest();
+        Sqn::from_parts(seq, ind).unwrap_or_default()
+    }
+
+    fn highest(&self) -> (u64, u8) {
+        let mut best = (0, 0u8);
+        for (i, &seq) in self.seq.iter().enumerate() {
+            if seq > best.0 {
+                best = (seq, u8::try_from(i).unwrap_or(0));
+            }
+        }
+        best
+    }
+
+    fn is_valid(&self) -> bool {
+        self.seq.len() == IND_VALUES && self.seq.iter().all(|&s| s < (1 << 43))
+    }
+}
+
+/// Everything the card keeps across power cycles.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    pub format: String,
+    pub version: u32,
+    pub active: Active,
+    pub profile: SubscriptionProfile,
+    pub sqn: SqnArray,
+    pub pin1: PinState,
+    pub adm1: PinState,
+    /// MNC length in digits, as EF_AD reports it (2 or 3).
+    pub mnc_len: u8,
+    /// Stored EFs by name, hex-encoded.
+    pub files: BTreeMap<String, HexBytes>,
+}
+
+/// Bytes stored as a hex string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HexBytes(pub Vec<u8>);
+
+impl Serialize for HexBytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HexBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s).map(HexBytes).map_err(|_| serde::de::Error::custom("not hexadecimal"))
+    }
+}
+
+impl State {
+    /// A fresh card for `profile`: USIM active, SQN array empty, every stored EF at its
+    /// default.
+    pub fn new(profile: SubscriptionProfile, pin1: PinState, adm1: PinState, mnc_len: u8) -> Self {
+        let files = default_files(&profile.imsi, mnc_len, |_| true);
+        Self {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            active: Active::Usim,
+            profile,
+            sqn: SqnArray::default(),
+            pin1,
+            adm1,
+            mnc_len,
+            files,
+        }
+    }
+
+    /// The state after installing `profile`: the USIM active with the new subscription, a
+    /// fresh SQN array, the per-subscription EFs reset; PINs and card settings kept.
+    pub fn with_new_profile(&self, profile: SubscriptionProfile) -> Self {
+        let mut next = self.clone();
+        let reset = default_files(&profile.imsi, self.mnc_len, fs::is_per_subscription);
+        next.files.extend(reset);
+        next.profile = profile;
+        next.sqn = SqnArray::default();
+        next.active = Active::Usim;
+        next
+    }
+
+    pub fn file(&self, name: &str) -> Option<&[u8]> {
+        self.files.get(name).map(|h| h.0.as_slice())
+    }
+
+    pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, UiccError> {
+        serde_json::to_vec_pretty(self)
+            .map(Zeroizing::new)
+            .map_err(|e| UiccError::Encode(e.to_string()))
+    }
+
+    /// Reads and validates a state file.
+    pub fn load(path: &Path) -> Result<Self, UiccError> {
+        let bytes = Zeroizing::new(
+            std::fs::read(path)
+                .map_err(|source| UiccError::Io { path: path.to_owned(), source })?,
+        );
+        Self::from_bytes(&bytes)
+            .map_err(|reason| UiccError::BadState { path: path.to_owned(), reason })
+    }
+
+    /// Parses and validates; the error names the problem and its position, never the content.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let state: State = serde_json::from_slice(bytes).map_err(|e| {
+            let what = match e.classify() {
+                serde_json::error::Category::Io => "unreadable",
+                serde_json::error::Category::Syntax => "not JSON",
+                serde_json::error::Category::Data => "wrong field or value",
+                serde_json::error::Category::Eof => "truncated",
+            };
+            format!("{what} at line {} column {}", e.line(), e.column())
+        })?;
+        state.validate()?;
+        Ok(state)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!("format is not {FORMAT}"));
+        }
+        if self.version != VERSION {
+            return Err(format!(
+                "version {} is not supported (this build reads {VERSION})",
+                self.version
+            ));
+        }
+        if !matches!(self.mnc_len, 2 | 3) {
+            return Err("mnc_len must be 2 or 3".into());
+        }
+        if !self.sqn.is_valid() {
+            return Err("sqn must hold 32 values below 2^43".into());
+        }
+        for pin in [&self.pin1, &self.adm1] {
+            if pin.max_retries == 0 || pin.max_retries > 15 || pin.retries_left > pin.max_retries {
+                return Err("PIN retry counters out of range".into());
+            }
+        }
+        if self.profile.ota.counter > protocol::ota::COUNTER_MAX {
+            return Err("OTA counter exceeds 5 bytes".into());
+        }
+        for (name, content) in &self.files {
+            let Some(ef) = fs::ef_by_name(name).filter(|e| e.source == Source::Stored) else {
+                return Err(format!("unknown stored file {name}"));
+            };
+            if content.0.len() != ef.size {
+                return Err(format!("{name} must be {} bytes", ef.size));
+            }
+        }
+        let stored = fs::EFS.iter().filter(|e| e.source == Source::Stored);
+        if let Some(missing) = stored.clone().find(|e| !self.files.contains_key(e.name)) {
+            return Err(format!("stored file {} is missing", missing.name));
+        }
+        Ok(())
+    }
+}
+
+fn default_files(
+    imsi: &Imsi,
+    mnc_len: u8,
+    which: impl Fn(&fs::Ef) -> bool,
+) -> BTreeMap<String, HexBytes> {
+    fs::EFS
+        .iter()
+        .filter(|e| e.source == Source::Stored && which(e))
+        .map(|e| (e.name.to_owned(), HexBytes(fs::default_content(e, imsi, mnc_len))))
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use protocol::{Amf, Opc, OtaKey, OtaKeys, SubscriberKey};
+
+    pub fn profile(iccid: &str, imsi: &str) -> SubscriptionProfile {
+        SubscriptionProfile {
+            iccid: iccid.parse().unwrap(),
+            imsi: imsi.parse().unwrap(),
+            k: SubscriberKey::new([0x11; 16]),
+            opc: Opc::new([0x22; 16]),
+            amf: Amf([0x80, 0x00]),
+            ota: OtaKeys { kic: OtaKey::new([0x33; 16]), kid: OtaKey::new([0x44; 16]), counter: 0 },
+        }
+    }
+
+    fn state() -> State {
+        State::new(
+            profile("89883030000000000015", "001010123456789"),
+            PinState::new(Pin::from_digits("1234").unwrap(), false, 3),
+            PinState::new(Pin::from_digits("88888888").unwrap(), true, 10),
+            2,
+        )
+    }
+
+    #[test]
+    fn round_trips_and_validates() {
+        let s = state();
+        let bytes = s.to_bytes().unwrap();
+        let back = State::from_bytes(&bytes).unwrap();
+        assert_eq!(back.profile, s.profile);
+        assert_eq!(back.files, s.files);
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(text.contains("\"active\": \"usim\""));
+        let broken = text.replace("\"EF_AD\": \"00000002\"", "\"EF_AD\": \"000002\"");
+        assert_eq!(State::from_bytes(broken.as_bytes()).unwrap_err(), "EF_AD must be 4 bytes");
+    }
+
+    #[test]
+    fn errors_never_quote_secrets() {
+        let text = String::from_utf8(state().to_bytes().unwrap().to_vec()).unwrap();
+        // K has the wrong type: serde would normally quote the offending value.
+        let k = hex::encode([0x11u8; 16]);
+        let broken = text.replace(&format!("\"{k}\""), "[1,2]");
+        let err = State::from_bytes(broken.as_bytes()).unwrap_err();
+        assert!(err.starts_with("wrong field or value"), "{err}");
+        assert!(!err.contains("1111"));
+        let debug = format!("{:?}", state());
+        assert!(!debug.contains("1111") && !debug.contains("3838") && !debug.contains("3132"));
+    }
+
+    #[test]
+    fn sqn_freshness_follows_annex_c() {
+        let mut a = SqnArray::default();
+        let s = |seq, ind| Sqn::from_parts(seq, ind).unwrap();
+        assert!(a.is_fresh(s(1, 0)));
+        assert!(!a.is_fresh(s(0, 0)));
+        a.accept(s(10, 3));
+        assert!(!a.is_fresh(s(10, 3)) && !a.is_fresh(s(9, 3)));
+        // Another IND may still use a lower SEQ (vectors used out of order, Annex C.1.2).
+        assert!(a.is_fresh(s(5, 4)));
+        assert!(a.is_fresh(s(10 + SQN_DELTA, 4)));
+        assert!(!a.is_fresh(s(11 + SQN_DELTA, 4)));
+        assert_eq!(a.sqn_ms(), s(10, 3));
+    }
+
+    #[test]
+    fn new_profile_resets_subscription_files_only() {
+        let mut s = state();
+        s.files.insert("EF_LOCI".into(), HexBytes(vec![0; 11]));
+        s.files.insert("EF_SPN".into(), HexBytes(vec![0; 17]));
+        s.sqn.accept(Sqn::from_parts(7, 1).unwrap());
+        s.active = Active::Tre;
+        let next = s.with_new_profile(profile("89883030000000000023", "001010000000002"));
+        assert_eq!(next.active, Active::Usim);
+        assert_eq!(next.sqn, SqnArray::default());
+        assert_eq!(next.file("EF_SPN"), Some(&[0u8; 17][..]));
+        assert_ne!(next.file("EF_LOCI"), Some(&[0u8; 11][..]));
+        assert_eq!(next.file("EF_ACC"), Some(&[0x00, 0x04][..]));
+    }
+
+    #[test]
+    fn pins_parse_and_compare() {
+        assert!(Pin::from_digits("123").is_err());
+        assert!(Pin::from_digits("12a4").is_err());
+        let p = Pin::parse("1234").unwrap();
+        assert!(p.matches(b"1234\xff\xff\xff\xff"));
+        assert!(!p.matches(b"1235\xff\xff\xff\xff"));
+        assert!(!p.matches(b"1234"));
+        assert!(Pin::parse("3132333435363738").unwrap().matches(b"12345678"));
+        let r = Pin::random_digits().unwrap();
+        assert_eq!(format!("{r:?}"), "Pin(…)");
+    }
+}
