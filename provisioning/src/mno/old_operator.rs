@@ -1,0 +1,178 @@
+//! The old operator's part of a campaign (MNO-A, the campaign's `from`; TR 33.812
+//! alternative 3d steps 3–4): receiving the new operator's IMSI list, and issuing each
+//! device's "activate TRE" OTA command ([`protocol::ota`], ETSI TS 102 225 §5.1 security:
+//! AES-CMAC with the card's KID, counter above the card's last).
+//!
+//! The IMSI list is accepted only from the operator the campaign names as `to` (the common
+//! name of the verified TLS client certificate): anyone else — the RO, another operator —
+//! is refused before the body is read, and nothing is stored (attack 15). The OTA counter
+//! is persisted in the same transaction that records the command, before the command is
+//! returned, so no counter value is ever used twice; a repeated request returns the stored
+//! command.
+
+use std::collections::BTreeSet;
+
+use protocol::DeviceId;
+use protocol::ota::{self, COUNTER_MAX, OtaError};
+use rusqlite::{OptionalExtension, params};
+use serde_bytes::ByteBuf;
+
+use super::api::{ActivateTreResponse, CampaignId, ImsiList, ImsiListAck, MAX_DEVICES, Party};
+use super::error::{MnoError, Result};
+use super::operator::{CampaignRow, DeviceRow, Operator};
+use super::records::{SubscriberRecord, SubscriberStatus};
+use super::store::{now_unix, to_sql_u64};
+
+impl Operator {
+    /// Refuses unless `sender` (the client certificate's common name) is the campaign's
+    /// `to` operator. Checked before the body is decoded.
+    pub fn check_imsi_list_sender(&self, sender: Option<&str>, id: &CampaignId) -> Result<()> {
+        let c = self.store.read(|tx| CampaignRow::load(tx, id))?;
+        let sender = sender.unwrap_or("");
+        if sender != c.to {
+            tracing::warn!(campaign = %id, sender, expected = %c.to, "IMSI list from the wrong party refused");
+            return Err(MnoError::ImsiListSenderNotCampaignOperator {
+                campaign: id.to_string(),
+                expected: c.to,
+                sender: sender.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Step 3, old operator: stores the new IMSI of each listed device. All entries or none;
+    /// an entry already received with the same IMSI is accepted again, with another IMSI it
+    /// is a conflict.
+    pub fn receive_imsi_list(
+        &self,
+        sender: Option<&str>,
+        id: &CampaignId,
+        list: &ImsiList,
+    ) -> Result<ImsiListAck> {
+        let mismatch = |reason: &str| MnoError::ImsiListMismatch {
+            campaign: id.to_string(),
+            reason: reason.into(),
+        };
+        if list.entries.is_empty() || list.entries.len() > MAX_DEVICES {
+            return Err(mismatch("the list must have 1 to 10000 entries"));
+        }
+        let devices: BTreeSet<&DeviceId> = list.entries.iter().map(|e| &e.device_id).collect();
+        let imsis: BTreeSet<&str> = list.entries.iter().map(|e| e.imsi.as_str()).collect();
+        if devices.len() != list.entries.len() || imsis.len() != list.entries.len() {
+            return Err(mismatch("a device or an IMSI is listed twice"));
+        }
+        let sender = sender.unwrap_or("");
+        let accepted = self.store.write(|tx| {
+            let c = CampaignRow::load(tx, id)?;
+            // Checked again inside the transaction that stores the list.
+            if sender != c.to {
+                return Err(MnoError::ImsiListSenderNotCampaignOperator {
+                    campaign: id.to_string(),
+                    expected: c.to,
+                    sender: sender.into(),
+                });
+            }
+            c.require(&self.name, Party::OldOperator)?;
+            let mut accepted = 0u64;
+            for entry in &list.entries {
+                let device = DeviceRow::load(tx, id, &entry.device_id).map_err(|e| match e {
+                    MnoError::DeviceNotInCampaign { .. } => mismatch("a listed device is not in the campaign"),
+                    other => other,
+                })?;
+                if device.iccid != entry.iccid {
+                    return Err(mismatch("a listed ICCID is not the device's ICCID in the campaign"));
+                }
+                device.require_open(id, &entry.device_id)?;
+                let existing: Option<String> = tx
+                    .query_row(
+                        "SELECT new_imsi FROM imsi_lists WHERE campaign = ?1 AND device_id = ?2",
+                        params![id.as_str(), entry.device_id.to_hex()],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match existing {
+                    Some(imsi) if imsi == entry.imsi.as_str() => {}
+                    Some(_) => return Err(MnoError::ImsiListConflict { device: entry.device_id.to_hex() }),
+                    None => {
+                        tx.execute(
+                            "INSERT INTO imsi_lists (campaign, device_id, iccid, new_imsi, sender, received_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![
+                                id.as_str(),
+                                entry.device_id.to_hex(),
+                                entry.iccid.as_str(),
+                                entry.imsi.as_str(),
+                                sender,
+                                now_unix()?
+                            ],
+                        )?;
+                    }
+                }
+                accepted += 1;
+            }
+            Ok(accepted)
+        })?;
+        tracing::info!(campaign = %id, sender, accepted, "IMSI list accepted");
+        Ok(ImsiListAck { accepted })
+    }
+
+    /// Step 4, old operator: the device's "activate TRE" OTA command, sealed with its card's
+    /// KID and the next OTA counter. Only after the new operator listed a new IMSI for the
+    /// device; idempotent.
+    pub fn activate_tre(
+        &self,
+        id: &CampaignId,
+        device_id: &DeviceId,
+    ) -> Result<ActivateTreResponse> {
+        let (response, fresh) = self.store.write(|tx| {
+            let c = CampaignRow::load(tx, id)?;
+            c.require(&self.name, Party::OldOperator)?;
+            let device = DeviceRow::load(tx, id, device_id)?;
+            device.require_open(id, device_id)?;
+            if let Some((command, counter)) = device.tre_command {
+                return Ok((
+                    ActivateTreResponse { command: ByteBuf::from(command), counter },
+                    false,
+                ));
+            }
+            if !device.imsi_listed {
+                return Err(MnoError::ImsiListMissing { device: device_id.to_hex() });
+            }
+            let imsi =
+                device.old_imsi.ok_or(MnoError::Corrupt("campaign device without old IMSI"))?;
+            let record = SubscriberRecord::load(tx, &self.sealer, &imsi)?
+                .ok_or(MnoError::Corrupt("campaign device without subscriber"))?;
+            if !matches!(record.status, SubscriberStatus::Active | SubscriberStatus::Live) {
+                return Err(MnoError::SubscriberState {
+                    imsi: imsi.to_string(),
+                    status: record.status.name(),
+                    needed: "active",
+                });
+            }
+            let counter = record
+                .ota
+                .counter
+                .checked_add(1)
+                .filter(|c| *c <= COUNTER_MAX)
+                .ok_or(MnoError::Ota(OtaError::CounterRange))?;
+            let command = ota::seal_activate_tre(&record.ota.kid, &record.iccid, counter)?;
+            SubscriberRecord::set_ota_counter(tx, &imsi, counter)?;
+            tx.execute(
+                "UPDATE campaign_devices SET tre_command = ?3, tre_counter = ?4, tre_issued_at = ?5
+                 WHERE campaign = ?1 AND device_id = ?2",
+                params![
+                    id.as_str(),
+                    device_id.to_hex(),
+                    command,
+                    to_sql_u64(counter)?,
+                    now_unix()?
+                ],
+            )?;
+            Ok((ActivateTreResponse { command: ByteBuf::from(command), counter }, true))
+        })?;
+        if fresh {
+            tracing::info!(campaign = %id, device = %device_id, counter = response.counter, "activate-TRE command issued");
+        }
+        Ok(response)
+    }
+}

@@ -1,0 +1,303 @@
+//! The operator's SQLite store (docs/flow.md "Who holds what"; DESIGN.md §5): the IMSI pool
+//! and its allocations, subscriber records with their secrets encrypted ([`super::seal`]),
+//! the campaigns this operator takes part in and their devices, received IMSI lists,
+//! outstanding AKA challenges and the DPF's reports.
+//!
+//! One file per process, created on first start with mode 0600, WAL journal with
+//! `synchronous=FULL` (a committed allocation survives power loss), foreign keys on,
+//! `secure_delete` on. The schema is versioned with `PRAGMA user_version`; a store of another
+//! version, another operator, another IMSI range or another storage key is refused at start.
+//! Every change runs in one `BEGIN IMMEDIATE` transaction, which takes the write lock first,
+//! so concurrent requests (and processes) serialise instead of deadlocking on upgrade.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::error::{MnoError, Result};
+use super::pool::PoolConfig;
+use super::seal::{Field, Sealer};
+
+/// The schema this build writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+/// How long a transaction waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const KEY_CHECK_PLAINTEXT: &[u8] = b"tresor operator store";
+
+const SCHEMA: &str = "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE pool (
+    id         INTEGER PRIMARY KEY CHECK (id = 0),
+    next_index INTEGER NOT NULL CHECK (next_index >= 0)
+);
+INSERT INTO pool (id, next_index) VALUES (0, 0);
+CREATE TABLE allocations (
+    pool_index   INTEGER PRIMARY KEY,
+    imsi         TEXT NOT NULL UNIQUE,
+    iccid        TEXT NOT NULL UNIQUE,
+    purpose      TEXT NOT NULL CHECK (purpose IN ('manufacture', 'campaign')),
+    campaign     TEXT,
+    device_id    TEXT,
+    allocated_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX allocations_by_device ON allocations (campaign, device_id)
+    WHERE campaign IS NOT NULL;
+CREATE TABLE subscribers (
+    imsi        TEXT PRIMARY KEY REFERENCES allocations (imsi),
+    iccid       TEXT NOT NULL UNIQUE,
+    k           BLOB NOT NULL,
+    opc         BLOB NOT NULL,
+    kic         BLOB NOT NULL,
+    kid         BLOB NOT NULL,
+    amf         BLOB NOT NULL,
+    sqn         INTEGER NOT NULL CHECK (sqn >= 0),
+    ota_counter INTEGER NOT NULL CHECK (ota_counter >= 0),
+    status      TEXT NOT NULL CHECK (status IN ('active', 'pending', 'live', 'retired')),
+    device_id   TEXT,
+    campaign    TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE campaigns (
+    id            TEXT PRIMARY KEY,
+    from_operator TEXT NOT NULL,
+    to_operator   TEXT NOT NULL,
+    digest        BLOB NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE campaign_devices (
+    campaign          TEXT NOT NULL REFERENCES campaigns (id),
+    device_id         TEXT NOT NULL,
+    iccid             TEXT NOT NULL,
+    old_imsi          TEXT REFERENCES subscribers (imsi),
+    imsi_list_sent_at INTEGER,
+    tre_command       BLOB,
+    tre_counter       INTEGER,
+    tre_issued_at     INTEGER,
+    registered_at     INTEGER,
+    ear_hash          BLOB,
+    profile           BLOB,
+    profile_issued_at INTEGER,
+    PRIMARY KEY (campaign, device_id)
+);
+CREATE INDEX campaign_devices_by_iccid ON campaign_devices (iccid);
+CREATE TABLE imsi_lists (
+    campaign    TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    iccid       TEXT NOT NULL,
+    new_imsi    TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (campaign, device_id),
+    FOREIGN KEY (campaign, device_id) REFERENCES campaign_devices (campaign, device_id)
+);
+CREATE TABLE aka_challenges (
+    imsi       TEXT PRIMARY KEY REFERENCES subscribers (imsi),
+    rand       BLOB NOT NULL,
+    autn       BLOB NOT NULL,
+    xres       BLOB NOT NULL,
+    sqn        INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE reports (
+    campaign    TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('success', 'failure')),
+    step        INTEGER,
+    reason      TEXT,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (campaign, device_id),
+    FOREIGN KEY (campaign, device_id) REFERENCES campaign_devices (campaign, device_id)
+);
+";
+
+/// The store of one operator process.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` for operator `owner` with IMSI range `pool`,
+    /// checking that it is this operator's, of this schema and range, and that `sealer`'s
+    /// key is the one its secrets were encrypted with.
+    pub(crate) fn open(
+        path: &Path,
+        owner: &str,
+        pool: &PoolConfig,
+        sealer: &Sealer,
+    ) -> Result<Self> {
+        let shown = path.display().to_string();
+        // Created private before SQLite touches it; SQLite gives its WAL and shared-memory
+        // files the database file's permissions.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| MnoError::StoreIo { path: shown.clone(), source })?;
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(MnoError::Internal("SQLite refused WAL mode"));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
+
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        match version {
+            0 => {
+                tx.execute_batch(SCHEMA)?;
+                let check = sealer.seal("", Field::KeyCheck, KEY_CHECK_PLAINTEXT)?;
+                let meta = "INSERT INTO meta (key, value) VALUES (?1, ?2)";
+                tx.execute(meta, rusqlite::params!["owner", owner.as_bytes()])?;
+                tx.execute(meta, rusqlite::params!["pool", pool.fingerprint().as_bytes()])?;
+                tx.execute(meta, rusqlite::params!["key_check", check])?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+                tracing::info!(path = %shown, owner, "operator store created");
+            }
+            SCHEMA_VERSION => {
+                let found = meta_text(&tx, "owner")?;
+                if found != owner {
+                    return Err(MnoError::StoreOwner {
+                        path: shown,
+                        found,
+                        expected: owner.into(),
+                    });
+                }
+                let found = meta_text(&tx, "pool")?;
+                if found != pool.fingerprint() {
+                    return Err(MnoError::PoolChanged { path: shown, found });
+                }
+                let check: Vec<u8> =
+                    tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+                        r.get(0)
+                    })?;
+                match sealer.open("", Field::KeyCheck, &check) {
+                    Ok(plain) if plain.as_slice() == KEY_CHECK_PLAINTEXT => {}
+                    _ => return Err(MnoError::WrongStorageKey),
+                }
+            }
+            found => {
+                return Err(MnoError::SchemaVersion { path: shown, found, known: SCHEMA_VERSION });
+            }
+        }
+        tx.commit()?;
+        Ok(Self { conn: Mutex::new(conn), path: path.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one write transaction (BEGIN IMMEDIATE): committed if `f` returns `Ok`,
+    /// rolled back otherwise.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().map_err(|_| MnoError::Internal("store lock poisoned"))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// Runs `f` in one read transaction: a consistent snapshot.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().map_err(|_| MnoError::Internal("store lock poisoned"))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        f(&tx)
+    }
+}
+
+fn meta_text(tx: &Transaction<'_>, key: &str) -> Result<String> {
+    let value: Option<Vec<u8>> =
+        tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+    value.and_then(|v| String::from_utf8(v).ok()).ok_or(MnoError::Corrupt("store metadata"))
+}
+
+/// Seconds since the Unix epoch, as stored.
+pub(crate) fn now_unix() -> Result<i64> {
+    unix(SystemTime::now())
+}
+
+pub(crate) fn unix(t: SystemTime) -> Result<i64> {
+    let secs = t.duration_since(UNIX_EPOCH).map_err(|_| MnoError::Internal("clock before 1970"))?;
+    i64::try_from(secs.as_secs()).map_err(|_| MnoError::Internal("clock out of range"))
+}
+
+/// SQLite integers are signed: counters and SQNs go through these.
+pub(crate) fn to_sql_u64(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| MnoError::Internal("value out of SQLite's range"))
+}
+
+pub(crate) fn from_sql_u64(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| MnoError::Corrupt("negative counter"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mno::config::StorageKey;
+
+    fn pool() -> PoolConfig {
+        PoolConfig::new("001", "01", "0000000001", 5, "8900101").unwrap()
+    }
+
+    #[test]
+    fn reopening_checks_owner_range_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mno.sqlite");
+        let sealer = Sealer::new(&StorageKey::new([1; 32])).unwrap();
+        drop(Store::open(&path, "mno-a", &pool(), &sealer).unwrap());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        drop(Store::open(&path, "mno-a", &pool(), &sealer).unwrap());
+        assert!(matches!(
+            Store::open(&path, "mno-b", &pool(), &sealer),
+            Err(MnoError::StoreOwner { .. })
+        ));
+        let other = PoolConfig::new("001", "01", "0000000100", 5, "8900101").unwrap();
+        assert!(matches!(
+            Store::open(&path, "mno-a", &other, &sealer),
+            Err(MnoError::PoolChanged { .. })
+        ));
+        let grown = PoolConfig::new("001", "01", "0000000001", 50, "8900101").unwrap();
+        assert!(Store::open(&path, "mno-a", &grown, &sealer).is_ok(), "the range may grow");
+        let wrong = Sealer::new(&StorageKey::new([2; 32])).unwrap();
+        assert!(matches!(
+            Store::open(&path, "mno-a", &pool(), &wrong),
+            Err(MnoError::WrongStorageKey)
+        ));
+    }
+
+    #[test]
+    fn a_future_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mno.sqlite");
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 7).unwrap();
+        drop(c);
+        let sealer = Sealer::new(&StorageKey::new([1; 32])).unwrap();
+        assert!(matches!(
+            Store::open(&path, "mno-a", &pool(), &sealer),
+            Err(MnoError::SchemaVersion { found: 7, .. })
+        ));
+    }
+}
