@@ -37,7 +37,7 @@ demo: deps
 	$(CARGO) run --release --quiet --bin tresor -- demo
 
 test: deps
-	$(CARGO) test --workspace --all-targets
+	TRESOR_REQUIRE_PCSCD=1 $(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
 check: deps

@@ -1,6 +1,9 @@
 //! Wire types shared by every tresor role (DESIGN.md §3).
 //!
 //! Layout:
+//! - [`bundle`]: the subscription bundle: MNO-signed profile (COSE_Sign1) in a COSE_Encrypt.
+//! - [`device_api`]: the RO's device API: tasks and the device's answers (CBOR).
+//! - [`ear`]: EAT attestation results (EAR): claims, COSE signing, relying-party verification.
 //! - [`ekcert`]: TCG EK certificates: TPM manufacturer/model/version, validation, encoders.
 //! - [`evidence`]: the evidence the TRE presents to the PVA (CBOR, versioned).
 //! - [`eventlog`]: TCG PC Client event logs: parse, write, replay to PCR values.
@@ -8,12 +11,17 @@
 //! - [`image`]: device images: manifest, measurement into PCR events.
 //! - [`milenage`]: Milenage (TS 35.206), GSM conversion, AuC vectors and resynchronisation.
 //! - [`ota`]: the operator's MACed OTA commands to the card (activate / deactivate TRE).
+//! - [`pva_api`]: the PVA's API messages: enrol, activate, challenge, appraise (CBOR).
+//! - [`receipt`]: the TRE's install receipt, signed by the AK (TPM2_Hash + TPM2_Sign).
 //! - [`secret`]: K, OPc, OTA keys and the subscription profile; zeroizing, never printed.
 //! - [`tpm`]: TPM 2.0 structures and software-side TPM protocols.
 //! - [`x509`]: X.509 path validation (x509-parser + ring), trust anchors, PEM loading.
 
 #![forbid(unsafe_code)]
 
+pub mod bundle;
+pub mod device_api;
+pub mod ear;
 pub mod ekcert;
 pub mod evidence;
 pub mod eventlog;
@@ -21,6 +29,8 @@ pub mod ids;
 pub mod image;
 pub mod milenage;
 pub mod ota;
+pub mod pva_api;
+pub mod receipt;
 pub mod secret;
 pub mod tpm;
 pub mod x509;

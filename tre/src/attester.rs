@@ -102,6 +102,11 @@ impl Attester {
         &self.selection
     }
 
+    /// Quotes and binds `selection` from now on (the PVA names the PCRs it appraises).
+    pub fn set_selection(&mut self, selection: PcrSelection) {
+        self.selection = selection;
+    }
+
     /// The device id: the EK's TPM name.
     pub fn device_id(&mut self) -> Result<DeviceId> {
         let ek = self.tpm.ek(self.options.ek_alg)?;
@@ -125,6 +130,11 @@ impl Attester {
             ek_public: ek_public?,
             ak_public: ak.public_bytes()?,
         })
+    }
+
+    /// The AK's TPM name.
+    pub fn ak_name(&mut self) -> Result<Vec<u8>> {
+        Ok(self.tpm.ak(self.options.ak_alg)?.name)
     }
 
     /// TPM2_ActivateCredential of the PVA's challenge for our AK.

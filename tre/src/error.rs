@@ -25,6 +25,14 @@ pub enum Error {
     Structure(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    #[error("talking to the RO: {0}")]
+    Network(String),
+    #[error("device API: {0}")]
+    Protocol(String),
+    #[error("bundle refused: {0}")]
+    Bundle(String),
+    #[error("UICC: {0}")]
+    Uicc(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,11 +4,13 @@
 //! - [`swtpm`]: the swtpm lab: start, reach and stop software TPM processes.
 //! - [`tpm`]: the TPM wrapped once; methods named after TPM commands.
 //! - [`ekcert`]: issuing EK certificates under a TPM manufacturer CA.
+//! - [`agent`]: the device agent: RO tasks carried out with the TPM and the UICC.
 //! - [`attester`]: measured boot, event log, enrolment and evidence (quote, bundle key).
 //! - [`manufacture`]: the equipment supplier's step: EK, EK certificate in NV, counter.
 
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod attester;
 pub mod ekcert;
 pub mod manufacture;

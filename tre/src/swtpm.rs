@@ -188,6 +188,9 @@ impl Swtpm {
     /// their reset values, transient objects and sessions are gone, NV stays. No client may
     /// hold a connection to the TPM port meanwhile.
     pub fn power_cycle(&self) -> Result<(), SwtpmError> {
+        // An orderly TPM2_Shutdown first: after an unorderly reset the TPM reports its clock
+        // as not safe (TPMS_CLOCK_INFO.safe = NO), which a strict verifier refuses.
+        tpm_command(self.port, "TPM2_Shutdown", &shutdown_clear_command())?;
         control(self.port, CMD_INIT, &0u32.to_be_bytes(), 0)?;
         tpm_command(self.port, "TPM2_Startup", &startup_clear_command())?;
         Ok(())
@@ -200,6 +203,22 @@ impl Swtpm {
         }
         tpm_command(self.port, "TPM2_PCR_Allocate", &pcr_allocate_command(&HashAlg::ALL, keep))?;
         self.power_cycle()
+    }
+}
+
+impl Drop for Swtpm {
+    /// Shuts the TPM down in order (TPM2_Shutdown(CLEAR)) so that it starts next time with
+    /// its clock marked safe, as a device's OS does before power-off. Best effort: if a
+    /// client still holds the TPM connection, the process is killed all the same.
+    fn drop(&mut self) {
+        if let Ok(None) = self.process.0.try_wait() {
+            let _ = tpm_command_within(
+                self.port,
+                "TPM2_Shutdown",
+                &shutdown_clear_command(),
+                Duration::from_millis(200),
+            );
+        }
     }
 }
 
@@ -335,7 +354,18 @@ fn control(port: u16, command: u32, payload: &[u8], response_len: usize) -> Resu
 
 /// Sends a raw TPM command on the TPM port and checks its response code.
 fn tpm_command(port: u16, name: &'static str, command: &[u8]) -> Result<Vec<u8>, SwtpmError> {
+    tpm_command_within(port, name, command, Duration::from_secs(10))
+}
+
+/// [`tpm_command`] giving up after `timeout` (swtpm serves one connection at a time).
+fn tpm_command_within(
+    port: u16,
+    name: &'static str,
+    command: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, SwtpmError> {
     let mut stream = connect(port)?;
+    stream.set_read_timeout(Some(timeout))?;
     stream.write_all(command)?;
     let mut header = [0u8; 10];
     stream.read_exact(&mut header)?;
@@ -406,6 +436,13 @@ fn startup_clear_command() -> Vec<u8> {
     c.extend_from_slice(&12u32.to_be_bytes());
     c.extend_from_slice(&0x0000_0144u32.to_be_bytes());
     c.extend_from_slice(&0x0000u16.to_be_bytes());
+    c
+}
+
+/// TPM_ST_NO_SESSIONS TPM2_Shutdown(TPM_SU_CLEAR) (TPM 2.0 Part 3 §9.4).
+fn shutdown_clear_command() -> Vec<u8> {
+    let mut c = startup_clear_command();
+    c[6..10].copy_from_slice(&0x0000_0145u32.to_be_bytes());
     c
 }
 

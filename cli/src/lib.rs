@@ -1,0 +1,9 @@
+//! The library half of the `tresor` binary: what the subcommands share and the end-to-end
+//! tests call too.
+//!
+//! Layout:
+//! - [`lab`]: a whole deployment on one machine: PKI, PVA, RO, MNO-A, MNO-B, devices.
+
+#![forbid(unsafe_code)]
+
+pub mod lab;

@@ -1,0 +1,106 @@
+//! The RO's configuration file (TOML); `examples/ro.toml` is a commented example.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::RoError;
+
+/// Where the RO listens, what it stores, and whom it talks to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoConfig {
+    /// Listen address, e.g. `127.0.0.1:8443`.
+    pub listen: String,
+    pub pki: PkiPaths,
+    pub store: StorePath,
+    /// Base URLs of the other roles.
+    pub peers: Peers,
+    /// How long a device's task request may wait for work (long poll).
+    #[serde(default = "default_poll_ms")]
+    pub poll_timeout_ms: u64,
+}
+
+/// The RO's certificate and key (TLS server and client), the CI root every peer chains to,
+/// and the TPM manufacturer root(s) the DRF checks EK certificates against.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PkiPaths {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    pub ci_root: PathBuf,
+    /// A PEM file or a directory of PEM files.
+    pub manufacturer_roots: PathBuf,
+}
+
+/// The SQLite file of campaigns and device states, created on first start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorePath {
+    pub path: PathBuf,
+}
+
+/// Base URLs (https://host:port) of the PVA and the operators, by role name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peers {
+    pub pva: String,
+    #[serde(rename = "mno-a")]
+    pub mno_a: String,
+    #[serde(rename = "mno-b")]
+    pub mno_b: String,
+}
+
+fn default_poll_ms() -> u64 {
+    20_000
+}
+
+impl RoConfig {
+    pub fn load(path: &Path) -> Result<Self, RoError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| RoError::Config(format!("{}: {e}", path.display())))?;
+        let mut config: Self =
+            toml::from_str(&text).map_err(|e| RoError::Config(format!("{}: {e}", path.display())))?;
+        // Relative paths are relative to the configuration file, not to the working directory.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.pki.certificate,
+            &mut config.pki.key,
+            &mut config.pki.ci_root,
+            &mut config.pki.manufacturer_roots,
+            &mut config.store.path,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), RoError> {
+        for (name, url) in [("pva", &self.peers.pva), ("mno-a", &self.peers.mno_a), ("mno-b", &self.peers.mno_b)] {
+            if !url.starts_with("https://") {
+                return Err(RoError::Config(format!("peers.{name} must be an https:// URL, not {url:?}")));
+            }
+        }
+        if self.poll_timeout_ms == 0 || self.poll_timeout_ms > 120_000 {
+            return Err(RoError::Config("poll_timeout_ms must be 1..=120000".into()));
+        }
+        Ok(())
+    }
+
+    pub fn poll_timeout(&self) -> Duration {
+        Duration::from_millis(self.poll_timeout_ms)
+    }
+
+    /// The base URL of an operator by its role name.
+    pub fn operator_url(&self, name: &str) -> Option<&str> {
+        match name {
+            "mno-a" => Some(&self.peers.mno_a),
+            "mno-b" => Some(&self.peers.mno_b),
+            _ => None,
+        }
+    }
+}

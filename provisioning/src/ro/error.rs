@@ -1,0 +1,82 @@
+//! The RO's errors: one variant per thing a caller (a device, an operator, the CLI) can act
+//! on, each with its own problem type (RFC 7807) on the wire.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use protocol::DeviceId;
+use transport::Problem;
+use transport::problem::problem_type;
+
+/// Everything that can go wrong at the RO.
+#[derive(Debug, thiserror::Error)]
+pub enum RoError {
+    #[error("RO store: {0}")]
+    Store(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("device {device} is still in campaign {campaign}")]
+    DeviceBusy { device: DeviceId, campaign: String },
+    #[error("no campaign {0}")]
+    UnknownCampaign(String),
+    #[error("device {0} is in no ready campaign")]
+    NotInCampaign(DeviceId),
+    #[error("campaign must name a known operator for from and to, and they must differ: {0}")]
+    BadCampaign(String),
+    #[error("device {device} is {state}; this request belongs to another step")]
+    WrongState { device: DeviceId, state: &'static str },
+    #[error("request body: {0}")]
+    Decode(String),
+    #[error("attach refused: {0}")]
+    Attach(String),
+    #[error("{peer} refused: {detail}")]
+    PeerRefused { peer: String, status: u16, problem_type: String, detail: String },
+    #[error("{peer} unreachable: {detail}")]
+    PeerUnreachable { peer: String, detail: String },
+    #[error("DPF refuses to release: {0}")]
+    Release(String),
+    #[error("install receipt: {0}")]
+    Receipt(String),
+    #[error("the caller's certificate does not allow this: {0}")]
+    Forbidden(String),
+}
+
+impl RoError {
+    pub(crate) fn store(what: &str, e: rusqlite::Error) -> Self {
+        RoError::Store(format!("{what}: {e}"))
+    }
+
+    fn status_and_slug(&self) -> (StatusCode, &'static str) {
+        match self {
+            RoError::Store(_) | RoError::Config(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "ro-internal")
+            }
+            RoError::DeviceBusy { .. } => (StatusCode::CONFLICT, "device-busy"),
+            RoError::UnknownCampaign(_) => (StatusCode::NOT_FOUND, "unknown-campaign"),
+            RoError::NotInCampaign(_) => (StatusCode::NOT_FOUND, "not-in-campaign"),
+            RoError::BadCampaign(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad-campaign"),
+            RoError::WrongState { .. } => (StatusCode::CONFLICT, "wrong-state"),
+            RoError::Decode(_) => (StatusCode::BAD_REQUEST, "malformed-body"),
+            RoError::Attach(_) => (StatusCode::FORBIDDEN, "attach-refused"),
+            RoError::PeerRefused { .. } => (StatusCode::BAD_GATEWAY, "peer-refused"),
+            RoError::PeerUnreachable { .. } => (StatusCode::BAD_GATEWAY, "peer-unreachable"),
+            RoError::Release(_) => (StatusCode::FORBIDDEN, "release-refused"),
+            RoError::Receipt(_) => (StatusCode::FORBIDDEN, "receipt-refused"),
+            RoError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        }
+    }
+}
+
+impl IntoResponse for RoError {
+    fn into_response(self) -> Response {
+        let (status, slug) = self.status_and_slug();
+        // Internal errors say what failed, never how: no paths or SQL reach a client.
+        let detail = match &self {
+            RoError::Store(_) | RoError::Config(_) => {
+                tracing::error!(error = %self, "RO internal error");
+                "internal error; see the RO's log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        Problem::new(status, problem_type(slug), slug.replace('-', " ")).with_detail(detail).into_response()
+    }
+}

@@ -1,0 +1,127 @@
+//! The registration operator (TR 33.812 §5.1.3.5.3): the DRF, where devices attach and are
+//! registered with their new operator; the relay between the PVA and the devices; and the
+//! DPF, which releases a profile only against a verified attestation result and checks the
+//! install receipt. It drives each device of a campaign through the state machine of
+//! `state.rs`, persisted in SQLite at every step (docs/flow.md).
+//!
+//! Layout:
+//! - `config`: the configuration file.
+//! - `store`: campaigns, device states, step timings, enrolled AKs (SQLite).
+//! - `state`: the per-device state machine.
+//! - `campaign`: campaign creation (steps 2–3) and status.
+//! - `device`: the device API's logic (steps 4–12).
+//! - `dpf`: the DPF's release and receipt checks.
+//! - `peers`: the PVA and operator clients.
+//! - `service`: the HTTPS routes.
+
+mod campaign;
+mod config;
+mod device;
+mod dpf;
+mod error;
+mod peers;
+mod service;
+mod state;
+mod store;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use protocol::DeviceId;
+use protocol::x509::TrustAnchors;
+use tokio::net::TcpListener;
+
+pub use campaign::{CampaignReport, DeviceReport, NewCampaign, StepTime, Summary};
+pub use config::{Peers as PeerUrls, PkiPaths, RoConfig, StorePath};
+pub use dpf::{Dpf, ExpectedReceipt};
+pub use error::RoError;
+pub use state::{DeviceState, STEP_NAMES, step_name};
+pub use store::RoStore;
+
+/// The RO's TLS identity and the CI root, in the forms rustls and `protocol::x509` take.
+struct Tls {
+    identity: transport::Identity,
+    ci_der: Vec<rustls_pki_types::CertificateDer<'static>>,
+    ci: TrustAnchors,
+}
+
+impl Tls {
+    fn load(config: &RoConfig) -> Result<Self, RoError> {
+        let identity = transport::Identity::from_pem_files(&config.pki.certificate, &config.pki.key)
+            .map_err(|e| RoError::Config(format!("RO certificate and key: {e}")))?;
+        let ci_der = transport::tls::roots_from_pem_file(&config.pki.ci_root)
+            .map_err(|e| RoError::Config(format!("CI root: {e}")))?;
+        let ci = TrustAnchors::from_file(&config.pki.ci_root)
+            .map_err(|e| RoError::Config(format!("CI root: {e}")))?;
+        Ok(Self { identity, ci_der, ci })
+    }
+}
+
+/// The running RO: its store, its peers, and a lock per device.
+pub struct Ro {
+    config: RoConfig,
+    store: RoStore,
+    peers: peers::Peers,
+    dpf: Dpf,
+    manufacturer_roots: TrustAnchors,
+    locks: Mutex<HashMap<DeviceId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Woken when work appears (a campaign becomes ready), so long polls answer at once.
+    wake: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Ro {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ro").field("listen", &self.config.listen).finish_non_exhaustive()
+    }
+}
+
+impl Ro {
+    /// Opens the store and loads the certificates.
+    pub fn new(config: RoConfig) -> Result<Self, RoError> {
+        let tls = Tls::load(&config)?;
+        let http = transport::client::client(&tls.ci_der, Some(&tls.identity))
+            .map_err(|e| RoError::Config(format!("TLS client: {e}")))?;
+        let manufacturer_roots = if config.pki.manufacturer_roots.is_dir() {
+            TrustAnchors::from_dir(&config.pki.manufacturer_roots)
+        } else {
+            TrustAnchors::from_file(&config.pki.manufacturer_roots)
+        }
+        .map_err(|e| RoError::Config(format!("manufacturer roots: {e}")))?;
+        Ok(Self {
+            store: RoStore::open(&config.store.path)?,
+            peers: peers::Peers::new(http, &config),
+            dpf: Dpf::new(tls.ci),
+            manufacturer_roots,
+            locks: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
+            config,
+        })
+    }
+
+    /// Serializes the handling of one device: a device's answers are applied one at a time.
+    async fn lock(&self, device: &DeviceId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            locks.entry(device.clone()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// Runs the RO on `listener` until `shutdown` completes. Devices connect without client
+/// certificates; operators present theirs (mutual TLS, optional at the handshake, required
+/// by the campaign routes).
+pub async fn serve(
+    config: RoConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RoError> {
+    let keys = Tls::load(&config)?;
+    let tls = transport::server_config(&keys.identity, transport::ClientAuth::Optional(keys.ci_der))
+        .map_err(|e| RoError::Config(format!("TLS: {e}")))?;
+    let ro = Arc::new(Ro::new(config)?);
+    transport::serve(listener, tls, service::router(ro), shutdown)
+        .await
+        .map_err(|e| RoError::Config(format!("serve: {e}")))
+}

@@ -1,0 +1,257 @@
+//! The RO as a client of the PVA and the operators (docs/flow.md): mutual TLS with the RO's
+//! certificate, CBOR bodies, bounded responses, and a peer's problem document turned into
+//! [`RoError::PeerRefused`] with the peer's problem type kept, so a campaign's failure says
+//! which check of which role refused.
+
+use protocol::device_api::{self, AkaResult};
+use protocol::DeviceId;
+use protocol::pva_api::{
+    self, ActivateRequest, ActivateResponse, AppraiseRequest, AppraiseResponse, ChallengeRequest,
+    ChallengeResponse, EnrolRequest, EnrolResponse, Message,
+};
+use serde_bytes::ByteBuf;
+
+use super::config::RoConfig;
+use crate::mno::api::{
+    self as mno_api, ActivateTreResponse, AkaChallenge, AkaVerdict, CampaignId, CampaignRequest,
+    PrepareResponse, RegisterResponse, Report, ReportOutcome, path as mno_path,
+};
+use super::error::RoError;
+
+/// Largest response the RO reads from a peer.
+const MAX_RESPONSE: usize = 256 * 1024;
+
+/// HTTPS clients to the other roles.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    http: reqwest::Client,
+    pva: String,
+    mno_a: String,
+    mno_b: String,
+}
+
+impl Peers {
+    pub fn new(http: reqwest::Client, config: &RoConfig) -> Self {
+        Self {
+            http,
+            pva: config.peers.pva.trim_end_matches('/').to_owned(),
+            mno_a: config.peers.mno_a.trim_end_matches('/').to_owned(),
+            mno_b: config.peers.mno_b.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The base URL of an operator by role name.
+    pub fn operator(&self, name: &str) -> Result<&str, RoError> {
+        match name {
+            "mno-a" => Ok(&self.mno_a),
+            "mno-b" => Ok(&self.mno_b),
+            other => Err(RoError::BadCampaign(format!("unknown operator {other:?}"))),
+        }
+    }
+
+    pub async fn enrol(&self, request: &EnrolRequest) -> Result<EnrolResponse, RoError> {
+        self.pva_call(pva_api::path::ENROL, request).await
+    }
+
+    pub async fn activate(&self, request: &ActivateRequest) -> Result<ActivateResponse, RoError> {
+        self.pva_call(pva_api::path::ACTIVATE, request).await
+    }
+
+    pub async fn challenge(&self, device: &DeviceId) -> Result<ChallengeResponse, RoError> {
+        let request = ChallengeRequest { device_id: device.clone(), policy_id: None };
+        self.pva_call(pva_api::path::CHALLENGE, &request).await
+    }
+
+    pub async fn appraise(&self, evidence: Vec<u8>) -> Result<AppraiseResponse, RoError> {
+        let request = AppraiseRequest { evidence: ByteBuf::from(evidence) };
+        self.pva_call(pva_api::path::APPRAISE, &request).await
+    }
+
+    async fn pva_call<Req: Message, Resp: Message>(&self, path: &str, request: &Req) -> Result<Resp, RoError> {
+        let body = request.to_cbor().map_err(|e| RoError::Decode(e.to_string()))?;
+        let bytes = self.post("pva", &format!("{}{path}", self.pva), "application/cbor", body).await?;
+        Resp::from_cbor(&bytes).map_err(|e| RoError::PeerUnreachable {
+            peer: "pva".into(),
+            detail: format!("unreadable answer: {e}"),
+        })
+    }
+
+    /// POSTs `body` and returns the response body; refusals and transport failures become
+    /// the RO's errors with the peer named.
+    pub async fn post(
+        &self,
+        peer: &str,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, RoError> {
+        let unreachable = |e: &dyn std::fmt::Display| RoError::PeerUnreachable {
+            peer: peer.to_owned(),
+            detail: e.to_string(),
+        };
+        let response = self
+            .http
+            .post(url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let response = match transport::client::check(response).await {
+            Ok(response) => response,
+            Err(transport::Error::Problem(problem)) => {
+                return Err(RoError::PeerRefused {
+                    peer: peer.to_owned(),
+                    status: problem.status,
+                    problem_type: problem.type_uri.clone(),
+                    detail: problem.detail.clone().unwrap_or_else(|| problem.title.clone()),
+                });
+            }
+            Err(e) => return Err(unreachable(&e)),
+        };
+        let bytes = transport::client::read_limited(response, MAX_RESPONSE).await.map_err(|e| unreachable(&e))?;
+        Ok(bytes.to_vec())
+    }
+}
+
+/// What the new operator's AuC said to the USIM's answer.
+#[derive(Debug)]
+pub enum AkaAnswer {
+    /// RES = XRES: the new subscription is live.
+    Live,
+    /// Resynchronised after AUTS: run AUTHENTICATE again with this challenge.
+    Retry { rand: Vec<u8>, autn: Vec<u8> },
+}
+
+impl Peers {
+    /// Step 2: tell an operator about the campaign (JSON).
+    pub async fn announce(&self, operator: &str, campaign: &CampaignRequest) -> Result<(), RoError> {
+        let url = format!("{}{}", self.operator(operator)?, mno_path::CAMPAIGNS);
+        self.post(operator, &url, mno_api::JSON, json(campaign)?).await.map(drop)
+    }
+
+    /// Step 3: the new operator allocates IMSIs and sends the list to the old one (JSON).
+    pub async fn prepare(&self, operator: &str, campaign: &CampaignId) -> Result<PrepareResponse, RoError> {
+        let url = format!("{}{}", self.operator(operator)?, mno_path::prepare(campaign));
+        let bytes = self.post(operator, &url, mno_api::JSON, Vec::new()).await?;
+        serde_json::from_slice(&bytes).map_err(|e| unreadable(operator, &e))
+    }
+
+    /// Step 4: MNO-A's activate-TRE command for the device's UICC.
+    pub async fn activate_tre(&self, campaign: &str, device: &DeviceId) -> Result<Vec<u8>, RoError> {
+        let answer: ActivateTreResponse =
+            self.device_call("mno-a", campaign, device, "activate-tre", mno_api::CBOR, Vec::new()).await?;
+        Ok(answer.command.into_vec())
+    }
+
+    /// Steps 6–7: registration with the new operator, which asks for validation.
+    pub async fn register(&self, campaign: &str, device: &DeviceId) -> Result<(), RoError> {
+        let url = self.device_url("mno-b", campaign, device, "register")?;
+        let bytes = self.post("mno-b", &url, mno_api::JSON, Vec::new()).await?;
+        let answer: RegisterResponse = serde_json::from_slice(&bytes).map_err(|e| unreadable("mno-b", &e))?;
+        if !answer.validation_required {
+            // tresor's operators always require validation; one that does not is misconfigured.
+            return Err(RoError::PeerRefused {
+                peer: "mno-b".into(),
+                status: 200,
+                problem_type: "validation-not-required".into(),
+                detail: "the new operator did not ask for validation".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Steps 9–10: the EAR to the new operator; its answer is the profile it signed.
+    pub async fn attestation(&self, campaign: &str, device: &DeviceId, ear: &[u8]) -> Result<Vec<u8>, RoError> {
+        let url = self.device_url("mno-b", campaign, device, "attestation")?;
+        self.post("mno-b", &url, "application/cose", ear.to_vec()).await
+    }
+
+    /// Step 12: the AuC's challenge for the new USIM.
+    pub async fn aka_challenge(&self, campaign: &str, device: &DeviceId) -> Result<(Vec<u8>, Vec<u8>), RoError> {
+        let answer: AkaChallenge =
+            self.device_call("mno-b", campaign, device, "aka-challenge", mno_api::CBOR, Vec::new()).await?;
+        Ok((answer.rand.into_vec(), answer.autn.into_vec()))
+    }
+
+    /// Step 12: the USIM's RES or AUTS to the AuC.
+    pub async fn aka_response(
+        &self,
+        campaign: &str,
+        device: &DeviceId,
+        res: Option<&[u8]>,
+        auts: Option<&[u8]>,
+    ) -> Result<AkaAnswer, RoError> {
+        let result = match (res, auts) {
+            (Some(res), _) => AkaResult::Res { res: ByteBuf::from(res.to_vec()) },
+            (None, Some(auts)) => AkaResult::Auts { auts: ByteBuf::from(auts.to_vec()) },
+            (None, None) => AkaResult::Failed { reason: "no answer".into() },
+        };
+        let body = device_api::to_cbor(&result).map_err(|e| RoError::Decode(e.to_string()))?;
+        let verdict: AkaVerdict =
+            self.device_call("mno-b", campaign, device, "aka-response", mno_api::CBOR, body).await?;
+        Ok(match verdict {
+            AkaVerdict::Live => AkaAnswer::Live,
+            AkaVerdict::Challenge { rand, autn } => AkaAnswer::Retry { rand: rand.into_vec(), autn: autn.into_vec() },
+        })
+    }
+
+    /// Step 12: the final report to both operators (the old one retires its IMSI only on
+    /// success).
+    pub async fn report(
+        &self,
+        campaign: &str,
+        device: &DeviceId,
+        outcome: &Result<(), (u8, String)>,
+    ) -> Result<(), RoError> {
+        let campaign: CampaignId = campaign.parse().map_err(|e: &str| RoError::Decode(e.into()))?;
+        let report = match outcome {
+            Ok(()) => Report {
+                campaign,
+                device_id: device.clone(),
+                outcome: ReportOutcome::Success,
+                step: None,
+                reason: None,
+            },
+            Err((step, reason)) => Report {
+                campaign,
+                device_id: device.clone(),
+                outcome: ReportOutcome::Failure,
+                step: Some(*step),
+                reason: Some(reason.chars().take(mno_api::MAX_REASON_LEN).collect()),
+            },
+        };
+        for operator in ["mno-b", "mno-a"] {
+            let url = format!("{}{}", self.operator(operator)?, mno_path::REPORTS);
+            self.post(operator, &url, mno_api::JSON, json(&report)?).await?;
+        }
+        Ok(())
+    }
+
+    fn device_url(&self, operator: &str, campaign: &str, device: &DeviceId, action: &str) -> Result<String, RoError> {
+        let campaign: CampaignId = campaign.parse().map_err(|e: &str| RoError::Decode(e.into()))?;
+        Ok(format!("{}{}", self.operator(operator)?, mno_path::device(&campaign, device, action)))
+    }
+
+    async fn device_call<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        operator: &str,
+        campaign: &str,
+        device: &DeviceId,
+        action: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<T, RoError> {
+        let url = self.device_url(operator, campaign, device, action)?;
+        let bytes = self.post(operator, &url, content_type, body).await?;
+        mno_api::from_cbor(&bytes).map_err(|e| unreadable(operator, &e))
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, RoError> {
+    serde_json::to_vec(value).map_err(|e| RoError::Decode(e.to_string()))
+}
+
+fn unreadable(peer: &str, e: &dyn std::fmt::Display) -> RoError {
+    RoError::PeerUnreachable { peer: peer.to_owned(), detail: format!("unreadable answer: {e}") }
+}
