@@ -250,6 +250,26 @@ pub fn run_agent(
     })
 }
 
+/// The sample device image (`examples/image`), built into the binary so that the demo needs
+/// nothing but the machine.
+const SAMPLE_IMAGE: [(&str, &[u8]); 6] = [
+    ("manifest.toml", include_bytes!("../../examples/image/manifest.toml")),
+    ("bootloader.bin", include_bytes!("../../examples/image/bootloader.bin")),
+    ("modem-firmware.bin", include_bytes!("../../examples/image/modem-firmware.bin")),
+    ("os.img", include_bytes!("../../examples/image/os.img")),
+    ("tre-agent.bin", include_bytes!("../../examples/image/tre-agent.bin")),
+    ("config.toml", include_bytes!("../../examples/image/config.toml")),
+];
+
+/// Writes the sample device image into `dir` and returns `dir`.
+pub fn write_sample_image(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    for (name, bytes) in SAMPLE_IMAGE {
+        std::fs::write(dir.join(name), bytes).with_context(|| format!("cannot write {name}"))?;
+    }
+    Ok(dir.to_path_buf())
+}
+
 fn write(path: &Path, text: &str) -> Result<PathBuf> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path.to_path_buf())

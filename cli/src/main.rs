@@ -1,6 +1,8 @@
 //! `tresor`: the command-line shell over the role crates. Each subcommand parses its
 //! arguments and calls a library function that the tests call too.
 
+#![deny(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 
 mod cmd;
@@ -22,15 +24,34 @@ enum Command {
     Uicc(cmd::uicc::Args),
     /// The device's TPM side: quotes in tpm2-tools formats.
     Tre(cmd::tre::Args),
+    /// The PVA's tools: reference values from an image, tpm2_checkquote-style checks.
+    Pva(cmd::pva::Args),
+    /// Throughput figures (appraisal, ...).
+    Bench(cmd::bench::Args),
+    /// Run one network role: the PVA, the RO, or an operator (MNO-A/MNO-B).
+    Serve(cmd::serve::Args),
+    /// A device (M2ME): manufacture it, or power it on and run its agent.
+    Device(cmd::device::Args),
+    /// Create a campaign at the RO and follow it.
+    Campaign(cmd::campaign::Args),
+    /// The main job: N devices switch from MNO-A to MNO-B on this machine.
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
         Command::Pki(args) => cmd::pki::run(args),
         Command::Eventlog(args) => cmd::eventlog::run(args),
         Command::Uicc(args) => cmd::uicc::run(args),
         Command::Tre(args) => cmd::tre::run(args),
+        Command::Pva(args) => cmd::pva::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Device(args) => cmd::device::run(args),
+        Command::Campaign(args) => cmd::campaign::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
     };
     match result {
         Ok(code) => code,
@@ -39,4 +60,21 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings). The TSS's own log,
+/// which reports every refused TPM command as an error (a failed PolicyPCR is the point of
+/// an attack scenario), follows `TSS2_LOG`, quiet unless set.
+fn init_logging() {
+    if std::env::var_os("TSS2_LOG").is_none() {
+        // SAFETY: called first thing in main, before any thread exists, so no other thread
+        // can read the environment concurrently.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("TSS2_LOG", "all+NONE");
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -25,6 +25,8 @@ pub enum Error {
     Structure(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    #[error("configuration {0}")]
+    Config(String),
     #[error("talking to the RO: {0}")]
     Network(String),
     #[error("device API: {0}")]

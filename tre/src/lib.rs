@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`swtpm`]: the swtpm lab: start, reach and stop software TPM processes.
 //! - [`tpm`]: the TPM wrapped once; methods named after TPM commands.
+//! - [`device`]: a device as its own process: configuration, power-on, agent run.
 //! - [`ekcert`]: issuing EK certificates under a TPM manufacturer CA.
 //! - [`agent`]: the device agent: RO tasks carried out with the TPM and the UICC.
 //! - [`attester`]: measured boot, event log, enrolment and evidence (quote, bundle key).
@@ -12,6 +13,7 @@
 
 pub mod agent;
 pub mod attester;
+pub mod device;
 pub mod ekcert;
 pub mod manufacture;
 pub mod swtpm;

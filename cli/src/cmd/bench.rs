@@ -1,0 +1,210 @@
+//! `tresor bench`: throughput figures of tresor's parts, each a subcommand.
+//!
+//! - `appraisal [--json] [--seconds S] [--threads N] [--image DIR]`: the PVA appraising
+//!   ECC evidence of a real swtpm device (`verifier::bench`). One evidence is recorded, then
+//!   appraised in a loop, its nonce issued again before each appraisal, so every appraisal
+//!   does the full work: decode, the two P-256 verifications (quote and certify), the event
+//!   log and every check, the nonce consumption in the store, the EAR and its signature.
+//!   Reported: the end-to-end rate with the durable SQLite store on one thread
+//!   (`appraisals_per_s`), the same with an in-memory store (`core_appraisals_per_s`), the
+//!   durable rate with N threads sharing group commits, ring's P-256 verify and sign rates,
+//!   and a per-stage breakdown. Pin the process to one core (`taskset -c 0`) for per-core
+//!   figures.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use protocol::pva_api::{ActivateRequest, CredentialSecret, EnrolRequest};
+use protocol::tpm::HashAlg;
+use protocol::{DeviceId, Nonce};
+use provisioning::pki;
+use tre::attester::{Attester, AttesterOptions};
+use tre::ekcert::ManufacturerCa;
+use tre::manufacture::{ManufactureOptions, manufacture};
+use tre::swtpm::{Swtpm, SwtpmConfig};
+use tre::tpm::Tpm;
+use verifier::bench::{self, Recorded};
+use verifier::store::Store;
+use verifier::{EarSigner, Pva, ReferenceValues, Settings};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Appraisals per second of the PVA, and ring's P-256 verifications per second.
+    Appraisal(AppraisalArgs),
+}
+
+#[derive(clap::Args)]
+struct AppraisalArgs {
+    /// Print JSON: appraisals_per_s, p256_verify_per_s, verifies_per_appraisal, and more.
+    #[arg(long)]
+    json: bool,
+    /// Seconds per measured loop.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Threads of the concurrent durable run.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// The device image the evidence measures (manifest.toml inside).
+    #[arg(long, default_value = "examples/image")]
+    image: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Appraisal(args) => appraisal(&args),
+    }
+}
+
+/// Removes the benchmark's scratch directory, also on error.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn appraisal(args: &AppraisalArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.seconds > 0.0 && args.seconds <= 600.0, "--seconds must be in (0, 600]");
+    anyhow::ensure!((1..=64).contains(&args.threads), "--threads must be 1 to 64");
+    let seconds = Duration::from_secs_f64(args.seconds);
+    let image = &args.image;
+    anyhow::ensure!(
+        image.join("manifest.toml").is_file(),
+        "{} holds no manifest.toml (run from the repository root or pass --image)",
+        image.display()
+    );
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("tresor-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&scratch.0).context("cannot create a scratch directory")?;
+    let pki_dir = scratch.0.join("pki");
+    let pki = pki::init(&pki_dir, false).context("cannot create a PKI")?;
+    let refs = verifier::refvalues::derive(image, &[HashAlg::Sha256])?;
+    let pva_at = |store: Store| -> anyhow::Result<Pva> {
+        Ok(Pva::new(
+            store,
+            pki.manufacturer_trust_anchors()?,
+            vec![ReferenceValues::parse(&refs)?],
+            EarSigner::load(&pki_dir.join("pva.pem"), &pki_dir.join("pva.key"))?,
+            Settings::default(),
+        )?)
+    };
+    let core_pva = pva_at(Store::open_in_memory()?)?;
+    let durable_pva = Arc::new(pva_at(Store::open(&scratch.0.join("pva.sqlite"))?)?);
+
+    // One device per thread (each has its own TPM clock history): a real swtpm,
+    // manufactured, booted with the image, enrolled with both PVAs.
+    let config = SwtpmConfig::load()?;
+    let ca = ManufacturerCa::from_pem(pki.manufacturer_cert_pem(), pki.manufacturer_key_pem())?;
+    let mut recorded = Vec::with_capacity(args.threads);
+    for _ in 0..args.threads {
+        let swtpm = Swtpm::start_temp(&config)?;
+        let mut tpm = Tpm::connect(&swtpm.tcti())?;
+        manufacture(&mut tpm, &ca, &ManufactureOptions::default())?;
+        let mut attester = Attester::boot(tpm, image, AttesterOptions::default())?;
+        let device = attester.device_id()?;
+        enrol(&mut attester, &core_pva)?;
+        enrol(&mut attester, &durable_pva)?;
+        recorded.push(record(&mut attester, &device)?);
+    }
+    let first = recorded.first().context("no evidence recorded")?;
+
+    let verify = bench::p256_verify(seconds.min(Duration::from_secs(1)))?;
+    let sign = bench::p256_sign(seconds.min(Duration::from_secs(1)))?;
+    let core = bench::appraisals(&core_pva, first, seconds)?;
+    let stages = bench::breakdown(&core_pva, first, seconds.min(Duration::from_millis(500)))?;
+    let durable = bench::appraisals(&durable_pva, first, seconds)?;
+    let concurrent = bench::concurrent_appraisals(&durable_pva, &recorded, seconds)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    let verifies_per_appraisal = 2;
+    let report = serde_json::json!({
+        "appraisals_per_s": durable.per_second().round(),
+        "p256_verify_per_s": verify.per_second().round(),
+        "verifies_per_appraisal": verifies_per_appraisal,
+        "core_appraisals_per_s": core.per_second().round(),
+        "concurrent_appraisals_per_s": concurrent.per_second().round(),
+        "concurrent_threads": args.threads,
+        "p256_sign_per_s": sign.per_second().round(),
+        "floor_appraisals_per_s": (verify.per_second() / f64::from(verifies_per_appraisal)).round(),
+        "breakdown_us": {
+            "decode": round2(stages.decode_us),
+            "authenticate": round2(stages.authenticate_us),
+            "evaluate": round2(stages.evaluate_us),
+            "ear": round2(stages.sign_us),
+            "store": round2(stages.store_us),
+        },
+        "cpus_available": cores,
+        "evidence_bytes": first.evidence.len(),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "PVA appraisal of ECC evidence from swtpm ({} bytes), {} CPUs available",
+            first.evidence.len(),
+            cores
+        );
+        println!(
+            "  end to end, durable store, 1 thread   {:>8.0} appraisals/s",
+            durable.per_second()
+        );
+        println!("  core, in-memory store, 1 thread       {:>8.0} appraisals/s", core.per_second());
+        println!(
+            "  durable store, {} threads (group commit) {:>6.0} appraisals/s",
+            args.threads,
+            concurrent.per_second()
+        );
+        println!("  ring P-256 verify                      {:>8.0} /s", verify.per_second());
+        println!("  ring P-256 sign                        {:>8.0} /s", sign.per_second());
+        println!(
+            "  floor (2 verifies per appraisal)       {:>8.0} appraisals/s",
+            verify.per_second() / f64::from(verifies_per_appraisal)
+        );
+        println!(
+            "  per stage (µs): decode {:.1}, authenticate {:.1}, evaluate {:.1}, EAR {:.1}, store {:.1}",
+            stages.decode_us,
+            stages.authenticate_us,
+            stages.evaluate_us,
+            stages.sign_us,
+            stages.store_us
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn enrol(attester: &mut Attester, pva: &Pva) -> anyhow::Result<()> {
+    let r = attester.enrolment_request()?;
+    let req = EnrolRequest::new(r.device_id.clone(), r.ek_certificate, r.ek_public, r.ak_public);
+    let resp = pva.enrol(&req, SystemTime::now())?;
+    let secret = attester.activate_credential(&resp.credential_blob, &resp.encrypted_secret)?;
+    pva.activate(
+        &ActivateRequest {
+            device_id: r.device_id,
+            ak_name: resp.ak_name,
+            secret: CredentialSecret::from_slice(&secret)?,
+        },
+        SystemTime::now(),
+    )?;
+    Ok(())
+}
+
+fn record(attester: &mut Attester, device: &DeviceId) -> anyhow::Result<Recorded> {
+    let nonce =
+        Nonce::random().map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    let evidence = attester.evidence(&nonce)?.to_cbor()?;
+    Ok(Recorded { device: device.clone(), nonce, evidence })
+}

@@ -1,0 +1,292 @@
+//! `tresor demo`: the main job. A temporary PKI, N devices manufactured on swtpm with MNO-A
+//! profiles, the PVA, the RO and both operators on loopback HTTPS, and one campaign that
+//! moves every device to MNO-B — all twelve steps of TR 33.812 alternative 3d — with a
+//! progress bar per device, a table of the outcome and timings, and exit status 0 only when
+//! every device switched.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use provisioning::pki::Role;
+use serde::Serialize;
+use tre::agent::{AgentState, Outcome};
+use tre::tpm::KeyAlg;
+use tresor::lab::{self, Lab, LabDevice};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// How many devices to switch.
+    #[arg(long, default_value_t = 5)]
+    devices: usize,
+    /// Also write the outcome as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep PKI, configurations and per-device artifacts in this directory (else a
+    /// temporary one, removed at the end).
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// EK and AK algorithm of the devices: ecc or rsa.
+    #[arg(long, default_value = "ecc")]
+    ek: KeyAlg,
+    /// How long a device may take before the demo gives up on it.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+/// The `--json` document.
+#[derive(Serialize)]
+struct Report {
+    devices: Vec<DeviceResult>,
+    summary: Summary,
+}
+
+#[derive(Serialize)]
+struct DeviceResult {
+    device_id: String,
+    iccid: String,
+    old_imsi: String,
+    new_imsi: String,
+    /// `switched` or `failed`.
+    status: &'static str,
+    aka_ok: bool,
+    usim_active: bool,
+    tre_active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<String>,
+    steps: Vec<Step>,
+}
+
+#[derive(Serialize, Clone)]
+struct Step {
+    step: u8,
+    name: &'static str,
+    ms: u64,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    switched: usize,
+    failed: usize,
+    wall_s: f64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!((1..=64).contains(&args.devices), "--devices must be 1 to 64");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
+    runtime.block_on(demo(args))
+}
+
+async fn demo(args: Args) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let temp;
+    let dir = match &args.keep {
+        Some(dir) => {
+            anyhow::ensure!(!dir.join("pki").exists(), "{} already holds a demo; choose another --keep", dir.display());
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::Builder::new().prefix("tresor-demo-").tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    println!("tresor demo: {} device(s) move from MNO-A to MNO-B (3GPP TR 33.812 alternative 3d)", args.devices);
+    let image = lab::write_sample_image(&dir.join("image"))?;
+    let lab = Lab::start(&dir, &image).await.context("starting PVA, RO, MNO-A and MNO-B")?;
+    println!("  PVA {}  RO {}  MNO-A {}  MNO-B {}", lab.urls.pva, lab.urls.ro, lab.urls.mno_a, lab.urls.mno_b);
+
+    let devices = manufacture(&lab, args.devices, args.ek)?;
+    println!("  step 1: {} device(s) manufactured with MNO-A profiles", devices.len());
+    let campaign = lab.create_campaign(&devices.iter().collect::<Vec<_>>()).await?;
+    anyhow::ensure!(campaign.state == "ready", "campaign not ready: {:?}", campaign.failure);
+    println!("  steps 2–3: campaign {} created, IMSI list sent by MNO-B to MNO-A", campaign.id);
+
+    let deadline = Duration::from_secs(args.timeout_secs);
+    let agents: Vec<_> = devices
+        .iter()
+        .map(|d| lab.agent_config(d, deadline).map(|c| lab::run_agent(d, &lab.image, c)))
+        .collect::<anyhow::Result<_>>()?;
+    let outcomes = follow(&lab, &campaign.id, &devices, agents).await?;
+    let status = lab.campaign(&campaign.id).await?;
+
+    let client = lab.pki.client(Role::Ro)?;
+    let mut results = Vec::new();
+    for (device, outcome) in devices.iter().zip(&outcomes) {
+        let row = status.devices.iter().find(|r| r.device_id == device.device_id);
+        let mut steps = vec![Step { step: 1, name: provisioning::ro::step_name(1), ms: device.manufacture_ms }];
+        if let Some(row) = row {
+            steps.extend(row.steps.iter().map(|s| Step { step: s.step, name: provisioning::ro::step_name(s.step), ms: s.ms }));
+        }
+        let (switched, new_imsi, usim, tre, mut failure) = match outcome {
+            Ok(o) => (o.state == AgentState::Switched, o.imsi.clone(), o.usim_active, o.tre_active, o.abort_reason.clone()),
+            Err(e) => (false, device.imsi.to_string(), false, false, Some(format!("{e:#}"))),
+        };
+        if failure.is_none() && !switched {
+            failure = row.and_then(|r| r.failure.clone());
+        }
+        let aka_ok = switched && subscription_live(&client, &lab.urls.mno_b, &new_imsi).await;
+        results.push(DeviceResult {
+            device_id: device.device_id.to_string(),
+            iccid: device.iccid.to_string(),
+            old_imsi: device.imsi.to_string(),
+            new_imsi: if switched { new_imsi } else { device.imsi.to_string() },
+            status: if switched && aka_ok { "switched" } else { "failed" },
+            aka_ok,
+            usim_active: usim,
+            tre_active: tre,
+            failure,
+            steps,
+        });
+    }
+    let switched = results.iter().filter(|r| r.status == "switched").count();
+    let report = Report {
+        summary: Summary { switched, failed: results.len() - switched, wall_s: started.elapsed().as_secs_f64() },
+        devices: results,
+    };
+    print_table(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let swtpms: Vec<_> = devices.into_iter().map(|d| (d.dir.clone(), d.device_id.clone(), d.swtpm)).collect();
+    lab.stop().await;
+    if args.keep.is_some() {
+        // Devices are known by their id once the EK exists: name their directories so.
+        for (old, id, swtpm) in swtpms {
+            drop(swtpm);
+            let new = old.with_file_name(id.to_string());
+            std::fs::rename(&old, &new).with_context(|| format!("cannot rename {}", old.display()))?;
+        }
+        println!("kept in {}: pki/, pva/, ro/, mno-a/, mno-b/, devices/<device id>/", dir.display());
+    }
+    Ok(if report.summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Manufactures the devices, in parallel (each on its own swtpm).
+fn manufacture(lab: &Lab, count: usize, ek: KeyAlg) -> anyhow::Result<Vec<LabDevice>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..count).map(|i| scope.spawn(move || lab.manufacture(i, ek))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("manufacturing thread panicked"))?)
+            .collect()
+    })
+}
+
+/// Shows a progress bar per device (its state at the RO) until every agent has finished.
+async fn follow(
+    lab: &Lab,
+    campaign: &str,
+    devices: &[LabDevice],
+    agents: Vec<std::thread::JoinHandle<anyhow::Result<Outcome>>>,
+) -> anyhow::Result<Vec<anyhow::Result<Outcome>>> {
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("  {prefix} [{bar:24}] {msg}")?.progress_chars("=> ");
+    let bar: BTreeMap<String, ProgressBar> = devices
+        .iter()
+        .map(|d| {
+            let pb = bars.add(ProgressBar::new(12));
+            pb.set_style(style.clone());
+            pb.set_prefix(short(&d.device_id.to_string()));
+            (d.device_id.to_string(), pb)
+        })
+        .collect();
+    let waiting = tokio::task::spawn_blocking(move || {
+        agents.into_iter().map(|a| a.join().unwrap_or_else(|_| Err(anyhow::anyhow!("agent thread panicked")))).collect()
+    });
+    tokio::pin!(waiting);
+    loop {
+        if let Ok(status) = lab.campaign(campaign).await {
+            for d in &status.devices {
+                if let Some(pb) = bar.get(&d.device_id.to_string()) {
+                    pb.set_position(u64::from(progress(&d.state)));
+                    pb.set_message(d.state.clone());
+                }
+            }
+        }
+        tokio::select! {
+            outcomes = &mut waiting => {
+                if let Ok(status) = lab.campaign(campaign).await {
+                    for d in &status.devices {
+                        if let Some(pb) = bar.get(&d.device_id.to_string()) {
+                            pb.set_position(u64::from(progress(&d.state)));
+                            pb.finish_with_message(d.state.clone());
+                        }
+                    }
+                }
+                return Ok(outcomes?);
+            }
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// How far along the twelve steps a state is, for the progress bar.
+fn progress(state: &str) -> u8 {
+    match state {
+        "pending" => 3,
+        "tre-activation-issued" => 4,
+        "registered" => 6,
+        "enrolling" | "enrolled" => 7,
+        "attesting" => 8,
+        "delivered" => 10,
+        "installed" => 11,
+        "aka" => 11,
+        _ => 12,
+    }
+}
+
+/// Whether MNO-B marked the subscription live (its AuC saw RES = XRES).
+async fn subscription_live(client: &reqwest::Client, mno_b: &str, imsi: &str) -> bool {
+    let Ok(response) = client.get(format!("{mno_b}/v1/subscribers/{imsi}")).send().await else { return false };
+    match transport::client::json::<serde_json::Value>(response).await {
+        Ok(view) => view.get("status").and_then(|s| s.as_str()) == Some("live"),
+        Err(_) => false,
+    }
+}
+
+fn short(id: &str) -> String {
+    id.get(4..16).unwrap_or(id).to_owned()
+}
+
+fn print_table(report: &Report) {
+    println!();
+    println!("  {:<12}  {:<33}  {:<8}  {:<3}  {:>7}", "device", "old IMSI → new IMSI", "result", "AKA", "total");
+    for d in &report.devices {
+        let total: u64 = d.steps.iter().map(|s| s.ms).sum();
+        println!(
+            "  {:<12}  {:<33}  {:<8}  {:<3}  {:>5}ms",
+            short(&d.device_id),
+            format!("{} → {}", d.old_imsi, d.new_imsi),
+            d.status,
+            if d.aka_ok { "ok" } else { "—" },
+            total
+        );
+        if let Some(failure) = &d.failure {
+            println!("      {failure}");
+        }
+    }
+    println!();
+    println!("  time per step (ms)");
+    let columns = report.devices.len().min(8);
+    print!("  {:<36}", "step");
+    for d in report.devices.iter().take(columns) {
+        print!(" {:>12}", short(&d.device_id));
+    }
+    println!();
+    for step in 1..=12u8 {
+        print!("  {:>2} {:<33}", step, provisioning::ro::step_name(step));
+        for d in report.devices.iter().take(columns) {
+            match d.steps.iter().find(|s| s.step == step) {
+                Some(s) => print!(" {:>12}", s.ms),
+                None => print!(" {:>12}", "—"),
+            }
+        }
+        println!();
+    }
+    let s = &report.summary;
+    println!();
+    println!("  switched {}, failed {}, wall {:.1}s", s.switched, s.failed, s.wall_s);
+}
