@@ -1,7 +1,7 @@
 //! `tresor serve pva|ro|mno --config FILE`: one network role as its own process, on the
 //! address its configuration names, until Ctrl-C or SIGTERM (then it finishes open requests).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -15,6 +15,10 @@ pub struct Args {
     /// Its configuration file (see examples/).
     #[arg(long)]
     config: PathBuf,
+    /// Once listening, write the service's base URL (https://localhost:PORT) to this file:
+    /// with `listen = "127.0.0.1:0"` the system picks the port, and scripts learn it here.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -35,29 +39,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let config = &args.config;
+    let ready = args.ready_file.as_deref();
     match args.role {
         Role::Pva => {
             let pva = verifier::Config::load(config)?;
             let listen = pva.listen.clone().context("the PVA configuration has no `listen` address")?;
-            let listener = bind(&listen).await?;
-            tracing::info!(%listen, "PVA serving");
+            let listener = bind(&listen, ready).await?;
             verifier::serve(pva, listener, super::shutdown_signal()).await?;
         }
         Role::Ro => {
             let ro = ro::RoConfig::load(config)?;
-            let listener = bind(&ro.listen).await?;
-            tracing::info!(listen = %ro.listen, "RO serving");
+            let listener = bind(&ro.listen, ready).await?;
             ro::serve(ro, listener, super::shutdown_signal()).await?;
         }
         Role::Mno => {
             let mno = mno::MnoConfig::load(config)?;
-            tracing::info!(operator = mno.name(), listen = %mno.listen, "operator serving");
-            mno::run(mno, super::shutdown_signal()).await?;
+            let listener = bind(&mno.listen.to_string(), ready).await?;
+            mno::serve(mno, listener, super::shutdown_signal()).await?;
         }
     }
     Ok(())
 }
 
-async fn bind(address: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))
+/// Binds `address`, reports the bound URL in the log and the ready file.
+async fn bind(address: &str, ready: Option<&Path>) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+    let url = format!("https://localhost:{}", listener.local_addr()?.port());
+    tracing::info!(%url, "serving");
+    if let Some(path) = ready {
+        // Written whole, then renamed: a reader never sees half a URL.
+        let temp = path.with_extension("tmp");
+        std::fs::write(&temp, format!("{url}\n")).with_context(|| format!("cannot write {}", temp.display()))?;
+        std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(listener)
 }
