@@ -18,8 +18,9 @@ use protocol::x509::TrustAnchors;
 use protocol::milenage::{Autn, Rand};
 use protocol::{DeviceId, bundle};
 use serde_bytes::ByteBuf;
-use uicc::Card;
+use protocol::{Iccid, Imsi, SubscriptionProfile};
 use uicc::auth::Outcome as AkaOutcome;
+use uicc::{Card, UiccError};
 
 use crate::attester::Attester;
 use crate::error::{Error, Result};
@@ -73,10 +74,55 @@ pub struct Outcome {
     pub abort_reason: Option<String>,
 }
 
+/// What the agent asks of its UICC: the TRE operations of TR 33.812 §5.4.4.3 and the
+/// USIM's AKA. [`uicc::Card`] is the implementation; the trait lets end-to-end tests wrap
+/// a real card to make one operation fail and watch the system's reaction.
+pub trait Uicc {
+    /// The operator's OTA command (activate TRE): MAC and counter checked by the card.
+    fn ota(&mut self, apdu: &[u8]) -> std::result::Result<(), UiccError>;
+    /// Atomic replace of the profile, then a reset: USIM active with the new IMSI.
+    fn install_profile(&mut self, profile: SubscriptionProfile) -> std::result::Result<(), UiccError>;
+    /// Back to the old profile with the USIM active.
+    fn abort_tre(&mut self) -> std::result::Result<(), UiccError>;
+    /// SELECT ADF_USIM and AUTHENTICATE (3G context).
+    fn run_aka(&mut self, rand: &Rand, autn: &Autn) -> AkaOutcome;
+    fn usim_active(&self) -> bool;
+    fn tre_active(&self) -> bool;
+    fn iccid(&self) -> Iccid;
+    fn imsi(&self) -> Imsi;
+}
+
+impl Uicc for Card {
+    fn ota(&mut self, apdu: &[u8]) -> std::result::Result<(), UiccError> {
+        Card::ota(self, apdu).map(drop)
+    }
+    fn install_profile(&mut self, profile: SubscriptionProfile) -> std::result::Result<(), UiccError> {
+        Card::install_profile(self, profile)
+    }
+    fn abort_tre(&mut self) -> std::result::Result<(), UiccError> {
+        Card::abort_tre(self)
+    }
+    fn run_aka(&mut self, rand: &Rand, autn: &Autn) -> AkaOutcome {
+        Card::run_aka(self, rand, autn)
+    }
+    fn usim_active(&self) -> bool {
+        Card::usim_active(self)
+    }
+    fn tre_active(&self) -> bool {
+        Card::tre_active(self)
+    }
+    fn iccid(&self) -> Iccid {
+        Card::iccid(self).clone()
+    }
+    fn imsi(&self) -> Imsi {
+        Card::imsi(self).clone()
+    }
+}
+
 /// The device agent: one TPM, one UICC, one RO.
-pub struct Agent {
+pub struct Agent<C: Uicc = Card> {
     attester: Attester,
-    card: Card,
+    card: C,
     http: reqwest::Client,
     config: AgentConfig,
     device_id: DeviceId,
@@ -84,14 +130,14 @@ pub struct Agent {
     abort_reason: Option<String>,
 }
 
-impl std::fmt::Debug for Agent {
+impl<C: Uicc> std::fmt::Debug for Agent<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Agent").field("device_id", &self.device_id).field("state", &self.state).finish()
     }
 }
 
-impl Agent {
-    pub fn new(mut attester: Attester, card: Card, config: AgentConfig) -> Result<Self> {
+impl<C: Uicc> Agent<C> {
+    pub fn new(mut attester: Attester, card: C, config: AgentConfig) -> Result<Self> {
         let roots: Vec<_> = config
             .ci_roots_der
             .iter()
@@ -110,7 +156,7 @@ impl Agent {
         self.state
     }
 
-    pub fn card(&self) -> &Card {
+    pub fn card(&self) -> &C {
         &self.card
     }
 
@@ -286,8 +332,7 @@ impl Agent {
         while now < sequence {
             now = tpm.increment_rollback_counter()?;
         }
-        let receipt =
-            Receipt::new(self.device_id.clone(), self.card.iccid().clone(), self.card.imsi(), sequence);
+        let receipt = Receipt::new(self.device_id.clone(), self.card.iccid(), &self.card.imsi(), sequence);
         let message = receipt.to_cbor().map_err(|e| Error::Protocol(e.to_string()))?;
         let ak = tpm.ak(crate::tpm::KeyAlg::Ecc)?;
         let signature = tpm.sign(&ak, &message)?;
