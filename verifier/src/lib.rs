@@ -1,1 +1,79 @@
-//! placeholder
+//! tresor's PVA, the platform validation authority of 3GPP TR 33.812 (DESIGN.md §1–§3):
+//! it enrols a device's AK by credential activation against its certified EK, challenges
+//! it with single-use nonces, appraises its TPM evidence (quote, event log, certified
+//! bundle key) against reference values and policy, and signs the result as an EAR that
+//! MNO-B and the DPF verify with `protocol::ear`.
+//!
+//! Stricter than Keylime, go-attestation and trustee where they are lenient: the AK is the
+//! enrolled one, never the one in the evidence; every check fails closed with its own
+//! error ([`AppraisalError`]); policy can only add restrictions; a PVA without its signing
+//! key does not start; nonces are durable and single-use across restarts. `docs/appraisal.md`
+//! lists each check, its error and the attack it stops.
+//!
+//! Layout:
+//! - [`config`]: the configuration file.
+//! - [`store`]: SQLite (WAL, synchronous=FULL, group commit), schema versioned.
+//! - [`enrol`]: EK certificate validation, AK checks, MakeCredential, activation.
+//! - [`nonce`]: challenges: issue, consume (atomically with the clock mark).
+//! - [`appraisal`]: the checks, one module per family (quote, PCRs, event log, clock,
+//!   bundle key).
+//! - [`refvalues`]: reference values (TOML), their derivation from an image, predictions.
+//! - [`policy`]: the appraisal policy and version comparison.
+//! - [`ear`]: EAR claims of an appraisal, and the signer.
+//! - [`pva`]: [`Pva`], the library object every entry point calls.
+//! - [`service`]: the HTTPS API (axum on `transport`).
+//! - [`checkquote`]: `tpm2_checkquote` semantics for `tresor pva check-quote`.
+//! - [`bench`]: throughput measurement for `tresor bench appraisal`.
+//! - [`error`]: every error enum.
+
+#![forbid(unsafe_code)]
+
+pub mod appraisal;
+pub mod bench;
+pub mod checkquote;
+pub mod config;
+pub mod ear;
+pub mod enrol;
+pub mod error;
+pub mod nonce;
+pub mod policy;
+pub mod pva;
+pub mod refvalues;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use ear::EarSigner;
+pub use error::{AppraisalError, ChallengeError, EnrolmentError, Error, Outcome, StoreError};
+pub use pva::{Appraised, Pva, Settings};
+pub use refvalues::ReferenceValues;
+
+/// Runs the PVA of `config` over HTTPS on `listener` until `shutdown` completes. Start-up
+/// (signing key, TLS identity, roots, policies, store) fails before anything is served.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let tls = config.tls()?;
+    let pva = tokio::task::spawn_blocking(move || Pva::from_config(&config))
+        .await
+        .map_err(|e| Error::Config(format!("start-up task failed: {e}")))??;
+    serve_pva(Arc::new(pva), tls, listener, shutdown).await
+}
+
+/// [`serve`] with an already built [`Pva`] and TLS configuration (tests, embedding).
+pub async fn serve_pva(
+    pva: Arc<Pva>,
+    tls: Arc<rustls::ServerConfig>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    transport::serve(listener, tls, service::router(pva), shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! Tests of EAR building and relying-party verification, with a CI, a PVA and an MNO
+//! certificate made here with rcgen (the shape `tresor pki init` issues).
+
+use std::time::{Duration, SystemTime};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+
+use super::*;
+use crate::ids::Nonce;
+use crate::x509::TrustAnchors;
+use ciborium::Value;
+use coset::{CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana};
+
+struct Pki {
+    roots: TrustAnchors,
+    pva: (Vec<u8>, EcdsaKeyPair),
+    mno: (Vec<u8>, EcdsaKeyPair),
+}
+
+fn ca(name: &str) -> (CertificateParams, KeyPair, Vec<u8>) {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let der = params.self_signed(&key).unwrap().der().to_vec();
+    (params, key, der)
+}
+
+fn leaf(cn: &str, issuer: &Issuer<'_, &KeyPair>) -> (Vec<u8>, EcdsaKeyPair) {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let der = params.signed_by(&key, issuer).unwrap().der().to_vec();
+    let pair = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        &key.serialize_der(),
+        &SystemRandom::new(),
+    )
+    .unwrap();
+    (der, pair)
+}
+
+fn pki() -> Pki {
+    let (params, key, root) = ca("tresor test CI");
+    let issuer = Issuer::from_params(&params, &key);
+    let mut roots = TrustAnchors::new();
+    roots.add_der(&root).unwrap();
+    Pki { roots, pva: leaf(DEFAULT_SIGNER, &issuer), mno: leaf("mno-a", &issuer) }
+}
+
+fn device(byte: u8) -> DeviceId {
+    let mut name = vec![0x00, 0x0B];
+    name.extend([byte; 32]);
+    DeviceId::from_name(&name).unwrap()
+}
+
+fn affirming_vector() -> TrustVector {
+    let mut v = TrustVector::new();
+    v.set(Claim::InstanceIdentity, value::RECOGNIZED_INSTANCE)
+        .set(Claim::Configuration, value::APPROVED_CONFIG)
+        .set(Claim::Executables, value::APPROVED_BOOT)
+        .set(Claim::Hardware, value::GENUINE_HARDWARE)
+        .set(Claim::StorageOpaque, value::HW_KEYS_ENCRYPTED_SECRETS);
+    v
+}
+
+fn claims(vector: TrustVector, nonce: Nonce, now: SystemTime) -> EarClaims {
+    let mut appraisal = Appraisal::new(vector, "policy-1".into(), device(1));
+    appraisal.bundle_key = Some(BundleKey::new([1; 32], [2; 32], vec![0, 0x0B, 3]));
+    appraisal.rollback_counter = Some(7);
+    EarClaims {
+        issued_at: unix(now),
+        expires_at: unix(now) + 300,
+        nonce: Some(nonce),
+        verifier_id: VerifierId { developer: "tresor".into(), build: "test".into() },
+        appraisal,
+    }
+}
+
+fn sign(claims: &EarClaims, signer: &(Vec<u8>, EcdsaKeyPair)) -> Vec<u8> {
+    let rng = SystemRandom::new();
+    claims
+        .sign(std::slice::from_ref(&signer.0), |tbs| {
+            signer.1.sign(&rng, tbs).map(|s| s.as_ref().to_vec()).map_err(|_| "sign")
+        })
+        .unwrap()
+}
+
+#[test]
+fn an_affirming_ear_verifies_and_round_trips() {
+    let pki = pki();
+    let now = SystemTime::now();
+    let nonce = Nonce::random().unwrap();
+    let c = claims(affirming_vector(), nonce, now);
+    assert_eq!(c.appraisal.status(), TrustTier::Affirming);
+    assert_eq!(EarClaims::from_cbor(&c.to_cbor().unwrap()).unwrap(), c);
+    let ear = sign(&c, &pki.pva);
+    assert_eq!(ear[0], 0xD2, "COSE_Sign1 tag 18");
+    let v = VerifiedEar::verify(&ear, &pki.roots, now, &device(1), Some(&nonce)).unwrap();
+    assert_eq!(v.claims(), &c);
+    assert_eq!(v.status(), TrustTier::Affirming);
+    assert_eq!(v.rollback_counter(), Some(7));
+    assert_eq!(v.policy_id(), "policy-1");
+    assert_eq!(v.signer(), "CN=pva");
+    v.check_bundle_key(&BundleKey::new([1; 32], [2; 32], vec![0, 0x0B, 3])).unwrap();
+    assert_eq!(
+        v.check_bundle_key(&BundleKey::new([1; 32], [3; 32], vec![0, 0x0B, 3])),
+        Err(EarError::OtherBundleKey)
+    );
+    assert_eq!(v.digest().as_slice(), ring::digest::digest(&ring::digest::SHA256, &ear).as_ref());
+}
+
+#[test]
+fn claim_keys_are_the_drafts() {
+    let c = claims(affirming_vector(), Nonce::random().unwrap(), SystemTime::now());
+    let value: Value = ciborium::from_reader(&c.to_cbor().unwrap()[..]).unwrap();
+    let Value::Map(top) = value else { panic!() };
+    let keys: Vec<i128> = top.iter().map(|(k, _)| i128::from(k.as_integer().unwrap())).collect();
+    assert_eq!(keys, [265, 6, 4, 1004, 266, 10]);
+    let submods = &top.iter().find(|(k, _)| *k == int(266)).unwrap().1;
+    let Value::Map(submods) = submods else { panic!() };
+    assert_eq!(submods[0].0, Value::Text("tre".into()));
+    let Value::Map(appraisal) = &submods[0].1 else { panic!() };
+    assert_eq!(appraisal[0], (int(1000), int(2)));
+    assert_eq!(appraisal[1].0, int(1001));
+    assert_eq!(appraisal[2].0, int(1003));
+}
+
+#[test]
+fn status_is_the_worst_tier_of_the_vector() {
+    let mut v = affirming_vector();
+    assert_eq!(v.worst_tier(), TrustTier::Affirming);
+    v.set(Claim::Executables, value::UNSAFE_RUNTIME);
+    assert_eq!(v.worst_tier(), TrustTier::Warning);
+    v.set(Claim::Hardware, value::CONTRAINDICATED_HARDWARE);
+    assert_eq!(v.worst_tier(), TrustTier::Contraindicated);
+    assert_eq!(TrustVector::new().worst_tier(), TrustTier::None);
+    // AR4SI §2.3.3 tier boundaries.
+    for (value, tier) in [
+        (0, TrustTier::None),
+        (-1, TrustTier::None),
+        (1, TrustTier::None),
+        (2, TrustTier::Affirming),
+        (31, TrustTier::Affirming),
+        (-32, TrustTier::Affirming),
+        (32, TrustTier::Warning),
+        (95, TrustTier::Warning),
+        (-33, TrustTier::Warning),
+        (96, TrustTier::Contraindicated),
+        (99, TrustTier::Contraindicated),
+        (-97, TrustTier::Contraindicated),
+    ] {
+        assert_eq!(TrustTier::of_claim(value), tier, "{value}");
+    }
+}
+
+#[test]
+fn an_ear_claiming_a_better_status_than_its_vector_is_refused() {
+    let mut c = claims(affirming_vector(), Nonce::random().unwrap(), SystemTime::now());
+    c.appraisal.vector.set(Claim::Executables, value::CONTRAINDICATED_RUNTIME);
+    // status still says affirming: a forger (or a bug) set it apart from the vector
+    let bytes = c.to_cbor().unwrap();
+    assert_eq!(
+        EarClaims::from_cbor(&bytes),
+        Err(EarError::StatusInconsistent {
+            status: TrustTier::Affirming,
+            worst: TrustTier::Contraindicated
+        })
+    );
+}
+
+#[test]
+fn each_check_fails_with_its_own_error() {
+    let pki = pki();
+    let now = SystemTime::now();
+    let nonce = Nonce::random().unwrap();
+    let good = claims(affirming_vector(), nonce, now);
+    let ear = sign(&good, &pki.pva);
+
+    // another device, another nonce
+    assert!(matches!(
+        VerifiedEar::verify(&ear, &pki.roots, now, &device(2), Some(&nonce)),
+        Err(EarError::OtherDevice { .. })
+    ));
+    let other = Nonce::random().unwrap();
+    assert_eq!(
+        VerifiedEar::verify(&ear, &pki.roots, now, &device(1), Some(&other)),
+        Err(EarError::OtherNonce)
+    );
+    // expired, issued in the future
+    let later = now + Duration::from_secs(301);
+    assert!(matches!(
+        VerifiedEar::verify(&ear, &pki.roots, later, &device(1), None),
+        Err(EarError::Expired { .. })
+    ));
+    let earlier = now - Duration::from_secs(120);
+    assert!(matches!(
+        VerifiedEar::verify(&ear, &pki.roots, earlier, &device(1), None),
+        Err(EarError::NotYetValid { .. })
+    ));
+    // signed by another role under the same CI
+    let mno = sign(&good, &pki.mno);
+    assert!(matches!(
+        VerifiedEar::verify(&mno, &pki.roots, now, &device(1), None),
+        Err(EarError::SignerNotAllowed { .. })
+    ));
+    // a CI we do not trust
+    let stranger = self::pki();
+    assert!(matches!(
+        VerifiedEar::verify(&ear, &stranger.roots, now, &device(1), None),
+        Err(EarError::UntrustedSigner(_))
+    ));
+    // the PVA certificate with another key's signature
+    let forged_signer = (pki.pva.0.clone(), stranger.pva.1);
+    let forged = sign(&good, &forged_signer);
+    assert_eq!(
+        VerifiedEar::verify(&forged, &pki.roots, now, &device(1), None),
+        Err(EarError::BadSignature)
+    );
+    // one flipped payload byte
+    let mut flipped = ear.clone();
+    let at = flipped.len() - 80;
+    flipped[at] ^= 1;
+    assert!(VerifiedEar::verify(&flipped, &pki.roots, now, &device(1), None).is_err());
+    // not affirming
+    let mut warning = affirming_vector();
+    warning.set(Claim::Executables, value::UNSAFE_RUNTIME);
+    let mut c = claims(warning, nonce, now);
+    c.appraisal.failed_checks = vec!["component-below-minimum-version".into()];
+    let w = sign(&c, &pki.pva);
+    assert_eq!(
+        VerifiedEar::verify(&w, &pki.roots, now, &device(1), None),
+        Err(EarError::NotAffirming {
+            status: TrustTier::Warning,
+            failed_checks: vec!["component-below-minimum-version".into()]
+        })
+    );
+    let any = EarVerifier::new(pki.roots.clone()).accept_any_status();
+    assert_eq!(any.verify(&w, now, &device(1), None).unwrap().status(), TrustTier::Warning);
+    // garbage, oversize, untagged
+    assert!(matches!(
+        VerifiedEar::verify(b"\x00", &pki.roots, now, &device(1), None),
+        Err(EarError::Malformed(_))
+    ));
+    assert!(matches!(
+        VerifiedEar::verify(&vec![0; MAX_EAR_SIZE + 1], &pki.roots, now, &device(1), None),
+        Err(EarError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        VerifiedEar::verify(&ear[1..], &pki.roots, now, &device(1), None),
+        Err(EarError::Malformed(_))
+    ));
+}
+
+#[test]
+fn other_algorithms_and_missing_chains_are_refused() {
+    let pki = pki();
+    let now = SystemTime::now();
+    let c = claims(affirming_vector(), Nonce::random().unwrap(), now);
+    let rng = SystemRandom::new();
+    let sign_with = |protected: coset::Header| {
+        CoseSign1Builder::new()
+            .protected(protected)
+            .payload(c.to_cbor().unwrap())
+            .create_signature(&[], |tbs| pki.pva.1.sign(&rng, tbs).unwrap().as_ref().to_vec())
+            .build()
+            .to_tagged_vec()
+            .unwrap()
+    };
+    let es384 = sign_with(
+        HeaderBuilder::new()
+            .algorithm(iana::Algorithm::ES384)
+            .value(X5CHAIN, Value::Bytes(pki.pva.0.clone()))
+            .build(),
+    );
+    assert_eq!(
+        VerifiedEar::verify(&es384, &pki.roots, now, &device(1), None),
+        Err(EarError::UnsupportedAlgorithm)
+    );
+    let no_chain = sign_with(HeaderBuilder::new().algorithm(iana::Algorithm::ES256).build());
+    assert_eq!(
+        VerifiedEar::verify(&no_chain, &pki.roots, now, &device(1), None),
+        Err(EarError::MissingCertificateChain)
+    );
+}
+
+#[test]
+fn wrong_profile_and_extra_submods_are_refused() {
+    let c = claims(affirming_vector(), Nonce::random().unwrap(), SystemTime::now());
+    let value: Value = ciborium::from_reader(&c.to_cbor().unwrap()[..]).unwrap();
+    let Value::Map(mut top) = value else { panic!() };
+    top[0].1 = Value::Text("tag:example.com,2024:other".into());
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&Value::Map(top.clone()), &mut bytes).unwrap();
+    assert!(matches!(EarClaims::from_cbor(&bytes), Err(EarError::WrongProfile(_))));
+    top[0].1 = Value::Text(EAR_PROFILE.into());
+    if let Value::Map(submods) = &mut top[4].1 {
+        let copy = submods[0].1.clone();
+        submods.push((Value::Text("other".into()), copy));
+    }
+    bytes.clear();
+    ciborium::into_writer(&Value::Map(top), &mut bytes).unwrap();
+    assert!(matches!(EarClaims::from_cbor(&bytes), Err(EarError::Malformed(_))));
+}

@@ -1,0 +1,177 @@
+//! Appraisal of TPM evidence (DESIGN.md §3 "Appraisal"; `docs/appraisal.md` lists every
+//! check with its error and the attack it stops). Two stages, kept apart so that nothing
+//! about the evidence is written before it is known to be authentic:
+//!
+//! 1. [`authenticate`]: decoding and authenticity, pure, no state. The enrolled AK (never the
+//!    one in the evidence) must have signed the quote and the bundle key's certification,
+//!    both TPM-generated, of the right types, qualified with the same 32-byte nonce; the
+//!    event log must parse and replay. A failure here is refused with no EAR.
+//! 2. (the caller consumes the nonce, atomically raising the device's clock mark)
+//! 3. [`evaluate`]: integrity and policy against the reference values. Every check runs and
+//!    every failure is collected; each degrades one AR4SI trustworthiness claim, and the
+//!    EAR's status is the worst tier of the resulting vector.
+//!
+//! Layout: [`quote`], [`bundle_key`], [`pcrs`], [`eventlog`], [`clock`]: one module per check
+//! family.
+
+mod bundle_key;
+pub(crate) mod clock;
+mod eventlog;
+mod pcrs;
+mod quote;
+
+pub use bundle_key::{forbidden as bundle_key_forbidden, required as bundle_key_required};
+
+use protocol::ear::{Claim, TrustTier, TrustVector, value};
+use protocol::eventlog::{EventLog, PcrBanks};
+use protocol::evidence::Evidence;
+use protocol::tpm::{Attest, HashAlg, Public, QuoteInfo};
+use protocol::{DeviceId, Nonce};
+
+use crate::enrol::EnrolledDevice;
+use crate::error::{AppraisalError, Outcome};
+use crate::refvalues::ReferenceValues;
+use crate::store::ClockMark;
+
+/// Evidence whose every authenticity check passed.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub device_id: DeviceId,
+    pub nonce: Nonce,
+    pub quote: Attest,
+    /// The hash of the quote's signature, which is the hash of its PCR digest.
+    pub quote_hash: HashAlg,
+    pub certify: Attest,
+    pub bundle_key: Public,
+    pub event_log: EventLog,
+    pub replayed: PcrBanks,
+    pub rollback_counter: u64,
+}
+
+impl Authenticated {
+    pub fn quote_info(&self) -> Option<&QuoteInfo> {
+        self.quote.quote()
+    }
+
+    /// The TPM clock state the quote reports.
+    pub fn clock_mark(&self) -> ClockMark {
+        clock::mark_of(&self.quote)
+    }
+}
+
+/// Stage 1. `device` is the enrolment of `evidence.device_id`.
+pub fn authenticate(
+    evidence: &Evidence,
+    device: &EnrolledDevice,
+) -> Result<Authenticated, AppraisalError> {
+    if evidence.device_id != device.device_id {
+        return Err(AppraisalError::UnknownDevice(evidence.device_id.clone()));
+    }
+    if evidence.ak_public.as_slice() != device.ak_public_bytes.as_slice() {
+        return Err(AppraisalError::AkNotEnrolled(device.device_id.clone()));
+    }
+    if evidence.ek_certificate.as_slice() != device.ek_certificate.as_slice() {
+        return Err(AppraisalError::EkCertificateNotEnrolled(device.device_id.clone()));
+    }
+    let (quote, quote_hash, nonce) = quote::authenticate(&evidence.quote, &device.ak)?;
+    let (certify, bundle_key) = bundle_key::authenticate(&evidence.bundle_key, &device.ak, &nonce)?;
+    let event_log =
+        EventLog::parse(&evidence.event_log).map_err(AppraisalError::EventLogMalformed)?;
+    let replayed = event_log.replay().map_err(AppraisalError::EventLogMalformed)?;
+    Ok(Authenticated {
+        device_id: device.device_id.clone(),
+        nonce,
+        quote,
+        quote_hash,
+        certify,
+        bundle_key,
+        event_log,
+        replayed,
+        rollback_counter: evidence.rollback_counter,
+    })
+}
+
+/// What stage 3 found.
+#[derive(Debug, Clone)]
+pub struct Findings {
+    /// Every failed check, in the order the checks ran.
+    pub failures: Vec<AppraisalError>,
+    pub vector: TrustVector,
+}
+
+impl Findings {
+    pub fn status(&self) -> TrustTier {
+        self.vector.worst_tier()
+    }
+}
+
+/// Stage 3: every integrity and policy check of authenticated evidence.
+pub fn evaluate(
+    auth: &Authenticated,
+    refs: &ReferenceValues,
+    previous_clock: Option<ClockMark>,
+) -> Findings {
+    let mut failures = Vec::new();
+    if let Some(info) = auth.quote_info() {
+        pcrs::check_selection(&info.pcr_select, refs.policy(), &mut failures);
+        pcrs::check_digest(info, auth.quote_hash, &auth.replayed, &mut failures);
+        let mut banks: Vec<HashAlg> = info.pcr_select.banks().iter().map(|b| b.hash()).collect();
+        banks.sort();
+        banks.dedup();
+        eventlog::check(&auth.event_log, &banks, refs, &mut failures);
+        pcrs::check_reference(&auth.replayed, refs, &mut failures);
+    }
+    clock::check(&auth.quote, &auth.certify, previous_clock, &mut failures);
+    bundle_key::check(&auth.bundle_key, refs, &mut failures);
+    let vector = vector_of(&failures);
+    Findings { failures, vector }
+}
+
+/// The trustworthiness vector of an appraisal that passed authentication: every claim tresor
+/// assesses starts at its affirming value, and each failure lowers its claim to the failure's
+/// value if that is worse.
+pub fn vector_of(failures: &[AppraisalError]) -> TrustVector {
+    let mut v = TrustVector::new();
+    v.set(Claim::InstanceIdentity, value::RECOGNIZED_INSTANCE)
+        .set(Claim::Configuration, value::APPROVED_CONFIG)
+        .set(Claim::Executables, value::APPROVED_BOOT)
+        .set(Claim::Hardware, value::GENUINE_HARDWARE)
+        .set(Claim::StorageOpaque, value::HW_KEYS_ENCRYPTED_SECRETS);
+    for failure in failures {
+        if let Outcome::Degrades { claim, value } = failure.outcome() {
+            let worse = v
+                .get(claim)
+                .is_none_or(|current| TrustTier::of_claim(value) > TrustTier::of_claim(current));
+            if worse {
+                v.set(claim, value);
+            }
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_starts_affirming_and_takes_the_worst_value_per_claim() {
+        let v = vector_of(&[]);
+        assert_eq!(v.worst_tier(), TrustTier::Affirming);
+        let below = |warning| AppraisalError::ComponentBelowMinimumVersion {
+            component: "os".into(),
+            version: "1".into(),
+            minimum: "2".into(),
+            warning,
+        };
+        assert_eq!(vector_of(&[below(true)]).worst_tier(), TrustTier::Warning);
+        assert_eq!(vector_of(&[below(false)]).worst_tier(), TrustTier::Contraindicated);
+        let v = vector_of(&[AppraisalError::PcrDigestMismatch, below(true)]);
+        assert_eq!(v.get(Claim::Executables), Some(value::CONTRAINDICATED_RUNTIME));
+        let v = vector_of(&[AppraisalError::ClockNotSafe]);
+        assert_eq!(v.get(Claim::Hardware), Some(value::CONTRAINDICATED_HARDWARE));
+        assert_eq!(v.get(Claim::Executables), Some(value::APPROVED_BOOT));
+        // Refusals never reach a vector, and leave it unchanged if passed.
+        assert_eq!(vector_of(&[AppraisalError::NonceReused]), vector_of(&[]));
+    }
+}

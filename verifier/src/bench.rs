@@ -1,0 +1,197 @@
+//! Throughput of the appraisal, for `tresor bench appraisal` and `docs/appraisal.md`. The
+//! caller supplies recorded evidence from a real TPM; before every appraisal its nonce is
+//! issued again ([`Pva::reissue_nonce_for_benchmark`]), so each appraisal does the whole
+//! work a fresh one does: decode, both signature verifications, the event log, every check,
+//! the nonce consumption in the store, the EAR and its signature.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use protocol::ear::TrustTier;
+use protocol::evidence::Evidence;
+use protocol::{DeviceId, Nonce};
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _,
+    UnparsedPublicKey,
+};
+
+use crate::appraisal;
+use crate::error::Error;
+use crate::pva::Pva;
+
+/// Operations counted over a wall-clock time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    pub count: u64,
+    pub seconds: f64,
+}
+
+impl Rate {
+    pub fn per_second(&self) -> f64 {
+        if self.seconds > 0.0 { self.count as f64 / self.seconds } else { 0.0 }
+    }
+
+    /// Mean microseconds per operation.
+    pub fn micros(&self) -> f64 {
+        if self.count > 0 { self.seconds * 1e6 / self.count as f64 } else { 0.0 }
+    }
+}
+
+/// Runs `op` until `duration` has passed (checking the clock every 16 calls).
+fn measure(duration: Duration, mut op: impl FnMut() -> Result<(), Error>) -> Result<Rate, Error> {
+    let start = Instant::now();
+    let mut count = 0u64;
+    loop {
+        for _ in 0..16 {
+            op()?;
+            count += 1;
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= duration {
+            return Ok(Rate { count, seconds: elapsed.as_secs_f64() });
+        }
+    }
+}
+
+/// ring ECDSA P-256 SHA-256 verifications of a 150-byte message (a quote's size) per second.
+pub fn p256_verify(duration: Duration) -> Result<Rate, Error> {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+        .map_err(|_| Error::Random)?;
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|_| Error::Random)?;
+    let message = [0x5Au8; 150];
+    let sig = key.sign(&rng, &message).map_err(|_| Error::Random)?;
+    let public =
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key.public_key().as_ref().to_vec());
+    measure(duration, || {
+        public.verify(&message, sig.as_ref()).map_err(|_| Error::Signing("P-256 verify".into()))
+    })
+}
+
+/// ring ECDSA P-256 signatures (the EAR's) per second.
+pub fn p256_sign(duration: Duration) -> Result<Rate, Error> {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+        .map_err(|_| Error::Random)?;
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|_| Error::Random)?;
+    measure(duration, || key.sign(&rng, &[0x5Au8; 300]).map(|_| ()).map_err(|_| Error::Random))
+}
+
+/// One recorded evidence: whose it is, the nonce it answers, its CBOR.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub device: DeviceId,
+    pub nonce: Nonce,
+    pub evidence: Vec<u8>,
+}
+
+/// Full appraisals of `recorded` on the calling thread, per second. The first one must be
+/// affirming (the benchmark measures the path that releases subscriptions).
+pub fn appraisals(pva: &Pva, recorded: &Recorded, duration: Duration) -> Result<Rate, Error> {
+    let mut first = true;
+    measure(duration, || {
+        let now = SystemTime::now();
+        pva.reissue_nonce_for_benchmark(&recorded.device, recorded.nonce, now)?;
+        let appraised = pva.appraise(&recorded.evidence, now)?;
+        if first && appraised.status() != TrustTier::Affirming {
+            return Err(Error::Config(format!(
+                "benchmark evidence is not affirming: {:?}",
+                appraised.failures
+            )));
+        }
+        first = false;
+        Ok(())
+    })
+}
+
+/// Full appraisals on one thread per recorded evidence, all sharing the store's group
+/// commits, per second in total.
+pub fn concurrent_appraisals(
+    pva: &Arc<Pva>,
+    recorded: &[Recorded],
+    duration: Duration,
+) -> Result<Rate, Error> {
+    let start = Instant::now();
+    let threads: Vec<_> = recorded
+        .iter()
+        .cloned()
+        .map(|r| {
+            let pva = pva.clone();
+            std::thread::spawn(move || appraisals(&pva, &r, duration))
+        })
+        .collect();
+    let mut count = 0;
+    for t in threads {
+        let rate = t.join().map_err(|_| Error::Config("benchmark thread panicked".into()))??;
+        count += rate.count;
+    }
+    Ok(Rate { count, seconds: start.elapsed().as_secs_f64() })
+}
+
+/// Mean microseconds of each stage of one appraisal.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Breakdown {
+    /// CBOR decoding of the evidence.
+    pub decode_us: f64,
+    /// Both signature verifications, parsing, event-log parsing and replay.
+    pub authenticate_us: f64,
+    /// Every integrity and policy check.
+    pub evaluate_us: f64,
+    /// EAR claims, CBOR and the ES256 signature.
+    pub sign_us: f64,
+    /// Issuing and consuming the nonce in the store (two transactions).
+    pub store_us: f64,
+}
+
+/// Times each stage of the appraisal of `recorded` separately.
+pub fn breakdown(pva: &Pva, recorded: &Recorded, duration: Duration) -> Result<Breakdown, Error> {
+    let bad = |e: protocol::evidence::EvidenceError| Error::Config(e.to_string());
+    let evidence = Evidence::from_cbor(&recorded.evidence).map_err(bad)?;
+    let device = pva.device(&recorded.device)?;
+    let refs = pva
+        .policy(pva.default_policy())
+        .ok_or_else(|| Error::Config("no default policy".into()))?;
+    let auth = appraisal::authenticate(&evidence, &device)?;
+    let findings = appraisal::evaluate(&auth, refs, None);
+    let decode =
+        measure(duration, || Evidence::from_cbor(&recorded.evidence).map(|_| ()).map_err(bad))?;
+    let authenticate = measure(duration, || {
+        appraisal::authenticate(&evidence, &device).map(|_| ()).map_err(Error::from)
+    })?;
+    let evaluate = measure(duration, || {
+        appraisal::evaluate(&auth, refs, None);
+        Ok(())
+    })?;
+    let sign = measure(duration, || {
+        let claims = crate::ear::claims(
+            &auth,
+            &findings,
+            refs,
+            &pva.settings().verifier_id,
+            SystemTime::now(),
+        )?;
+        pva.signer().sign(&claims).map(|_| ())
+    })?;
+    let store = measure(duration, || {
+        let now = SystemTime::now();
+        pva.reissue_nonce_for_benchmark(&recorded.device, recorded.nonce, now)?;
+        crate::nonce::consume(
+            pva.store(),
+            &recorded.device,
+            &recorded.nonce,
+            auth.clock_mark(),
+            now,
+        )
+        .map(|_| ())
+    })?;
+    Ok(Breakdown {
+        decode_us: decode.micros(),
+        authenticate_us: authenticate.micros(),
+        evaluate_us: evaluate.micros(),
+        sign_us: sign.micros(),
+        store_us: store.micros(),
+    })
+}

@@ -1,0 +1,190 @@
+//! The PVA's configuration file (TOML, `docs/pva-api.md` §Configuration). Relative paths
+//! are resolved against the directory of the file. Every key is checked at start-up; a
+//! missing signing key, TLS identity, manufacturer root or policy stops the PVA.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// How the PVA's TLS server treats client certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Certificates under `client-ca` are verified when offered (RO, MNOs); devices connect
+    /// without one and authenticate by attestation.
+    #[default]
+    Optional,
+    /// Only clients with a certificate under `client-ca` (a PVA reached only through the RO).
+    Required,
+    /// No client certificates.
+    None,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    database: PathBuf,
+    tls_certificate: PathBuf,
+    tls_key: PathBuf,
+    #[serde(default)]
+    client_ca: Option<PathBuf>,
+    #[serde(default)]
+    client_auth: ClientAuth,
+    signing_certificate: PathBuf,
+    signing_key: PathBuf,
+    manufacturer_roots: PathBuf,
+    policies: Vec<PathBuf>,
+    #[serde(default)]
+    default_policy: Option<String>,
+    #[serde(default = "default_nonce_ttl")]
+    nonce_ttl_seconds: u64,
+    #[serde(default = "default_enrolment_ttl")]
+    enrolment_ttl_seconds: u64,
+    #[serde(default = "default_max_outstanding")]
+    max_outstanding_challenges: u32,
+    #[serde(default)]
+    listen: Option<String>,
+}
+
+fn default_nonce_ttl() -> u64 {
+    crate::nonce::DEFAULT_TTL.as_secs()
+}
+fn default_enrolment_ttl() -> u64 {
+    300
+}
+fn default_max_outstanding() -> u32 {
+    crate::nonce::DEFAULT_MAX_OUTSTANDING
+}
+
+/// A checked configuration with absolute paths.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// SQLite file, created on first start.
+    pub database: PathBuf,
+    /// TLS server certificate chain (PEM) and key.
+    pub tls_certificate: PathBuf,
+    pub tls_key: PathBuf,
+    /// Roots for client certificates (the CI root).
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+    /// EAR signing certificate chain (PEM, PVA first) and PKCS#8 key.
+    pub signing_certificate: PathBuf,
+    pub signing_key: PathBuf,
+    /// Directory of TPM manufacturer root certificates (PEM/DER files).
+    pub manufacturer_roots: PathBuf,
+    /// Reference-values files; each is one appraisal policy.
+    pub policies: Vec<PathBuf>,
+    /// The policy id used when a challenge names none; may be omitted with one policy.
+    pub default_policy: Option<String>,
+    pub nonce_ttl: Duration,
+    pub enrolment_ttl: Duration,
+    pub max_outstanding_challenges: u32,
+    /// Socket address for `tresor` to bind (the library takes a listener instead).
+    pub listen: Option<String>,
+}
+
+impl Config {
+    /// Reads `path`.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::from_toml(&text, base)
+    }
+
+    /// Parses configuration text whose relative paths are relative to `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self, Error> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        if !(1..=3600).contains(&raw.nonce_ttl_seconds) {
+            return Err(Error::Config("nonce-ttl-seconds must be 1 to 3600".into()));
+        }
+        if !(1..=86_400).contains(&raw.enrolment_ttl_seconds) {
+            return Err(Error::Config("enrolment-ttl-seconds must be 1 to 86400".into()));
+        }
+        if raw.max_outstanding_challenges == 0 || raw.max_outstanding_challenges > 1024 {
+            return Err(Error::Config("max-outstanding-challenges must be 1 to 1024".into()));
+        }
+        if raw.policies.is_empty() {
+            return Err(Error::Config("no policies configured".into()));
+        }
+        if raw.client_auth != ClientAuth::None && raw.client_ca.is_none() {
+            return Err(Error::Config("client-auth needs client-ca (the CI root)".into()));
+        }
+        Ok(Self {
+            database: abs(raw.database),
+            tls_certificate: abs(raw.tls_certificate),
+            tls_key: abs(raw.tls_key),
+            client_ca: raw.client_ca.map(abs),
+            client_auth: raw.client_auth,
+            signing_certificate: abs(raw.signing_certificate),
+            signing_key: abs(raw.signing_key),
+            manufacturer_roots: abs(raw.manufacturer_roots),
+            policies: raw.policies.into_iter().map(abs).collect(),
+            default_policy: raw.default_policy,
+            nonce_ttl: Duration::from_secs(raw.nonce_ttl_seconds),
+            enrolment_ttl: Duration::from_secs(raw.enrolment_ttl_seconds),
+            max_outstanding_challenges: raw.max_outstanding_challenges,
+            listen: raw.listen,
+        })
+    }
+
+    /// The rustls server configuration for the PVA's HTTPS service.
+    pub fn tls(&self) -> Result<Arc<rustls::ServerConfig>, Error> {
+        let identity = transport::Identity::from_pem_files(&self.tls_certificate, &self.tls_key)?;
+        let roots = match &self.client_ca {
+            Some(path) => transport::tls::roots_from_pem_file(path)?,
+            None => Vec::new(),
+        };
+        let auth = match self.client_auth {
+            ClientAuth::None => transport::ClientAuth::None,
+            ClientAuth::Optional => transport::ClientAuth::Optional(roots),
+            ClientAuth::Required => transport::ClientAuth::Required(roots),
+        };
+        Ok(transport::server_config(&identity, auth)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+database = "pva.sqlite"
+tls-certificate = "pki/pva.pem"
+tls-key = "pki/pva.key"
+client-ca = "pki/ci.pem"
+signing-certificate = "pki/pva.pem"
+signing-key = "pki/pva.key"
+manufacturer-roots = "manufacturers"
+policies = ["policy.toml"]
+"#;
+
+    #[test]
+    fn resolves_paths_and_applies_defaults() {
+        let c = Config::from_toml(MINIMAL, Path::new("/etc/tresor")).unwrap();
+        assert_eq!(c.database, Path::new("/etc/tresor/pva.sqlite"));
+        assert_eq!(c.policies, [Path::new("/etc/tresor/policy.toml")]);
+        assert_eq!(c.nonce_ttl, Duration::from_secs(60));
+        assert_eq!(c.client_auth, ClientAuth::Optional);
+    }
+
+    #[test]
+    fn refuses_bad_settings() {
+        for (from, to) in [
+            ("policies = [\"policy.toml\"]", "policies = []"),
+            ("database", "databse"),
+            ("client-ca = \"pki/ci.pem\"\n", ""),
+        ] {
+            assert!(Config::from_toml(&MINIMAL.replace(from, to), Path::new("/")).is_err(), "{to}");
+        }
+        let long = format!("{MINIMAL}nonce-ttl-seconds = 0\n");
+        assert!(Config::from_toml(&long, Path::new("/")).is_err());
+        let no_signing_key = MINIMAL.replace("signing-key = \"pki/pva.key\"\n", "");
+        assert!(Config::from_toml(&no_signing_key, Path::new("/")).is_err());
+    }
+}

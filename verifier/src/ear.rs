@@ -1,0 +1,136 @@
+//! Signing attestation results (draft-ietf-rats-ear, `docs/ear.md`): the PVA's EAR claims
+//! from an appraisal, signed ES256 with ring under the PVA's key, the PVA's certificate
+//! chain in the x5chain header so relying parties can check it against the CI root.
+//!
+//! The signing key is mandatory: a PVA without one does not start (no throw-away key, unlike
+//! trustee's default). The key must belong to the certificate, and the certificate must be
+//! valid now.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use protocol::ear::{Appraisal, BundleKey, EarClaims, VerifierId, unix};
+use protocol::tpm::Spki;
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+use x509_parser::prelude::FromDer;
+
+use crate::appraisal::{Authenticated, Findings};
+use crate::error::Error;
+use crate::refvalues::ReferenceValues;
+
+/// Largest PEM file read for the signing certificate or key.
+const MAX_PEM: u64 = 256 * 1024;
+
+/// The PVA's EAR signing key and certificate chain.
+pub struct EarSigner {
+    key: EcdsaKeyPair,
+    x5chain: Vec<Vec<u8>>,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for EarSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EarSigner")
+            .field("chain_len", &self.x5chain.len())
+            .field("key", &"(redacted)")
+            .finish()
+    }
+}
+
+impl EarSigner {
+    /// Reads the certificate chain (PEM, signer first) and the PKCS#8 private key (PEM),
+    /// e.g. `pva.pem` and `pva.key` from `tresor pki init`.
+    pub fn load(certificate: &Path, key: &Path) -> Result<Self, Error> {
+        Self::from_pem(&read(certificate)?, &read(key)?)
+    }
+
+    /// From PEM text: certificates (signer first) and a PKCS#8 "PRIVATE KEY".
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, Error> {
+        let bad = |m: String| Error::SigningKey(m);
+        let chain: Vec<Vec<u8>> = pem::parse_many(chain_pem)
+            .map_err(|e| bad(format!("certificate PEM: {e}")))?
+            .into_iter()
+            .filter(|p| p.tag() == "CERTIFICATE")
+            .map(|p| p.into_contents())
+            .collect();
+        let leaf = chain.first().ok_or_else(|| bad("no certificate".into()))?;
+        let key_block = pem::parse(key_pem).map_err(|_| bad("the key is not PEM".into()))?;
+        if key_block.tag() != "PRIVATE KEY" {
+            return Err(bad(format!(
+                "the key is a {:?}, not a PKCS#8 PRIVATE KEY",
+                key_block.tag()
+            )));
+        }
+        let key = zeroize::Zeroizing::new(key_block.into_contents());
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &key, &SystemRandom::new())
+                .map_err(|_| bad("the key is not an ECDSA P-256 PKCS#8 key".into()))?;
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf)
+            .map_err(|e| bad(format!("certificate: {e}")))?;
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key().as_ref() {
+            return Err(bad("the key does not belong to the certificate".into()));
+        }
+        if !cert.validity().is_valid() {
+            return Err(bad("the certificate is not valid now".into()));
+        }
+        Ok(Self { key, x5chain: chain, rng: SystemRandom::new() })
+    }
+
+    /// The x5chain (DER, signer first).
+    pub fn chain(&self) -> &[Vec<u8>] {
+        &self.x5chain
+    }
+
+    /// COSE_Sign1 of `claims`.
+    pub fn sign(&self, claims: &EarClaims) -> Result<Vec<u8>, Error> {
+        claims
+            .sign(&self.x5chain, |tbs| {
+                self.key
+                    .sign(&self.rng, tbs)
+                    .map(|s| s.as_ref().to_vec())
+                    .map_err(|_| "ECDSA signing failed")
+            })
+            .map_err(|e| Error::Signing(e.to_string()))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let bad = |e: std::io::Error| Error::SigningKey(format!("{}: {e}", path.display()));
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(bad)?
+        .take(MAX_PEM + 1)
+        .read_to_end(&mut bytes)
+        .map_err(bad)?;
+    if bytes.len() as u64 > MAX_PEM {
+        return Err(Error::SigningKey(format!("{} is too large", path.display())));
+    }
+    Ok(bytes)
+}
+
+/// The EAR claims of an appraisal.
+pub fn claims(
+    auth: &Authenticated,
+    findings: &Findings,
+    refs: &ReferenceValues,
+    verifier_id: &VerifierId,
+    now: SystemTime,
+) -> Result<EarClaims, Error> {
+    let mut appraisal =
+        Appraisal::new(findings.vector, refs.id().to_owned(), auth.device_id.clone());
+    let spki = Spki::from_public(&auth.bundle_key).ok();
+    appraisal.bundle_key = spki
+        .and_then(|s| BundleKey::from_spki(&s, auth.bundle_key.name().as_bytes().to_vec()).ok());
+    appraisal.rollback_counter = Some(auth.rollback_counter);
+    appraisal.failed_checks = findings.failures.iter().map(|f| f.slug().to_owned()).collect();
+    let issued_at = unix(now);
+    Ok(EarClaims {
+        issued_at,
+        expires_at: issued_at.saturating_add(refs.policy().ear_validity.as_secs()),
+        nonce: Some(auth.nonce),
+        verifier_id: verifier_id.clone(),
+        appraisal,
+    })
+}

@@ -1,0 +1,221 @@
+//! The PVA's HTTPS API (`docs/pva-api.md`): one axum handler per route, CBOR bodies
+//! (`protocol::pva_api`), a body-size limit on every route, and errors as RFC 9457 problem
+//! documents whose type URI names the exact check (`…/problems/pva/<slug>`). Problems say
+//! what the peer did wrong; store and signing failures are logged here and answered with a
+//! bare 503/500, never with their internals.
+//!
+//! Status codes: 400 malformed input, 401 evidence or credential not authentic or not fresh
+//! (not attested), 403 refused by policy, 404 unknown device, policy or pending enrolment,
+//! 409 device bound to another EK, 410 credential expired, 413 body too large, 415 not
+//! CBOR, 429 too many outstanding challenges, 500/503 the PVA's own failures.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use protocol::pva_api::ActivateRequest;
+use protocol::pva_api::{
+    AppraiseRequest, AppraiseResponse, CBOR_MEDIA_TYPE, ChallengeRequest, EnrolRequest,
+    MAX_REQUEST_SIZE, Message, path,
+};
+use serde_bytes::ByteBuf;
+use transport::Problem;
+use transport::problem::problem_type;
+
+use crate::error::{AppraisalError, ChallengeError, EnrolmentError, Error};
+use crate::pva::Pva;
+
+/// The router of every PVA route, with the body limit.
+pub fn router(pva: Arc<Pva>) -> Router {
+    let routes = Router::new()
+        .route(path::ENROL, post(enrol))
+        .route(path::ACTIVATE, post(activate))
+        .route(path::CHALLENGE, post(challenge))
+        .route(path::APPRAISE, post(appraise))
+        .route(path::HEALTH, get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(pva);
+    transport::limit_body(routes, MAX_REQUEST_SIZE)
+}
+
+async fn enrol(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {
+    run(pva, &headers, &body, |pva, req: EnrolRequest, now| pva.enrol(&req, now)).await
+}
+
+async fn activate(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {
+    run(pva, &headers, &body, |pva, req: ActivateRequest, now| pva.activate(&req, now)).await
+}
+
+async fn challenge(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {
+    run(pva, &headers, &body, |pva, req: ChallengeRequest, now| pva.challenge(&req, now)).await
+}
+
+async fn appraise(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {
+    run(pva, &headers, &body, |pva, req: AppraiseRequest, now| {
+        let appraised = pva.appraise(&req.evidence, now)?;
+        Ok(AppraiseResponse {
+            status: appraised.status(),
+            failed_checks: appraised.failures.iter().map(|f| f.slug().to_owned()).collect(),
+            ear: ByteBuf::from(appraised.ear),
+        })
+    })
+    .await
+}
+
+async fn health(State(pva): State<Arc<Pva>>) -> Response {
+    match tokio::task::spawn_blocking(move || pva.store_healthy()).await {
+        Ok(true) => {
+            let body = serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") });
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        _ => pva_problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            "Store unavailable",
+            None,
+        )
+        .into_response(),
+    }
+}
+
+async fn not_found() -> Response {
+    pva_problem(StatusCode::NOT_FOUND, "not-found", "No such resource", None).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    pva_problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", None)
+        .into_response()
+}
+
+/// Checks the media type, decodes the request, runs `op` off the async threads (it does
+/// CPU work and waits for the store's fsync), encodes the answer.
+async fn run<Req, Resp>(
+    pva: Arc<Pva>,
+    headers: &HeaderMap,
+    body: &Bytes,
+    op: fn(&Pva, Req, SystemTime) -> Result<Resp, Error>,
+) -> Response
+where
+    Req: Message + Send + 'static,
+    Resp: Message + Send + 'static,
+{
+    let is_cbor = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(CBOR_MEDIA_TYPE));
+    if !is_cbor {
+        return pva_problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Request body must be application/cbor",
+            None,
+        )
+        .into_response();
+    }
+    let req = match Req::from_cbor(body) {
+        Ok(req) => req,
+        Err(e) => {
+            return pva_problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-request",
+                "Malformed request",
+                Some(e.to_string()),
+            )
+            .into_response();
+        }
+    };
+    let result = tokio::task::spawn_blocking(move || op(&pva, req, SystemTime::now())).await;
+    let response = match result {
+        Ok(Ok(resp)) => resp.to_cbor().map_err(|e| Error::Signing(e.to_string())),
+        Ok(Err(e)) => return problem(&e).into_response(),
+        Err(e) => Err(Error::Config(format!("handler task failed: {e}"))),
+    };
+    match response {
+        Ok(bytes) => {
+            let mut r = (StatusCode::OK, bytes).into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CBOR_MEDIA_TYPE));
+            r
+        }
+        Err(e) => problem(&e).into_response(),
+    }
+}
+
+fn pva_problem(status: StatusCode, slug: &str, title: &str, detail: Option<String>) -> Problem {
+    let p = Problem::new(status, problem_type(&format!("pva/{slug}")), title);
+    match detail {
+        Some(d) => p.with_detail(d),
+        None => p,
+    }
+}
+
+/// The problem document for an error: a stable type per variant, the status of the module
+/// documentation, and a detail only for what the peer did wrong.
+pub fn problem(e: &Error) -> Problem {
+    match e {
+        Error::Appraisal(a) => {
+            pva_problem(appraisal_status(a), a.slug(), "Evidence refused", Some(a.to_string()))
+        }
+        Error::Enrolment(x) => {
+            pva_problem(enrolment_status(x), x.slug(), "Enrolment refused", Some(x.to_string()))
+        }
+        Error::Challenge(c) => {
+            let status = match c {
+                ChallengeError::UnknownDevice(_) | ChallengeError::UnknownPolicy(_) => {
+                    StatusCode::NOT_FOUND
+                }
+                ChallengeError::TooManyOutstanding { .. } => StatusCode::TOO_MANY_REQUESTS,
+            };
+            pva_problem(status, c.slug(), "No challenge issued", Some(c.to_string()))
+        }
+        Error::Store(s) => {
+            tracing::error!(error = %s, "PVA store failure");
+            pva_problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "Store unavailable",
+                None,
+            )
+        }
+        other => {
+            tracing::error!(error = %other, "PVA internal failure");
+            pva_problem(StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "Internal error", None)
+        }
+    }
+}
+
+fn appraisal_status(e: &AppraisalError) -> StatusCode {
+    use AppraisalError::*;
+    match e {
+        EvidenceMalformed(_)
+        | AttestationMalformed { .. }
+        | BundleKeyMalformed(_)
+        | EventLogMalformed(_)
+        | NonceMalformed { .. } => StatusCode::BAD_REQUEST,
+        UnknownDevice(_) => StatusCode::NOT_FOUND,
+        e if e.is_refusal() => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::FORBIDDEN,
+    }
+}
+
+fn enrolment_status(e: &EnrolmentError) -> StatusCode {
+    use EnrolmentError::*;
+    match e {
+        EkPublicMalformed(_) | AkPublicMalformed(_) | DeviceIdNotEkName { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        EkCertificate(_) | WrongSecret => StatusCode::UNAUTHORIZED,
+        EkNameAlgorithm(_) | AkAttributes { .. } | AkAlgorithm(_) | Credential(_) => {
+            StatusCode::FORBIDDEN
+        }
+        NoPendingEnrolment => StatusCode::NOT_FOUND,
+        DeviceBoundToAnotherEk(_) => StatusCode::CONFLICT,
+        CredentialExpired => StatusCode::GONE,
+    }
+}

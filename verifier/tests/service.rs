@@ -1,0 +1,250 @@
+//! The PVA's HTTPS service end to end: `verifier::serve` on 127.0.0.1:0 with a
+//! configuration file, a real swtpm device enrolling, answering a challenge and getting an
+//! EAR that verifies against the CI root; errors as problem documents with stable types.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use protocol::Nonce;
+use protocol::ear::{TrustTier, VerifiedEar};
+use protocol::pva_api::{
+    ActivateRequest, ActivateResponse, AppraiseRequest, AppraiseResponse, CBOR_MEDIA_TYPE,
+    ChallengeRequest, ChallengeResponse, CredentialSecret, EnrolResponse, MAX_REQUEST_SIZE,
+    Message, path,
+};
+use rustls_pki_types::CertificateDer;
+use serde_bytes::ByteBuf;
+use support::Lab;
+use transport::Problem;
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), verifier::Error>>,
+    _dir: tempfile::TempDir,
+}
+
+fn write_config(lab: &Lab, dir: &Path) -> std::path::PathBuf {
+    std::fs::write(dir.join("pva.pem"), &lab.pva_cert_pem).unwrap();
+    std::fs::write(dir.join("pva.key"), &lab.pva_key_pem).unwrap();
+    std::fs::write(dir.join("ci.pem"), &lab.ci.cert_pem).unwrap();
+    std::fs::create_dir(dir.join("manufacturers")).unwrap();
+    std::fs::write(dir.join("manufacturers/manufacturer.pem"), &lab.manufacturer.cert_pem).unwrap();
+    std::fs::write(dir.join("policy.toml"), &lab.refvalues).unwrap();
+    let config = r#"
+database = "pva.sqlite"
+tls-certificate = "pva.pem"
+tls-key = "pva.key"
+client-ca = "ci.pem"
+signing-certificate = "pva.pem"
+signing-key = "pva.key"
+manufacturer-roots = "manufacturers"
+policies = ["policy.toml"]
+"#;
+    std::fs::write(dir.join("pva.toml"), config).unwrap();
+    dir.join("pva.toml")
+}
+
+async fn start(lab: &Lab) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let config = verifier::Config::load(&write_config(lab, dir.path())).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(verifier::serve(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let client =
+        transport::client::client(&[CertificateDer::from(lab.ci.der.clone())], None).unwrap();
+    Server { base, client, stop: Some(stop), task, _dir: dir }
+}
+
+impl Server {
+    async fn post(&self, route: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+        self.client
+            .post(format!("{}{route}", self.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn call<Req: Message, Resp: Message>(
+        &self,
+        route: &str,
+        req: &Req,
+    ) -> Result<Resp, Problem> {
+        let resp = self.post(route, CBOR_MEDIA_TYPE, req.to_cbor().unwrap()).await;
+        if resp.status().is_success() {
+            assert_eq!(resp.headers()["content-type"], CBOR_MEDIA_TYPE);
+            Ok(Resp::from_cbor(&resp.bytes().await.unwrap()).unwrap())
+        } else {
+            Err(problem(resp).await)
+        }
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn problem(resp: reqwest::Response) -> Problem {
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let status = resp.status().as_u16();
+    let p: Problem = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(p.status, status);
+    p
+}
+
+fn pva_type(slug: &str) -> String {
+    format!("https://tresor.example/problems/pva/{slug}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_enrols_and_is_appraised_over_https() {
+    let lab = Lab::new();
+    let server = start(&lab).await;
+    let mut device = lab.device();
+
+    let enrolled: EnrolResponse = server.call(path::ENROL, &device.enrol_request()).await.unwrap();
+    let secret = device
+        .attester()
+        .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
+        .unwrap();
+    let activate = ActivateRequest {
+        device_id: device.id.clone(),
+        ak_name: enrolled.ak_name.clone(),
+        secret: CredentialSecret::from_slice(&secret).unwrap(),
+    };
+    let activated: ActivateResponse = server.call(path::ACTIVATE, &activate).await.unwrap();
+    assert_eq!(activated.ak_name, enrolled.ak_name);
+
+    let challenge = ChallengeRequest { device_id: device.id.clone(), policy_id: None };
+    let ch: ChallengeResponse = server.call(path::CHALLENGE, &challenge).await.unwrap();
+    assert_eq!(ch.pcr_selection, "sha256:0,2,4,8,9");
+    let evidence = device.attester().evidence(&ch.nonce).unwrap();
+    let req = AppraiseRequest { evidence: ByteBuf::from(evidence.to_cbor().unwrap()) };
+    let appraised: AppraiseResponse = server.call(path::APPRAISE, &req).await.unwrap();
+    assert_eq!(appraised.status, TrustTier::Affirming);
+    assert!(appraised.failed_checks.is_empty());
+    let ear = VerifiedEar::verify(
+        &appraised.ear,
+        &lab.ci.anchors(),
+        SystemTime::now(),
+        &device.id,
+        Some(&ch.nonce),
+    )
+    .unwrap();
+    assert_eq!(ear.status(), TrustTier::Affirming);
+
+    // Replay: refused, no EAR, a problem naming the check.
+    let p = server.call::<_, AppraiseResponse>(path::APPRAISE, &req).await.unwrap_err();
+    assert_eq!((p.status, p.type_uri.as_str()), (401, pva_type("nonce-reused").as_str()));
+    // A second activation of the used credential.
+    let p = server.call::<_, ActivateResponse>(path::ACTIVATE, &activate).await.unwrap_err();
+    assert_eq!((p.status, p.type_uri), (404, pva_type("no-pending-enrolment")));
+    // Evidence from an unknown nonce, and a challenge for an unknown device.
+    let forged = device.attester().evidence(&Nonce::random().unwrap()).unwrap();
+    let p = server
+        .call::<_, AppraiseResponse>(
+            path::APPRAISE,
+            &AppraiseRequest { evidence: ByteBuf::from(forged.to_cbor().unwrap()) },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((p.status, p.type_uri), (401, pva_type("nonce-unknown")));
+    let stranger = lab.device();
+    let p = server
+        .call::<_, ChallengeResponse>(
+            path::CHALLENGE,
+            &ChallengeRequest { device_id: stranger.id.clone(), policy_id: None },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((p.status, p.type_uri), (404, pva_type("unknown-device")));
+    let p = server
+        .call::<_, ChallengeResponse>(
+            path::CHALLENGE,
+            &ChallengeRequest { device_id: device.id.clone(), policy_id: Some("nope".into()) },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((p.status, p.type_uri), (404, pva_type("unknown-policy")));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_clean_problems() {
+    let lab = Lab::new();
+    let server = start(&lab).await;
+
+    let health =
+        server.client.get(format!("{}{}", server.base, path::HEALTH)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+
+    let resp = server.post(path::APPRAISE, "application/json", b"{}".to_vec()).await;
+    assert_eq!(resp.status(), 415);
+    assert_eq!(problem(resp).await.type_uri, pva_type("unsupported-media-type"));
+
+    for garbage in [vec![], vec![0xFF; 10], b"not cbor at all".to_vec()] {
+        let resp = server.post(path::ENROL, CBOR_MEDIA_TYPE, garbage).await;
+        assert_eq!(resp.status(), 400);
+        assert_eq!(problem(resp).await.type_uri, pva_type("malformed-request"));
+    }
+    // Well-formed CBOR, not evidence.
+    let req = AppraiseRequest { evidence: ByteBuf::from(vec![0xA0]) };
+    let p = server.call::<_, AppraiseResponse>(path::APPRAISE, &req).await.unwrap_err();
+    assert_eq!((p.status, p.type_uri), (400, pva_type("evidence-malformed")));
+
+    let resp = server.post(path::APPRAISE, CBOR_MEDIA_TYPE, vec![0; MAX_REQUEST_SIZE + 1]).await;
+    assert_eq!(resp.status(), 413);
+    assert_eq!(problem(resp).await.status, 413);
+
+    let resp = server.client.get(format!("{}/v1/nothing", server.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(problem(resp).await.type_uri, pva_type("not-found"));
+    let resp =
+        server.client.get(format!("{}{}", server.base, path::APPRAISE)).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(problem(resp).await.type_uri, pva_type("method-not-allowed"));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pva_without_its_signing_key_does_not_start() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&lab, dir.path());
+    std::fs::remove_file(dir.path().join("pva.key")).unwrap();
+    // TLS uses the same key: point it elsewhere so that only the signing key is missing.
+    let (tls_cert, tls_key) = lab.ci.role("pva-tls");
+    std::fs::write(dir.path().join("tls.pem"), tls_cert).unwrap();
+    std::fs::write(dir.path().join("tls.key"), tls_key).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "tls-certificate = \"pva.pem\"\ntls-key = \"pva.key\"",
+        "tls-certificate = \"tls.pem\"\ntls-key = \"tls.key\"",
+    );
+    std::fs::write(&path, text).unwrap();
+    let config = verifier::Config::load(&path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let result = verifier::serve(config, listener, std::future::pending()).await;
+    assert!(matches!(result, Err(verifier::Error::SigningKey(_))), "{result:?}");
+
+    // A key that is not the certificate's.
+    let (_, other_key) = lab.ci.role("someone");
+    std::fs::write(dir.path().join("pva.key"), other_key).unwrap();
+    let config = verifier::Config::load(&path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let result = verifier::serve(config, listener, std::future::pending()).await;
+    assert!(matches!(result, Err(verifier::Error::SigningKey(_))), "{result:?}");
+}

@@ -1,0 +1,289 @@
+//! The lab the PVA's integration tests run in: a CI with a PVA certificate and a TPM
+//! manufacturer CA made with rcgen, reference values derived from `examples/image`, and
+//! devices that are real swtpm instances, manufactured (EK certificate in NV) and booted by
+//! `tre::attester` (image measured into the PCRs, event log kept).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use protocol::evidence::Evidence;
+use protocol::pva_api::{ActivateRequest, ChallengeRequest, CredentialSecret, EnrolRequest};
+use protocol::tpm::HashAlg;
+use protocol::x509::TrustAnchors;
+use protocol::{DeviceId, Nonce};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use serde_bytes::ByteBuf;
+use tre::attester::{Attester, AttesterOptions};
+use tre::ekcert::ManufacturerCa;
+use tre::manufacture::{ManufactureOptions, manufacture};
+use tre::swtpm::{Swtpm, SwtpmConfig};
+use tre::tpm::Tpm;
+use verifier::store::Store;
+use verifier::{EarSigner, Pva, ReferenceValues, Settings};
+
+pub fn example_image() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/image")
+}
+
+/// A CA (certificate PEM, key PEM, DER).
+pub struct Ca {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+    params: CertificateParams,
+    key: KeyPair,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Self {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+            params,
+            key,
+        }
+    }
+
+    pub fn anchors(&self) -> TrustAnchors {
+        let mut a = TrustAnchors::new();
+        a.add_der(&self.der).unwrap();
+        a
+    }
+
+    /// A role certificate under this CA, as `tresor pki init` issues them: (chain PEM, key PEM).
+    pub fn role(&self, cn: &str) -> (String, String) {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.subject_alt_names = vec![
+            SanType::DnsName("localhost".try_into().unwrap()),
+            SanType::IpAddress([127, 0, 0, 1].into()),
+        ];
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// The lab's swtpm settings (`swtpm-config/swtpm.toml`: SHA-1 and SHA-256 banks).
+pub fn swtpm_config() -> SwtpmConfig {
+    SwtpmConfig::load().unwrap()
+}
+
+/// The lab's settings with every PCR bank allocated (SHA-384 and SHA-512 too).
+pub fn swtpm_config_all_banks() -> SwtpmConfig {
+    let mut config = SwtpmConfig::load().unwrap();
+    config.pcr_banks = HashAlg::ALL.to_vec();
+    config
+}
+
+pub struct Lab {
+    pub ci: Ca,
+    pub manufacturer: Ca,
+    pub pva_cert_pem: String,
+    pub pva_key_pem: String,
+    pub refvalues: String,
+}
+
+impl Lab {
+    pub fn new() -> Self {
+        let ci = Ca::new("tresor test CI");
+        let (pva_cert_pem, pva_key_pem) = ci.role("pva");
+        let refvalues = verifier::refvalues::derive(&example_image(), &[HashAlg::Sha256]).unwrap();
+        Self {
+            ci,
+            manufacturer: Ca::new("tresor test TPM manufacturer"),
+            pva_cert_pem,
+            pva_key_pem,
+            refvalues,
+        }
+    }
+
+    pub fn signer(&self) -> EarSigner {
+        EarSigner::from_pem(self.pva_cert_pem.as_bytes(), self.pva_key_pem.as_bytes()).unwrap()
+    }
+
+    /// A PVA with an in-memory store and the lab's reference values.
+    pub fn pva(&self) -> Pva {
+        self.pva_with(&self.refvalues, Store::open_in_memory().unwrap())
+    }
+
+    pub fn pva_with(&self, refvalues: &str, store: Store) -> Pva {
+        Pva::new(
+            store,
+            self.manufacturer.anchors(),
+            vec![ReferenceValues::parse(refvalues).unwrap()],
+            self.signer(),
+            Settings::default(),
+        )
+        .unwrap()
+    }
+
+    /// A manufactured, booted device with the example image, ECC EK and AK.
+    pub fn device(&self) -> Device {
+        self.device_with(
+            &example_image(),
+            AttesterOptions::default(),
+            ManufactureOptions::default(),
+        )
+    }
+
+    pub fn device_with(
+        &self,
+        image: &Path,
+        options: AttesterOptions,
+        make: ManufactureOptions,
+    ) -> Device {
+        self.device_on(&swtpm_config(), image, options, make)
+    }
+
+    pub fn device_on(
+        &self,
+        config: &SwtpmConfig,
+        image: &Path,
+        options: AttesterOptions,
+        make: ManufactureOptions,
+    ) -> Device {
+        let swtpm = Swtpm::start_temp(config).unwrap();
+        let mut tpm = Tpm::connect(&swtpm.tcti()).unwrap();
+        let ca = ManufacturerCa::from_pem(&self.manufacturer.cert_pem, &self.manufacturer.key_pem)
+            .unwrap();
+        manufacture(&mut tpm, &ca, &make).unwrap();
+        let mut attester = Attester::boot(tpm, image, options).unwrap();
+        let id = attester.device_id().unwrap();
+        Device { attester: Some(attester), swtpm, id }
+    }
+}
+
+pub struct Device {
+    // Drop order: the TPM connection closes before the swtpm process is killed.
+    pub attester: Option<Attester>,
+    pub swtpm: Swtpm,
+    pub id: DeviceId,
+}
+
+impl Device {
+    pub fn attester(&mut self) -> &mut Attester {
+        self.attester.as_mut().expect("attester")
+    }
+
+    pub fn enrol_request(&mut self) -> EnrolRequest {
+        let r = self.attester().enrolment_request().unwrap();
+        EnrolRequest {
+            device_id: r.device_id,
+            ek_certificate: ByteBuf::from(r.ek_certificate),
+            ek_intermediates: vec![],
+            ek_public: ByteBuf::from(r.ek_public),
+            ak_public: ByteBuf::from(r.ak_public),
+        }
+    }
+
+    /// Enrolment and credential activation with `pva`.
+    pub fn enrol(&mut self, pva: &Pva) {
+        let req = self.enrol_request();
+        let resp = pva.enrol(&req, SystemTime::now()).unwrap();
+        let secret = self
+            .attester()
+            .activate_credential(&resp.credential_blob, &resp.encrypted_secret)
+            .unwrap();
+        pva.activate(
+            &ActivateRequest {
+                device_id: self.id.clone(),
+                ak_name: resp.ak_name,
+                secret: CredentialSecret::from_slice(&secret).unwrap(),
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+    }
+
+    pub fn challenge(&self, pva: &Pva) -> Nonce {
+        let req = ChallengeRequest { device_id: self.id.clone(), policy_id: None };
+        pva.challenge(&req, SystemTime::now()).unwrap().nonce
+    }
+
+    /// Evidence answering a fresh challenge of `pva`.
+    pub fn evidence(&mut self, pva: &Pva) -> Evidence {
+        let nonce = self.challenge(pva);
+        self.attester().evidence(&nonce).unwrap()
+    }
+}
+
+/// A copy of the example image in a temporary directory, for tests that change it.
+pub fn image_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(example_image()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+/// The names of the checks an appraisal's failures name.
+pub fn slugs(failures: &[verifier::AppraisalError]) -> Vec<&'static str> {
+    failures.iter().map(|f| f.slug()).collect()
+}
+
+/// The banks and measurements of a crypto-agile event log, to rebuild it changed.
+pub fn measurements_of(log: &[u8]) -> (Vec<HashAlg>, Vec<protocol::eventlog::Measurement>) {
+    use protocol::eventlog::{BankDigest, EventLog, EventType, Measurement};
+    let log = EventLog::parse(log).unwrap();
+    let measurements = log
+        .events()
+        .iter()
+        .filter(|e| e.event_type != EventType::EV_NO_ACTION)
+        .map(|e| Measurement {
+            pcr: e.pcr,
+            event_type: e.event_type,
+            data: e.data.clone(),
+            digests: e
+                .digests
+                .iter()
+                .map(|d| BankDigest { alg: d.alg().unwrap(), value: d.digest.clone() })
+                .collect(),
+        })
+        .collect();
+    (log.banks(), measurements)
+}
+
+pub fn log_of(banks: &[HashAlg], measurements: &[protocol::eventlog::Measurement]) -> Vec<u8> {
+    protocol::eventlog::EventLog::from_measurements(banks, measurements).unwrap().to_bytes()
+}
+
+/// (PCR, event type, digests, event data) of a hand-written record.
+pub type RawRecord = (u32, u32, Vec<(HashAlg, Vec<u8>)>, Vec<u8>);
+
+/// A log with `original`'s Spec ID header and records written byte by byte (TCG_PCR_EVENT2,
+/// PFP 1.05 §10.2.2), so that a record may carry fewer digests than the header declares.
+pub fn raw_log(original: &[u8], records: &[RawRecord]) -> Vec<u8> {
+    let event_size = u32::from_le_bytes(original[28..32].try_into().unwrap()) as usize;
+    let mut out = original[..32 + event_size].to_vec();
+    for (pcr, event_type, digests, data) in records {
+        out.extend(pcr.to_le_bytes());
+        out.extend(event_type.to_le_bytes());
+        out.extend((digests.len() as u32).to_le_bytes());
+        for (alg, digest) in digests {
+            out.extend(alg.id().to_le_bytes());
+            out.extend(digest);
+        }
+        out.extend((data.len() as u32).to_le_bytes());
+        out.extend(data);
+    }
+    out
+}
