@@ -40,6 +40,33 @@ pub struct Args {
 enum Command {
     /// Appraisals per second of the PVA, and ring's P-256 verifications per second.
     Appraisal(AppraisalArgs),
+    /// Time to manufacture one device (swtpm start, EK, EK certificate, NV), ECC and RSA.
+    Manufacture(ManufactureArgs),
+    /// Quote, bundle key create+certify, evidence and ZGen latencies; evidence size.
+    Quote(QuoteArgs),
+}
+
+#[derive(clap::Args)]
+struct ManufactureArgs {
+    /// Print JSON: {"ecc": {runs, median_ms, p90_ms, min_ms}, "rsa": {...}}.
+    #[arg(long)]
+    json: bool,
+    /// Devices manufactured per EK algorithm.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+}
+
+#[derive(clap::Args)]
+struct QuoteArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Repetitions of each operation.
+    #[arg(long, default_value_t = 30)]
+    runs: usize,
+    /// The device image to measure at boot (manifest.toml inside).
+    #[arg(long, default_value = "examples/image")]
+    image: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +88,42 @@ struct AppraisalArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Appraisal(args) => appraisal(&args),
+        Command::Manufacture(args) => {
+            anyhow::ensure!((1..=1000).contains(&args.runs), "--runs must be 1 to 1000");
+            let figures = super::bench_tpm::manufacture_figures(args.runs)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                for (name, l) in [("ECC P-256", &figures.ecc), ("RSA 2048", &figures.rsa)] {
+                    println!(
+                        "manufacture, {name} EK: median {:.1} ms, p90 {:.1} ms, min {:.1} ms ({} devices)",
+                        l.median_ms, l.p90_ms, l.min_ms, l.runs
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quote(args) => {
+            anyhow::ensure!((1..=1000).contains(&args.runs), "--runs must be 1 to 1000");
+            let figures = super::bench_tpm::quote_figures(args.runs, &args.image)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                for (name, l) in [
+                    ("TPM2_Quote", &figures.quote),
+                    ("bundle key create + persist + certify", &figures.bundle_key_create_certify),
+                    ("whole evidence", &figures.evidence),
+                    ("TPM2_ECDH_ZGen under PolicyPCR", &figures.ecdh_z_gen),
+                ] {
+                    println!("{name}: median {:.1} ms, p90 {:.1} ms ({} runs)", l.median_ms, l.p90_ms, l.runs);
+                }
+                println!(
+                    "evidence: {} bytes CBOR, of which event log {} bytes",
+                    figures.evidence_bytes, figures.event_log_bytes
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

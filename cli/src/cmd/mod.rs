@@ -1,6 +1,7 @@
 //! One module per subcommand group; each exposes `Args` and `run(Args)`.
 
 pub mod bench;
+mod bench_tpm;
 pub mod campaign;
 pub mod demo;
 pub mod device;
