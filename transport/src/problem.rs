@@ -132,20 +132,51 @@ where
         .layer(DefaultBodyLimit::max(max_bytes))
 }
 
+/// An oversized body up to this size is read and discarded before the 413 goes out:
+/// closing a TLS connection with unread data makes the kernel send a reset, which destroys
+/// the response in the client's receive buffer, so the client would see a broken pipe
+/// instead of the problem document. Bigger bodies are cut off unread.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+/// How long draining may take.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn enforce_limit(req: Request, next: Next, max_bytes: usize) -> Response {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max_bytes as u64) {
-        return Problem::payload_too_large(max_bytes).into_response();
+    if let Some(len) = declared.filter(|len| *len > max_bytes as u64) {
+        if len <= DRAIN_LIMIT {
+            drain(req.into_body()).await;
+        }
+        let mut response = Problem::payload_too_large(max_bytes).into_response();
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
     }
     let response = next.run(req).await;
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_problem_json(response.headers()) {
         return Problem::payload_too_large(max_bytes).into_response();
     }
     response
+}
+
+/// Reads and discards a body, within [`DRAIN_LIMIT`] and [`DRAIN_TIMEOUT`].
+async fn drain(body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut read: u64 = 0;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                read += data.len() as u64;
+                if read > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
