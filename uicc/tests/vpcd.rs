@@ -73,8 +73,15 @@ fn speaks_vpcd_and_reconnects() {
         drop(vpcd);
     }
     stop.store(true, Ordering::Relaxed);
-    // Unblock a pending connect attempt, if any, then the server returns.
-    let _ = listener.accept();
+    // Accept a reconnection the server may be attempting, without blocking if it already
+    // saw the stop flag and returned.
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.is_finished() {
+        let _ = listener.accept();
+        assert!(std::time::Instant::now() < deadline, "the vpcd client did not stop");
+        thread::sleep(Duration::from_millis(10));
+    }
     server.join().unwrap().unwrap();
     // The card is free again for in-process use.
     assert!(card.lock().unwrap().usim_active());
