@@ -13,7 +13,7 @@ CARGO ?= cargo
 DEB_PACKAGES := swtpm swtpm-tools libtss2-dev pkg-config tpm2-tools \
                 pcscd vsmartcard-vpcd libpcsclite-dev openssl ca-certificates
 
-.PHONY: all deps build demo test check clean
+.PHONY: all deps build demo bench test check clean
 
 all: build
 
@@ -33,8 +33,16 @@ deps:
 build: deps
 	$(CARGO) build --release --bin tresor
 
+# The debug build: it shares its artifacts with `make test`, and the demo is fast in it.
 demo: deps
-	$(CARGO) run --release --quiet --bin tresor -- demo
+	$(CARGO) run --quiet --bin tresor -- demo
+
+# Figures of docs/performance.md (release build).
+bench: deps
+	$(CARGO) build --release --bin tresor
+	./target/release/tresor bench manufacture --runs 20
+	./target/release/tresor bench quote --runs 30
+	taskset -c 0 ./target/release/tresor bench appraisal
 
 test: deps
 	TRESOR_REQUIRE_PCSCD=1 $(CARGO) test --workspace --all-targets
