@@ -10,8 +10,16 @@ CARGO ?= cargo
 #   tpm2-tools              interop oracle: tpm2_checkquote, tpm2_quote, tpm2_eventlog
 #   pcscd, vsmartcard-vpcd, libpcsclite-dev   PC/SC stack that reads the emulated UICC
 #   openssl                 interop oracle: `openssl verify` of the PKI
+#   python3, python3-venv   interop oracle: pycose, an independent COSE implementation
 DEB_PACKAGES := swtpm swtpm-tools libtss2-dev pkg-config tpm2-tools \
-                pcscd vsmartcard-vpcd libpcsclite-dev openssl ca-certificates
+                pcscd vsmartcard-vpcd libpcsclite-dev openssl ca-certificates \
+                python3 python3-venv
+
+# pycose for the COSE interop tests, in a virtual environment of the project's own
+# (pycose 1.1 cannot read what cbor2 6 decodes, hence the pin).
+PYVENV := $(CURDIR)/target/pyvenv
+PYCOSE := pycose==1.1.0 'cbor2<6'
+export TRESOR_COSE_PYTHON := $(PYVENV)/bin/python
 
 .PHONY: all deps build demo bench test check clean
 
@@ -29,6 +37,10 @@ deps:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+	@$(PYVENV)/bin/python -c 'import pycose, cbor2' 2>/dev/null || { \
+	  echo "make deps: installing pycose into $(PYVENV)"; \
+	  /usr/bin/python3 -m venv $(PYVENV) && \
+	  $(PYVENV)/bin/pip install -q --disable-pip-version-check $(PYCOSE); }
 
 build: deps
 	$(CARGO) build --release --bin tresor
@@ -45,7 +57,7 @@ bench: deps
 	taskset -c 0 ./target/release/tresor bench appraisal
 
 test: deps
-	TRESOR_REQUIRE_PCSCD=1 $(CARGO) test --workspace --all-targets
+	TRESOR_REQUIRE_PCSCD=1 TRESOR_REQUIRE_INTEROP=1 $(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
 check: deps

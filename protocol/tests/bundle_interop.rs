@@ -1,6 +1,6 @@
-//! Interop of the bundle's COSE with an independent implementation, pycose
-//! (`tests/interop/cose_interop.py`): tresor's COSE_Sign1 verifies in pycose and pycose's
-//! verifies in tresor; tresor's COSE_Encrypt (ECDH-ES + HKDF-256, A256GCM, external AAD)
+//! Interop of tresor's COSE (bundles and attestation results) with an independent
+//! implementation, pycose (`tests/interop/cose_interop.py`): tresor's COSE_Sign1 profiles
+//! and EARs verify in pycose and pycose's verify in tresor; tresor's COSE_Encrypt (ECDH-ES + HKDF-256, A256GCM, external AAD)
 //! decrypts in pycose and pycose's decrypts in tresor.
 //!
 //! Needs a Python 3 with pycose and cbor2 < 6 (`pip install pycose 'cbor2<6'`; pycose 1.1.0
@@ -168,4 +168,76 @@ fn pycose_bundles_decrypt_in_tresor() {
     let plain = decrypt_bundle(&bundle, &device(1), &ear, |x, y| key.zgen(x, y)).unwrap();
     assert_eq!(plain.as_slice(), signed.as_slice());
     verify_profile(&plain, &ci.anchors(), SystemTime::now(), "mno-b", &device(1)).unwrap();
+}
+
+/// An EAR as the PVA signs it, for the attestation-result interop.
+fn ear_claims() -> protocol::ear::EarClaims {
+    use protocol::ear::{Appraisal, Claim, EarClaims, TrustVector, VerifierId};
+    let mut vector = TrustVector::new();
+    vector.set(Claim::InstanceIdentity, 2).set(Claim::Executables, 2).set(Claim::Configuration, 2);
+    let now = now_secs();
+    EarClaims {
+        issued_at: now,
+        expires_at: now + 300,
+        nonce: Some(protocol::Nonce::from_bytes(&[0x4E; 32]).unwrap()),
+        verifier_id: VerifierId { developer: "tresor".into(), build: "interop".into() },
+        appraisal: Appraisal::new(vector, "policy".into(), device(1)),
+    }
+}
+
+#[test]
+fn tresor_ears_verify_in_pycose() {
+    if !pycose_available() {
+        return;
+    }
+    let ci = Ci::new("tresor CI");
+    let pva = ci.role("pva");
+    let claims = ear_claims();
+    let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &pem::parse(&pva.key_pem).unwrap().into_contents(),
+        &ring::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    let ear = claims
+        .sign(&[pva.der.clone()], |tbs| {
+            key.sign(&ring::rand::SystemRandom::new(), tbs).map(|s| s.as_ref().to_vec())
+        })
+        .unwrap();
+    let answer = call(&json!({"op": "verify_sign1", "cose": hex::encode(&ear)})).expect("pycose verifies");
+    let payload = field(&answer, "payload");
+    assert_eq!(payload, claims.to_cbor().unwrap());
+    // The claims set reads as a CWT with the draft's keys: eat_profile (265), submods (266).
+    let value: ciborium::Value = ciborium::from_reader(&payload[..]).unwrap();
+    let map = value.as_map().unwrap();
+    let profile = map.iter().find(|(k, _)| k.as_integer() == Some(265.into())).unwrap();
+    assert_eq!(profile.1.as_text(), Some(protocol::ear::EAR_PROFILE));
+    assert!(map.iter().any(|(k, _)| k.as_integer() == Some(266.into())));
+}
+
+#[test]
+fn pycose_signed_ears_verify_in_tresor() {
+    if !pycose_available() {
+        return;
+    }
+    let ci = Ci::new("tresor CI");
+    let pva = ci.role("pva");
+    let claims = ear_claims();
+    let answer = call(&json!({
+        "op": "sign1",
+        "payload": hex::encode(claims.to_cbor().unwrap()),
+        "key_pem": pva.key_pem,
+        "x5chain": [hex::encode(&pva.der)],
+    }))
+    .expect("pycose signs");
+    let ear = field(&answer, "cose");
+    let verified = protocol::ear::VerifiedEar::verify(
+        &ear,
+        &ci.anchors(),
+        SystemTime::now(),
+        &device(1),
+        claims.nonce.as_ref(),
+    )
+    .unwrap();
+    assert_eq!(verified.claims(), &claims);
 }
