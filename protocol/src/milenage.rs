@@ -18,7 +18,9 @@ use aes::cipher::{BlockEncrypt, KeyInit};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::secret::{Amf, Opc, SecretError, SubscriberKey};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::secret::{Amf, Opc, SecretError, SubscriberKey, secret_bytes};
 
 /// Why an AKA message did not verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -35,65 +37,23 @@ pub enum MilenageError {
     SqnRange,
 }
 
-/// Declares a zeroizing, redacted fixed-size key derived by AKA.
-macro_rules! derived_key {
-    ($(#[$doc:meta])* $name:ident, $len:expr) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
-        pub struct $name([u8; $len]);
-
-        impl $name {
-            pub const LEN: usize = $len;
-
-            pub fn new(bytes: [u8; $len]) -> Self {
-                Self(bytes)
-            }
-
-            /// The key bytes. Callers must not log or format them.
-            pub fn expose(&self) -> &[u8; $len] {
-                &self.0
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(concat!(stringify!($name), "(…)"))
-            }
-        }
-    };
-}
-
-derived_key!(
+secret_bytes!(
     /// CK: the cipher key of UMTS AKA, f3 (TS 33.102 §6.3.2).
     Ck, 16
 );
-derived_key!(
+secret_bytes!(
     /// IK: the integrity key of UMTS AKA, f4 (TS 33.102 §6.3.2).
     Ik, 16
 );
-derived_key!(
+secret_bytes!(
     /// Kc: the GSM cipher key, c3(CK, IK) (TS 33.102 §6.8.1.2).
     Kc, 8
 );
-derived_key!(
+secret_bytes!(
     /// OP: the operator variant configuration field from which OPc is derived
     /// (TS 35.206 §4.1). Secret to the operator.
     Op, 16
 );
-
-impl Op {
-    /// Parses hex (as on a command line); the error never echoes the input.
-    pub fn from_hex(s: &str) -> Result<Self, SecretError> {
-        Ok(Self(*Opc::from_hex(s).map_err(rename_op)?.expose()))
-    }
-}
-
-fn rename_op(e: SecretError) -> SecretError {
-    match e {
-        SecretError::Length { expected, .. } => SecretError::Length { name: "Op", expected },
-        SecretError::Hex { .. } => SecretError::Hex { name: "Op" },
-    }
-}
 
 /// RAND: the 128-bit network challenge (TS 33.102 §6.3.2). Not secret.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

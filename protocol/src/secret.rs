@@ -103,6 +103,8 @@ macro_rules! secret_bytes {
     };
 }
 
+pub(crate) use secret_bytes;
+
 secret_bytes!(
     /// K: the 128-bit subscriber key shared by the USIM and the AuC (3GPP TS 33.102 §6.3).
     SubscriberKey, 16
