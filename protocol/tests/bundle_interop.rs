@@ -200,7 +200,7 @@ fn tresor_ears_verify_in_pycose() {
     )
     .unwrap();
     let ear = claims
-        .sign(&[pva.der.clone()], |tbs| {
+        .sign(std::slice::from_ref(&pva.der), |tbs| {
             key.sign(&ring::rand::SystemRandom::new(), tbs).map(|s| s.as_ref().to_vec())
         })
         .unwrap();
