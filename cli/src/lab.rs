@@ -47,6 +47,8 @@ pub struct Lab {
     pub swtpm: SwtpmConfig,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
+    /// The RO runs apart from the others so that tests can restart it.
+    ro: Option<(watch::Sender<bool>, tokio::task::JoinHandle<Result<()>>)>,
 }
 
 impl std::fmt::Debug for Lab {
@@ -116,13 +118,36 @@ impl Lab {
             }));
         }
 
-        let ro = RoConfig::load(&write_ro_config(&dir, &urls)?)?;
-        let stopping = stop();
-        tasks.push(tokio::spawn(async move { ro::serve(ro, ro_l, stopping).await.context("RO") }));
-
-        let mut lab = Self { dir, pki, urls, image, mno_a: Arc::clone(&operators[0]), swtpm, shutdown, tasks };
+        write_ro_config(&dir, &urls)?;
+        let mut lab =
+            Self { dir, pki, urls, image, mno_a: Arc::clone(&operators[0]), swtpm, shutdown, tasks, ro: None };
+        lab.start_ro(ro_l)?;
         lab.wait_ready().await?;
         Ok(lab)
+    }
+
+    fn start_ro(&mut self, listener: TcpListener) -> Result<()> {
+        let config = RoConfig::load(&self.dir.join("ro/ro.toml"))?;
+        let (stop, mut watcher) = watch::channel(false);
+        let stopping = async move {
+            let _ = watcher.wait_for(|stop| *stop).await;
+        };
+        let task = tokio::spawn(async move { ro::serve(config, listener, stopping).await.context("RO") });
+        self.ro = Some((stop, task));
+        Ok(())
+    }
+
+    /// Stops the RO (it finishes the requests under way) and starts it again on the same
+    /// port and store: what a crash-and-restart of the RO looks like to devices and peers.
+    pub async fn restart_ro(&mut self) -> Result<()> {
+        if let Some((stop, task)) = self.ro.take() {
+            let _ = stop.send(true);
+            task.await??;
+        }
+        let port = self.urls.ro.rsplit(':').next().unwrap_or_default().parse::<u16>()?;
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        self.start_ro(listener)?;
+        self.wait_ready().await
     }
 
     /// Waits until every service answers its health check, or fails with the error of the
@@ -138,6 +163,12 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(30);
         for url in checks {
             loop {
+                if let Some((_, task)) = self.ro.take_if(|(_, task)| task.is_finished()) {
+                    return Err(match task.await {
+                        Ok(Err(e)) => e.context("the RO stopped during start-up"),
+                        _ => anyhow::anyhow!("the RO stopped during start-up"),
+                    });
+                }
                 if let Some(i) = self.tasks.iter().position(|t| t.is_finished()) {
                     let stopped = self.tasks.swap_remove(i).await;
                     return Err(match stopped {
@@ -222,7 +253,12 @@ impl Lab {
     /// Stops the services.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
+        let mut tasks = self.tasks;
+        if let Some((stop, task)) = self.ro {
+            let _ = stop.send(true);
+            tasks.push(task);
+        }
+        for task in tasks {
             if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(15), task).await {
                 tracing::error!(error = format!("{e:#}"), "service ended with an error");
             }
@@ -327,7 +363,9 @@ fn write_ro_config(dir: &Path, urls: &Urls) -> Result<PathBuf> {
     write(
         &own.join("ro.toml"),
         &format!(
-            "listen = \"127.0.0.1:0\"\n\n\
+            "listen = \"127.0.0.1:0\"\n\
+             # Short long polls: a restarted RO waits for open requests to finish.\n\
+             poll_timeout_ms = 2000\n\n\
              [pki]\ncertificate = \"../pki/ro.pem\"\nkey = \"../pki/ro.key\"\nci_root = \"../pki/ci.pem\"\n\
              manufacturer_roots = \"../pki/manufacturer.pem\"\n\n\
              [store]\npath = \"ro.sqlite\"\n\n\
