@@ -316,18 +316,18 @@ fn write_pva_config(dir: &Path, image: &Path, banks: &[HashAlg]) -> Result<PathB
     let pva = dir.join("pva");
     std::fs::create_dir_all(&pva)?;
     write(&pva.join("reference-values.toml"), &verifier::refvalues::derive(image, banks)?)?;
-    let roots = pva.join("manufacturer-roots");
+    let roots = pva.join("manufacturer_roots");
     std::fs::create_dir_all(&roots)?;
     std::fs::copy(dir.join("pki/manufacturer.pem"), roots.join("manufacturer.pem"))?;
     write(
         &pva.join("pva.toml"),
         "database = \"pva.sqlite\"\n\
-         tls-certificate = \"../pki/pva.pem\"\n\
-         tls-key = \"../pki/pva.key\"\n\
-         client-ca = \"../pki/ci.pem\"\n\
-         signing-certificate = \"../pki/pva.pem\"\n\
-         signing-key = \"../pki/pva.key\"\n\
-         manufacturer-roots = \"manufacturer-roots\"\n\
+         tls_certificate = \"../pki/pva.pem\"\n\
+         tls_key = \"../pki/pva.key\"\n\
+         client_ca = \"../pki/ci.pem\"\n\
+         signing_certificate = \"../pki/pva.pem\"\n\
+         signing_key = \"../pki/pva.key\"\n\
+         manufacturer_roots = \"manufacturer_roots\"\n\
          policies = [\"reference-values.toml\"]\n",
     )
 }

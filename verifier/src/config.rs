@@ -14,18 +14,18 @@ use crate::error::Error;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
-    /// Certificates under `client-ca` are verified when offered (RO, MNOs); devices connect
+    /// Certificates under `client_ca` are verified when offered (RO, MNOs); devices connect
     /// without one and authenticate by attestation.
     #[default]
     Optional,
-    /// Only clients with a certificate under `client-ca` (a PVA reached only through the RO).
+    /// Only clients with a certificate under `client_ca` (a PVA reached only through the RO).
     Required,
     /// No client certificates.
     None,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(deny_unknown_fields)]
 struct RawConfig {
     database: PathBuf,
     tls_certificate: PathBuf,
@@ -101,19 +101,19 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         if !(1..=3600).contains(&raw.nonce_ttl_seconds) {
-            return Err(Error::Config("nonce-ttl-seconds must be 1 to 3600".into()));
+            return Err(Error::Config("nonce_ttl_seconds must be 1 to 3600".into()));
         }
         if !(1..=86_400).contains(&raw.enrolment_ttl_seconds) {
-            return Err(Error::Config("enrolment-ttl-seconds must be 1 to 86400".into()));
+            return Err(Error::Config("enrolment_ttl_seconds must be 1 to 86400".into()));
         }
         if raw.max_outstanding_challenges == 0 || raw.max_outstanding_challenges > 1024 {
-            return Err(Error::Config("max-outstanding-challenges must be 1 to 1024".into()));
+            return Err(Error::Config("max_outstanding_challenges must be 1 to 1024".into()));
         }
         if raw.policies.is_empty() {
             return Err(Error::Config("no policies configured".into()));
         }
         if raw.client_auth != ClientAuth::None && raw.client_ca.is_none() {
-            return Err(Error::Config("client-auth needs client-ca (the CI root)".into()));
+            return Err(Error::Config("client_auth needs client_ca (the CI root)".into()));
         }
         Ok(Self {
             database: abs(raw.database),
@@ -155,12 +155,12 @@ mod tests {
 
     const MINIMAL: &str = r#"
 database = "pva.sqlite"
-tls-certificate = "pki/pva.pem"
-tls-key = "pki/pva.key"
-client-ca = "pki/ci.pem"
-signing-certificate = "pki/pva.pem"
-signing-key = "pki/pva.key"
-manufacturer-roots = "manufacturers"
+tls_certificate = "pki/pva.pem"
+tls_key = "pki/pva.key"
+client_ca = "pki/ci.pem"
+signing_certificate = "pki/pva.pem"
+signing_key = "pki/pva.key"
+manufacturer_roots = "manufacturers"
 policies = ["policy.toml"]
 "#;
 
@@ -178,13 +178,13 @@ policies = ["policy.toml"]
         for (from, to) in [
             ("policies = [\"policy.toml\"]", "policies = []"),
             ("database", "databse"),
-            ("client-ca = \"pki/ci.pem\"\n", ""),
+            ("client_ca = \"pki/ci.pem\"\n", ""),
         ] {
             assert!(Config::from_toml(&MINIMAL.replace(from, to), Path::new("/")).is_err(), "{to}");
         }
-        let long = format!("{MINIMAL}nonce-ttl-seconds = 0\n");
+        let long = format!("{MINIMAL}nonce_ttl_seconds = 0\n");
         assert!(Config::from_toml(&long, Path::new("/")).is_err());
-        let no_signing_key = MINIMAL.replace("signing-key = \"pki/pva.key\"\n", "");
+        let no_signing_key = MINIMAL.replace("signing_key = \"pki/pva.key\"\n", "");
         assert!(Config::from_toml(&no_signing_key, Path::new("/")).is_err());
     }
 }

@@ -32,7 +32,7 @@ pub enum Severity {
 
 /// The `[policy]` table as written.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawPolicy {
     pcr_selection: String,
     banks: Vec<HashAlg>,
@@ -63,9 +63,9 @@ impl Policy {
     pub(crate) fn from_raw(raw: RawPolicy) -> Result<Self, RefValuesError> {
         let bad = |reason: String| RefValuesError::Policy(reason);
         let selection: PcrSelection =
-            raw.pcr_selection.parse().map_err(|e| bad(format!("pcr-selection: {e}")))?;
+            raw.pcr_selection.parse().map_err(|e| bad(format!("pcr_selection: {e}")))?;
         if selection.count() == 0 {
-            return Err(bad("pcr-selection selects no PCR".into()));
+            return Err(bad("pcr_selection selects no PCR".into()));
         }
         if raw.banks.is_empty() {
             return Err(bad("banks is empty".into()));
@@ -77,7 +77,7 @@ impl Policy {
         }
         for bank in selection.banks() {
             if !raw.banks.contains(&bank.hash()) {
-                return Err(bad(format!("pcr-selection uses bank {}, not in banks", bank.hash())));
+                return Err(bad(format!("pcr_selection uses bank {}, not in banks", bank.hash())));
             }
         }
         let mut minimum_versions = BTreeMap::new();
@@ -88,10 +88,10 @@ impl Policy {
         }
         let ear_validity = match raw.ear_validity_seconds {
             None => DEFAULT_EAR_VALIDITY,
-            Some(0) => return Err(bad("ear-validity-seconds must be positive".into())),
+            Some(0) => return Err(bad("ear_validity_seconds must be positive".into())),
             Some(s) if Duration::from_secs(s) > MAX_EAR_VALIDITY => {
                 return Err(bad(format!(
-                    "ear-validity-seconds exceeds {}",
+                    "ear_validity_seconds exceeds {}",
                     MAX_EAR_VALIDITY.as_secs()
                 )));
             }

@@ -39,7 +39,7 @@ pub enum RefValuesError {
     UnsupportedFormat(u32),
     #[error("id {0:?} must be 1 to 128 characters of letters, digits, '.', '_', ':' and '-'")]
     BadId(String),
-    #[error("pcr-map: {0}")]
+    #[error("pcr_map: {0}")]
     PcrMap(String),
     #[error("policy: {0}")]
     Policy(String),
@@ -56,7 +56,7 @@ pub enum RefValuesError {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
 struct RawFile {
     format: u32,
     id: String,
@@ -171,7 +171,7 @@ impl ReferenceValues {
         for (_, pcr) in policy.selection.iter() {
             if !pcr_map.contains_key(&pcr) {
                 return Err(RefValuesError::Policy(format!(
-                    "pcr-selection PCR {pcr} is not in the pcr-map"
+                    "pcr_selection PCR {pcr} is not in the pcr_map"
                 )));
             }
         }
@@ -296,7 +296,7 @@ fn reference_event(
     let bad = |reason: String| RefValuesError::Event { index, reason };
     let pcr8 = u8::try_from(raw.pcr).ok().filter(|p| pcr_map.contains_key(p));
     let Some(pcr8) = pcr8 else {
-        return Err(bad(format!("PCR {} is not in the pcr-map", raw.pcr)));
+        return Err(bad(format!("PCR {} is not in the pcr_map", raw.pcr)));
     };
     let event_type = parse_event_type(&raw.event_type)
         .ok_or_else(|| bad(format!("unknown event type {:?}", raw.event_type)))?;
@@ -436,7 +436,7 @@ pub fn derive(dir: &Path, banks: &[HashAlg]) -> Result<String, RefValuesError> {
     );
     let _ =
         writeln!(w, "\n[image]\nname = {}\nversion = {}", q(&manifest.name), q(&manifest.version));
-    let _ = writeln!(w, "\n# What each measured PCR holds.\n[pcr-map]");
+    let _ = writeln!(w, "\n# What each measured PCR holds.\n[pcr_map]");
     for pcr in &pcrs {
         let names: Vec<String> = manifest
             .components
@@ -461,18 +461,18 @@ pub fn derive(dir: &Path, banks: &[HashAlg]) -> Result<String, RefValuesError> {
         w,
         "# The PCRs the quote must cover and the bundle key's PolicyPCR is computed over."
     );
-    let _ = writeln!(w, "pcr-selection = {}", q(&format!("{quote_bank}:{}", selection.join(","))));
+    let _ = writeln!(w, "pcr_selection = {}", q(&format!("{quote_bank}:{}", selection.join(","))));
     let _ = writeln!(w, "# PCR banks a quote may select; SHA-1 only if listed here.");
     let _ = writeln!(w, "banks = [{}]", bank_names.join(", "));
-    let _ = writeln!(w, "required-components = [{}]", required.join(", "));
+    let _ = writeln!(w, "required_components = [{}]", required.join(", "));
     let _ = writeln!(
         w,
         "# \"warning\" or \"contraindicated\" for a component below its minimum version."
     );
-    let _ = writeln!(w, "below-minimum-version = \"contraindicated\"");
-    let _ = writeln!(w, "ear-validity-seconds = {}", crate::policy::DEFAULT_EAR_VALIDITY.as_secs());
+    let _ = writeln!(w, "below_minimum_version = \"contraindicated\"");
+    let _ = writeln!(w, "ear_validity_seconds = {}", crate::policy::DEFAULT_EAR_VALIDITY.as_secs());
     let _ = writeln!(w, "\n# Minimum versions, compared numerically by dotted components.");
-    let _ = writeln!(w, "[policy.minimum-versions]");
+    let _ = writeln!(w, "[policy.minimum_versions]");
     for c in &manifest.components {
         let _ = writeln!(w, "# {} = {}", q(&c.name), q(&c.version));
     }
@@ -544,19 +544,19 @@ mod tests {
             ("format = 1", "format = 2", "format"),
             ("banks = [\"sha256\"]", "banks = [\"sha256\", \"sha1\"]", "sha1 digests missing"),
             (
-                "pcr-selection = \"sha256:0,2,4,8,9\"",
-                "pcr-selection = \"sha256:0,2,4,8\"",
+                "pcr_selection = \"sha256:0,2,4,8,9\"",
+                "pcr_selection = \"sha256:0,2,4,8\"",
                 "PCR 9 unquoted",
             ),
             (
-                "pcr-selection = \"sha256:0,2,4,8,9\"",
-                "pcr-selection = \"sha256:0,2,4,8,9,16\"",
+                "pcr_selection = \"sha256:0,2,4,8,9\"",
+                "pcr_selection = \"sha256:0,2,4,8,9,16\"",
                 "PCR 16 unmapped",
             ),
             ("type = \"EV_IPL\"", "type = \"EV_BOGUS\"", "event type"),
             (
-                "[policy.minimum-versions]",
-                "[policy.minimum-versions]\nghost = \"1\"",
+                "[policy.minimum_versions]",
+                "[policy.minimum_versions]\nghost = \"1\"",
                 "unknown component",
             ),
             ("id = \"tresor-sample-m2me-2025.1\"", "id = \"has space\"", "id"),

@@ -364,10 +364,10 @@ fn required_components_and_minimum_versions_are_policy() {
     // policy says so.
     let strict = lab
         .refvalues
-        .replace("[policy.minimum-versions]", "[policy.minimum-versions]\nos = \"6.2\"");
+        .replace("[policy.minimum_versions]", "[policy.minimum_versions]\nos = \"6.2\"");
     let lenient = strict.replace(
-        "below-minimum-version = \"contraindicated\"",
-        "below-minimum-version = \"warning\"",
+        "below_minimum_version = \"contraindicated\"",
+        "below_minimum_version = \"warning\"",
     );
     for (text, status, warning) in
         [(strict, TrustTier::Contraindicated, false), (lenient, TrustTier::Warning, true)]

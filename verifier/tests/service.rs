@@ -39,12 +39,12 @@ fn write_config(lab: &Lab, dir: &Path) -> std::path::PathBuf {
     std::fs::write(dir.join("policy.toml"), &lab.refvalues).unwrap();
     let config = r#"
 database = "pva.sqlite"
-tls-certificate = "pva.pem"
-tls-key = "pva.key"
-client-ca = "ci.pem"
-signing-certificate = "pva.pem"
-signing-key = "pva.key"
-manufacturer-roots = "manufacturers"
+tls_certificate = "pva.pem"
+tls_key = "pva.key"
+client_ca = "ci.pem"
+signing_certificate = "pva.pem"
+signing_key = "pva.key"
+manufacturer_roots = "manufacturers"
 policies = ["policy.toml"]
 "#;
     std::fs::write(dir.join("pva.toml"), config).unwrap();
@@ -231,8 +231,8 @@ async fn a_pva_without_its_signing_key_does_not_start() {
     std::fs::write(dir.path().join("tls.pem"), tls_cert).unwrap();
     std::fs::write(dir.path().join("tls.key"), tls_key).unwrap();
     let text = std::fs::read_to_string(&path).unwrap().replace(
-        "tls-certificate = \"pva.pem\"\ntls-key = \"pva.key\"",
-        "tls-certificate = \"tls.pem\"\ntls-key = \"tls.key\"",
+        "tls_certificate = \"pva.pem\"\ntls_key = \"pva.key\"",
+        "tls_certificate = \"tls.pem\"\ntls_key = \"tls.key\"",
     );
     std::fs::write(&path, text).unwrap();
     let config = verifier::Config::load(&path).unwrap();
