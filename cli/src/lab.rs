@@ -72,10 +72,23 @@ pub struct LabDevice {
     pub manufacture_ms: u64,
 }
 
+/// What a lab may set differently from a default deployment.
+#[derive(Clone, Debug, Default)]
+pub struct LabOptions {
+    /// The PVA's nonce lifetime (`nonce_ttl_seconds`); `None`: the PVA's default, 60 s.
+    /// The attack matrix shortens it to present evidence for an expired nonce.
+    pub nonce_ttl_seconds: Option<u64>,
+}
+
 impl Lab {
     /// Creates the PKI in `dir/pki`, derives reference values from `image`, and starts the
     /// four services on 127.0.0.1 ports of the system's choosing.
     pub async fn start(dir: &Path, image: &Path) -> Result<Self> {
+        Self::start_with(dir, image, &LabOptions::default()).await
+    }
+
+    /// [`Lab::start`] with `options`.
+    pub async fn start_with(dir: &Path, image: &Path, options: &LabOptions) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let dir = dir.canonicalize()?;
         let image = image.canonicalize().with_context(|| format!("device image {}", image.display()))?;
@@ -100,7 +113,7 @@ impl Lab {
         };
         let mut tasks = Vec::new();
 
-        let pva = write_pva_config(&dir, &image, &swtpm.pcr_banks)?;
+        let pva = write_pva_config(&dir, &image, &swtpm.pcr_banks, options)?;
         let pva = verifier::Config::load(&pva)?;
         let stopping = stop();
         tasks.push(tokio::spawn(async move {
@@ -312,24 +325,31 @@ fn write(path: &Path, text: &str) -> Result<PathBuf> {
 }
 
 /// The PVA's configuration and its reference values, derived from the known-good image.
-fn write_pva_config(dir: &Path, image: &Path, banks: &[HashAlg]) -> Result<PathBuf> {
+fn write_pva_config(
+    dir: &Path,
+    image: &Path,
+    banks: &[HashAlg],
+    options: &LabOptions,
+) -> Result<PathBuf> {
     let pva = dir.join("pva");
     std::fs::create_dir_all(&pva)?;
     write(&pva.join("reference-values.toml"), &verifier::refvalues::derive(image, banks)?)?;
     let roots = pva.join("manufacturer_roots");
     std::fs::create_dir_all(&roots)?;
     std::fs::copy(dir.join("pki/manufacturer.pem"), roots.join("manufacturer.pem"))?;
-    write(
-        &pva.join("pva.toml"),
-        "database = \"pva.sqlite\"\n\
+    let mut config = "database = \"pva.sqlite\"\n\
          tls_certificate = \"../pki/pva.pem\"\n\
          tls_key = \"../pki/pva.key\"\n\
          client_ca = \"../pki/ci.pem\"\n\
          signing_certificate = \"../pki/pva.pem\"\n\
          signing_key = \"../pki/pva.key\"\n\
          manufacturer_roots = \"manufacturer_roots\"\n\
-         policies = [\"reference-values.toml\"]\n",
-    )
+         policies = [\"reference-values.toml\"]\n"
+        .to_owned();
+    if let Some(ttl) = options.nonce_ttl_seconds {
+        config.push_str(&format!("nonce_ttl_seconds = {ttl}\n"));
+    }
+    write(&pva.join("pva.toml"), &config)
 }
 
 /// An operator's configuration with a fresh storage key and OP.

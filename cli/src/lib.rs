@@ -3,7 +3,9 @@
 //!
 //! Layout:
 //! - [`lab`]: a whole deployment on one machine: PKI, PVA, RO, MNO-A, MNO-B, devices.
+//! - [`attack`]: the attack matrix: every attack tresor claims to stop, run against a lab.
 
 #![forbid(unsafe_code)]
 
+pub mod attack;
 pub mod lab;

@@ -36,6 +36,8 @@ enum Command {
     Campaign(cmd::campaign::Args),
     /// The main job: N devices switch from MNO-A to MNO-B on this machine.
     Demo(cmd::demo::Args),
+    /// The attack matrix: every attack tresor claims to stop, and which check stops it.
+    Attack(cmd::attack::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Device(args) => cmd::device::run(args),
         Command::Campaign(args) => cmd::campaign::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Attack(args) => cmd::attack::run(args),
     };
     match result {
         Ok(code) => code,

@@ -193,6 +193,70 @@ impl SignedReceipt {
     }
 }
 
+/// What the TRE signs when it answers a task that decides the change — the install's result
+/// and the USIM's AKA answer (docs/flow.md steps 11–12). The RO acts on such an answer only
+/// if the device's enrolled AK signed it: the device API takes anonymous clients, and a
+/// "failed" from anyone else, arriving after the card installed the new profile, would make
+/// both operators give up the subscription the card now runs. Signed like a receipt
+/// (TPM2_Hash + TPM2_Sign over [`AnswerStatement::to_cbor`], a CBOR map of three, never
+/// TPM_GENERATED_VALUE); the signature travels in the [`ANSWER_SIGNATURE_HEADER`] header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerStatement {
+    pub device_id: DeviceId,
+    /// What the task was about: [`AnswerStatement::install_task`] or
+    /// [`AnswerStatement::aka_task`], so an answer cannot be replayed for another task. Both
+    /// sides know it even when someone changed the task on its way to the device.
+    #[serde(with = "serde_bytes")]
+    pub task: [u8; 32],
+    /// SHA-256 of the answer's body exactly as posted.
+    #[serde(with = "serde_bytes")]
+    pub answer: [u8; 32],
+}
+
+/// The HTTP header carrying an answer's signature: the marshalled TPMT_SIGNATURE, hex.
+pub const ANSWER_SIGNATURE_HEADER: &str = "tresor-answer-signature";
+
+impl AnswerStatement {
+    pub fn new(device_id: DeviceId, task: [u8; 32], answer_body: &[u8]) -> Self {
+        Self { device_id, task, answer: sha256(&[answer_body]) }
+    }
+
+    /// An install task is about the bundle key the device attested (a new one for every
+    /// attestation): SHA-256 of its TPM name.
+    pub fn install_task(bundle_key_name: &[u8]) -> [u8; 32] {
+        sha256(&[bundle_key_name])
+    }
+
+    /// An AKA task is about its challenge: SHA-256 of RAND ‖ AUTN (the device's answer to
+    /// one challenge must not count for the next, after a resynchronisation).
+    pub fn aka_task(rand: &[u8], autn: &[u8]) -> [u8; 32] {
+        sha256(&[rand, autn])
+    }
+
+    /// The bytes the TRE signs. Always a CBOR map: never TPM_GENERATED_VALUE.
+    pub fn to_cbor(&self) -> Result<Vec<u8>, ReceiptError> {
+        let bytes = encode(self).map_err(ReceiptError::Encode)?;
+        check_prefix(&bytes)?;
+        Ok(bytes)
+    }
+
+    /// Checks that `signature` (a marshalled TPMT_SIGNATURE) is the AK's over this statement.
+    pub fn verify(&self, ak: &Public, signature: &[u8]) -> Result<(), ReceiptError> {
+        let signature = Signature::from_bytes(signature).map_err(ReceiptError::SignatureFormat)?;
+        signature.verify(ak, &self.to_cbor()?).map_err(ReceiptError::BadSignature)
+    }
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    for part in parts {
+        hash.update(part);
+    }
+    hash.finalize().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +304,39 @@ mod tests {
         assert_eq!(check_prefix(&[]), Err(ReceiptError::NotAMap));
         assert_eq!(check_prefix(&[0xA0]), Ok(()));
         assert_eq!(check_prefix(&[0xBF]), Ok(()));
+    }
+
+    #[test]
+    fn answer_statements_are_maps_of_three_bound_to_task_and_body() {
+        let a = AnswerStatement::new(device(), AnswerStatement::install_task(b"key"), b"body");
+        let bytes = a.to_cbor().unwrap();
+        assert_eq!(bytes[0], 0xA3);
+        let other_task = AnswerStatement::new(device(), AnswerStatement::aka_task(b"r", b"a"), b"body");
+        assert_ne!(other_task.to_cbor().unwrap(), bytes);
+        let other_body = AnswerStatement::new(device(), AnswerStatement::install_task(b"key"), b"other");
+        assert_ne!(other_body.to_cbor().unwrap(), bytes);
+        // RAND ‖ AUTN: the split matters only through the fixed 16-byte lengths.
+        assert_eq!(AnswerStatement::aka_task(b"ab", b"c"), AnswerStatement::aka_task(b"a", b"bc"));
+        assert!(matches!(
+            a.verify(&sample_public(), &[0x00, 0x18]),
+            Err(ReceiptError::SignatureFormat(_))
+        ));
+    }
+
+    /// A TPMT_PUBLIC of an ECDSA P-256 signing key (the TRE's AK template).
+    fn sample_public() -> Public {
+        use crate::tpm::wire::Marshal as _;
+        // tpm2_createak -G ecc -g sha256 -s ecdsa: type 0023, nameAlg 000B, attributes
+        // 00050072, empty policy, symmetric NULL, ECDSA/SHA-256, NIST P-256, KDF NULL, x, y.
+        let mut bytes = vec![0x00, 0x23, 0x00, 0x0B, 0x00, 0x05, 0x00, 0x72, 0x00, 0x00];
+        bytes.extend([0x00, 0x10, 0x00, 0x18, 0x00, 0x0B, 0x00, 0x03, 0x00, 0x10]);
+        bytes.extend([0x00, 0x20]);
+        bytes.extend([0x11; 32]);
+        bytes.extend([0x00, 0x20]);
+        bytes.extend([0x22; 32]);
+        let public = Public::from_bytes(&bytes).unwrap();
+        assert_eq!(public.to_bytes(), bytes);
+        public
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use protocol::device_api::{AbortAck, AkaResult, AttachRequest, DeviceTask, InstallResult};
 use protocol::pva_api::{ActivateRequest, CredentialSecret, EnrolRequest, Message};
-use protocol::receipt::{Receipt, SignedReceipt};
+use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement, Receipt, SignedReceipt};
 use protocol::tpm::PcrSelection;
 use protocol::x509::TrustAnchors;
 use protocol::milenage::{Autn, Rand};
@@ -165,6 +165,17 @@ impl<C: Uicc> Agent<C> {
         self.attester.tpm()
     }
 
+    /// The attester, for experiments between tasks (the attack matrix builds its forged
+    /// evidence from genuine evidence of this TPM).
+    pub fn attester(&mut self) -> &mut Attester {
+        &mut self.attester
+    }
+
+    /// The UICC, for experiments between tasks (the attack matrix hands it OTA commands).
+    pub fn card_mut(&mut self) -> &mut C {
+        &mut self.card
+    }
+
     /// Polls and works until the RO says the change is done or was rolled back.
     pub async fn run(&mut self) -> Result<Outcome> {
         let started = Instant::now();
@@ -237,6 +248,9 @@ impl<C: Uicc> Agent<C> {
                 self.post_raw("evidence", bytes).await
             }
             DeviceTask::Install { operator, bundle, ear, .. } => {
+                // The answer is signed for the bundle key this device attested, which the
+                // RO knows too, whatever happened to the task on its way here.
+                let task = AnswerStatement::install_task(&self.bundle_key_name()?);
                 self.keep("ear.cbor", &ear)?;
                 self.keep("bundle.cose", &bundle)?;
                 let result = match self.install(&operator, &bundle, &ear) {
@@ -251,14 +265,14 @@ impl<C: Uicc> Agent<C> {
                         InstallResult::Failed { reason: e.to_string() }
                     }
                 };
-                self.post("install", &result).await
+                self.post_answer("install", &result, task).await
             }
             DeviceTask::Aka { rand, autn } => {
                 let result = self.aka(&rand, &autn);
                 if matches!(result, AkaResult::Res { .. }) {
                     self.state = AgentState::Switched;
                 }
-                self.post("aka", &result).await
+                self.post_answer("aka", &result, AnswerStatement::aka_task(&rand, &autn)).await
             }
             DeviceTask::Abort { reason } => {
                 self.restore_old_profile()?;
@@ -355,6 +369,11 @@ impl<C: Uicc> Agent<C> {
         }
     }
 
+    /// The TPM name of the bundle key of the latest attestation (empty if none).
+    pub fn bundle_key_name(&mut self) -> Result<Vec<u8>> {
+        Ok(self.attester.tpm().bundle_key()?.map(|k| k.name).unwrap_or_default())
+    }
+
     /// Back to the old profile with the USIM active (the card's abort path).
     fn restore_old_profile(&mut self) -> Result<()> {
         if self.card.tre_active() {
@@ -402,11 +421,30 @@ impl<C: Uicc> Agent<C> {
         self.send(url, body).await
     }
 
+    /// Posts an answer that decides the change (install, AKA) with the AK's signature over
+    /// its [`AnswerStatement`]: the RO acts only on answers of this device's TPM.
+    async fn post_answer<T: serde::Serialize>(&mut self, what: &str, body: &T, task: [u8; 32]) -> Result<()> {
+        let bytes = protocol::device_api::to_cbor(body).map_err(|e| Error::Protocol(e.to_string()))?;
+        let statement = AnswerStatement::new(self.device_id.clone(), task, &bytes)
+            .to_cbor()
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        let tpm = self.attester.tpm();
+        let ak = tpm.ak(crate::tpm::KeyAlg::Ecc)?;
+        let signature = hex::encode(tpm.sign(&ak, &statement)?);
+        let url = format!("{}/v1/devices/{}/{what}", self.config.ro_url, self.device_id);
+        self.send_with(url, bytes, Some(signature)).await
+    }
+
     async fn send(&self, url: String, body: Vec<u8>) -> Result<()> {
-        let response = self
-            .http
-            .post(url)
-            .header("content-type", "application/cbor")
+        self.send_with(url, body, None).await
+    }
+
+    async fn send_with(&self, url: String, body: Vec<u8>, signature: Option<String>) -> Result<()> {
+        let mut request = self.http.post(url).header("content-type", "application/cbor");
+        if let Some(signature) = signature {
+            request = request.header(ANSWER_SIGNATURE_HEADER, signature);
+        }
+        let response = request
             .body(body)
             .send()
             .await

@@ -1,5 +1,6 @@
 //! One module per subcommand group; each exposes `Args` and `run(Args)`.
 
+pub mod attack;
 pub mod bench;
 mod bench_tpm;
 pub mod campaign;

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 use protocol::device_api::{AbortAck, AkaResult, AttachRequest, DeviceTask, InstallResult};
 use protocol::evidence::Evidence;
 use protocol::pva_api::{ActivateRequest, EnrolRequest, Message};
+use protocol::receipt::AnswerStatement;
 use protocol::tpm::{Public, Unmarshal};
 use protocol::{DeviceId, ekcert};
 use serde_bytes::ByteBuf;
@@ -20,6 +21,13 @@ use super::error::RoError;
 use super::peers::AkaAnswer;
 use super::state::DeviceState;
 use super::store::DeviceRow;
+
+/// A device's answer as posted: its body, and the AK signature its header carried (hex).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Answer<'a> {
+    pub body: &'a [u8],
+    pub signature: Option<&'a str>,
+}
 
 impl Ro {
     /// The device's next task; may call a peer to prepare it (MNO-A's activate-TRE command,
@@ -248,24 +256,27 @@ impl Ro {
             Err(e) => return self.fail(&row, 10, &e).await.map(drop),
         };
         self.store.record_step(&campaign, device, 10, ms(timer))?;
+        let bundle_key = verified.bundle_key().map(|k| k.tpm_name().to_vec()).unwrap_or_default();
         let state = DeviceState::Delivering {
             bundle: ByteBuf::from(release.bundle),
             ear: ByteBuf::from(ear),
             operator: campaign_row.to,
             expected: release.expected,
+            bundle_key: ByteBuf::from(bundle_key),
         };
         self.store.transition(&campaign, device, &state, &[])
     }
 
     /// Steps 11–12: the install receipt (or the device's failure).
-    pub(crate) async fn install(&self, device: &DeviceId, result: InstallResult) -> Result<(), RoError> {
+    pub(crate) async fn install(&self, device: &DeviceId, result: InstallResult, answer: Answer<'_>) -> Result<(), RoError> {
         let _guard = self.lock(device).await;
         let row = self.row(device)?;
-        let expected = match &row.state {
-            DeviceState::Delivering { expected, .. } => expected.clone(),
+        let (expected, bundle_key) = match &row.state {
+            DeviceState::Delivering { expected, bundle_key, .. } => (expected.clone(), bundle_key),
             DeviceState::Installed | DeviceState::Aka { .. } => return Ok(()),
             other => return Err(RoError::WrongState { device: device.clone(), state: other.name() }),
         };
+        self.check_answer(device, AnswerStatement::install_task(bundle_key), answer)?;
         let campaign = row.campaign_id.clone();
         self.store.transition(&campaign, device, &row.state, &[11])?;
         let receipt = match result {
@@ -284,11 +295,13 @@ impl Ro {
     }
 
     /// Step 12: the USIM's AKA answer to the new operator's AuC.
-    pub(crate) async fn aka(&self, device: &DeviceId, result: AkaResult) -> Result<(), RoError> {
+    pub(crate) async fn aka(&self, device: &DeviceId, result: AkaResult, answer: Answer<'_>) -> Result<(), RoError> {
         let _guard = self.lock(device).await;
         let row = self.row(device)?;
         match &row.state {
-            DeviceState::Aka { .. } => {}
+            DeviceState::Aka { rand, autn } => {
+                self.check_answer(device, AnswerStatement::aka_task(rand, autn), answer)?;
+            }
             DeviceState::Switched => return Ok(()),
             other => return Err(RoError::WrongState { device: device.clone(), state: other.name() }),
         }
@@ -371,6 +384,22 @@ impl Ro {
             }
             Err(e) => tracing::warn!(device = %row.device_id, error = %e, "report not delivered; will retry"),
         }
+    }
+
+    /// An answer that decides the change (install, AKA) must carry the enrolled AK's signature
+    /// over its statement (`protocol::receipt::AnswerStatement`): the device API takes
+    /// anonymous clients, and a forged "failed" after the card installed the new profile
+    /// would have both operators give up the subscription the card now runs. A refused
+    /// answer changes nothing; the device's own answer still counts.
+    fn check_answer(&self, device: &DeviceId, task: [u8; 32], answer: Answer<'_>) -> Result<(), RoError> {
+        let refused = |why: String| RoError::AnswerNotSigned(why);
+        let signature = answer.signature.ok_or_else(|| refused("no answer signature".into()))?;
+        let signature = hex::decode(signature).map_err(|_| refused("the answer signature is not hex".into()))?;
+        let ak = self.store.enrolled_ak(device)?.ok_or_else(|| refused("the device has no enrolled AK".into()))?;
+        let ak = Public::from_bytes(&ak).map_err(|e| RoError::Store(format!("enrolled AK: {e}")))?;
+        AnswerStatement::new(device.clone(), task, answer.body)
+            .verify(&ak, &signature)
+            .map_err(|e| refused(e.to_string()))
     }
 
     fn row(&self, device: &DeviceId) -> Result<DeviceRow, RoError> {

@@ -28,7 +28,9 @@ pub enum RoError {
     Decode(String),
     #[error("attach refused: {0}")]
     Attach(String),
-    #[error("{peer} refused: {detail}")]
+    /// The peer's problem type is part of the message, so a campaign's failure names the
+    /// check that refused (e.g. `pva refused (pva/nonce-reused): …`).
+    #[error("{peer} refused ({}): {detail}", short_problem_type(.problem_type))]
     PeerRefused { peer: String, status: u16, problem_type: String, detail: String },
     #[error("{peer} unreachable: {detail}")]
     PeerUnreachable { peer: String, detail: String },
@@ -36,8 +38,15 @@ pub enum RoError {
     Release(String),
     #[error("install receipt: {0}")]
     Receipt(String),
+    #[error("the answer is not signed by the device's enrolled AK: {0}")]
+    AnswerNotSigned(String),
     #[error("the caller's certificate does not allow this: {0}")]
     Forbidden(String),
+}
+
+/// A tresor problem type without its common prefix (`pva/nonce-reused`); others unchanged.
+fn short_problem_type(problem_type: &str) -> &str {
+    problem_type.strip_prefix(transport::problem::PROBLEM_TYPE_BASE).unwrap_or(problem_type)
 }
 
 impl RoError {
@@ -61,6 +70,7 @@ impl RoError {
             RoError::PeerUnreachable { .. } => (StatusCode::BAD_GATEWAY, "peer-unreachable"),
             RoError::Release(_) => (StatusCode::FORBIDDEN, "release-refused"),
             RoError::Receipt(_) => (StatusCode::FORBIDDEN, "receipt-refused"),
+            RoError::AnswerNotSigned(_) => (StatusCode::UNAUTHORIZED, "answer-not-signed"),
             RoError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
         }
     }

@@ -8,15 +8,17 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use protocol::DeviceId;
 use protocol::device_api::{self, AbortAck, AkaResult, AttachRequest, InstallResult};
+use protocol::receipt::ANSWER_SIGNATURE_HEADER;
 use transport::PeerIdentity;
 
 use super::Ro;
 use super::campaign::NewCampaign;
+use super::device::Answer;
 use super::error::RoError;
 
 /// Largest body of a campaign request (10 000 devices fit).
@@ -91,16 +93,32 @@ async fn evidence(State(ro): Shared, Path(device): Path<String>, body: Bytes) ->
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn install(State(ro): Shared, Path(device): Path<String>, body: Bytes) -> Result<StatusCode, RoError> {
+async fn install(
+    State(ro): Shared,
+    Path(device): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, RoError> {
     let result: InstallResult = decode(&body)?;
-    ro.install(&device_id(&device)?, result).await?;
+    ro.install(&device_id(&device)?, result, answer(&headers, &body)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn aka(State(ro): Shared, Path(device): Path<String>, body: Bytes) -> Result<StatusCode, RoError> {
+async fn aka(
+    State(ro): Shared,
+    Path(device): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, RoError> {
     let result: AkaResult = decode(&body)?;
-    ro.aka(&device_id(&device)?, result).await?;
+    ro.aka(&device_id(&device)?, result, answer(&headers, &body)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The body and the AK signature of an answer that decides the change.
+fn answer<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Answer<'a> {
+    let signature = headers.get(ANSWER_SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    Answer { body, signature }
 }
 
 async fn abort(State(ro): Shared, Path(device): Path<String>, body: Bytes) -> Result<StatusCode, RoError> {

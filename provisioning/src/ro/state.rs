@@ -30,7 +30,16 @@ pub enum DeviceState {
     Attesting { nonce: Nonce, pcr_selection: String },
     /// Steps 9–11: the EAR went to the new operator, the DPF released the bundle; the
     /// receipt must name `expected`.
-    Delivering { bundle: ByteBuf, ear: ByteBuf, operator: String, expected: ExpectedReceipt },
+    /// `bundle_key` is the TPM name of the certified bundle key: the device's answer to the
+    /// install must be signed for it (`protocol::receipt::AnswerStatement::install_task`).
+    Delivering {
+        bundle: ByteBuf,
+        ear: ByteBuf,
+        operator: String,
+        expected: ExpectedReceipt,
+        #[serde(default)]
+        bundle_key: ByteBuf,
+    },
     /// Step 11–12: the install receipt verified; the new operator's AKA is next.
     Installed,
     /// Step 12: the AuC's challenge for the new USIM.

@@ -1,0 +1,157 @@
+//! Attacks on the TPM's clock and boot counters (issue 7, item 9; `docs/appraisal.md`
+//! "Clock", TPM 2.0 Part 2 §10.11.1 TPMS_CLOCK_INFO): a local attacker restores a copy of the
+//! TPM's state taken before the device last attested — a rolled-back TPM whose resetCount or
+//! restartCount is below what the PVA already saw — and the device attests again. The
+//! evidence is genuine in every other respect, so the PVA's clock checks must catch it.
+//!
+//! The TPM is powered through swtpm's control channel as a device's firmware would: TPM
+//! Reset = TPM2_Shutdown(CLEAR) + _TPM_Init + TPM2_Startup(CLEAR); TPM Restart =
+//! TPM2_Shutdown(STATE) + _TPM_Init + TPM2_Startup(CLEAR), which increments restartCount
+//! (TPM 2.0 Part 1 §36.3, Part 3 §9.3).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::device::{Target, attack_target, attest_once, genuine};
+use super::{Attacker, Ctx, Expect, Observed, Scenario, Stage};
+
+pub(super) fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario::new(
+            "reset-count-backwards",
+            9,
+            Attacker::Local,
+            "restores a copy of its TPM state taken two resets before its last attestation, then attests again",
+            Expect::at(Stage::Pva, "reset-count-went-backwards"),
+            reset_count_backwards,
+        )
+        .slow(),
+        Scenario::new(
+            "restart-count-backwards",
+            9,
+            Attacker::Local,
+            "restores a copy of its TPM state taken before a TPM Restart that preceded its last attestation, then attests again",
+            Expect::at(Stage::Pva, "restart-count-went-backwards"),
+            restart_count_backwards,
+        )
+        .slow(),
+    ]
+}
+
+fn reset_count_backwards(ctx: &Ctx) -> Result<Observed> {
+    let mut target = Target::new(ctx.manufacture()?);
+    let snapshot = snapshot(ctx, &mut target)?;
+    // Two TPM Resets since the copy: the PVA sees resetCount + 2, the copy comes back at + 1.
+    tpm_reset(target.tpm_port()?)?;
+    attest_once(ctx, &target, &ctx.image)?;
+    restore(ctx, &mut target, &snapshot)?;
+    attack_target(ctx, target, &ctx.image, genuine)?.observed()
+}
+
+fn restart_count_backwards(ctx: &Ctx) -> Result<Observed> {
+    let mut target = Target::new(ctx.manufacture()?);
+    let snapshot = snapshot(ctx, &mut target)?;
+    // The same TPM Reset as the copy will come back in, one TPM Restart later.
+    tpm_restart(target.tpm_port()?)?;
+    attest_once(ctx, &target, &ctx.image)?;
+    restore(ctx, &mut target, &snapshot)?;
+    attack_target(ctx, target, &ctx.image, genuine)?.observed()
+}
+
+/// Powers the TPM off in order, copies its state files, powers it on again (a TPM Reset).
+fn snapshot(ctx: &Ctx, target: &mut Target) -> Result<PathBuf> {
+    target.power_off();
+    let copy = target.dir.join("tpm-copy");
+    copy_files(target.state_dir(), &copy)?;
+    target.power_on(ctx)?;
+    Ok(copy)
+}
+
+/// Powers the TPM off, puts the copied state back, powers it on (a TPM Reset from the copy).
+fn restore(ctx: &Ctx, target: &mut Target, copy: &Path) -> Result<()> {
+    target.power_off();
+    for entry in std::fs::read_dir(target.state_dir())? {
+        let path = entry?.path();
+        if path.is_file() {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    copy_files(copy, target.state_dir())?;
+    target.power_on(ctx)
+}
+
+fn copy_files(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let path = entry?.path();
+        if let (true, Some(name)) = (path.is_file(), path.file_name()) {
+            std::fs::copy(&path, to.join(name))
+                .with_context(|| format!("copying {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// TPM_SU_CLEAR and TPM_SU_STATE (TPM 2.0 Part 2 §6.5).
+const SU_CLEAR: u16 = 0x0000;
+const SU_STATE: u16 = 0x0001;
+/// TPM_CC_Startup, TPM_CC_Shutdown.
+const CC_STARTUP: u32 = 0x0000_0144;
+const CC_SHUTDOWN: u32 = 0x0000_0145;
+/// swtpm's control command CMD_INIT (`tpm_ioctl.h`): _TPM_Init.
+const CMD_INIT: u32 = 0x02;
+
+/// TPM Reset: TPM2_Shutdown(CLEAR), _TPM_Init, TPM2_Startup(CLEAR).
+fn tpm_reset(port: u16) -> Result<()> {
+    power_sequence(port, SU_CLEAR)
+}
+
+/// TPM Restart: TPM2_Shutdown(STATE), _TPM_Init, TPM2_Startup(CLEAR).
+fn tpm_restart(port: u16) -> Result<()> {
+    power_sequence(port, SU_STATE)
+}
+
+fn power_sequence(port: u16, shutdown: u16) -> Result<()> {
+    tpm_command(port, CC_SHUTDOWN, shutdown)?;
+    let mut control = connect(port + 1)?;
+    let mut frame = CMD_INIT.to_be_bytes().to_vec();
+    frame.extend_from_slice(&0u32.to_be_bytes());
+    control.write_all(&frame)?;
+    let mut result = [0u8; 4];
+    control.read_exact(&mut result)?;
+    anyhow::ensure!(
+        u32::from_be_bytes(result) == 0,
+        "swtpm CMD_INIT returned {:#x}",
+        u32::from_be_bytes(result)
+    );
+    tpm_command(port, CC_STARTUP, SU_CLEAR)
+}
+
+/// Sends a TPM_ST_NO_SESSIONS command with one UINT16 parameter and checks its response
+/// code.
+fn tpm_command(port: u16, code: u32, parameter: u16) -> Result<()> {
+    let mut command = 0x8001u16.to_be_bytes().to_vec();
+    command.extend_from_slice(&12u32.to_be_bytes());
+    command.extend_from_slice(&code.to_be_bytes());
+    command.extend_from_slice(&parameter.to_be_bytes());
+    let mut stream = connect(port)?;
+    stream.write_all(&command)?;
+    let mut header = [0u8; 10];
+    stream.read_exact(&mut header)?;
+    let rc = u32::from_be_bytes([header[6], header[7], header[8], header[9]]);
+    anyhow::ensure!(rc == 0, "TPM command {code:#x} returned {rc:#x}");
+    Ok(())
+}
+
+fn connect(port: u16) -> Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        Duration::from_secs(2),
+    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(stream)
+}
