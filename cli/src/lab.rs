@@ -231,15 +231,23 @@ impl Lab {
 
     /// Creates a campaign at the RO as the new operator (steps 2–3).
     pub async fn create_campaign(&self, devices: &[&LabDevice]) -> Result<CampaignReport> {
-        let new = NewCampaign {
-            from: "mno-a".into(),
-            to: "mno-b".into(),
-            devices: devices
-                .iter()
-                .map(|d| mno::api::CampaignDevice { device_id: d.device_id.clone(), iccid: d.iccid.clone() })
-                .collect(),
-        };
-        let client = self.pki.client(Role::MnoB)?;
+        let devices: Vec<_> = devices
+            .iter()
+            .map(|d| mno::api::CampaignDevice { device_id: d.device_id.clone(), iccid: d.iccid.clone() })
+            .collect();
+        self.create_campaign_between(Role::MnoA, Role::MnoB, devices).await
+    }
+
+    /// Creates a campaign from one operator to the other, as the new one, for devices given
+    /// with the ICCIDs of the profiles they run now.
+    pub async fn create_campaign_between(
+        &self,
+        from: Role,
+        to: Role,
+        devices: Vec<mno::api::CampaignDevice>,
+    ) -> Result<CampaignReport> {
+        let new = NewCampaign { from: from.name().into(), to: to.name().into(), devices };
+        let client = self.pki.client(to)?;
         let response = client.post(format!("{}/v1/campaigns", self.urls.ro)).json(&new).send().await?;
         Ok(transport::client::json(response).await?)
     }

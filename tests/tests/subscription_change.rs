@@ -79,3 +79,39 @@ async fn a_restarted_ro_resumes_without_provisioning_a_device_twice() {
     assert!(outcomes.iter().all(|o| o.state == AgentState::Switched && o.usim_active));
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_moves_to_mno_b_and_back_to_mno_a() {
+    use provisioning::mno::api::CampaignDevice;
+    use provisioning::pki::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::start(dir.path(), &image()).await.unwrap();
+    let device = lab.manufacture(0, KeyAlg::Ecc).unwrap();
+    lab.create_campaign(&[&device]).await.unwrap();
+    let config = || lab.agent_config(&device, Duration::from_secs(60)).unwrap();
+    let join = |agent: std::thread::JoinHandle<anyhow::Result<tre::agent::Outcome>>| {
+        tokio::task::spawn_blocking(move || agent.join().unwrap().unwrap())
+    };
+    let first = join(run_agent(&device, &image(), config())).await.unwrap();
+    assert_eq!(first.state, AgentState::Switched);
+    assert!(first.imsi.starts_with("00102"));
+
+    // The device reboots (a fresh measured boot) and a second campaign takes it back.
+    device.swtpm.power_cycle().unwrap();
+    let back = lab
+        .create_campaign_between(
+            Role::MnoB,
+            Role::MnoA,
+            vec![CampaignDevice { device_id: device.device_id.clone(), iccid: first.iccid.parse().unwrap() }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(back.state, "ready", "{back:?}");
+    let second = join(run_agent(&device, &image(), config())).await.unwrap();
+    let status = lab.campaign(&back.id).await.unwrap();
+    assert_eq!(second.state, AgentState::Switched, "{status:#?}");
+    assert!(second.imsi.starts_with("00101"), "an MNO-A IMSI again: {}", second.imsi);
+    assert_ne!(second.imsi, device.imsi.to_string(), "a new subscription, not the retired one");
+    assert!(second.usim_active && !second.tre_active);
+    lab.stop().await;
+}

@@ -20,7 +20,7 @@ use super::Ro;
 use super::error::RoError;
 use super::peers::AkaAnswer;
 use super::state::DeviceState;
-use super::store::DeviceRow;
+use super::store::{CampaignRow, DeviceRow};
 
 /// A device's answer as posted: its body, and the AK signature its header carried (hex).
 #[derive(Clone, Copy, Debug)]
@@ -40,7 +40,7 @@ impl Ro {
         Ok(match row.state {
             DeviceState::Pending => {
                 let timer = Instant::now();
-                match self.peers.activate_tre(&campaign, device).await {
+                match self.peers.activate_tre(&self.campaign_of(&campaign)?, device).await {
                     Ok(command) => {
                         let state = DeviceState::TreActivation { command: ByteBuf::from(command) };
                         self.store.transition(&campaign, device, &state, &[])?;
@@ -60,7 +60,7 @@ impl Ro {
             DeviceState::Enrolled => self.issue_challenge(&row).await?,
             DeviceState::Installed => {
                 let timer = Instant::now();
-                match self.peers.aka_challenge(&campaign, device).await {
+                match self.peers.aka_challenge(&self.campaign_of(&campaign)?, device).await {
                     Ok((rand, autn)) => {
                         let state = DeviceState::Aka { rand: ByteBuf::from(rand), autn: ByteBuf::from(autn) };
                         self.store.transition(&campaign, device, &state, &[12])?;
@@ -127,7 +127,7 @@ impl Ro {
         }
         self.store.record_step(&campaign, &device, 5, ms(timer))?;
         let timer = Instant::now();
-        if let Err(e) = self.peers.register(&campaign, &device).await {
+        if let Err(e) = self.peers.register(&self.campaign_of(&campaign)?, &device).await {
             return self.fail(&row, 6, &e).await.map(drop);
         }
         self.store.record_step(&campaign, &device, 6, ms(timer))?;
@@ -244,7 +244,7 @@ impl Ro {
             Err(e) => return self.fail(&row, 9, &e).await.map(drop),
         };
         let timer = Instant::now();
-        let signed_profile = match self.peers.attestation(&campaign, device, &ear).await {
+        let signed_profile = match self.peers.attestation(&self.campaign_of(&campaign)?, device, &ear).await {
             Ok(profile) => profile,
             Err(e) => return self.fail(&row, 9, &e).await.map(drop),
         };
@@ -309,8 +309,8 @@ impl Ro {
         self.store.transition(&campaign, device, &row.state, &[12])?;
         let timer = Instant::now();
         let answer = match result {
-            AkaResult::Res { res } => self.peers.aka_response(&campaign, device, Some(&res), None).await,
-            AkaResult::Auts { auts } => self.peers.aka_response(&campaign, device, None, Some(&auts)).await,
+            AkaResult::Res { res } => self.peers.aka_response(&self.campaign_of(&campaign)?, device, Some(&res), None).await,
+            AkaResult::Auts { auts } => self.peers.aka_response(&self.campaign_of(&campaign)?, device, None, Some(&auts)).await,
             AkaResult::Failed { reason } => Err(RoError::PeerRefused {
                 peer: "device".into(),
                 status: 0,
@@ -376,7 +376,11 @@ impl Ro {
             }
             _ => return,
         };
-        match self.peers.report(&row.campaign_id, &row.device_id, &outcome).await {
+        let reported = match self.campaign_of(&row.campaign_id) {
+            Ok(campaign) => self.peers.report(&campaign, &row.device_id, &outcome).await,
+            Err(e) => Err(e),
+        };
+        match reported {
             Ok(()) => {
                 if let Err(e) = self.store.mark_reported(&row.campaign_id, &row.device_id) {
                     tracing::error!(error = %e, "cannot record the report");
@@ -400,6 +404,11 @@ impl Ro {
         AnswerStatement::new(device.clone(), task, answer.body)
             .verify(&ak, &signature)
             .map_err(|e| refused(e.to_string()))
+    }
+
+    /// The campaign a device row belongs to: its old (`from`) and new (`to`) operators.
+    fn campaign_of(&self, id: &str) -> Result<CampaignRow, RoError> {
+        self.store.campaign(id)?.ok_or_else(|| RoError::UnknownCampaign(id.to_owned()))
     }
 
     fn row(&self, device: &DeviceId) -> Result<DeviceRow, RoError> {

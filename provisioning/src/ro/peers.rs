@@ -12,6 +12,7 @@ use protocol::pva_api::{
 use serde_bytes::ByteBuf;
 
 use super::config::RoConfig;
+use super::store::CampaignRow;
 use crate::mno::api::{
     self as mno_api, ActivateTreResponse, AkaChallenge, AkaVerdict, CampaignId, CampaignRequest,
     PrepareResponse, RegisterResponse, Report, ReportOutcome, path as mno_path,
@@ -137,22 +138,24 @@ impl Peers {
         serde_json::from_slice(&bytes).map_err(|e| unreadable(operator, &e))
     }
 
-    /// Step 4: MNO-A's activate-TRE command for the device's UICC.
-    pub async fn activate_tre(&self, campaign: &str, device: &DeviceId) -> Result<Vec<u8>, RoError> {
-        let answer: ActivateTreResponse =
-            self.device_call("mno-a", campaign, device, "activate-tre", mno_api::CBOR, Vec::new()).await?;
+    /// Step 4: the old operator's activate-TRE command for the device's UICC.
+    pub async fn activate_tre(&self, campaign: &CampaignRow, device: &DeviceId) -> Result<Vec<u8>, RoError> {
+        let answer: ActivateTreResponse = self
+            .device_call(&campaign.from, &campaign.id, device, "activate-tre", mno_api::CBOR, Vec::new())
+            .await?;
         Ok(answer.command.into_vec())
     }
 
     /// Steps 6–7: registration with the new operator, which asks for validation.
-    pub async fn register(&self, campaign: &str, device: &DeviceId) -> Result<(), RoError> {
-        let url = self.device_url("mno-b", campaign, device, "register")?;
-        let bytes = self.post("mno-b", &url, mno_api::JSON, Vec::new()).await?;
-        let answer: RegisterResponse = serde_json::from_slice(&bytes).map_err(|e| unreadable("mno-b", &e))?;
+    pub async fn register(&self, campaign: &CampaignRow, device: &DeviceId) -> Result<(), RoError> {
+        let new = &campaign.to;
+        let url = self.device_url(new, &campaign.id, device, "register")?;
+        let bytes = self.post(new, &url, mno_api::JSON, Vec::new()).await?;
+        let answer: RegisterResponse = serde_json::from_slice(&bytes).map_err(|e| unreadable(new, &e))?;
         if !answer.validation_required {
             // tresor's operators always require validation; one that does not is misconfigured.
             return Err(RoError::PeerRefused {
-                peer: "mno-b".into(),
+                peer: new.clone(),
                 status: 200,
                 problem_type: "validation-not-required".into(),
                 detail: "the new operator did not ask for validation".into(),
@@ -162,22 +165,23 @@ impl Peers {
     }
 
     /// Steps 9–10: the EAR to the new operator; its answer is the profile it signed.
-    pub async fn attestation(&self, campaign: &str, device: &DeviceId, ear: &[u8]) -> Result<Vec<u8>, RoError> {
-        let url = self.device_url("mno-b", campaign, device, "attestation")?;
-        self.post("mno-b", &url, "application/cose", ear.to_vec()).await
+    pub async fn attestation(&self, campaign: &CampaignRow, device: &DeviceId, ear: &[u8]) -> Result<Vec<u8>, RoError> {
+        let url = self.device_url(&campaign.to, &campaign.id, device, "attestation")?;
+        self.post(&campaign.to, &url, "application/cose", ear.to_vec()).await
     }
 
     /// Step 12: the AuC's challenge for the new USIM.
-    pub async fn aka_challenge(&self, campaign: &str, device: &DeviceId) -> Result<(Vec<u8>, Vec<u8>), RoError> {
-        let answer: AkaChallenge =
-            self.device_call("mno-b", campaign, device, "aka-challenge", mno_api::CBOR, Vec::new()).await?;
+    pub async fn aka_challenge(&self, campaign: &CampaignRow, device: &DeviceId) -> Result<(Vec<u8>, Vec<u8>), RoError> {
+        let answer: AkaChallenge = self
+            .device_call(&campaign.to, &campaign.id, device, "aka-challenge", mno_api::CBOR, Vec::new())
+            .await?;
         Ok((answer.rand.into_vec(), answer.autn.into_vec()))
     }
 
     /// Step 12: the USIM's RES or AUTS to the AuC.
     pub async fn aka_response(
         &self,
-        campaign: &str,
+        campaign: &CampaignRow,
         device: &DeviceId,
         res: Option<&[u8]>,
         auts: Option<&[u8]>,
@@ -189,7 +193,7 @@ impl Peers {
         };
         let body = device_api::to_cbor(&result).map_err(|e| RoError::Decode(e.to_string()))?;
         let verdict: AkaVerdict =
-            self.device_call("mno-b", campaign, device, "aka-response", mno_api::CBOR, body).await?;
+            self.device_call(&campaign.to, &campaign.id, device, "aka-response", mno_api::CBOR, body).await?;
         Ok(match verdict {
             AkaVerdict::Live => AkaAnswer::Live,
             AkaVerdict::Challenge { rand, autn } => AkaAnswer::Retry { rand: rand.into_vec(), autn: autn.into_vec() },
@@ -200,11 +204,11 @@ impl Peers {
     /// success).
     pub async fn report(
         &self,
-        campaign: &str,
+        campaign_row: &CampaignRow,
         device: &DeviceId,
         outcome: &Result<(), (u8, String)>,
     ) -> Result<(), RoError> {
-        let campaign: CampaignId = campaign.parse().map_err(|e: &str| RoError::Decode(e.into()))?;
+        let campaign: CampaignId = campaign_row.id.parse().map_err(|e: &str| RoError::Decode(e.into()))?;
         let report = match outcome {
             Ok(()) => Report {
                 campaign,
@@ -221,7 +225,7 @@ impl Peers {
                 reason: Some(reason.chars().take(mno_api::MAX_REASON_LEN).collect()),
             },
         };
-        for operator in ["mno-b", "mno-a"] {
+        for operator in [&campaign_row.to, &campaign_row.from] {
             let url = format!("{}{}", self.operator(operator)?, mno_path::REPORTS);
             self.post(operator, &url, mno_api::JSON, json(&report)?).await?;
         }
