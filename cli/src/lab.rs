@@ -91,7 +91,8 @@ impl Lab {
     pub async fn start_with(dir: &Path, image: &Path, options: &LabOptions) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let dir = dir.canonicalize()?;
-        let image = image.canonicalize().with_context(|| format!("device image {}", image.display()))?;
+        let image =
+            image.canonicalize().with_context(|| format!("device image {}", image.display()))?;
         let pki = pki::init(&dir.join("pki"), false).context("PKI")?;
         let swtpm = SwtpmConfig::load()?;
 
@@ -102,7 +103,8 @@ impl Lab {
             let addr: SocketAddr = l.local_addr()?;
             Ok(format!("https://localhost:{}", addr.port()))
         };
-        let urls = Urls { pva: url(&pva_l)?, ro: url(&ro_l)?, mno_a: url(&a_l)?, mno_b: url(&b_l)? };
+        let urls =
+            Urls { pva: url(&pva_l)?, ro: url(&ro_l)?, mno_a: url(&a_l)?, mno_b: url(&b_l)? };
 
         let (shutdown, watcher) = watch::channel(false);
         let stop = move || {
@@ -132,8 +134,17 @@ impl Lab {
         }
 
         write_ro_config(&dir, &urls)?;
-        let mut lab =
-            Self { dir, pki, urls, image, mno_a: Arc::clone(&operators[0]), swtpm, shutdown, tasks, ro: None };
+        let mut lab = Self {
+            dir,
+            pki,
+            urls,
+            image,
+            mno_a: Arc::clone(&operators[0]),
+            swtpm,
+            shutdown,
+            tasks,
+            ro: None,
+        };
         lab.start_ro(ro_l)?;
         lab.wait_ready().await?;
         Ok(lab)
@@ -145,7 +156,8 @@ impl Lab {
         let stopping = async move {
             let _ = watcher.wait_for(|stop| *stop).await;
         };
-        let task = tokio::spawn(async move { ro::serve(config, listener, stopping).await.context("RO") });
+        let task =
+            tokio::spawn(async move { ro::serve(config, listener, stopping).await.context("RO") });
         self.ro = Some((stop, task));
         Ok(())
     }
@@ -207,7 +219,10 @@ impl Lab {
         let dir = self.dir.join("devices").join(format!("m2me-{index:03}"));
         std::fs::create_dir_all(&dir)?;
         let swtpm = Swtpm::start(&dir.join("tpm"), &self.swtpm)?;
-        let ca = ManufacturerCa::from_pem(self.pki.manufacturer_cert_pem(), self.pki.manufacturer_key_pem())?;
+        let ca = ManufacturerCa::from_pem(
+            self.pki.manufacturer_cert_pem(),
+            self.pki.manufacturer_key_pem(),
+        )?;
         let made = {
             let mut tpm = Tpm::connect(&swtpm.tcti())?;
             manufacture(&mut tpm, &ca, &ManufactureOptions { ek_alg, ..Default::default() })?
@@ -216,7 +231,10 @@ impl Lab {
         let (iccid, imsi) = (profile.iccid.clone(), profile.imsi.clone());
         let card = dir.join("uicc.json");
         drop(Card::create(&card, profile, CardOptions::new()?)?);
-        std::fs::write(dir.join("ek.pem"), pem::encode(&pem::Pem::new("CERTIFICATE", made.ek_certificate)))?;
+        std::fs::write(
+            dir.join("ek.pem"),
+            pem::encode(&pem::Pem::new("CERTIFICATE", made.ek_certificate)),
+        )?;
         Ok(LabDevice {
             index,
             dir,
@@ -233,7 +251,10 @@ impl Lab {
     pub async fn create_campaign(&self, devices: &[&LabDevice]) -> Result<CampaignReport> {
         let devices: Vec<_> = devices
             .iter()
-            .map(|d| mno::api::CampaignDevice { device_id: d.device_id.clone(), iccid: d.iccid.clone() })
+            .map(|d| mno::api::CampaignDevice {
+                device_id: d.device_id.clone(),
+                iccid: d.iccid.clone(),
+            })
             .collect();
         self.create_campaign_between(Role::MnoA, Role::MnoB, devices).await
     }
@@ -248,7 +269,8 @@ impl Lab {
     ) -> Result<CampaignReport> {
         let new = NewCampaign { from: from.name().into(), to: to.name().into(), devices };
         let client = self.pki.client(to)?;
-        let response = client.post(format!("{}/v1/campaigns", self.urls.ro)).json(&new).send().await?;
+        let response =
+            client.post(format!("{}/v1/campaigns", self.urls.ro)).json(&new).send().await?;
         Ok(transport::client::json(response).await?)
     }
 
@@ -407,7 +429,8 @@ fn write_ro_config(dir: &Path, urls: &Urls) -> Result<PathBuf> {
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(text.as_bytes())?;
     Ok(())
 }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Parser)]
-#[command(name = "tresor", version, about = "IMSI change and key transfer by TRE (3GPP TR 33.812 alternative 3d), gated by TPM attestation")]
+#[command(
+    name = "tresor",
+    version,
+    about = "IMSI change and key transfer by TRE (3GPP TR 33.812 alternative 3d), gated by TPM attestation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,5 +83,6 @@ fn init_logging() {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -91,7 +91,8 @@ fn secret_file(path: &Path, bytes: usize) {
         *b = (i as u8).wrapping_mul(37).wrapping_add(bytes as u8);
     }
     let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).unwrap();
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).unwrap();
     std::io::Write::write_all(&mut f, hex.as_bytes()).unwrap();
 }
 
@@ -112,7 +113,8 @@ fn every_role_as_its_own_process() {
     }
     tresor(dir, &["pki", "init", "pki"]);
     std::fs::create_dir(dir.join("manufacturers")).unwrap();
-    std::fs::copy(dir.join("pki/manufacturer.pem"), dir.join("manufacturers/manufacturer.pem")).unwrap();
+    std::fs::copy(dir.join("pki/manufacturer.pem"), dir.join("manufacturers/manufacturer.pem"))
+        .unwrap();
     for mno in ["mno-a", "mno-b"] {
         secret_file(&dir.join(format!("{mno}-store.key")), 32);
         secret_file(&dir.join(format!("{mno}-op.key")), 16);
@@ -150,9 +152,18 @@ fn every_role_as_its_own_process() {
         tresor(
             dir,
             &[
-                "device", "manufacture", "--config", &name, "--mno", "mno-a.toml",
-                "--manufacturer-cert", "pki/manufacturer.pem",
-                "--manufacturer-key", "pki/manufacturer.key", "--devices-file", "devices.txt",
+                "device",
+                "manufacture",
+                "--config",
+                &name,
+                "--mno",
+                "mno-a.toml",
+                "--manufacturer-cert",
+                "pki/manufacturer.pem",
+                "--manufacturer-key",
+                "pki/manufacturer.key",
+                "--devices-file",
+                "devices.txt",
             ],
         );
         configs.push(name);
@@ -160,7 +171,19 @@ fn every_role_as_its_own_process() {
 
     let created = tresor(
         dir,
-        &["campaign", "create", "--from", "mno-a", "--to", "mno-b", "--devices", "devices.txt", "--ro", &ro, "--json"],
+        &[
+            "campaign",
+            "create",
+            "--from",
+            "mno-a",
+            "--to",
+            "mno-b",
+            "--devices",
+            "devices.txt",
+            "--ro",
+            &ro,
+            "--json",
+        ],
     );
     let campaign: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
     assert_eq!(campaign["state"], "ready", "{campaign}");
@@ -180,7 +203,11 @@ fn every_role_as_its_own_process() {
         .collect();
     for run in runs {
         let out = run.wait_with_output().unwrap();
-        assert!(out.status.success(), "device run failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "device run failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(outcome["state"], "switched", "{outcome}");
         assert_eq!(outcome["usim_active"], true);

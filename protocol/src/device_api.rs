@@ -72,11 +72,17 @@ pub enum InstallResult {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum AkaResult {
-    Res { res: ByteBuf },
+    Res {
+        res: ByteBuf,
+    },
     /// Synchronisation failure: AUTS for the AuC to resynchronise.
-    Auts { auts: ByteBuf },
+    Auts {
+        auts: ByteBuf,
+    },
     /// The USIM refused (MAC failure, or not active).
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// After an abort: which profile the card runs now.

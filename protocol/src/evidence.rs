@@ -115,7 +115,10 @@ mod tests {
             ak_public: ByteBuf::from(vec![0x23; 90]),
             quote: signed(1),
             event_log: ByteBuf::from(vec![0; 2000]),
-            bundle_key: BundleKeyEvidence { public: ByteBuf::from(vec![0x23; 90]), certify: signed(2) },
+            bundle_key: BundleKeyEvidence {
+                public: ByteBuf::from(vec![0x23; 90]),
+                certify: signed(2),
+            },
             rollback_counter: 7,
         }
     }
@@ -131,10 +134,14 @@ mod tests {
     fn refuses_other_versions_oversize_and_unknown_fields() {
         let mut e = sample();
         e.version = 2;
-        assert!(matches!(Evidence::from_cbor(&e.to_cbor().unwrap()), Err(EvidenceError::Version(2))));
+        assert!(matches!(
+            Evidence::from_cbor(&e.to_cbor().unwrap()),
+            Err(EvidenceError::Version(2))
+        ));
         let huge = vec![0u8; MAX_EVIDENCE_SIZE + 1];
         assert!(matches!(Evidence::from_cbor(&huge), Err(EvidenceError::TooLarge { .. })));
-        let mut value: ciborium::Value = ciborium::from_reader(&sample().to_cbor().unwrap()[..]).unwrap();
+        let mut value: ciborium::Value =
+            ciborium::from_reader(&sample().to_cbor().unwrap()[..]).unwrap();
         if let ciborium::Value::Map(m) = &mut value {
             m.push((ciborium::Value::Text("extra".into()), ciborium::Value::Integer(1.into())));
         }

@@ -120,10 +120,9 @@ impl Nonce {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdError> {
-        let arr: [u8; Self::LEN] = bytes.try_into().map_err(|_| IdError::NonceLength {
-            expected: Self::LEN,
-            got: bytes.len(),
-        })?;
+        let arr: [u8; Self::LEN] = bytes
+            .try_into()
+            .map_err(|_| IdError::NonceLength { expected: Self::LEN, got: bytes.len() })?;
         Ok(Self(arr))
     }
 

@@ -23,8 +23,8 @@ pub mod bundle;
 pub mod device_api;
 pub mod ear;
 pub mod ekcert;
-pub mod evidence;
 pub mod eventlog;
+pub mod evidence;
 pub mod ids;
 pub mod image;
 pub mod milenage;
@@ -35,5 +35,5 @@ pub mod secret;
 pub mod tpm;
 pub mod x509;
 
-pub use ids::{DeviceId, IdError, Iccid, Imsi, Nonce};
+pub use ids::{DeviceId, Iccid, IdError, Imsi, Nonce};
 pub use secret::{Amf, Opc, OtaKey, OtaKeys, SecretError, SubscriberKey, SubscriptionProfile};

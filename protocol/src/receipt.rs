@@ -311,9 +311,11 @@ mod tests {
         let a = AnswerStatement::new(device(), AnswerStatement::install_task(b"key"), b"body");
         let bytes = a.to_cbor().unwrap();
         assert_eq!(bytes[0], 0xA3);
-        let other_task = AnswerStatement::new(device(), AnswerStatement::aka_task(b"r", b"a"), b"body");
+        let other_task =
+            AnswerStatement::new(device(), AnswerStatement::aka_task(b"r", b"a"), b"body");
         assert_ne!(other_task.to_cbor().unwrap(), bytes);
-        let other_body = AnswerStatement::new(device(), AnswerStatement::install_task(b"key"), b"other");
+        let other_body =
+            AnswerStatement::new(device(), AnswerStatement::install_task(b"key"), b"other");
         assert_ne!(other_body.to_cbor().unwrap(), bytes);
         // RAND ‖ AUTN: the split matters only through the fixed 16-byte lengths.
         assert_eq!(AnswerStatement::aka_task(b"ab", b"c"), AnswerStatement::aka_task(b"a", b"bc"));

@@ -204,7 +204,8 @@ fn tresor_ears_verify_in_pycose() {
             key.sign(&ring::rand::SystemRandom::new(), tbs).map(|s| s.as_ref().to_vec())
         })
         .unwrap();
-    let answer = call(&json!({"op": "verify_sign1", "cose": hex::encode(&ear)})).expect("pycose verifies");
+    let answer =
+        call(&json!({"op": "verify_sign1", "cose": hex::encode(&ear)})).expect("pycose verifies");
     let payload = field(&answer, "payload");
     assert_eq!(payload, claims.to_cbor().unwrap());
     // The claims set reads as a CWT with the draft's keys: eat_profile (265), submods (266).

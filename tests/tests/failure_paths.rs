@@ -70,7 +70,8 @@ async fn assert_failure_reported(lab: &Lab, campaign: &str) {
     let client = lab.pki.client(Role::Ro).unwrap();
     let view = operator_view(lab, &lab.urls.mno_a, campaign).await;
     let imsi = view["devices"][0]["old_imsi"].as_str().unwrap().to_owned();
-    let response = client.get(format!("{}/v1/subscribers/{imsi}", lab.urls.mno_a)).send().await.unwrap();
+    let response =
+        client.get(format!("{}/v1/subscribers/{imsi}", lab.urls.mno_a)).send().await.unwrap();
     let subscriber: serde_json::Value = transport::client::json(response).await.unwrap();
     assert_eq!(subscriber["status"], "active", "{subscriber}");
 }

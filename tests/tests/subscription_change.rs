@@ -102,7 +102,10 @@ async fn a_device_moves_to_mno_b_and_back_to_mno_a() {
         .create_campaign_between(
             Role::MnoB,
             Role::MnoA,
-            vec![CampaignDevice { device_id: device.device_id.clone(), iccid: first.iccid.parse().unwrap() }],
+            vec![CampaignDevice {
+                device_id: device.device_id.clone(),
+                iccid: first.iccid.parse().unwrap(),
+            }],
         )
         .await
         .unwrap();

@@ -11,14 +11,14 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use protocol::device_api::{AbortAck, AkaResult, AttachRequest, DeviceTask, InstallResult};
+use protocol::milenage::{Autn, Rand};
 use protocol::pva_api::{ActivateRequest, CredentialSecret, EnrolRequest, Message};
 use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement, Receipt, SignedReceipt};
 use protocol::tpm::PcrSelection;
 use protocol::x509::TrustAnchors;
-use protocol::milenage::{Autn, Rand};
 use protocol::{DeviceId, bundle};
-use serde_bytes::ByteBuf;
 use protocol::{Iccid, Imsi, SubscriptionProfile};
+use serde_bytes::ByteBuf;
 use uicc::auth::Outcome as AkaOutcome;
 use uicc::{Card, UiccError};
 
@@ -81,7 +81,10 @@ pub trait Uicc {
     /// The operator's OTA command (activate TRE): MAC and counter checked by the card.
     fn ota(&mut self, apdu: &[u8]) -> std::result::Result<(), UiccError>;
     /// Atomic replace of the profile, then a reset: USIM active with the new IMSI.
-    fn install_profile(&mut self, profile: SubscriptionProfile) -> std::result::Result<(), UiccError>;
+    fn install_profile(
+        &mut self,
+        profile: SubscriptionProfile,
+    ) -> std::result::Result<(), UiccError>;
     /// Back to the old profile with the USIM active.
     fn abort_tre(&mut self) -> std::result::Result<(), UiccError>;
     /// SELECT ADF_USIM and AUTHENTICATE (3G context).
@@ -96,7 +99,10 @@ impl Uicc for Card {
     fn ota(&mut self, apdu: &[u8]) -> std::result::Result<(), UiccError> {
         Card::ota(self, apdu).map(drop)
     }
-    fn install_profile(&mut self, profile: SubscriptionProfile) -> std::result::Result<(), UiccError> {
+    fn install_profile(
+        &mut self,
+        profile: SubscriptionProfile,
+    ) -> std::result::Result<(), UiccError> {
         Card::install_profile(self, profile)
     }
     fn abort_tre(&mut self) -> std::result::Result<(), UiccError> {
@@ -132,7 +138,10 @@ pub struct Agent<C: Uicc = Card> {
 
 impl<C: Uicc> std::fmt::Debug for Agent<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent").field("device_id", &self.device_id).field("state", &self.state).finish()
+        f.debug_struct("Agent")
+            .field("device_id", &self.device_id)
+            .field("state", &self.state)
+            .finish()
     }
 }
 
@@ -143,9 +152,18 @@ impl<C: Uicc> Agent<C> {
             .iter()
             .map(|der| rustls_pki_types::CertificateDer::from(der.clone()))
             .collect();
-        let http = transport::client::client(&roots, None).map_err(|e| Error::Network(e.to_string()))?;
+        let http =
+            transport::client::client(&roots, None).map_err(|e| Error::Network(e.to_string()))?;
         let device_id = attester.device_id()?;
-        Ok(Self { attester, card, http, config, device_id, state: AgentState::Idle, abort_reason: None })
+        Ok(Self {
+            attester,
+            card,
+            http,
+            config,
+            device_id,
+            state: AgentState::Idle,
+            abort_reason: None,
+        })
     }
 
     pub fn device_id(&self) -> &DeviceId {
@@ -307,7 +325,8 @@ impl<C: Uicc> Agent<C> {
             ek_public: ByteBuf::from(request.ek_public),
             tre_active: self.card.tre_active(),
         };
-        let body = protocol::device_api::to_cbor(&attach).map_err(|e| Error::Protocol(e.to_string()))?;
+        let body =
+            protocol::device_api::to_cbor(&attach).map_err(|e| Error::Protocol(e.to_string()))?;
         let url = format!("{}/v1/attach", self.config.ro_url);
         self.send(url, body).await
     }
@@ -346,7 +365,8 @@ impl<C: Uicc> Agent<C> {
         while now < sequence {
             now = tpm.increment_rollback_counter()?;
         }
-        let receipt = Receipt::new(self.device_id.clone(), self.card.iccid(), &self.card.imsi(), sequence);
+        let receipt =
+            Receipt::new(self.device_id.clone(), self.card.iccid(), &self.card.imsi(), sequence);
         let message = receipt.to_cbor().map_err(|e| Error::Protocol(e.to_string()))?;
         let ak = tpm.ak(crate::tpm::KeyAlg::Ecc)?;
         let signature = tpm.sign(&ak, &message)?;
@@ -361,10 +381,16 @@ impl<C: Uicc> Agent<C> {
             return AkaResult::Failed { reason: "RAND and AUTN must be 16 bytes".into() };
         };
         match self.card.run_aka(&Rand(rand), &Autn(autn)) {
-            AkaOutcome::Success { res, .. } => AkaResult::Res { res: ByteBuf::from(res.0.to_vec()) },
-            AkaOutcome::SyncFailure(auts) => AkaResult::Auts { auts: ByteBuf::from(auts.0.to_vec()) },
+            AkaOutcome::Success { res, .. } => {
+                AkaResult::Res { res: ByteBuf::from(res.0.to_vec()) }
+            }
+            AkaOutcome::SyncFailure(auts) => {
+                AkaResult::Auts { auts: ByteBuf::from(auts.0.to_vec()) }
+            }
             AkaOutcome::MacFailure => AkaResult::Failed { reason: "MAC failure (SW 9862)".into() },
-            AkaOutcome::Refused(sw) => AkaResult::Failed { reason: format!("refused with SW {sw:?}") },
+            AkaOutcome::Refused(sw) => {
+                AkaResult::Failed { reason: format!("refused with SW {sw:?}") }
+            }
             AkaOutcome::Malformed => AkaResult::Failed { reason: "malformed answer".into() },
         }
     }
@@ -385,7 +411,8 @@ impl<C: Uicc> Agent<C> {
     /// Writes an artifact if the configuration asks for them.
     fn keep(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let Some(dir) = &self.config.artifacts else { return Ok(()) };
-        let io = |source| Error::Io { what: format!("artifact {name} in {}", dir.display()), source };
+        let io =
+            |source| Error::Io { what: format!("artifact {name} in {}", dir.display()), source };
         std::fs::create_dir_all(dir).map_err(io)?;
         std::fs::write(dir.join(name), bytes).map_err(io)
     }
@@ -403,16 +430,20 @@ impl<C: Uicc> Agent<C> {
 
     async fn next_task(&self) -> Result<DeviceTask> {
         let url = format!("{}/v1/devices/{}/task", self.config.ro_url, self.device_id);
-        let response = self.http.get(url).send().await.map_err(|e| Error::Network(e.to_string()))?;
-        let response = transport::client::check(response).await.map_err(|e| Error::Network(e.to_string()))?;
-        let bytes = transport::client::read_limited(response, protocol::device_api::MAX_MESSAGE_SIZE)
-            .await
-            .map_err(|e| Error::Network(e.to_string()))?;
+        let response =
+            self.http.get(url).send().await.map_err(|e| Error::Network(e.to_string()))?;
+        let response =
+            transport::client::check(response).await.map_err(|e| Error::Network(e.to_string()))?;
+        let bytes =
+            transport::client::read_limited(response, protocol::device_api::MAX_MESSAGE_SIZE)
+                .await
+                .map_err(|e| Error::Network(e.to_string()))?;
         protocol::device_api::from_cbor(&bytes).map_err(|e| Error::Protocol(e.to_string()))
     }
 
     async fn post<T: serde::Serialize>(&self, what: &str, body: &T) -> Result<()> {
-        let bytes = protocol::device_api::to_cbor(body).map_err(|e| Error::Protocol(e.to_string()))?;
+        let bytes =
+            protocol::device_api::to_cbor(body).map_err(|e| Error::Protocol(e.to_string()))?;
         self.post_raw(what, bytes).await
     }
 
@@ -423,8 +454,14 @@ impl<C: Uicc> Agent<C> {
 
     /// Posts an answer that decides the change (install, AKA) with the AK's signature over
     /// its [`AnswerStatement`]: the RO acts only on answers of this device's TPM.
-    async fn post_answer<T: serde::Serialize>(&mut self, what: &str, body: &T, task: [u8; 32]) -> Result<()> {
-        let bytes = protocol::device_api::to_cbor(body).map_err(|e| Error::Protocol(e.to_string()))?;
+    async fn post_answer<T: serde::Serialize>(
+        &mut self,
+        what: &str,
+        body: &T,
+        task: [u8; 32],
+    ) -> Result<()> {
+        let bytes =
+            protocol::device_api::to_cbor(body).map_err(|e| Error::Protocol(e.to_string()))?;
         let statement = AnswerStatement::new(self.device_id.clone(), task, &bytes)
             .to_cbor()
             .map_err(|e| Error::Protocol(e.to_string()))?;
@@ -444,11 +481,8 @@ impl<C: Uicc> Agent<C> {
         if let Some(signature) = signature {
             request = request.header(ANSWER_SIGNATURE_HEADER, signature);
         }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Error::Network(e.to_string()))?;
+        let response =
+            request.body(body).send().await.map_err(|e| Error::Network(e.to_string()))?;
         transport::client::check(response).await.map_err(|e| Error::Network(e.to_string()))?;
         Ok(())
     }

@@ -9,7 +9,9 @@
 use std::path::Path;
 
 use protocol::eventlog::EventLog;
-use protocol::evidence::{BundleKeyEvidence, EVIDENCE_VERSION, Evidence, SignedAttest as WireAttest};
+use protocol::evidence::{
+    BundleKeyEvidence, EVIDENCE_VERSION, Evidence, SignedAttest as WireAttest,
+};
 use protocol::image;
 use protocol::tpm::{BankSelection, HashAlg, PcrSelection, PcrValues, policy_pcr};
 use protocol::{DeviceId, Nonce};
@@ -69,7 +71,8 @@ impl Attester {
         for m in &measurements {
             let digests: Vec<(HashAlg, Vec<u8>)> =
                 m.digests.iter().map(|d| (d.alg, d.value.clone())).collect();
-            let pcr = u8::try_from(m.pcr).map_err(|_| Error::Structure("PCR out of range".into()))?;
+            let pcr =
+                u8::try_from(m.pcr).map_err(|_| Error::Structure("PCR out of range".into()))?;
             tpm.pcr_extend(pcr, &digests)?;
         }
         let event_log = EventLog::from_measurements(&banks, &measurements)
@@ -115,7 +118,6 @@ impl Attester {
         DeviceId::from_name(&name).map_err(|e| Error::Structure(e.to_string()))
     }
 
-
     /// Device id, EK certificate, EK and AK public areas, for enrolment with the PVA.
     pub fn enrolment_request(&mut self) -> Result<EnrolmentRequest> {
         let ek_certificate = read_ek_certificate(&mut self.tpm, self.options.ek_alg)?;
@@ -145,9 +147,8 @@ impl Attester {
     ) -> Result<Zeroizing<Vec<u8>>> {
         let ek = self.tpm.ek(self.options.ek_alg)?;
         let ak = self.tpm.ak(self.options.ak_alg);
-        let result = ak.and_then(|ak| {
-            self.tpm.activate_credential(&ak, &ek, id_object, encrypted_secret)
-        });
+        let result =
+            ak.and_then(|ak| self.tpm.activate_credential(&ak, &ek, id_object, encrypted_secret));
         self.tpm.release(ek)?;
         result
     }
@@ -163,7 +164,9 @@ impl Attester {
         for bank in self.selection.banks() {
             let pcrs: Vec<u8> = bank.pcrs().collect();
             for (pcr, value) in self.tpm.pcr_read(bank.hash(), &pcrs)? {
-                values.insert(bank.hash(), pcr, value).map_err(|e| Error::Structure(e.to_string()))?;
+                values
+                    .insert(bank.hash(), pcr, value)
+                    .map_err(|e| Error::Structure(e.to_string()))?;
             }
         }
         let policy = policy_pcr(HashAlg::Sha256, &self.selection, &values)

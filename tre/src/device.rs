@@ -63,7 +63,12 @@ impl DeviceConfig {
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
         let mut config: Self = toml::from_str(&text).map_err(|e| bad(e.message().to_owned()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut paths = vec![&mut config.ci_root, &mut config.image, &mut config.tpm.state, &mut config.uicc.state];
+        let mut paths = vec![
+            &mut config.ci_root,
+            &mut config.image,
+            &mut config.tpm.state,
+            &mut config.uicc.state,
+        ];
         if let Some(artifacts) = config.artifacts.as_mut() {
             paths.push(artifacts);
         }
@@ -82,8 +87,10 @@ impl DeviceConfig {
     pub fn agent_config(&self) -> Result<AgentConfig> {
         let pem = std::fs::read(&self.ci_root)
             .map_err(|e| Error::Config(format!("{}: {e}", self.ci_root.display())))?;
-        let ci_roots = TrustAnchors::from_pem(&pem).map_err(|e| Error::Config(format!("CI root: {e}")))?;
-        let ci_roots_der = certificates_from_pem(&pem).map_err(|e| Error::Config(format!("CI root: {e}")))?;
+        let ci_roots =
+            TrustAnchors::from_pem(&pem).map_err(|e| Error::Config(format!("CI root: {e}")))?;
+        let ci_roots_der =
+            certificates_from_pem(&pem).map_err(|e| Error::Config(format!("CI root: {e}")))?;
         Ok(AgentConfig {
             ro_url: self.ro.trim_end_matches('/').to_owned(),
             ci_roots,

@@ -50,7 +50,11 @@ pub struct Manufactured {
 
 /// Manufactures the TPM behind `tpm`. Refuses a TPM that already carries an EK
 /// certificate in the index for `options.ek_alg`: a TPM is manufactured once.
-pub fn manufacture(tpm: &mut Tpm, ca: &ManufacturerCa, options: &ManufactureOptions) -> Result<Manufactured> {
+pub fn manufacture(
+    tpm: &mut Tpm,
+    ca: &ManufacturerCa,
+    options: &ManufactureOptions,
+) -> Result<Manufactured> {
     let alg = options.ek_alg;
     if tpm.nv_read(alg.ek_certificate_index())?.is_some() {
         return Err(Error::AlreadyManufactured { index: alg.ek_certificate_index() });

@@ -29,7 +29,9 @@ pub const CONFIG_ENV: &str = "TRESOR_SWTPM_CONFIG";
 pub enum SwtpmError {
     #[error("swtpm settings {path}: {reason}")]
     Config { path: String, reason: String },
-    #[error("cannot start {binary:?}: {source} (is the Debian package swtpm installed? `make deps`)")]
+    #[error(
+        "cannot start {binary:?}: {source} (is the Debian package swtpm installed? `make deps`)"
+    )]
     Spawn { binary: String, source: std::io::Error },
     #[error("swtpm exited during start-up ({status}): {log}")]
     Exited { status: String, log: String },
@@ -256,7 +258,11 @@ impl Drop for Slot {
 }
 
 /// Spawns swtpm on `port`/`port + 1`; `None` when it lost the ports to someone else.
-fn spawn_on(state_dir: &Path, port: u16, config: &SwtpmConfig) -> Result<Option<Process>, SwtpmError> {
+fn spawn_on(
+    state_dir: &Path,
+    port: u16,
+    config: &SwtpmConfig,
+) -> Result<Option<Process>, SwtpmError> {
     let stderr_path = state_dir.join("swtpm.stderr");
     let stderr = File::create(&stderr_path)?;
     let mut cmd = Command::new(&config.binary);
@@ -292,7 +298,10 @@ fn spawn_on(state_dir: &Path, port: u16, config: &SwtpmConfig) -> Result<Option<
             if log.contains("Address already in use") {
                 return Ok(None);
             }
-            return Err(SwtpmError::Exited { status: status.to_string(), log: log.trim().to_owned() });
+            return Err(SwtpmError::Exited {
+                status: status.to_string(),
+                log: log.trim().to_owned(),
+            });
         }
         if control(port, CMD_GET_CAPABILITY, &[], 4).is_ok() {
             // The answer might have come from a process that owns the port instead of our
@@ -323,7 +332,8 @@ fn close_inherited_fds(cmd: &mut Command) {
     // async-signal-safe system call that touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
-            match libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) {
+            match libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int)
+            {
                 0 => Ok(()),
                 _ => Err(std::io::Error::last_os_error()),
             }
@@ -336,7 +346,12 @@ const CMD_GET_CAPABILITY: u32 = 0x01;
 const CMD_INIT: u32 = 0x02;
 
 /// Sends one control command; returns the `response_len` bytes after the result code.
-fn control(port: u16, command: u32, payload: &[u8], response_len: usize) -> Result<Vec<u8>, SwtpmError> {
+fn control(
+    port: u16,
+    command: u32,
+    payload: &[u8],
+    response_len: usize,
+) -> Result<Vec<u8>, SwtpmError> {
     let mut stream = connect(port + 1)?;
     let mut frame = command.to_be_bytes().to_vec();
     frame.extend_from_slice(payload);
@@ -425,8 +440,9 @@ fn owns_listener(pid: u32, port: u16) -> bool {
     let Some(inode) = inode else { return false };
     let target = format!("socket:[{inode}]");
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-    fds.flatten()
-        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == target.as_str()))
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == target.as_str())
+    })
 }
 
 /// TPM_ST_NO_SESSIONS TPM2_Startup(TPM_SU_CLEAR) (TPM 2.0 Part 3 §9.3).

@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
+use protocol::Nonce;
 use protocol::evidence::Evidence;
 use protocol::image;
 use protocol::tpm::{Attest, HashAlg, Name, Public, Signature, Unmarshal, make_credential};
-use protocol::Nonce;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use tre::attester::{Attester, AttesterOptions};
 use tre::ekcert::ManufacturerCa;
@@ -50,7 +50,8 @@ fn measured_boot_matches_the_software_prediction() {
     }
     assert_eq!(compared, 5 * banks.len());
     // the log replays to the same values
-    let replayed = protocol::eventlog::EventLog::parse(attester.event_log()).unwrap().replay().unwrap();
+    let replayed =
+        protocol::eventlog::EventLog::parse(attester.event_log()).unwrap().replay().unwrap();
     assert_eq!(replayed.value(HashAlg::Sha256, 0), expected.value(HashAlg::Sha256, 0));
 }
 
@@ -62,8 +63,12 @@ fn enrolment_and_evidence() {
     let ek = Public::from_bytes(&request.ek_public).unwrap();
     assert_eq!(ek.name().as_ref(), request.device_id.as_bytes());
     let ak = Public::from_bytes(&request.ak_public).unwrap();
-    let made = make_credential(&ek, &Name::try_from(ak.name().as_ref().to_vec()).unwrap(), &[7; 32]).unwrap();
-    let secret = attester.activate_credential(made.id_object.as_ref(), made.encrypted_secret.as_ref()).unwrap();
+    let made =
+        make_credential(&ek, &Name::try_from(ak.name().as_ref().to_vec()).unwrap(), &[7; 32])
+            .unwrap();
+    let secret = attester
+        .activate_credential(made.id_object.as_ref(), made.encrypted_secret.as_ref())
+        .unwrap();
     assert_eq!(secret.as_slice(), &[7; 32]);
 
     let nonce = Nonce::random().unwrap();
@@ -75,12 +80,19 @@ fn enrolment_and_evidence() {
 
     let quote = Attest::from_bytes(&evidence.quote.attest).unwrap();
     assert_eq!(quote.extra_data.as_ref(), nonce.as_bytes());
-    Signature::from_bytes(&evidence.quote.signature).unwrap().verify(&ak, &evidence.quote.attest).unwrap();
+    Signature::from_bytes(&evidence.quote.signature)
+        .unwrap()
+        .verify(&ak, &evidence.quote.attest)
+        .unwrap();
     let certify = Attest::from_bytes(&evidence.bundle_key.certify.attest).unwrap();
     let key = Public::from_bytes(&evidence.bundle_key.public).unwrap();
     assert_eq!(certify.certify().unwrap().name.as_ref(), key.name().as_ref());
     assert!(bytes.len() < 8 * 1024, "evidence is {} bytes", bytes.len());
-    eprintln!("evidence size: {} bytes (event log {} bytes)", bytes.len(), evidence.event_log.len());
+    eprintln!(
+        "evidence size: {} bytes (event log {} bytes)",
+        bytes.len(),
+        evidence.event_log.len()
+    );
 
     // a second attestation replaces the bundle key
     let again = attester.evidence(&Nonce::random().unwrap()).unwrap();

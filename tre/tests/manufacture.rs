@@ -28,7 +28,9 @@ fn roots(cert_pem: &str) -> TrustAnchors {
 }
 
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
 }
 
 #[test]
@@ -45,8 +47,12 @@ fn sixteen_devices_concurrently_each_with_a_verified_ek_certificate() {
                 let mut tpm = Tpm::connect(&swtpm.tcti()).unwrap();
                 let made = manufacture(&mut tpm, &ca, &ManufactureOptions::default()).unwrap();
                 let verified =
-                    verify_ek(&mut tpm, KeyAlg::Ecc, &[], &roots(&cert), SystemTime::now()).unwrap();
-                assert_eq!(read_ek_certificate(&mut tpm, KeyAlg::Ecc).unwrap(), made.ek_certificate);
+                    verify_ek(&mut tpm, KeyAlg::Ecc, &[], &roots(&cert), SystemTime::now())
+                        .unwrap();
+                assert_eq!(
+                    read_ek_certificate(&mut tpm, KeyAlg::Ecc).unwrap(),
+                    made.ek_certificate
+                );
                 assert!(verified.tpm.manufacturer.starts_with("id:"));
                 (made.device_id, pid)
             })
@@ -74,7 +80,10 @@ fn rsa_ek_is_manufactured_and_verified() {
     let verified = verify_ek(&mut tpm, KeyAlg::Rsa, &[], &roots(&cert), SystemTime::now()).unwrap();
     assert!(matches!(verified.key_type, protocol::ekcert::EkKeyType::Rsa { bits: 2048 }));
     // the ECC index stays empty
-    assert!(matches!(read_ek_certificate(&mut tpm, KeyAlg::Ecc), Err(Error::NoEkCertificate { .. })));
+    assert!(matches!(
+        read_ek_certificate(&mut tpm, KeyAlg::Ecc),
+        Err(Error::NoEkCertificate { .. })
+    ));
 }
 
 #[test]
@@ -98,7 +107,8 @@ fn verification_fails_closed() {
     let swtpm = Swtpm::start_temp(&SwtpmConfig::load().unwrap()).unwrap();
     let mut tpm = Tpm::connect(&swtpm.tcti()).unwrap();
     manufacture(&mut tpm, &ca, &ManufactureOptions::default()).unwrap();
-    let err = verify_ek(&mut tpm, KeyAlg::Ecc, &[], &roots(&other_cert), SystemTime::now()).unwrap_err();
+    let err =
+        verify_ek(&mut tpm, KeyAlg::Ecc, &[], &roots(&other_cert), SystemTime::now()).unwrap_err();
     assert!(matches!(err, Error::EkCertificate(_)), "{err}");
 
     // an expired certificate

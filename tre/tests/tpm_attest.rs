@@ -106,17 +106,24 @@ fn bundle_key_works_in_the_measured_state_only() {
     let certified = tpm.certify(&key, &ak, b"certify-nonce").unwrap();
     let attest = Attest::from_bytes(&certified.attest).unwrap();
     assert_eq!(attest.certify().expect("certify").name.as_ref(), key.name.as_slice());
-    Signature::from_bytes(&certified.signature).unwrap().verify(&public(&ak), &certified.attest).unwrap();
+    Signature::from_bytes(&certified.signature)
+        .unwrap()
+        .verify(&public(&ak), &certified.attest)
+        .unwrap();
 
     // ECDH in software against the TPM's ZGen
     let rng = ring::rand::SystemRandom::new();
-    let eph = ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::ECDH_P256, &rng).unwrap();
+    let eph =
+        ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::ECDH_P256, &rng).unwrap();
     let eph_pub = eph.compute_public_key().unwrap();
     let (x, y) = eph_pub.as_ref()[1..].split_at(32);
     let z_tpm = tpm.ecdh_z_gen(&key, &selection, x, y).unwrap();
     let tpm_point = bundle_public.to_spki_der().unwrap();
     let spki = protocol::tpm::Spki::from_der(&tpm_point).unwrap();
-    let peer = ring::agreement::UnparsedPublicKey::new(&ring::agreement::ECDH_P256, spki.sec1_point().unwrap());
+    let peer = ring::agreement::UnparsedPublicKey::new(
+        &ring::agreement::ECDH_P256,
+        spki.sec1_point().unwrap(),
+    );
     let z_sw = ring::agreement::agree_ephemeral(eph, &peer, |z| z.to_vec()).unwrap();
     assert_eq!(z_tpm.as_slice(), z_sw.as_slice());
 

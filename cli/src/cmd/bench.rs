@@ -115,7 +115,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ("whole evidence", &figures.evidence),
                     ("TPM2_ECDH_ZGen under PolicyPCR", &figures.ecdh_z_gen),
                 ] {
-                    println!("{name}: median {:.1} ms, p90 {:.1} ms ({} runs)", l.median_ms, l.p90_ms, l.runs);
+                    println!(
+                        "{name}: median {:.1} ms, p90 {:.1} ms ({} runs)",
+                        l.median_ms, l.p90_ms, l.runs
+                    );
                 }
                 println!(
                     "evidence: {} bytes CBOR, of which event log {} bytes",

@@ -31,7 +31,9 @@ pub struct Latency {
 impl Latency {
     fn of(mut samples: Vec<f64>) -> Self {
         samples.sort_by(f64::total_cmp);
-        let at = |q: f64| samples.get(((samples.len() - 1) as f64 * q).round() as usize).copied().unwrap_or(0.0);
+        let at = |q: f64| {
+            samples.get(((samples.len() - 1) as f64 * q).round() as usize).copied().unwrap_or(0.0)
+        };
         Self { runs: samples.len(), median_ms: at(0.5), p90_ms: at(0.9), min_ms: at(0.0) }
     }
 }
@@ -94,7 +96,8 @@ pub fn quote_figures(runs: usize, image: &std::path::Path) -> anyhow::Result<Quo
     let mut attester = Attester::boot(tpm, image, AttesterOptions::default())?;
     let selection = attester.selection().clone();
     let nonce = Nonce::random().map_err(|_| anyhow::anyhow!("no randomness"))?;
-    let (mut quote, mut bundle, mut evidence, mut zgen) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut quote, mut bundle, mut evidence, mut zgen) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut evidence_bytes = 0;
     let mut event_log_bytes = 0;
     for _ in 0..runs {
@@ -120,9 +123,10 @@ pub fn quote_figures(runs: usize, image: &std::path::Path) -> anyhow::Result<Quo
         let tpm = attester.tpm();
         let key = tpm.bundle_key()?.ok_or_else(|| anyhow::anyhow!("bundle key missing"))?;
         let rng = ring::rand::SystemRandom::new();
-        let peer = ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::ECDH_P256, &rng)
-            .and_then(|k| k.compute_public_key())
-            .map_err(|_| anyhow::anyhow!("ECDH key"))?;
+        let peer =
+            ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::ECDH_P256, &rng)
+                .and_then(|k| k.compute_public_key())
+                .map_err(|_| anyhow::anyhow!("ECDH key"))?;
         let (x, y) = peer
             .as_ref()
             .get(1..)

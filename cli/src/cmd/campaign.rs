@@ -81,8 +81,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Command::Status(args) => {
                 let client = client(&args.connection, "mno-b")?;
-                let url = format!("{}/v1/campaigns/{}", args.connection.ro.trim_end_matches('/'), args.id);
-                let report: CampaignReport = transport::client::json(client.get(url).send().await?).await?;
+                let url = format!(
+                    "{}/v1/campaigns/{}",
+                    args.connection.ro.trim_end_matches('/'),
+                    args.id
+                );
+                let report: CampaignReport =
+                    transport::client::json(client.get(url).send().await?).await?;
                 show(&report, args.json)
             }
         }
@@ -92,16 +97,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn client(connection: &Connection, default_operator: &str) -> anyhow::Result<reqwest::Client> {
     let operator = connection.operator.as_deref().unwrap_or(default_operator);
     let dir = &connection.pki;
-    let identity = transport::Identity::from_pem_files(&dir.join(format!("{operator}.pem")), &dir.join(format!("{operator}.key")))
-        .with_context(|| format!("the certificate and key of {operator} in {}", dir.display()))?;
+    let identity = transport::Identity::from_pem_files(
+        &dir.join(format!("{operator}.pem")),
+        &dir.join(format!("{operator}.key")),
+    )
+    .with_context(|| format!("the certificate and key of {operator} in {}", dir.display()))?;
     let roots = transport::tls::roots_from_pem_file(&dir.join("ci.pem"))?;
     Ok(transport::client::client(&roots, Some(&identity))?)
 }
 
 fn read_devices(path: &PathBuf) -> anyhow::Result<Vec<CampaignDevice>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     if text.trim_start().starts_with('[') {
-        return serde_json::from_str(&text).with_context(|| format!("{} is not a JSON device list", path.display()));
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON device list", path.display()));
     }
     let mut devices = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -113,8 +123,10 @@ fn read_devices(path: &PathBuf) -> anyhow::Result<Vec<CampaignDevice>> {
         let (Some(id), Some(iccid), None) = (fields.next(), fields.next(), fields.next()) else {
             anyhow::bail!("{}:{}: expected \"DEVICE_ID ICCID\"", path.display(), n + 1);
         };
-        let device_id: DeviceId = id.parse().with_context(|| format!("{}:{}: device id", path.display(), n + 1))?;
-        let iccid: Iccid = iccid.parse().with_context(|| format!("{}:{}: ICCID", path.display(), n + 1))?;
+        let device_id: DeviceId =
+            id.parse().with_context(|| format!("{}:{}: device id", path.display(), n + 1))?;
+        let iccid: Iccid =
+            iccid.parse().with_context(|| format!("{}:{}: ICCID", path.display(), n + 1))?;
         devices.push(CampaignDevice { device_id, iccid });
     }
     Ok(devices)

@@ -76,7 +76,8 @@ struct Summary {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!((1..=64).contains(&args.devices), "--devices must be 1 to 64");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
     runtime.block_on(demo(args))
 }
 
@@ -85,7 +86,11 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     let temp;
     let dir = match &args.keep {
         Some(dir) => {
-            anyhow::ensure!(!dir.join("pki").exists(), "{} already holds a demo; choose another --keep", dir.display());
+            anyhow::ensure!(
+                !dir.join("pki").exists(),
+                "{} already holds a demo; choose another --keep",
+                dir.display()
+            );
             dir.clone()
         }
         None => {
@@ -93,10 +98,16 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
             temp.path().to_path_buf()
         }
     };
-    println!("tresor demo: {} device(s) move from MNO-A to MNO-B (3GPP TR 33.812 alternative 3d)", args.devices);
+    println!(
+        "tresor demo: {} device(s) move from MNO-A to MNO-B (3GPP TR 33.812 alternative 3d)",
+        args.devices
+    );
     let image = lab::write_sample_image(&dir.join("image"))?;
     let lab = Lab::start(&dir, &image).await.context("starting PVA, RO, MNO-A and MNO-B")?;
-    println!("  PVA {}  RO {}  MNO-A {}  MNO-B {}", lab.urls.pva, lab.urls.ro, lab.urls.mno_a, lab.urls.mno_b);
+    println!(
+        "  PVA {}  RO {}  MNO-A {}  MNO-B {}",
+        lab.urls.pva, lab.urls.ro, lab.urls.mno_a, lab.urls.mno_b
+    );
 
     let devices = manufacture(&lab, args.devices, args.ek)?;
     println!("  step 1: {} device(s) manufactured with MNO-A profiles", devices.len());
@@ -116,12 +127,23 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     let mut results = Vec::new();
     for (device, outcome) in devices.iter().zip(&outcomes) {
         let row = status.devices.iter().find(|r| r.device_id == device.device_id);
-        let mut steps = vec![Step { step: 1, name: provisioning::ro::step_name(1), ms: device.manufacture_ms }];
+        let mut steps =
+            vec![Step { step: 1, name: provisioning::ro::step_name(1), ms: device.manufacture_ms }];
         if let Some(row) = row {
-            steps.extend(row.steps.iter().map(|s| Step { step: s.step, name: provisioning::ro::step_name(s.step), ms: s.ms }));
+            steps.extend(row.steps.iter().map(|s| Step {
+                step: s.step,
+                name: provisioning::ro::step_name(s.step),
+                ms: s.ms,
+            }));
         }
         let (switched, new_imsi, usim, tre, mut failure) = match outcome {
-            Ok(o) => (o.state == AgentState::Switched, o.imsi.clone(), o.usim_active, o.tre_active, o.abort_reason.clone()),
+            Ok(o) => (
+                o.state == AgentState::Switched,
+                o.imsi.clone(),
+                o.usim_active,
+                o.tre_active,
+                o.abort_reason.clone(),
+            ),
             Err(e) => (false, device.imsi.to_string(), false, false, Some(format!("{e:#}"))),
         };
         if failure.is_none() && !switched {
@@ -143,23 +165,33 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     }
     let switched = results.iter().filter(|r| r.status == "switched").count();
     let report = Report {
-        summary: Summary { switched, failed: results.len() - switched, wall_s: started.elapsed().as_secs_f64() },
+        summary: Summary {
+            switched,
+            failed: results.len() - switched,
+            wall_s: started.elapsed().as_secs_f64(),
+        },
         devices: results,
     };
     print_table(&report);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let swtpms: Vec<_> = devices.into_iter().map(|d| (d.dir.clone(), d.device_id.clone(), d.swtpm)).collect();
+    let swtpms: Vec<_> =
+        devices.into_iter().map(|d| (d.dir.clone(), d.device_id.clone(), d.swtpm)).collect();
     lab.stop().await;
     if args.keep.is_some() {
         // Devices are known by their id once the EK exists: name their directories so.
         for (old, id, swtpm) in swtpms {
             drop(swtpm);
             let new = old.with_file_name(id.to_string());
-            std::fs::rename(&old, &new).with_context(|| format!("cannot rename {}", old.display()))?;
+            std::fs::rename(&old, &new)
+                .with_context(|| format!("cannot rename {}", old.display()))?;
         }
-        println!("kept in {}: pki/, pva/, ro/, mno-a/, mno-b/, devices/<device id>/", dir.display());
+        println!(
+            "kept in {}: pki/, pva/, ro/, mno-a/, mno-b/, devices/<device id>/",
+            dir.display()
+        );
     }
     Ok(if report.summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -167,7 +199,8 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
 /// Manufactures the devices, in parallel (each on its own swtpm).
 fn manufacture(lab: &Lab, count: usize, ek: KeyAlg) -> anyhow::Result<Vec<LabDevice>> {
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..count).map(|i| scope.spawn(move || lab.manufacture(i, ek))).collect();
+        let handles: Vec<_> =
+            (0..count).map(|i| scope.spawn(move || lab.manufacture(i, ek))).collect();
         handles
             .into_iter()
             .map(|h| h.join().map_err(|_| anyhow::anyhow!("manufacturing thread panicked"))?)
@@ -194,7 +227,10 @@ async fn follow(
         })
         .collect();
     let waiting = tokio::task::spawn_blocking(move || {
-        agents.into_iter().map(|a| a.join().unwrap_or_else(|_| Err(anyhow::anyhow!("agent thread panicked")))).collect()
+        agents
+            .into_iter()
+            .map(|a| a.join().unwrap_or_else(|_| Err(anyhow::anyhow!("agent thread panicked"))))
+            .collect()
     });
     tokio::pin!(waiting);
     loop {
@@ -240,7 +276,9 @@ fn progress(state: &str) -> u8 {
 
 /// Whether MNO-B marked the subscription live (its AuC saw RES = XRES).
 async fn subscription_live(client: &reqwest::Client, mno_b: &str, imsi: &str) -> bool {
-    let Ok(response) = client.get(format!("{mno_b}/v1/subscribers/{imsi}")).send().await else { return false };
+    let Ok(response) = client.get(format!("{mno_b}/v1/subscribers/{imsi}")).send().await else {
+        return false;
+    };
     match transport::client::json::<serde_json::Value>(response).await {
         Ok(view) => view.get("status").and_then(|s| s.as_str()) == Some("live"),
         Err(_) => false,
@@ -253,7 +291,10 @@ fn short(id: &str) -> String {
 
 fn print_table(report: &Report) {
     println!();
-    println!("  {:<12}  {:<33}  {:<8}  {:<3}  {:>7}", "device", "old IMSI → new IMSI", "result", "AKA", "total");
+    println!(
+        "  {:<12}  {:<33}  {:<8}  {:<3}  {:>7}",
+        "device", "old IMSI → new IMSI", "result", "AKA", "total"
+    );
     for d in &report.devices {
         let total: u64 = d.steps.iter().map(|s| s.ms).sum();
         println!(

@@ -68,14 +68,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn manufacture_device(args: ManufactureArgs) -> anyhow::Result<ExitCode> {
     let config = DeviceConfig::load(&args.config)?;
-    let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
-    let ca = ManufacturerCa::from_pem(&read(&args.manufacturer_cert)?, &read(&args.manufacturer_key)?)?;
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let ca =
+        ManufacturerCa::from_pem(&read(&args.manufacturer_cert)?, &read(&args.manufacturer_key)?)?;
     let operator = Operator::open(&MnoConfig::load(&args.mno)?)?;
 
     let swtpm = Swtpm::start(&config.tpm.state, &SwtpmConfig::load()?)?;
     let made = {
         let mut tpm = Tpm::connect(&swtpm.tcti())?;
-        manufacture(&mut tpm, &ca, &ManufactureOptions { ek_alg: config.tpm.ek, ..Default::default() })?
+        manufacture(
+            &mut tpm,
+            &ca,
+            &ManufactureOptions { ek_alg: config.tpm.ek, ..Default::default() },
+        )?
     };
     drop(swtpm);
     let profile = operator.issue_subscription()?;
@@ -84,7 +91,11 @@ fn manufacture_device(args: ManufactureArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir)?;
     }
     drop(uicc::Card::create(&config.uicc.state, profile, uicc::CardOptions::new()?)?);
-    println!("manufactured {} with ICCID {iccid}, IMSI {imsi} ({})", made.device_id, operator.name());
+    println!(
+        "manufactured {} with ICCID {iccid}, IMSI {imsi} ({})",
+        made.device_id,
+        operator.name()
+    );
     if let Some(file) = args.devices_file {
         let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&file)?;
         writeln!(out, "{} {iccid}", made.device_id)?;
@@ -108,7 +119,9 @@ fn run_device(args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("{json}");
     } else {
         match &outcome.abort_reason {
-            None => println!("{:?}: IMSI {} on ICCID {}", outcome.state, outcome.imsi, outcome.iccid),
+            None => {
+                println!("{:?}: IMSI {} on ICCID {}", outcome.state, outcome.imsi, outcome.iccid)
+            }
             Some(reason) => println!("rolled back ({reason}); IMSI {} still active", outcome.imsi),
         }
     }

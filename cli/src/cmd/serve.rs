@@ -43,7 +43,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     match args.role {
         Role::Pva => {
             let pva = verifier::Config::load(config)?;
-            let listen = pva.listen.clone().context("the PVA configuration has no `listen` address")?;
+            let listen =
+                pva.listen.clone().context("the PVA configuration has no `listen` address")?;
             let listener = bind(&listen, ready).await?;
             verifier::serve(pva, listener, super::shutdown_signal()).await?;
         }
@@ -63,13 +64,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
 /// Binds `address`, reports the bound URL in the log and the ready file.
 async fn bind(address: &str, ready: Option<&Path>) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+    let listener =
+        TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
     let url = format!("https://localhost:{}", listener.local_addr()?.port());
     tracing::info!(%url, "serving");
     if let Some(path) = ready {
         // Written whole, then renamed: a reader never sees half a URL.
         let temp = path.with_extension("tmp");
-        std::fs::write(&temp, format!("{url}\n")).with_context(|| format!("cannot write {}", temp.display()))?;
+        std::fs::write(&temp, format!("{url}\n"))
+            .with_context(|| format!("cannot write {}", temp.display()))?;
         std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(listener)

@@ -17,7 +17,8 @@ pub enum HashAlg {
 }
 
 impl HashAlg {
-    pub const ALL: [HashAlg; 4] = [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
+    pub const ALL: [HashAlg; 4] =
+        [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
 
     /// TPM_ALG_ID.
     pub const fn id(self) -> u16 {

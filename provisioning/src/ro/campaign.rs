@@ -68,15 +68,26 @@ pub struct Summary {
 impl Ro {
     /// Creates a campaign and runs steps 2–3. `caller` is the operator whose certificate
     /// made the request; it must be one of the campaign's two operators.
-    pub(crate) async fn create_campaign(&self, caller: &str, new: NewCampaign) -> Result<CampaignReport, RoError> {
+    pub(crate) async fn create_campaign(
+        &self,
+        caller: &str,
+        new: NewCampaign,
+    ) -> Result<CampaignReport, RoError> {
         for name in [&new.from, &new.to] {
             self.peers.operator(name)?;
         }
         if caller != new.from && caller != new.to {
-            return Err(RoError::Forbidden(format!("{caller} is not an operator of this campaign")));
+            return Err(RoError::Forbidden(format!(
+                "{caller} is not an operator of this campaign"
+            )));
         }
         let id = campaign_id()?;
-        let request = CampaignRequest { id: id.clone(), from: new.from.clone(), to: new.to.clone(), devices: new.devices };
+        let request = CampaignRequest {
+            id: id.clone(),
+            from: new.from.clone(),
+            to: new.to.clone(),
+            devices: new.devices,
+        };
         request.validate().map_err(|e| RoError::BadCampaign(e.to_string()))?;
         let devices: Vec<(DeviceId, Iccid)> =
             request.devices.iter().map(|d| (d.device_id.clone(), d.iccid.clone())).collect();
@@ -103,7 +114,11 @@ impl Ro {
                 peer: request.to.clone(),
                 status: 200,
                 problem_type: "incomplete-imsi-list".into(),
-                detail: format!("{} IMSIs for {} devices", prepared.entries.len(), request.devices.len()),
+                detail: format!(
+                    "{} IMSIs for {} devices",
+                    prepared.entries.len(),
+                    request.devices.len()
+                ),
             });
         }
         Ok((step2, timer.elapsed().as_millis() as u64))
@@ -111,7 +126,8 @@ impl Ro {
 
     /// Every device's state and step timings.
     pub(crate) fn campaign_report(&self, id: &str) -> Result<CampaignReport, RoError> {
-        let campaign = self.store.campaign(id)?.ok_or_else(|| RoError::UnknownCampaign(id.to_owned()))?;
+        let campaign =
+            self.store.campaign(id)?.ok_or_else(|| RoError::UnknownCampaign(id.to_owned()))?;
         let mut summary = Summary::default();
         let mut devices = Vec::new();
         for row in self.store.campaign_devices(id)? {
@@ -135,7 +151,11 @@ impl Ro {
                     steps.push(StepTime { step, name: step_name(step).into(), ms });
                 }
             }
-            steps.extend(row.steps.iter().map(|(step, ms)| StepTime { step: *step, name: step_name(*step).into(), ms: *ms }));
+            steps.extend(row.steps.iter().map(|(step, ms)| StepTime {
+                step: *step,
+                name: step_name(*step).into(),
+                ms: *ms,
+            }));
             devices.push(DeviceReport {
                 device_id: row.device_id,
                 iccid: row.iccid,
@@ -161,6 +181,8 @@ impl Ro {
 /// A fresh campaign id: `c-` and 16 random hex digits.
 fn campaign_id() -> Result<CampaignId, RoError> {
     let mut bytes = [0u8; 8];
-    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| RoError::Store("no randomness".into()))?;
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| RoError::Store("no randomness".into()))?;
     format!("c-{}", hex::encode(bytes)).parse().map_err(|e: &str| RoError::Store(e.into()))
 }

@@ -60,8 +60,8 @@ impl RoConfig {
     pub fn load(path: &Path) -> Result<Self, RoError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| RoError::Config(format!("{}: {e}", path.display())))?;
-        let mut config: Self =
-            toml::from_str(&text).map_err(|e| RoError::Config(format!("{}: {e}", path.display())))?;
+        let mut config: Self = toml::from_str(&text)
+            .map_err(|e| RoError::Config(format!("{}: {e}", path.display())))?;
         // Relative paths are relative to the configuration file, not to the working directory.
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
@@ -80,9 +80,13 @@ impl RoConfig {
     }
 
     fn check(&self) -> Result<(), RoError> {
-        for (name, url) in [("pva", &self.peers.pva), ("mno-a", &self.peers.mno_a), ("mno-b", &self.peers.mno_b)] {
+        for (name, url) in
+            [("pva", &self.peers.pva), ("mno-a", &self.peers.mno_a), ("mno-b", &self.peers.mno_b)]
+        {
             if !url.starts_with("https://") {
-                return Err(RoError::Config(format!("peers.{name} must be an https:// URL, not {url:?}")));
+                return Err(RoError::Config(format!(
+                    "peers.{name} must be an https:// URL, not {url:?}"
+                )));
             }
         }
         if self.poll_timeout_ms == 0 || self.poll_timeout_ms > 120_000 {

@@ -62,7 +62,10 @@ impl Ro {
                 let timer = Instant::now();
                 match self.peers.aka_challenge(&self.campaign_of(&campaign)?, device).await {
                     Ok((rand, autn)) => {
-                        let state = DeviceState::Aka { rand: ByteBuf::from(rand), autn: ByteBuf::from(autn) };
+                        let state = DeviceState::Aka {
+                            rand: ByteBuf::from(rand),
+                            autn: ByteBuf::from(autn),
+                        };
                         self.store.transition(&campaign, device, &state, &[12])?;
                         self.store.record_step(&campaign, device, 12, ms(timer))?;
                         self.task_of(&campaign, &state)
@@ -77,14 +80,18 @@ impl Ro {
     /// The task a state asks for, without side effects.
     fn task_of(&self, campaign: &str, state: &DeviceState) -> DeviceTask {
         match state {
-            DeviceState::Pending | DeviceState::Registered | DeviceState::Enrolled => DeviceTask::Idle,
+            DeviceState::Pending | DeviceState::Registered | DeviceState::Enrolled => {
+                DeviceTask::Idle
+            }
             DeviceState::TreActivation { command } => {
                 DeviceTask::ActivateTre { campaign: campaign.to_owned(), command: command.clone() }
             }
-            DeviceState::Enrolling { id_object, encrypted_secret, .. } => DeviceTask::ActivateCredential {
-                id_object: id_object.clone(),
-                encrypted_secret: encrypted_secret.clone(),
-            },
+            DeviceState::Enrolling { id_object, encrypted_secret, .. } => {
+                DeviceTask::ActivateCredential {
+                    id_object: id_object.clone(),
+                    encrypted_secret: encrypted_secret.clone(),
+                }
+            }
             DeviceState::Attesting { nonce, pcr_selection } => {
                 DeviceTask::Attest { nonce: *nonce, pcr_selection: pcr_selection.clone() }
             }
@@ -95,7 +102,9 @@ impl Ro {
                 ear: ear.clone(),
             },
             DeviceState::Installed => DeviceTask::Idle,
-            DeviceState::Aka { rand, autn } => DeviceTask::Aka { rand: rand.clone(), autn: autn.clone() },
+            DeviceState::Aka { rand, autn } => {
+                DeviceTask::Aka { rand: rand.clone(), autn: autn.clone() }
+            }
             DeviceState::Switched | DeviceState::RolledBack { .. } => DeviceTask::Done,
             DeviceState::Failed { reason, step } => {
                 DeviceTask::Abort { reason: format!("step {step}: {reason}") }
@@ -119,7 +128,14 @@ impl Ro {
         let campaign = row.campaign_id.clone();
         self.store.transition(&campaign, &device, &row.state, &[4])?;
         if !request.tre_active {
-            return self.fail(&row, 4, &RoError::Attach("the UICC refused MNO-A's activate-TRE command".into())).await.map(drop);
+            return self
+                .fail(
+                    &row,
+                    4,
+                    &RoError::Attach("the UICC refused MNO-A's activate-TRE command".into()),
+                )
+                .await
+                .map(drop);
         }
         let timer = Instant::now();
         if let Err(e) = self.check_identity(&request) {
@@ -138,13 +154,20 @@ impl Ro {
     /// The DRF's identity check: the EK certificate chains to a TPM manufacturer and
     /// certifies the presented EK, whose TPM name is the claimed device id.
     fn check_identity(&self, request: &AttachRequest) -> Result<(), RoError> {
-        let ek = Public::from_bytes(&request.ek_public).map_err(|e| RoError::Attach(format!("EK public area: {e}")))?;
+        let ek = Public::from_bytes(&request.ek_public)
+            .map_err(|e| RoError::Attach(format!("EK public area: {e}")))?;
         if ek.name().as_ref() != request.device_id.as_bytes() {
             return Err(RoError::Attach("the EK's name is not the device id".into()));
         }
         let spki = ek.to_spki_der().map_err(|e| RoError::Attach(format!("EK public key: {e}")))?;
-        ekcert::verify_ek_certificate(&request.ek_certificate, &[], &self.manufacturer_roots, &spki, SystemTime::now())
-            .map_err(|e| RoError::Attach(format!("EK certificate: {e}")))?;
+        ekcert::verify_ek_certificate(
+            &request.ek_certificate,
+            &[],
+            &self.manufacturer_roots,
+            &spki,
+            SystemTime::now(),
+        )
+        .map_err(|e| RoError::Attach(format!("EK certificate: {e}")))?;
         Ok(())
     }
 
@@ -159,7 +182,9 @@ impl Ro {
         match &row.state {
             DeviceState::Registered => {}
             DeviceState::Enrolling { .. } | DeviceState::Enrolled => return Ok(()),
-            other => return Err(RoError::WrongState { device: device.clone(), state: other.name() }),
+            other => {
+                return Err(RoError::WrongState { device: device.clone(), state: other.name() });
+            }
         }
         match self.peers.enrol(&request).await {
             Ok(response) => {
@@ -176,7 +201,8 @@ impl Ro {
 
     /// Step 8 (relay): the secret from TPM2_ActivateCredential to the PVA.
     pub(crate) async fn activation(&self, device: &DeviceId, body: &[u8]) -> Result<(), RoError> {
-        let request = ActivateRequest::from_cbor(body).map_err(|e| RoError::Decode(e.to_string()))?;
+        let request =
+            ActivateRequest::from_cbor(body).map_err(|e| RoError::Decode(e.to_string()))?;
         if request.device_id != *device {
             return Err(RoError::Decode("activation for another device".into()));
         }
@@ -185,14 +211,20 @@ impl Ro {
         let ak = match &row.state {
             DeviceState::Enrolling { ak_public, .. } => ak_public.clone(),
             DeviceState::Enrolled => return Ok(()),
-            other => return Err(RoError::WrongState { device: device.clone(), state: other.name() }),
+            other => {
+                return Err(RoError::WrongState { device: device.clone(), state: other.name() });
+            }
         };
         match self.peers.activate(&request).await {
             Ok(response) => {
                 // The PVA accepted this AK: the DPF checks the install receipt with it.
-                let name = Public::from_bytes(&ak).map(|p| p.name().as_ref().to_vec()).unwrap_or_default();
+                let name =
+                    Public::from_bytes(&ak).map(|p| p.name().as_ref().to_vec()).unwrap_or_default();
                 if name != response.ak_name.as_ref() {
-                    return self.fail(&row, 7, &RoError::Decode("the PVA enrolled another AK".into())).await.map(drop);
+                    return self
+                        .fail(&row, 7, &RoError::Decode("the PVA enrolled another AK".into()))
+                        .await
+                        .map(drop);
                 }
                 self.store.set_enrolled(device, &ak)?;
                 self.store.transition(&row.campaign_id, device, &DeviceState::Enrolled, &[7])
@@ -205,8 +237,10 @@ impl Ro {
         let device = &row.device_id;
         match self.peers.challenge(device).await {
             Ok(challenge) => {
-                let state =
-                    DeviceState::Attesting { nonce: challenge.nonce, pcr_selection: challenge.pcr_selection };
+                let state = DeviceState::Attesting {
+                    nonce: challenge.nonce,
+                    pcr_selection: challenge.pcr_selection,
+                };
                 self.store.transition(&row.campaign_id, device, &state, &[7])?;
                 Ok(self.task_of(&row.campaign_id, &state))
             }
@@ -226,7 +260,9 @@ impl Ro {
         let nonce = match &row.state {
             DeviceState::Attesting { nonce, .. } => *nonce,
             DeviceState::Delivering { .. } => return Ok(()),
-            other => return Err(RoError::WrongState { device: device.clone(), state: other.name() }),
+            other => {
+                return Err(RoError::WrongState { device: device.clone(), state: other.name() });
+            }
         };
         let campaign = row.campaign_id.clone();
         self.store.transition(&campaign, device, &row.state, &[8])?;
@@ -244,14 +280,25 @@ impl Ro {
             Err(e) => return self.fail(&row, 9, &e).await.map(drop),
         };
         let timer = Instant::now();
-        let signed_profile = match self.peers.attestation(&self.campaign_of(&campaign)?, device, &ear).await {
-            Ok(profile) => profile,
-            Err(e) => return self.fail(&row, 9, &e).await.map(drop),
-        };
+        let signed_profile =
+            match self.peers.attestation(&self.campaign_of(&campaign)?, device, &ear).await {
+                Ok(profile) => profile,
+                Err(e) => return self.fail(&row, 9, &e).await.map(drop),
+            };
         self.store.record_step(&campaign, device, 9, ms(timer))?;
         let timer = Instant::now();
-        let campaign_row = self.store.campaign(&campaign)?.ok_or_else(|| RoError::UnknownCampaign(campaign.clone()))?;
-        let release = match self.dpf.release(&verified, &ear, &campaign_row.to, device, &signed_profile, SystemTime::now()) {
+        let campaign_row = self
+            .store
+            .campaign(&campaign)?
+            .ok_or_else(|| RoError::UnknownCampaign(campaign.clone()))?;
+        let release = match self.dpf.release(
+            &verified,
+            &ear,
+            &campaign_row.to,
+            device,
+            &signed_profile,
+            SystemTime::now(),
+        ) {
             Ok(release) => release,
             Err(e) => return self.fail(&row, 10, &e).await.map(drop),
         };
@@ -268,13 +315,20 @@ impl Ro {
     }
 
     /// Steps 11–12: the install receipt (or the device's failure).
-    pub(crate) async fn install(&self, device: &DeviceId, result: InstallResult, answer: Answer<'_>) -> Result<(), RoError> {
+    pub(crate) async fn install(
+        &self,
+        device: &DeviceId,
+        result: InstallResult,
+        answer: Answer<'_>,
+    ) -> Result<(), RoError> {
         let _guard = self.lock(device).await;
         let row = self.row(device)?;
         let (expected, bundle_key) = match &row.state {
             DeviceState::Delivering { expected, bundle_key, .. } => (expected.clone(), bundle_key),
             DeviceState::Installed | DeviceState::Aka { .. } => return Ok(()),
-            other => return Err(RoError::WrongState { device: device.clone(), state: other.name() }),
+            other => {
+                return Err(RoError::WrongState { device: device.clone(), state: other.name() });
+            }
         };
         self.check_answer(device, AnswerStatement::install_task(bundle_key), answer)?;
         let campaign = row.campaign_id.clone();
@@ -282,11 +336,21 @@ impl Ro {
         let receipt = match result {
             InstallResult::Installed { receipt } => receipt,
             InstallResult::Failed { reason } => {
-                return self.fail(&row, 11, &RoError::Receipt(format!("the device did not install: {reason}"))).await.map(drop);
+                return self
+                    .fail(
+                        &row,
+                        11,
+                        &RoError::Receipt(format!("the device did not install: {reason}")),
+                    )
+                    .await
+                    .map(drop);
             }
         };
         let timer = Instant::now();
-        let ak = self.store.enrolled_ak(device)?.ok_or_else(|| RoError::Receipt("no enrolled AK".into()))?;
+        let ak = self
+            .store
+            .enrolled_ak(device)?
+            .ok_or_else(|| RoError::Receipt("no enrolled AK".into()))?;
         if let Err(e) = self.dpf.verify_receipt(&receipt, &ak, device, &expected) {
             return self.fail(&row, 12, &e).await.map(drop);
         }
@@ -295,7 +359,12 @@ impl Ro {
     }
 
     /// Step 12: the USIM's AKA answer to the new operator's AuC.
-    pub(crate) async fn aka(&self, device: &DeviceId, result: AkaResult, answer: Answer<'_>) -> Result<(), RoError> {
+    pub(crate) async fn aka(
+        &self,
+        device: &DeviceId,
+        result: AkaResult,
+        answer: Answer<'_>,
+    ) -> Result<(), RoError> {
         let _guard = self.lock(device).await;
         let row = self.row(device)?;
         match &row.state {
@@ -303,14 +372,24 @@ impl Ro {
                 self.check_answer(device, AnswerStatement::aka_task(rand, autn), answer)?;
             }
             DeviceState::Switched => return Ok(()),
-            other => return Err(RoError::WrongState { device: device.clone(), state: other.name() }),
+            other => {
+                return Err(RoError::WrongState { device: device.clone(), state: other.name() });
+            }
         }
         let campaign = row.campaign_id.clone();
         self.store.transition(&campaign, device, &row.state, &[12])?;
         let timer = Instant::now();
         let answer = match result {
-            AkaResult::Res { res } => self.peers.aka_response(&self.campaign_of(&campaign)?, device, Some(&res), None).await,
-            AkaResult::Auts { auts } => self.peers.aka_response(&self.campaign_of(&campaign)?, device, None, Some(&auts)).await,
+            AkaResult::Res { res } => {
+                self.peers
+                    .aka_response(&self.campaign_of(&campaign)?, device, Some(&res), None)
+                    .await
+            }
+            AkaResult::Auts { auts } => {
+                self.peers
+                    .aka_response(&self.campaign_of(&campaign)?, device, None, Some(&auts))
+                    .await
+            }
             AkaResult::Failed { reason } => Err(RoError::PeerRefused {
                 peer: "device".into(),
                 status: 0,
@@ -328,7 +407,8 @@ impl Ro {
                 Ok(())
             }
             Ok(AkaAnswer::Retry { rand, autn }) => {
-                let state = DeviceState::Aka { rand: ByteBuf::from(rand), autn: ByteBuf::from(autn) };
+                let state =
+                    DeviceState::Aka { rand: ByteBuf::from(rand), autn: ByteBuf::from(autn) };
                 self.store.transition(&campaign, device, &state, &[])
             }
             Err(e) => self.fail(&row, 12, &e).await.map(drop),
@@ -342,7 +422,9 @@ impl Ro {
         let (step, reason) = match &row.state {
             DeviceState::Failed { step, reason } => (*step, reason.clone()),
             DeviceState::RolledBack { .. } => return Ok(()),
-            other => return Err(RoError::WrongState { device: device.clone(), state: other.name() }),
+            other => {
+                return Err(RoError::WrongState { device: device.clone(), state: other.name() });
+            }
         };
         if !ack.usim_active || ack.tre_active {
             tracing::warn!(%device, "device reports it did not restore the USIM");
@@ -353,7 +435,12 @@ impl Ro {
 
     /// Moves the device to `failed` at `step`, tells both operators, and returns the abort
     /// task the device gets next.
-    async fn fail(&self, row: &DeviceRow, step: u8, error: &RoError) -> Result<DeviceTask, RoError> {
+    async fn fail(
+        &self,
+        row: &DeviceRow,
+        step: u8,
+        error: &RoError,
+    ) -> Result<DeviceTask, RoError> {
         tracing::warn!(device = %row.device_id, step, error = %error, "device change failed");
         let state = DeviceState::Failed { step, reason: error.to_string() };
         self.store.transition(&row.campaign_id, &row.device_id, &state, &[])?;
@@ -386,7 +473,9 @@ impl Ro {
                     tracing::error!(error = %e, "cannot record the report");
                 }
             }
-            Err(e) => tracing::warn!(device = %row.device_id, error = %e, "report not delivered; will retry"),
+            Err(e) => {
+                tracing::warn!(device = %row.device_id, error = %e, "report not delivered; will retry")
+            }
         }
     }
 
@@ -395,12 +484,22 @@ impl Ro {
     /// anonymous clients, and a forged "failed" after the card installed the new profile
     /// would have both operators give up the subscription the card now runs. A refused
     /// answer changes nothing; the device's own answer still counts.
-    fn check_answer(&self, device: &DeviceId, task: [u8; 32], answer: Answer<'_>) -> Result<(), RoError> {
+    fn check_answer(
+        &self,
+        device: &DeviceId,
+        task: [u8; 32],
+        answer: Answer<'_>,
+    ) -> Result<(), RoError> {
         let refused = |why: String| RoError::AnswerNotSigned(why);
         let signature = answer.signature.ok_or_else(|| refused("no answer signature".into()))?;
-        let signature = hex::decode(signature).map_err(|_| refused("the answer signature is not hex".into()))?;
-        let ak = self.store.enrolled_ak(device)?.ok_or_else(|| refused("the device has no enrolled AK".into()))?;
-        let ak = Public::from_bytes(&ak).map_err(|e| RoError::Store(format!("enrolled AK: {e}")))?;
+        let signature = hex::decode(signature)
+            .map_err(|_| refused("the answer signature is not hex".into()))?;
+        let ak = self
+            .store
+            .enrolled_ak(device)?
+            .ok_or_else(|| refused("the device has no enrolled AK".into()))?;
+        let ak =
+            Public::from_bytes(&ak).map_err(|e| RoError::Store(format!("enrolled AK: {e}")))?;
         AnswerStatement::new(device.clone(), task, answer.body)
             .verify(&ak, &signature)
             .map_err(|e| refused(e.to_string()))

@@ -51,8 +51,8 @@ impl Dpf {
     pub fn evidence_bundle_key(evidence: &Evidence) -> Result<BundleKey, RoError> {
         let public = Public::from_bytes(&evidence.bundle_key.public)
             .map_err(|e| RoError::Release(format!("bundle key public area: {e}")))?;
-        let spki = Spki::from_public(&public)
-            .map_err(|e| RoError::Release(format!("bundle key: {e}")))?;
+        let spki =
+            Spki::from_public(&public).map_err(|e| RoError::Release(format!("bundle key: {e}")))?;
         BundleKey::from_spki(&spki, public.name().as_ref().to_vec())
             .map_err(|e| RoError::Release(format!("bundle key: {e}")))
     }
@@ -92,7 +92,8 @@ impl Dpf {
                 .map_err(|e| RoError::Release(format!("profile: {e}")))?;
         let ear_hash = bundle::ear_hash(ear_bytes);
         profile.check_ear_hash(&ear_hash).map_err(|e| RoError::Release(format!("profile: {e}")))?;
-        let key = ear.bundle_key().map_err(|e| RoError::Release(format!("attestation result: {e}")))?;
+        let key =
+            ear.bundle_key().map_err(|e| RoError::Release(format!("attestation result: {e}")))?;
         let bundle = bundle::encrypt_bundle(signed_profile, key.x(), key.y(), device, &ear_hash)
             .map_err(|e| RoError::Release(format!("encryption: {e}")))?;
         let expected = ExpectedReceipt {
@@ -113,8 +114,10 @@ impl Dpf {
         expected: &ExpectedReceipt,
     ) -> Result<Receipt, RoError> {
         let ak = Public::from_bytes(ak_public).map_err(|e| RoError::Receipt(format!("AK: {e}")))?;
-        let signed = SignedReceipt::from_cbor(signed).map_err(|e| RoError::Receipt(e.to_string()))?;
-        let want = Receipt::new(device.clone(), expected.iccid.clone(), &expected.imsi, expected.sequence);
+        let signed =
+            SignedReceipt::from_cbor(signed).map_err(|e| RoError::Receipt(e.to_string()))?;
+        let want =
+            Receipt::new(device.clone(), expected.iccid.clone(), &expected.imsi, expected.sequence);
         signed.verify(&ak, &want).map_err(|e| RoError::Receipt(e.to_string()))
     }
 }

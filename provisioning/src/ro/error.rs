@@ -87,6 +87,8 @@ impl IntoResponse for RoError {
             }
             other => other.to_string(),
         };
-        Problem::new(status, problem_type(slug), slug.replace('-', " ")).with_detail(detail).into_response()
+        Problem::new(status, problem_type(slug), slug.replace('-', " "))
+            .with_detail(detail)
+            .into_response()
     }
 }

@@ -48,8 +48,9 @@ struct Tls {
 
 impl Tls {
     fn load(config: &RoConfig) -> Result<Self, RoError> {
-        let identity = transport::Identity::from_pem_files(&config.pki.certificate, &config.pki.key)
-            .map_err(|e| RoError::Config(format!("RO certificate and key: {e}")))?;
+        let identity =
+            transport::Identity::from_pem_files(&config.pki.certificate, &config.pki.key)
+                .map_err(|e| RoError::Config(format!("RO certificate and key: {e}")))?;
         let ci_der = transport::tls::roots_from_pem_file(&config.pki.ci_root)
             .map_err(|e| RoError::Config(format!("CI root: {e}")))?;
         let ci = TrustAnchors::from_file(&config.pki.ci_root)
@@ -118,8 +119,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RoError> {
     let keys = Tls::load(&config)?;
-    let tls = transport::server_config(&keys.identity, transport::ClientAuth::Optional(keys.ci_der))
-        .map_err(|e| RoError::Config(format!("TLS: {e}")))?;
+    let tls =
+        transport::server_config(&keys.identity, transport::ClientAuth::Optional(keys.ci_der))
+            .map_err(|e| RoError::Config(format!("TLS: {e}")))?;
     let ro = Arc::new(Ro::new(config)?);
     transport::serve(listener, tls, service::router(ro), shutdown)
         .await

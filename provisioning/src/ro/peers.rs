@@ -3,8 +3,8 @@
 //! [`RoError::PeerRefused`] with the peer's problem type kept, so a campaign's failure says
 //! which check of which role refused.
 
-use protocol::device_api::{self, AkaResult};
 use protocol::DeviceId;
+use protocol::device_api::{self, AkaResult};
 use protocol::pva_api::{
     self, ActivateRequest, ActivateResponse, AppraiseRequest, AppraiseResponse, ChallengeRequest,
     ChallengeResponse, EnrolRequest, EnrolResponse, Message,
@@ -12,12 +12,12 @@ use protocol::pva_api::{
 use serde_bytes::ByteBuf;
 
 use super::config::RoConfig;
+use super::error::RoError;
 use super::store::CampaignRow;
 use crate::mno::api::{
     self as mno_api, ActivateTreResponse, AkaChallenge, AkaVerdict, CampaignId, CampaignRequest,
     PrepareResponse, RegisterResponse, Report, ReportOutcome, path as mno_path,
 };
-use super::error::RoError;
 
 /// Largest response the RO reads from a peer.
 const MAX_RESPONSE: usize = 256 * 1024;
@@ -68,9 +68,14 @@ impl Peers {
         self.pva_call(pva_api::path::APPRAISE, &request).await
     }
 
-    async fn pva_call<Req: Message, Resp: Message>(&self, path: &str, request: &Req) -> Result<Resp, RoError> {
+    async fn pva_call<Req: Message, Resp: Message>(
+        &self,
+        path: &str,
+        request: &Req,
+    ) -> Result<Resp, RoError> {
         let body = request.to_cbor().map_err(|e| RoError::Decode(e.to_string()))?;
-        let bytes = self.post("pva", &format!("{}{path}", self.pva), "application/cbor", body).await?;
+        let bytes =
+            self.post("pva", &format!("{}{path}", self.pva), "application/cbor", body).await?;
         Resp::from_cbor(&bytes).map_err(|e| RoError::PeerUnreachable {
             peer: "pva".into(),
             detail: format!("unreadable answer: {e}"),
@@ -110,7 +115,9 @@ impl Peers {
             }
             Err(e) => return Err(unreachable(&e)),
         };
-        let bytes = transport::client::read_limited(response, MAX_RESPONSE).await.map_err(|e| unreachable(&e))?;
+        let bytes = transport::client::read_limited(response, MAX_RESPONSE)
+            .await
+            .map_err(|e| unreachable(&e))?;
         Ok(bytes.to_vec())
     }
 }
@@ -126,22 +133,41 @@ pub enum AkaAnswer {
 
 impl Peers {
     /// Step 2: tell an operator about the campaign (JSON).
-    pub async fn announce(&self, operator: &str, campaign: &CampaignRequest) -> Result<(), RoError> {
+    pub async fn announce(
+        &self,
+        operator: &str,
+        campaign: &CampaignRequest,
+    ) -> Result<(), RoError> {
         let url = format!("{}{}", self.operator(operator)?, mno_path::CAMPAIGNS);
         self.post(operator, &url, mno_api::JSON, json(campaign)?).await.map(drop)
     }
 
     /// Step 3: the new operator allocates IMSIs and sends the list to the old one (JSON).
-    pub async fn prepare(&self, operator: &str, campaign: &CampaignId) -> Result<PrepareResponse, RoError> {
+    pub async fn prepare(
+        &self,
+        operator: &str,
+        campaign: &CampaignId,
+    ) -> Result<PrepareResponse, RoError> {
         let url = format!("{}{}", self.operator(operator)?, mno_path::prepare(campaign));
         let bytes = self.post(operator, &url, mno_api::JSON, Vec::new()).await?;
         serde_json::from_slice(&bytes).map_err(|e| unreadable(operator, &e))
     }
 
     /// Step 4: the old operator's activate-TRE command for the device's UICC.
-    pub async fn activate_tre(&self, campaign: &CampaignRow, device: &DeviceId) -> Result<Vec<u8>, RoError> {
+    pub async fn activate_tre(
+        &self,
+        campaign: &CampaignRow,
+        device: &DeviceId,
+    ) -> Result<Vec<u8>, RoError> {
         let answer: ActivateTreResponse = self
-            .device_call(&campaign.from, &campaign.id, device, "activate-tre", mno_api::CBOR, Vec::new())
+            .device_call(
+                &campaign.from,
+                &campaign.id,
+                device,
+                "activate-tre",
+                mno_api::CBOR,
+                Vec::new(),
+            )
             .await?;
         Ok(answer.command.into_vec())
     }
@@ -151,7 +177,8 @@ impl Peers {
         let new = &campaign.to;
         let url = self.device_url(new, &campaign.id, device, "register")?;
         let bytes = self.post(new, &url, mno_api::JSON, Vec::new()).await?;
-        let answer: RegisterResponse = serde_json::from_slice(&bytes).map_err(|e| unreadable(new, &e))?;
+        let answer: RegisterResponse =
+            serde_json::from_slice(&bytes).map_err(|e| unreadable(new, &e))?;
         if !answer.validation_required {
             // tresor's operators always require validation; one that does not is misconfigured.
             return Err(RoError::PeerRefused {
@@ -165,15 +192,31 @@ impl Peers {
     }
 
     /// Steps 9–10: the EAR to the new operator; its answer is the profile it signed.
-    pub async fn attestation(&self, campaign: &CampaignRow, device: &DeviceId, ear: &[u8]) -> Result<Vec<u8>, RoError> {
+    pub async fn attestation(
+        &self,
+        campaign: &CampaignRow,
+        device: &DeviceId,
+        ear: &[u8],
+    ) -> Result<Vec<u8>, RoError> {
         let url = self.device_url(&campaign.to, &campaign.id, device, "attestation")?;
         self.post(&campaign.to, &url, "application/cose", ear.to_vec()).await
     }
 
     /// Step 12: the AuC's challenge for the new USIM.
-    pub async fn aka_challenge(&self, campaign: &CampaignRow, device: &DeviceId) -> Result<(Vec<u8>, Vec<u8>), RoError> {
+    pub async fn aka_challenge(
+        &self,
+        campaign: &CampaignRow,
+        device: &DeviceId,
+    ) -> Result<(Vec<u8>, Vec<u8>), RoError> {
         let answer: AkaChallenge = self
-            .device_call(&campaign.to, &campaign.id, device, "aka-challenge", mno_api::CBOR, Vec::new())
+            .device_call(
+                &campaign.to,
+                &campaign.id,
+                device,
+                "aka-challenge",
+                mno_api::CBOR,
+                Vec::new(),
+            )
             .await?;
         Ok((answer.rand.into_vec(), answer.autn.into_vec()))
     }
@@ -192,11 +235,14 @@ impl Peers {
             (None, None) => AkaResult::Failed { reason: "no answer".into() },
         };
         let body = device_api::to_cbor(&result).map_err(|e| RoError::Decode(e.to_string()))?;
-        let verdict: AkaVerdict =
-            self.device_call(&campaign.to, &campaign.id, device, "aka-response", mno_api::CBOR, body).await?;
+        let verdict: AkaVerdict = self
+            .device_call(&campaign.to, &campaign.id, device, "aka-response", mno_api::CBOR, body)
+            .await?;
         Ok(match verdict {
             AkaVerdict::Live => AkaAnswer::Live,
-            AkaVerdict::Challenge { rand, autn } => AkaAnswer::Retry { rand: rand.into_vec(), autn: autn.into_vec() },
+            AkaVerdict::Challenge { rand, autn } => {
+                AkaAnswer::Retry { rand: rand.into_vec(), autn: autn.into_vec() }
+            }
         })
     }
 
@@ -208,7 +254,8 @@ impl Peers {
         device: &DeviceId,
         outcome: &Result<(), (u8, String)>,
     ) -> Result<(), RoError> {
-        let campaign: CampaignId = campaign_row.id.parse().map_err(|e: &str| RoError::Decode(e.into()))?;
+        let campaign: CampaignId =
+            campaign_row.id.parse().map_err(|e: &str| RoError::Decode(e.into()))?;
         let report = match outcome {
             Ok(()) => Report {
                 campaign,
@@ -232,7 +279,13 @@ impl Peers {
         Ok(())
     }
 
-    fn device_url(&self, operator: &str, campaign: &str, device: &DeviceId, action: &str) -> Result<String, RoError> {
+    fn device_url(
+        &self,
+        operator: &str,
+        campaign: &str,
+        device: &DeviceId,
+        action: &str,
+    ) -> Result<String, RoError> {
         let campaign: CampaignId = campaign.parse().map_err(|e: &str| RoError::Decode(e.into()))?;
         Ok(format!("{}{}", self.operator(operator)?, mno_path::device(&campaign, device, action)))
     }

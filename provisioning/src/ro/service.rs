@@ -45,14 +45,24 @@ pub(crate) fn router(ro: Arc<Ro>) -> Router {
 
 type Shared = State<Arc<Ro>>;
 
-async fn create_campaign(State(ro): Shared, peer: PeerIdentity, body: Bytes) -> Result<Response, RoError> {
-    let caller = peer.require_role(&["mno-a", "mno-b"]).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
-    let new: NewCampaign = serde_json::from_slice(&body).map_err(|e| RoError::Decode(e.to_string()))?;
+async fn create_campaign(
+    State(ro): Shared,
+    peer: PeerIdentity,
+    body: Bytes,
+) -> Result<Response, RoError> {
+    let caller =
+        peer.require_role(&["mno-a", "mno-b"]).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
+    let new: NewCampaign =
+        serde_json::from_slice(&body).map_err(|e| RoError::Decode(e.to_string()))?;
     let report = ro.create_campaign(&caller, new).await?;
     Ok((StatusCode::CREATED, axum::Json(report)).into_response())
 }
 
-async fn campaign(State(ro): Shared, peer: PeerIdentity, Path(id): Path<String>) -> Result<Response, RoError> {
+async fn campaign(
+    State(ro): Shared,
+    peer: PeerIdentity,
+    Path(id): Path<String>,
+) -> Result<Response, RoError> {
     peer.require_role(&["mno-a", "mno-b", "ro"]).map_err(|p| RoError::Forbidden(p.title))?;
     Ok(axum::Json(ro.campaign_report(&id)?).into_response())
 }
@@ -68,7 +78,11 @@ async fn task(State(ro): Shared, Path(device): Path<String>) -> Result<Response,
             return cbor(&task);
         }
         // Re-check at least every second: some work (a peer's answer) does not notify.
-        let _ = tokio::time::timeout(Duration::from_secs(1).min(deadline - tokio::time::Instant::now()), wake).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1).min(deadline - tokio::time::Instant::now()),
+            wake,
+        )
+        .await;
     }
 }
 
@@ -78,17 +92,29 @@ async fn attach(State(ro): Shared, body: Bytes) -> Result<StatusCode, RoError> {
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn enrolment(State(ro): Shared, Path(device): Path<String>, body: Bytes) -> Result<StatusCode, RoError> {
+async fn enrolment(
+    State(ro): Shared,
+    Path(device): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, RoError> {
     ro.enrolment(&device_id(&device)?, &body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn activation(State(ro): Shared, Path(device): Path<String>, body: Bytes) -> Result<StatusCode, RoError> {
+async fn activation(
+    State(ro): Shared,
+    Path(device): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, RoError> {
     ro.activation(&device_id(&device)?, &body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn evidence(State(ro): Shared, Path(device): Path<String>, body: Bytes) -> Result<StatusCode, RoError> {
+async fn evidence(
+    State(ro): Shared,
+    Path(device): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, RoError> {
     ro.evidence(&device_id(&device)?, &body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -121,7 +147,11 @@ fn answer<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Answer<'a> {
     Answer { body, signature }
 }
 
-async fn abort(State(ro): Shared, Path(device): Path<String>, body: Bytes) -> Result<StatusCode, RoError> {
+async fn abort(
+    State(ro): Shared,
+    Path(device): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, RoError> {
     let ack: AbortAck = decode(&body)?;
     ro.abort(&device_id(&device)?, ack).await?;
     Ok(StatusCode::NO_CONTENT)

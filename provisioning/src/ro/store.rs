@@ -17,7 +17,8 @@ use super::state::DeviceState;
 
 const SCHEMA_VERSION: i64 = 1;
 
-const ADD_STEP_TIME: &str = "INSERT INTO step_times (campaign_id, device_id, step, ms) VALUES (?1, ?2, ?3, ?4)
+const ADD_STEP_TIME: &str =
+    "INSERT INTO step_times (campaign_id, device_id, step, ms) VALUES (?1, ?2, ?3, ?4)
      ON CONFLICT (campaign_id, device_id, step) DO UPDATE SET ms = ms + excluded.ms";
 
 const SCHEMA: &str = "
@@ -106,8 +107,11 @@ impl RoStore {
             .map_err(|e| RoError::store("read schema version", e))?;
         match version {
             None => {
-                conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])
-                    .map_err(|e| RoError::store("write schema version", e))?;
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(|e| RoError::store("write schema version", e))?;
             }
             Some(SCHEMA_VERSION) => {}
             Some(other) => {
@@ -274,7 +278,8 @@ impl RoStore {
         let now = now_ms() as i64;
         // A transition that completes several steps at once splits the time evenly: the
         // steps ran in one request and cannot be told apart from outside.
-        let share = if completed.is_empty() { 0 } else { (now - since).max(0) / completed.len() as i64 };
+        let share =
+            if completed.is_empty() { 0 } else { (now - since).max(0) / completed.len() as i64 };
         for step in completed {
             tx.execute(ADD_STEP_TIME, params![campaign, device.to_hex(), i64::from(*step), share])
                 .map_err(|e| RoError::store("record step", e))?;
@@ -296,7 +301,13 @@ impl RoStore {
     }
 
     /// Adds `ms` to a step's time (a step may run in several requests: its parts add up).
-    pub fn record_step(&self, campaign: &str, device: &DeviceId, step: u8, ms: u64) -> Result<(), RoError> {
+    pub fn record_step(
+        &self,
+        campaign: &str,
+        device: &DeviceId,
+        step: u8,
+        ms: u64,
+    ) -> Result<(), RoError> {
         self.conn()?
             .execute(ADD_STEP_TIME, params![campaign, device.to_hex(), i64::from(step), ms as i64])
             .map_err(|e| RoError::store("record step", e))?;
@@ -317,9 +328,11 @@ impl RoStore {
     /// The AK the PVA enrolled for `device`, if the RO relayed its enrolment.
     pub fn enrolled_ak(&self, device: &DeviceId) -> Result<Option<Vec<u8>>, RoError> {
         self.conn()?
-            .query_row("SELECT ak_public FROM enrolled WHERE device_id = ?1", [device.to_hex()], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT ak_public FROM enrolled WHERE device_id = ?1",
+                [device.to_hex()],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| RoError::store("read enrolment", e))
     }
@@ -343,7 +356,8 @@ fn raw_device(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDevice> {
 
 fn device_row(conn: &Connection, raw: RawDevice) -> Result<DeviceRow, RoError> {
     let (campaign_id, device, iccid, state, reported, since) = raw;
-    let device_id: DeviceId = device.parse().map_err(|e| RoError::Store(format!("device id: {e}")))?;
+    let device_id: DeviceId =
+        device.parse().map_err(|e| RoError::Store(format!("device id: {e}")))?;
     let mut stmt = conn
         .prepare("SELECT step, ms FROM step_times WHERE campaign_id = ?1 AND device_id = ?2 ORDER BY step")
         .map_err(|e| RoError::store("read steps", e))?;
@@ -368,7 +382,8 @@ fn device_row(conn: &Connection, raw: RawDevice) -> Result<DeviceRow, RoError> {
 
 fn encode(state: &DeviceState) -> Result<Vec<u8>, RoError> {
     let mut out = Vec::new();
-    ciborium::into_writer(state, &mut out).map_err(|e| RoError::Store(format!("encode state: {e}")))?;
+    ciborium::into_writer(state, &mut out)
+        .map_err(|e| RoError::Store(format!("encode state: {e}")))?;
     Ok(out)
 }
 
@@ -384,7 +399,10 @@ mod tests {
     fn device(n: u8) -> (DeviceId, Iccid) {
         let mut name = vec![0x00, 0x0B];
         name.extend([n; 32]);
-        (DeviceId::from_name(&name).unwrap(), Iccid::with_check_digit("8949000000000000001").unwrap())
+        (
+            DeviceId::from_name(&name).unwrap(),
+            Iccid::with_check_digit("8949000000000000001").unwrap(),
+        )
     }
 
     #[test]
@@ -413,7 +431,8 @@ mod tests {
         let store = RoStore::open(&dir.path().join("ro.sqlite")).unwrap();
         let (d1, i1) = device(1);
         store.create_campaign("c1", "mno-a", "mno-b", &[(d1.clone(), i1.clone())]).unwrap();
-        let err = store.create_campaign("c2", "mno-a", "mno-b", &[(d1.clone(), i1.clone())]).unwrap_err();
+        let err =
+            store.create_campaign("c2", "mno-a", "mno-b", &[(d1.clone(), i1.clone())]).unwrap_err();
         assert!(matches!(err, RoError::DeviceBusy { .. }));
         // nothing of c2 was written
         assert!(store.campaign("c2").unwrap().is_none());

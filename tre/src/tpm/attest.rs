@@ -15,10 +15,10 @@ use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Data, Digest, EccPoint, MaxBuffer, EccScheme, EncryptedSecret, HashScheme, IdObject,
-    KeyDerivationFunctionScheme, Nonce, PublicBuilder, PublicEccParametersBuilder, PublicKeyRsa,
-    PublicRsaParametersBuilder, RsaExponent, RsaScheme, SignatureScheme, SymmetricDefinition,
-    SymmetricDefinitionObject,
+    Data, Digest, EccPoint, EccScheme, EncryptedSecret, HashScheme, IdObject,
+    KeyDerivationFunctionScheme, MaxBuffer, Nonce, PublicBuilder, PublicEccParametersBuilder,
+    PublicKeyRsa, PublicRsaParametersBuilder, RsaExponent, RsaScheme, SignatureScheme,
+    SymmetricDefinition, SymmetricDefinitionObject,
 };
 use tss_esapi::traits::Marshall;
 use zeroize::Zeroizing;
@@ -70,7 +70,9 @@ impl Tpm {
                 .with_ecc_parameters(
                     PublicEccParametersBuilder::new()
                         .with_symmetric(SymmetricDefinitionObject::Null)
-                        .with_ecc_scheme(EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)))
+                        .with_ecc_scheme(EccScheme::EcDsa(HashScheme::new(
+                            HashingAlgorithm::Sha256,
+                        )))
                         .with_curve(EccCurve::NistP256)
                         .with_key_derivation_function_scheme(KeyDerivationFunctionScheme::Null)
                         .with_is_signing_key(true)
@@ -149,13 +151,25 @@ impl Tpm {
 
     /// TPM2_Certify of `object` by `ak` with `qualifying_data`: the TPM's statement that
     /// it holds an object of this name (and so of this public area and policy).
-    pub fn certify(&mut self, object: &Key, ak: &Key, qualifying_data: &[u8]) -> Result<SignedAttest> {
+    pub fn certify(
+        &mut self,
+        object: &Key,
+        ak: &Key,
+        qualifying_data: &[u8],
+    ) -> Result<SignedAttest> {
         let data = Data::try_from(qualifying_data.to_vec()).tpm("qualifying data")?;
         let (attest, signature) = self
             .ctx
             .execute_with_sessions(
                 (Some(AuthSession::Password), Some(AuthSession::Password), None),
-                |ctx| ctx.certify(ObjectHandle::from(object.handle), ak.handle, data, SignatureScheme::Null),
+                |ctx| {
+                    ctx.certify(
+                        ObjectHandle::from(object.handle),
+                        ak.handle,
+                        data,
+                        SignatureScheme::Null,
+                    )
+                },
             )
             .tpm("TPM2_Certify")?;
         signed(attest.marshall(), signature.marshall())

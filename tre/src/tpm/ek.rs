@@ -30,5 +30,4 @@ impl Tpm {
             None => self.create_ek(alg),
         }
     }
-
 }

@@ -138,8 +138,8 @@ impl Tpm {
     pub fn connect(tcti: &str) -> Result<Self> {
         let conf = TctiNameConf::from_str(tcti)
             .map_err(|source| Error::Connect { tcti: tcti.to_owned(), source })?;
-        let ctx =
-            Context::new(conf).map_err(|source| Error::Connect { tcti: tcti.to_owned(), source })?;
+        let ctx = Context::new(conf)
+            .map_err(|source| Error::Connect { tcti: tcti.to_owned(), source })?;
         Ok(Self { ctx })
     }
 
@@ -213,7 +213,11 @@ impl Tpm {
         let persistent = PersistentTpmHandle::new(handle).tpm("persistent handle")?;
         let object = self
             .with_password(|ctx| {
-                ctx.evict_control(Provision::Owner, key.handle.into(), Persistent::Persistent(persistent))
+                ctx.evict_control(
+                    Provision::Owner,
+                    key.handle.into(),
+                    Persistent::Persistent(persistent),
+                )
             })
             .tpm("TPM2_EvictControl")?;
         self.release(key)?;
@@ -225,7 +229,11 @@ impl Tpm {
         let Some(key) = self.persistent_key(handle)? else { return Ok(()) };
         let persistent = PersistentTpmHandle::new(handle).tpm("persistent handle")?;
         self.with_password(|ctx| {
-            ctx.evict_control(Provision::Owner, key.handle.into(), Persistent::Persistent(persistent))
+            ctx.evict_control(
+                Provision::Owner,
+                key.handle.into(),
+                Persistent::Persistent(persistent),
+            )
         })
         .tpm("TPM2_EvictControl")?;
         Ok(())
@@ -258,4 +266,3 @@ pub(crate) fn hashing_algorithm(alg: HashAlg) -> HashingAlgorithm {
         HashAlg::Sha512 => HashingAlgorithm::Sha512,
     }
 }
-

@@ -104,10 +104,8 @@ impl Tpm {
     /// TPM2_NV_Increment of the anti-rollback counter; returns the new value.
     pub fn increment_rollback_counter(&mut self) -> Result<u64> {
         let handle = NvIndexTpmHandle::new(ROLLBACK_COUNTER_INDEX).tpm("NV index")?;
-        let object = self
-            .ctx
-            .tr_from_tpm_public(TpmHandle::NvIndex(handle))
-            .tpm("TPM2_NV_ReadPublic")?;
+        let object =
+            self.ctx.tr_from_tpm_public(TpmHandle::NvIndex(handle)).tpm("TPM2_NV_ReadPublic")?;
         let result = self
             .with_password(|ctx| ctx.nv_increment(NvAuth::Owner, object.into()))
             .tpm("TPM2_NV_Increment");
@@ -115,5 +113,4 @@ impl Tpm {
         result?;
         self.rollback_counter()
     }
-
 }

@@ -46,10 +46,8 @@ impl Tpm {
 
     /// The banks that have PCRs allocated (TPM2_GetCapability(TPM_CAP_PCRS)).
     pub fn active_banks(&mut self) -> Result<Vec<HashAlg>> {
-        let (caps, _) = self
-            .ctx
-            .get_capability(CapabilityType::AssignedPcr, 0, 8)
-            .tpm("TPM2_GetCapability")?;
+        let (caps, _) =
+            self.ctx.get_capability(CapabilityType::AssignedPcr, 0, 8).tpm("TPM2_GetCapability")?;
         let CapabilityData::AssignedPcr(list) = caps else {
             return Err(Error::Structure("PCR capability of another type".into()));
         };
@@ -60,7 +58,6 @@ impl Tpm {
             .filter_map(|s| HashAlg::from_id(s.hashing_algorithm().into()))
             .collect())
     }
-
 }
 
 fn pcr_slot(pcr: u8) -> Result<PcrSlot> {
@@ -73,11 +70,30 @@ fn pcr_slot(pcr: u8) -> Result<PcrSlot> {
 fn pcr_handle(pcr: u8) -> Result<tss_esapi::handles::PcrHandle> {
     use tss_esapi::handles::PcrHandle;
     const HANDLES: [PcrHandle; 24] = [
-        PcrHandle::Pcr0, PcrHandle::Pcr1, PcrHandle::Pcr2, PcrHandle::Pcr3, PcrHandle::Pcr4,
-        PcrHandle::Pcr5, PcrHandle::Pcr6, PcrHandle::Pcr7, PcrHandle::Pcr8, PcrHandle::Pcr9,
-        PcrHandle::Pcr10, PcrHandle::Pcr11, PcrHandle::Pcr12, PcrHandle::Pcr13, PcrHandle::Pcr14,
-        PcrHandle::Pcr15, PcrHandle::Pcr16, PcrHandle::Pcr17, PcrHandle::Pcr18, PcrHandle::Pcr19,
-        PcrHandle::Pcr20, PcrHandle::Pcr21, PcrHandle::Pcr22, PcrHandle::Pcr23,
+        PcrHandle::Pcr0,
+        PcrHandle::Pcr1,
+        PcrHandle::Pcr2,
+        PcrHandle::Pcr3,
+        PcrHandle::Pcr4,
+        PcrHandle::Pcr5,
+        PcrHandle::Pcr6,
+        PcrHandle::Pcr7,
+        PcrHandle::Pcr8,
+        PcrHandle::Pcr9,
+        PcrHandle::Pcr10,
+        PcrHandle::Pcr11,
+        PcrHandle::Pcr12,
+        PcrHandle::Pcr13,
+        PcrHandle::Pcr14,
+        PcrHandle::Pcr15,
+        PcrHandle::Pcr16,
+        PcrHandle::Pcr17,
+        PcrHandle::Pcr18,
+        PcrHandle::Pcr19,
+        PcrHandle::Pcr20,
+        PcrHandle::Pcr21,
+        PcrHandle::Pcr22,
+        PcrHandle::Pcr23,
     ];
     HANDLES
         .get(usize::from(pcr))
