@@ -21,7 +21,7 @@ PYVENV := $(CURDIR)/target/pyvenv
 PYCOSE := pycose==1.1.0 'cbor2<6'
 export TRESOR_COSE_PYTHON := $(PYVENV)/bin/python
 
-.PHONY: all deps build demo bench test check clean
+.PHONY: all deps build demo bench test check fuzz clean
 
 all: build
 
@@ -63,6 +63,13 @@ test: deps
 check: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Every fuzz target for FUZZ_SECONDS (default 600) each; not part of `make test`: it needs a
+# nightly toolchain and cargo-fuzz, installed here on first use. See docs/fuzzing.md.
+fuzz: deps
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	fuzz/run
 
 clean:
 	$(CARGO) clean

@@ -65,6 +65,8 @@ pub struct LabDevice {
     pub dir: PathBuf,
     pub swtpm: Swtpm,
     pub device_id: DeviceId,
+    /// The EK the device was manufactured with; its agent attests with the same one.
+    pub ek_alg: KeyAlg,
     pub iccid: Iccid,
     pub imsi: Imsi,
     pub card: PathBuf,
@@ -240,6 +242,7 @@ impl Lab {
             dir,
             swtpm,
             device_id: made.device_id,
+            ek_alg,
             iccid,
             imsi,
             card,
@@ -317,12 +320,13 @@ pub fn run_agent(
     config: AgentConfig,
 ) -> std::thread::JoinHandle<Result<Outcome>> {
     let tcti = device.swtpm.tcti();
+    let options = AttesterOptions { ek_alg: device.ek_alg, ..AttesterOptions::default() };
     let card = device.card.clone();
     let image = image.to_path_buf();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let tpm = Tpm::connect(&tcti)?;
-        let attester = Attester::boot(tpm, &image, AttesterOptions::default())?;
+        let attester = Attester::boot(tpm, &image, options)?;
         let card = Card::open(&card)?;
         let mut agent = Agent::new(attester, card, config)?;
         Ok(runtime.block_on(agent.run())?)

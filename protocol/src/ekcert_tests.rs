@@ -325,3 +325,75 @@ fn der_reader_rejects_truncation_and_huge_lengths() {
     assert_eq!(der::uint(&[0x80]), None);
     assert_eq!(der::oid_content(&[2, 23, 133, 8, 1]), vec![0x67, 0x81, 0x05, 0x08, 0x01]);
 }
+
+mod properties {
+    //! Random and mutated certificates at enrolment: never a panic, and no single flipped bit
+    //! or truncation of a valid EK certificate is accepted.
+
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    struct Fixture {
+        anchors: TrustAnchors,
+        spki: Vec<u8>,
+        cert: Vec<u8>,
+    }
+
+    fn fixture() -> &'static Fixture {
+        static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let m = manufacturer();
+            let spki = ecc_ek();
+            let cert = issue(&m, &ek_params(false), &spki);
+            Fixture { anchors: m.anchors, spki, cert }
+        })
+    }
+
+    fn verify(cert: &[u8], intermediates: &[&[u8]]) -> Result<EkCertificate, EkCertError> {
+        let f = fixture();
+        verify_ek_certificate(cert, intermediates, &f.anchors, &f.spki, SystemTime::now())
+    }
+
+    #[test]
+    fn the_fixture_verifies() {
+        verify(&fixture().cert, &[]).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bytes_are_refused(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            as_intermediate in any::<bool>(),
+        ) {
+            let _ = parse_ek_certificate(&bytes);
+            prop_assert!(verify(&bytes, &[]).is_err());
+            if as_intermediate {
+                // Junk offered as an intermediate is refused as malformed, whatever the leaf.
+                let err = verify(&fixture().cert, &[&bytes]).unwrap_err();
+                prop_assert!(matches!(err, EkCertError::Chain(ChainError::Malformed(_))), "{}", err);
+            }
+        }
+
+        #[test]
+        fn no_flipped_bit_of_an_ek_certificate_is_accepted(bit in any::<prop::sample::Index>()) {
+            let mut cert = fixture().cert.clone();
+            let bit = bit.index(cert.len() * 8);
+            cert[bit / 8] ^= 1 << (bit % 8);
+            let _ = parse_ek_certificate(&cert);
+            prop_assert!(verify(&cert, &[]).is_err(), "bit {} flipped and still accepted", bit);
+        }
+
+        #[test]
+        fn no_truncation_of_an_ek_certificate_is_accepted(cut in any::<prop::sample::Index>()) {
+            let cert = &fixture().cert;
+            let cut = &cert[..cut.index(cert.len())];
+            prop_assert!(parse_ek_certificate(cut).is_err());
+            prop_assert!(verify(cut, &[]).is_err());
+        }
+    }
+}

@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+mod der;
 pub mod device_api;
 pub mod ear;
 pub mod ekcert;

@@ -25,6 +25,8 @@ use x509_parser::prelude::FromDer;
 use x509_parser::signature_algorithm::RsaSsaPssParams;
 use x509_parser::x509::{AlgorithmIdentifier, SubjectPublicKeyInfo};
 
+use crate::der;
+
 /// id-kp-serverAuth (RFC 5280 §4.2.1.12).
 pub const EKU_SERVER_AUTH: &str = "1.3.6.1.5.5.7.3.1";
 /// id-kp-clientAuth (RFC 5280 §4.2.1.12).
@@ -609,7 +611,29 @@ pub(crate) fn parse(der: &[u8]) -> Result<X509Certificate<'_>, ChainError> {
     if !rest.is_empty() {
         return Err(ChainError::Malformed(format!("{} bytes after the certificate", rest.len())));
     }
+    check_outer_encoding(der).map_err(|e| ChainError::Malformed(e.into()))?;
     Ok(cert)
+}
+
+/// RFC 5280 §4.1.1.2: the outer signatureAlgorithm is the TBS's `signature` field, and the
+/// signature BIT STRING has no unused bits. Compared byte for byte because x509-parser reads
+/// both leniently (an OID under another tag parses the same), and a certificate must have
+/// one encoding: the signature covers only the TBS, so every other byte is checked here.
+fn check_outer_encoding(der: &[u8]) -> Result<(), &'static str> {
+    let (certificate, _) = der::expect(der, der::SEQUENCE)?;
+    let (tbs, rest) = der::expect(certificate, der::SEQUENCE)?;
+    let (outer_algorithm, rest) = der::expect_raw(rest, der::SEQUENCE)?;
+    let (signature, _) = der::expect(rest, der::BIT_STRING)?;
+    if signature.first() != Some(&0) {
+        return Err("the signature BIT STRING has unused bits");
+    }
+    let tbs = der::expect(tbs, der::VERSION).map_or(tbs, |(_, rest)| rest);
+    let (_serial, tbs) = der::expect(tbs, der::INTEGER)?;
+    let (tbs_algorithm, _) = der::expect_raw(tbs, der::SEQUENCE)?;
+    if tbs_algorithm != outer_algorithm {
+        return Err("signatureAlgorithm differs from the TBS signature field");
+    }
+    Ok(())
 }
 
 fn subject_of(der: &[u8]) -> String {

@@ -350,3 +350,25 @@ fn pem_bundles_and_directories() {
 fn pem_encode(label: &str, der: &[u8]) -> String {
     pem::encode(&pem::Pem::new(label, der.to_vec()))
 }
+
+#[test]
+fn a_certificate_has_one_encoding() {
+    // The signature covers the TBS only; found by the EK-certificate property test: with the
+    // outer signatureAlgorithm's OID under tag 0x07, x509-parser still read the certificate.
+    let root = new_root("root");
+    let a = anchors(&[&root]);
+    let leaf_der = leaf(&root, leaf_params("leaf"));
+    let ecdsa_sha256 = [0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+    let outer = leaf_der.windows(ecdsa_sha256.len()).rposition(|w| w == ecdsa_sha256).unwrap();
+    let mut retagged = leaf_der.clone();
+    retagged[outer + 2] = 0x07;
+    let err = verify_chain(&retagged, &[], &a, &now()).unwrap_err();
+    assert!(matches!(err, ChainError::Malformed(_)), "{err}");
+    let mut unused_bits = leaf_der.clone();
+    let bit_string = outer + ecdsa_sha256.len();
+    assert_eq!(unused_bits[bit_string], 0x03);
+    unused_bits[bit_string + 2] = 1;
+    let err = verify_chain(&unused_bits, &[], &a, &now()).unwrap_err();
+    assert!(matches!(err, ChainError::Malformed(_)), "{err}");
+    verify_chain(&leaf_der, &[], &a, &now()).unwrap();
+}

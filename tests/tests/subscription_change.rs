@@ -18,7 +18,13 @@ fn image() -> PathBuf {
 async fn two_devices_switch_from_mno_a_to_mno_b() {
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::start(dir.path(), &image()).await.unwrap();
-    let devices: Vec<_> = (0..2).map(|i| lab.manufacture(i, KeyAlg::Ecc).unwrap()).collect();
+    // A mixed fleet: the default ECC P-256 EK, and the RSA 2048 EK most real TPMs carry
+    // (credential activation with RSA-OAEP instead of ECDH).
+    let devices: Vec<_> = [KeyAlg::Ecc, KeyAlg::Rsa]
+        .into_iter()
+        .enumerate()
+        .map(|(i, alg)| lab.manufacture(i, alg).unwrap())
+        .collect();
     let report = lab.create_campaign(&devices.iter().collect::<Vec<_>>()).await.unwrap();
     assert_eq!(report.state, "ready", "{report:?}");
 

@@ -306,3 +306,87 @@ fn wrong_profile_and_extra_submods_are_refused() {
     ciborium::into_writer(&Value::Map(top), &mut bytes).unwrap();
     assert!(matches!(EarClaims::from_cbor(&bytes), Err(EarError::Malformed(_))));
 }
+
+mod properties {
+    //! Random and mutated input for the relying parties' EAR verifier: never a panic, and
+    //! no single flipped bit of a signed EAR is accepted.
+
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    struct Fixture {
+        pki: Pki,
+        now: SystemTime,
+        ear: Vec<u8>,
+    }
+
+    fn fixture() -> &'static Fixture {
+        static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let pki = pki();
+            let now = SystemTime::now();
+            let ear = sign(&claims(affirming_vector(), Nonce::random().unwrap(), now), &pki.pva);
+            Fixture { pki, now, ear }
+        })
+    }
+
+    fn verify(ear: &[u8]) -> Result<VerifiedEar, EarError> {
+        let f = fixture();
+        VerifiedEar::verify(ear, &f.pki.roots, f.now, &device(1), None)
+    }
+
+    #[test]
+    fn the_fixture_verifies() {
+        verify(&fixture().ear).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bytes_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            prop_assert!(verify(&bytes).is_err());
+            if let Ok(claims) = EarClaims::from_cbor(&bytes) {
+                prop_assert_eq!(EarClaims::from_cbor(&claims.to_cbor().unwrap()).unwrap(), claims);
+            }
+        }
+
+        #[test]
+        fn random_claims_signed_by_the_pva_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..1024),
+        ) {
+            // Past the signature, the claims decoder and its checks see arbitrary bytes.
+            let f = fixture();
+            let rng = SystemRandom::new();
+            let protected = HeaderBuilder::new()
+                .algorithm(iana::Algorithm::ES256)
+                .value(X5CHAIN, Value::Bytes(f.pki.pva.0.clone()))
+                .build();
+            let signed = CoseSign1Builder::new()
+                .protected(protected)
+                .payload(bytes)
+                .create_signature(b"", |tbs| f.pki.pva.1.sign(&rng, tbs).unwrap().as_ref().to_vec())
+                .build()
+                .to_tagged_vec()
+                .unwrap();
+            let _ = verify(&signed);
+        }
+
+        #[test]
+        fn no_flipped_bit_of_a_signed_ear_is_accepted(bit in any::<prop::sample::Index>()) {
+            let mut ear = fixture().ear.clone();
+            let bit = bit.index(ear.len() * 8);
+            ear[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(verify(&ear).is_err(), "bit {} flipped and still accepted", bit);
+        }
+
+        #[test]
+        fn no_truncation_of_a_signed_ear_is_accepted(cut in any::<prop::sample::Index>()) {
+            let ear = &fixture().ear;
+            prop_assert!(verify(&ear[..cut.index(ear.len())]).is_err());
+        }
+    }
+}

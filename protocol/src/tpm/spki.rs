@@ -8,6 +8,7 @@
 
 use super::error::KeyError;
 use super::public::{EccCurve, Public, PublicKey};
+use crate::der::{self, seq, strip, tlv, uint_der};
 
 /// rsaEncryption, 1.2.840.113549.1.1.1.
 const OID_RSA_ENCRYPTION: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01];
@@ -70,7 +71,7 @@ impl Spki {
         }
         match spki.parsed().map_err(|e| spki_err(e.to_string()))? {
             X509Key::RSA(rsa) => {
-                let modulus = strip_zeros(rsa.modulus);
+                let modulus = strip(rsa.modulus);
                 if modulus.is_empty() || modulus.len() > MAX_MODULUS {
                     return Err(KeyError::Malformed("RSA modulus size"));
                 }
@@ -120,9 +121,8 @@ impl Spki {
     pub fn to_der(&self) -> Result<Vec<u8>, KeyError> {
         let (algorithm, key) = match self {
             Self::Rsa { modulus, exponent } => {
-                let algorithm = [der(0x06, OID_RSA_ENCRYPTION), der(0x05, &[])].concat();
-                let rsa_key =
-                    der(0x30, &[der_uint(modulus), der_uint(&exponent.to_be_bytes())].concat());
+                let algorithm = [tlv(der::OID, OID_RSA_ENCRYPTION), tlv(der::NULL, &[])].concat();
+                let rsa_key = seq(&[uint_der(modulus), uint_der(&exponent.to_be_bytes())]);
                 (algorithm, rsa_key)
             }
             Self::Ecc { curve, x, y } => {
@@ -132,13 +132,11 @@ impl Spki {
                     EccCurve::NistP521 => OID_P521,
                     other => return Err(KeyError::UnsupportedCurve(other.name())),
                 };
-                let algorithm = [der(0x06, OID_EC_PUBLIC_KEY), der(0x06, oid)].concat();
+                let algorithm = [tlv(der::OID, OID_EC_PUBLIC_KEY), tlv(der::OID, oid)].concat();
                 (algorithm, [&[0x04][..], x, y].concat())
             }
         };
-        // BIT STRING: a leading byte of unused bits (0), then the key.
-        let bits = der(0x03, &[&[0u8][..], &key].concat());
-        Ok(der(0x30, &[der(0x30, &algorithm), bits].concat()))
+        Ok(seq(&[tlv(der::SEQUENCE, &algorithm), der::bit_string(&key)]))
     }
 
     /// PEM "PUBLIC KEY" with 64-character lines and `\n` line ends, as OpenSSL writes it.
@@ -176,47 +174,13 @@ impl Public {
 
 /// Left-pads a big-endian coordinate to `size`; refuses one that does not fit.
 fn pad(value: &[u8], size: usize) -> Result<Vec<u8>, KeyError> {
-    let value = strip_zeros(value);
+    let value = strip(value);
     if value.len() > size {
         return Err(KeyError::Malformed("EC coordinate longer than the curve"));
     }
     let mut out = vec![0u8; size - value.len()];
     out.extend_from_slice(value);
     Ok(out)
-}
-
-fn strip_zeros(mut v: &[u8]) -> &[u8] {
-    while let [0, rest @ ..] = v {
-        v = rest;
-    }
-    v
-}
-
-/// A DER TLV with definite length.
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let significant = strip_zeros(&bytes);
-        out.push(0x80 | significant.len() as u8);
-        out.extend_from_slice(significant);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
-/// A DER INTEGER of a non-negative big-endian number.
-fn der_uint(value: &[u8]) -> Vec<u8> {
-    let value = strip_zeros(value);
-    let mut content = Vec::with_capacity(value.len() + 1);
-    if value.first().is_none_or(|&b| b & 0x80 != 0) {
-        content.push(0);
-    }
-    content.extend_from_slice(value);
-    der(0x02, &content)
 }
 
 #[cfg(test)]
@@ -271,15 +235,5 @@ mod tests {
         assert!(matches!(Spki::from_der(&der), Err(KeyError::Spki(_))));
         let bn = Spki::Ecc { curve: EccCurve::BnP256, x: vec![1; 32], y: vec![2; 32] };
         assert!(matches!(bn.to_der(), Err(KeyError::UnsupportedCurve(_))));
-    }
-
-    #[test]
-    fn der_lengths_use_long_form_when_needed() {
-        assert_eq!(der(0x04, &[0; 0x7F])[..2], [0x04, 0x7F]);
-        assert_eq!(der(0x04, &[0; 0x80])[..3], [0x04, 0x81, 0x80]);
-        assert_eq!(der(0x04, &[0; 0x1234])[..4], [0x04, 0x82, 0x12, 0x34]);
-        assert_eq!(der_uint(&[0x00, 0x7F]), [0x02, 0x01, 0x7F]);
-        assert_eq!(der_uint(&[0x80]), [0x02, 0x02, 0x00, 0x80]);
-        assert_eq!(der_uint(&[]), [0x02, 0x01, 0x00]);
     }
 }
