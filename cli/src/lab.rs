@@ -65,7 +65,8 @@ pub struct LabDevice {
     pub dir: PathBuf,
     pub swtpm: Swtpm,
     pub device_id: DeviceId,
-    /// The EK the device was manufactured with; its agent attests with the same one.
+    /// The EK the device was manufactured with; its agent attests with that EK and an AK of
+    /// the same algorithm.
     pub ek_alg: KeyAlg,
     pub iccid: Iccid,
     pub imsi: Imsi,
@@ -320,7 +321,7 @@ pub fn run_agent(
     config: AgentConfig,
 ) -> std::thread::JoinHandle<Result<Outcome>> {
     let tcti = device.swtpm.tcti();
-    let options = AttesterOptions { ek_alg: device.ek_alg, ..AttesterOptions::default() };
+    let options = AttesterOptions { ek_alg: device.ek_alg, ak_alg: device.ek_alg, selection: None };
     let card = device.card.clone();
     let image = image.to_path_buf();
     std::thread::spawn(move || {

@@ -18,8 +18,8 @@ fn image() -> PathBuf {
 async fn two_devices_switch_from_mno_a_to_mno_b() {
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::start(dir.path(), &image()).await.unwrap();
-    // A mixed fleet: the default ECC P-256 EK, and the RSA 2048 EK most real TPMs carry
-    // (credential activation with RSA-OAEP instead of ECDH).
+    // A mixed fleet: the default ECC P-256 EK and AK, and the RSA 2048 EK most real TPMs
+    // carry, with an RSA AK (credential activation with RSA-OAEP, RSASSA quotes and receipt).
     let devices: Vec<_> = [KeyAlg::Ecc, KeyAlg::Rsa]
         .into_iter()
         .enumerate()
