@@ -181,22 +181,7 @@ fn with_log(
 /// The banks and measurements of a crypto-agile event log, to rebuild it changed.
 fn measurements_of(log: &[u8]) -> Result<(Vec<HashAlg>, Vec<Measurement>)> {
     let log = EventLog::parse(log)?;
-    let measurements = log
-        .events()
-        .iter()
-        .filter(|e| e.event_type != EventType::EV_NO_ACTION)
-        .map(|e| Measurement {
-            pcr: e.pcr,
-            event_type: e.event_type,
-            data: e.data.clone(),
-            digests: e
-                .digests
-                .iter()
-                .filter_map(|d| d.alg().map(|alg| BankDigest { alg, value: d.digest.clone() }))
-                .collect(),
-        })
-        .collect();
-    Ok((log.banks(), measurements))
+    Ok((log.banks(), log.measurements()))
 }
 
 fn replayed(ctx: &Ctx) -> Result<Observed> {

@@ -335,6 +335,26 @@ impl EventLog {
         Ok(())
     }
 
+    /// The measurements of this log, the inverse of [`EventLog::from_measurements`]: one per
+    /// record except EV_NO_ACTION, with the digests of the algorithms we know. Tools that
+    /// rebuild a log changed (reordered, retyped, truncated) start here.
+    pub fn measurements(&self) -> Vec<Measurement> {
+        self.events
+            .iter()
+            .filter(|e| e.event_type != EventType::EV_NO_ACTION)
+            .map(|e| Measurement {
+                pcr: e.pcr,
+                event_type: e.event_type,
+                data: e.data.clone(),
+                digests: e
+                    .digests
+                    .iter()
+                    .filter_map(|d| d.alg().map(|alg| BankDigest { alg, value: d.digest.clone() }))
+                    .collect(),
+            })
+            .collect()
+    }
+
     pub fn format(&self) -> &LogFormat {
         &self.format
     }
@@ -437,5 +457,19 @@ mod tests {
         assert_eq!(event.digest(HashAlg::Sha1), Some(HashAlg::Sha1.digest(b"x").as_slice()));
         assert_eq!(event.offset, super::super::write::header_len(log.spec_id().unwrap()));
         assert_eq!(log.to_bytes().len(), log.encoded_len);
+    }
+
+    #[test]
+    fn measurements_rebuild_the_log_they_came_from() {
+        let banks = [HashAlg::Sha256, HashAlg::Sha1];
+        let measurements = vec![
+            m(4, vec![d(HashAlg::Sha256), d(HashAlg::Sha1)]),
+            m(9, vec![d(HashAlg::Sha1), d(HashAlg::Sha256)]),
+        ];
+        let log = EventLog::from_measurements(&banks, &measurements).unwrap();
+        let parsed = EventLog::parse(&log.to_bytes()).unwrap();
+        let again = EventLog::from_measurements(&parsed.banks(), &parsed.measurements()).unwrap();
+        assert_eq!(again.to_bytes(), log.to_bytes());
+        assert_eq!(parsed.measurements().len(), 2, "the Spec ID event is not a measurement");
     }
 }

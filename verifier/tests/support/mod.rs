@@ -242,24 +242,8 @@ pub fn slugs(failures: &[verifier::AppraisalError]) -> Vec<&'static str> {
 
 /// The banks and measurements of a crypto-agile event log, to rebuild it changed.
 pub fn measurements_of(log: &[u8]) -> (Vec<HashAlg>, Vec<protocol::eventlog::Measurement>) {
-    use protocol::eventlog::{BankDigest, EventLog, EventType, Measurement};
-    let log = EventLog::parse(log).unwrap();
-    let measurements = log
-        .events()
-        .iter()
-        .filter(|e| e.event_type != EventType::EV_NO_ACTION)
-        .map(|e| Measurement {
-            pcr: e.pcr,
-            event_type: e.event_type,
-            data: e.data.clone(),
-            digests: e
-                .digests
-                .iter()
-                .map(|d| BankDigest { alg: d.alg().unwrap(), value: d.digest.clone() })
-                .collect(),
-        })
-        .collect();
-    (log.banks(), measurements)
+    let log = protocol::eventlog::EventLog::parse(log).unwrap();
+    (log.banks(), log.measurements())
 }
 
 pub fn log_of(banks: &[HashAlg], measurements: &[protocol::eventlog::Measurement]) -> Vec<u8> {
