@@ -461,20 +461,7 @@ impl DeviceRow {
                  LEFT JOIN reports r ON r.campaign = cd.campaign AND r.device_id = cd.device_id
                  WHERE cd.campaign = ?1 AND cd.device_id = ?2",
                 params![campaign.as_str(), device.to_hex()],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                    ))
-                },
+                |r| Raw::try_from(r),
             )
             .optional()?;
         let Some((

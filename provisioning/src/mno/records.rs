@@ -255,17 +255,7 @@ impl SubscriberView {
                 "SELECT imsi, iccid, status, device_id, campaign, created_at, updated_at
                  FROM subscribers WHERE imsi = ?1",
                 [imsi.as_str()],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                    ))
-                },
+                |r| Raw::try_from(r),
             )
             .optional()?;
         let Some((imsi, iccid, status, device, campaign, created_at, updated_at)) = row else {
