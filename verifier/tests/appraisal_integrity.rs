@@ -23,6 +23,14 @@ fn appraise(pva: &Pva, evidence: &Evidence) -> Appraised {
     pva.appraise_evidence(evidence, SystemTime::now()).unwrap()
 }
 
+/// Fresh evidence of `device` (its real quote for a new nonce) presented with `event_log`
+/// instead of its own, appraised.
+fn appraise_with_log(pva: &Pva, device: &mut Device, event_log: Vec<u8>) -> Appraised {
+    let mut e = device.evidence(pva);
+    e.event_log = ByteBuf::from(event_log);
+    appraise(pva, &e)
+}
+
 /// Asserts a signed EAR with this status whose failed-check list names `expected` (in
 /// order, among possibly others), and that the EAR says the same as the summary.
 fn assert_fails(
@@ -98,9 +106,7 @@ fn retyped_and_relabelled_events_do_not_match_although_their_digests_do() {
     // The event type is not covered by the digest: retyping keeps the PCR digest intact.
     let mut retyped = measurements.clone();
     retyped[os].event_type = EventType::EV_POST_CODE;
-    let mut e = device.evidence(&pva);
-    e.event_log = ByteBuf::from(log_of(&banks, &retyped));
-    let a = appraise(&pva, &e);
+    let a = appraise_with_log(&pva, &mut device, log_of(&banks, &retyped));
     assert!(!a.failures.contains(&AppraisalError::PcrDigestMismatch));
     assert!(matches!(
         a.failures.first(),
@@ -115,9 +121,7 @@ fn retyped_and_relabelled_events_do_not_match_although_their_digests_do() {
     // Nor is the event data: an event relabelled as another version.
     let mut relabelled = measurements.clone();
     relabelled[os].data = b"os 9.9.9".to_vec();
-    let mut e = device.evidence(&pva);
-    e.event_log = ByteBuf::from(log_of(&banks, &relabelled));
-    let a = appraise(&pva, &e);
+    let a = appraise_with_log(&pva, &mut device, log_of(&banks, &relabelled));
     assert!(!a.failures.contains(&AppraisalError::PcrDigestMismatch));
     assert_fails(
         &lab,
@@ -156,9 +160,7 @@ fn logs_that_are_not_the_tpms_history_fail_the_pcr_digest() {
         ("truncated", log_of(&banks, &truncated)),
         ("another image", other_log),
     ] {
-        let mut e = device.evidence(&pva);
-        e.event_log = ByteBuf::from(log);
-        let a = appraise(&pva, &e);
+        let a = appraise_with_log(&pva, &mut device, log);
         assert_eq!(a.failures.first(), Some(&AppraisalError::PcrDigestMismatch), "{what}");
         assert_fails(
             &lab,
@@ -191,9 +193,7 @@ fn unknown_events_are_contraindicated_wherever_they_are_logged() {
             .map(|(alg, value)| protocol::eventlog::BankDigest { alg: *alg, value: value.clone() })
             .collect(),
     });
-    let mut e = device.evidence(&pva);
-    e.event_log = ByteBuf::from(log_of(&banks, &measurements));
-    let a = appraise(&pva, &e);
+    let a = appraise_with_log(&pva, &mut device, log_of(&banks, &measurements));
     assert!(!a.failures.contains(&AppraisalError::PcrDigestMismatch));
     assert_fails(
         &lab,
@@ -225,9 +225,7 @@ fn a_known_component_measured_twice_leaves_its_pcr_off_reference() {
         bootloader.digests.iter().map(|d| (d.alg, d.value.clone())).collect();
     device.attester().tpm().pcr_extend(0, &digests).unwrap();
     measurements.push(bootloader);
-    let mut e = device.evidence(&pva);
-    e.event_log = ByteBuf::from(log_of(&banks, &measurements));
-    let a = appraise(&pva, &e);
+    let a = appraise_with_log(&pva, &mut device, log_of(&banks, &measurements));
     assert_eq!(
         a.failures,
         [
@@ -255,9 +253,7 @@ fn logs_without_digests_for_the_quoted_bank_fail() {
             m
         })
         .collect();
-    let mut e = device.evidence(&pva);
-    e.event_log = ByteBuf::from(log_of(&[HashAlg::Sha1], &sha1_only));
-    let a = appraise(&pva, &e);
+    let a = appraise_with_log(&pva, &mut device, log_of(&[HashAlg::Sha1], &sha1_only));
     assert_fails(
         &lab,
         &device,
@@ -288,9 +284,7 @@ fn logs_without_digests_for_the_quoted_bank_fail() {
             (m.pcr, m.event_type.0, digests, m.data.clone())
         })
         .collect();
-    let mut e = device.evidence(&pva);
-    e.event_log = ByteBuf::from(raw_log(&genuine.event_log, &records));
-    let a = appraise(&pva, &e);
+    let a = appraise_with_log(&pva, &mut device, raw_log(&genuine.event_log, &records));
     assert!(banks.contains(&HashAlg::Sha256));
     assert_fails(
         &lab,
@@ -440,9 +434,7 @@ fn what_the_quote_does_not_cover_must_still_be_true() {
     let mut lying = measurements.clone();
     let sha1 = lying[2].digests.iter_mut().find(|d| d.alg == HashAlg::Sha1).unwrap();
     sha1.value = vec![0x11; 20];
-    let mut e = device.evidence(&pva);
-    e.event_log = ByteBuf::from(log_of(&banks, &lying));
-    let a = appraise(&pva, &e);
+    let a = appraise_with_log(&pva, &mut device, log_of(&banks, &lying));
     assert!(!a.failures.contains(&AppraisalError::PcrDigestMismatch));
     assert_eq!(
         a.failures,
@@ -462,9 +454,7 @@ fn what_the_quote_does_not_cover_must_still_be_true() {
     let mut error_separator = measurements.clone();
     let sep = error_separator.iter_mut().find(|m| m.event_type == EventType::EV_SEPARATOR).unwrap();
     sep.data = vec![1, 0, 0, 0];
-    let mut e = device.evidence(&pva);
-    e.event_log = ByteBuf::from(log_of(&banks, &error_separator));
-    let a = appraise(&pva, &e);
+    let a = appraise_with_log(&pva, &mut device, log_of(&banks, &error_separator));
     assert_eq!(
         a.failures,
         [AppraisalError::EventDataMismatch { pcr: 0, component: "EV_SEPARATOR".into() }]
