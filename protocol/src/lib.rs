@@ -6,6 +6,7 @@
 //! - [`ear`]: EAT attestation results (EAR): claims, COSE signing, relying-party verification.
 //! - [`ekcert`]: TCG EK certificates: TPM manufacturer/model/version, validation, encoders.
 //! - [`evidence`]: the evidence the TRE presents to the PVA (CBOR, versioned).
+//! - [`fault`]: named fault points for the crash-safety tests (`TRESOR_FAULT`).
 //! - [`eventlog`]: TCG PC Client event logs: parse, write, replay to PCR values.
 //! - [`ids`]: device id (EK name), nonce, IMSI, ICCID.
 //! - [`image`]: device images: manifest, measurement into PCR events.
@@ -26,6 +27,7 @@ pub mod ear;
 pub mod ekcert;
 pub mod eventlog;
 pub mod evidence;
+pub mod fault;
 pub mod ids;
 pub mod image;
 pub mod milenage;
