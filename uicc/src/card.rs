@@ -1,7 +1,9 @@
-//! The card: its state file, its session (what a reset clears), and the operations the TRE
-//! agent performs on it in process — the OTA "activate TRE" command, the atomic profile
-//! install and the abort path — which keep the invariant of TR 33.812 §5.4.4.3: exactly one
-//! of the TRE and the USIM is active, after every operation and across restarts.
+//! The card: its state file, its session (what a reset clears), the OTA "activate TRE"
+//! command, and the one durable write every state change goes through (with the fault
+//! points of [`protocol::fault`] around it). The subscription change — install on trial,
+//! commit, fall back — is in [`crate::change`]. Together they keep the invariant of
+//! TR 33.812 §5.4.4.3: exactly one of the TRE and the USIM is active, after every operation
+//! and across restarts.
 //!
 //! APDUs reach the card through [`Card::transmit`], in process or over vpcd; the command
 //! set is in `commands` and `auth`.
@@ -11,6 +13,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use protocol::fault;
 use protocol::ota::{self, OtaCommand};
 use protocol::{Iccid, Imsi, SubscriptionProfile};
 
@@ -104,6 +107,10 @@ impl fmt::Debug for Card {
             .field("iccid", &self.state.profile.iccid)
             .field("imsi", &self.state.profile.imsi)
             .field("active", &self.state.active)
+            .field(
+                "change",
+                &self.state.change.as_ref().map(|c| (&c.campaign, c.sequence, c.phase())),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -207,7 +214,9 @@ impl Card {
 
     /// Runs an operator OTA command (the APDU of [`protocol::ota`]): verifies it with the
     /// current profile's KID and counter, then activates or deactivates the TRE. The new
-    /// counter and mode are saved together; if that fails nothing changes.
+    /// counter and mode are saved together; if that fails before the rename nothing changes.
+    /// While a change is on trial the TRE cannot be activated (`ChangeOnTrial`, nothing
+    /// saved).
     pub fn ota(&mut self, apdu: &[u8]) -> Result<OtaCommand, UiccError> {
         self.ota_with(apdu, &FaultPlan::default())
     }
@@ -219,73 +228,44 @@ impl Card {
     ) -> Result<OtaCommand, UiccError> {
         let profile = &self.state.profile;
         let verified = ota::verify(apdu, &profile.ota.kid, &profile.iccid, profile.ota.counter)?;
+        if verified.command == OtaCommand::ActivateTre
+            && let Some(change) = self.state.change.as_ref().filter(|c| c.on_trial())
+        {
+            // §5.4.4.3 during a trial: the USIM runs the new profile until the change is
+            // committed or falls back; the TRE may not take over in between.
+            let (campaign, sequence) = (change.campaign.clone(), change.sequence);
+            return Err(UiccError::ChangeOnTrial { campaign, sequence });
+        }
         let mut next = self.state.clone();
         next.profile.ota.counter = verified.counter;
         next.active = match verified.command {
             OtaCommand::ActivateTre => Active::Tre,
             OtaCommand::DeactivateTre => Active::Usim,
         };
-        self.commit(next, faults)
-            .map_err(|f| UiccError::Persist { step: f.step, source: f.source })?;
-        tracing::info!(command = ?verified.command, counter = verified.counter, "OTA command accepted");
+        self.save(next, faults, OTA).map_err(persist_error)?;
+        let (command, counter) = (verified.command, verified.counter);
+        tracing::info!(?command, counter, "OTA command accepted");
         Ok(verified.command)
     }
 
-    /// Replaces the subscription (TR 33.812 step 11), only while the TRE is active. On success
-    /// the card resets: the USIM comes up with the new IMSI and the TRE is inactive. On
-    /// failure the card runs whichever profile the disk holds — the old one unless the new one
-    /// was already committed — with the USIM active, and says which in the error.
-    pub fn install_profile(&mut self, new: SubscriptionProfile) -> Result<(), UiccError> {
-        self.install_with(new, &FaultPlan::default())
-    }
-
-    pub(crate) fn install_with(
+    /// Writes `next` and switches to it, between the fault points of `points`. If the write
+    /// failed after the rename, the disk holds `next`, so the card switches to it all the
+    /// same (and still reports the failure).
+    ///
+    /// An `error` at the `before` point is a failure at [`WriteStep::Write`] (nothing
+    /// written); at the `after` point the write is durable and adopted, so it is a failure at
+    /// [`WriteStep::Adopt`]: the caller hears an error although the new state counts, the
+    /// ambiguous outcome a lost answer gives.
+    pub(crate) fn save(
         &mut self,
-        new: SubscriptionProfile,
+        next: State,
         faults: &FaultPlan,
-    ) -> Result<(), UiccError> {
-        if !self.tre_active() {
-            return Err(UiccError::TreNotActive);
-        }
-        let next = self.state.with_new_profile(new);
-        match self.commit(next, faults) {
-            Ok(()) => {
-                self.reset();
-                tracing::info!(iccid = %self.state.profile.iccid, "profile installed, USIM active");
-                Ok(())
-            }
-            Err(WriteFailure { step, source }) => {
-                let committed = step.committed();
-                if !committed {
-                    // The TRE's abort path: back to the old profile, USIM active.
-                    if let Err(e) = self.abort_tre() {
-                        tracing::error!(error = %e, "could not save the USIM reactivation; the TRE stays active on disk");
-                    }
-                }
-                self.reset();
-                tracing::warn!(%step, committed, "profile install failed");
-                Err(UiccError::InstallFailed { step, committed, source })
-            }
-        }
-    }
-
-    /// The TRE gives up (TR 33.812 step 12, failure): the USIM becomes active again with the
-    /// current profile. In memory this always happens; the error says the disk still has the
-    /// TRE active, which a restart would then show.
-    pub fn abort_tre(&mut self) -> Result<(), UiccError> {
-        if self.usim_active() {
-            return Ok(());
-        }
-        let mut next = self.state.clone();
-        next.active = Active::Usim;
-        let saved = self.commit(next, &FaultPlan::default());
-        self.state.active = Active::Usim;
-        saved.map_err(|f| UiccError::Persist { step: f.step, source: f.source })
-    }
-
-    /// Writes `next` and switches to it. If the write failed after the rename, the disk holds
-    /// `next`, so the card switches to it all the same (and still reports the failure).
-    fn commit(&mut self, next: State, faults: &FaultPlan) -> Result<(), WriteFailure> {
+        points: FaultPoints,
+    ) -> Result<(), WriteFailure> {
+        let injected = |step: WriteStep| {
+            move |e: fault::Injected| WriteFailure { step, source: io::Error::other(e) }
+        };
+        fault::point(points.before).map_err(injected(WriteStep::Write))?;
         let bytes = next.to_bytes().map_err(|e| WriteFailure {
             step: WriteStep::Write,
             source: io::Error::other(e.to_string()),
@@ -294,7 +274,8 @@ impl Card {
         if result.as_ref().err().is_none_or(|f| f.step.committed()) {
             self.state = next;
         }
-        result
+        result?;
+        fault::point(points.after).map_err(injected(WriteStep::Adopt))
     }
 
     /// Saves the current state (PIN counters, SQN array, EF updates).
@@ -303,6 +284,27 @@ impl Card {
         store::write_atomic(&self.path, &bytes, &FaultPlan::default())
             .map_err(|f| UiccError::Persist { step: f.step, source: f.source })
     }
+}
+
+/// The fault points ([`protocol::fault`]) around one kind of durable write, named
+/// `uicc.<op>.before` and `uicc.<op>.after`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FaultPoints {
+    before: &'static str,
+    after: &'static str,
+}
+
+pub(crate) const OTA: FaultPoints =
+    FaultPoints { before: "uicc.ota.before", after: "uicc.ota.after" };
+pub(crate) const INSTALL: FaultPoints =
+    FaultPoints { before: "uicc.install.before", after: "uicc.install.after" };
+pub(crate) const COMMIT: FaultPoints =
+    FaultPoints { before: "uicc.commit.before", after: "uicc.commit.after" };
+pub(crate) const FALL_BACK: FaultPoints =
+    FaultPoints { before: "uicc.fall-back.before", after: "uicc.fall-back.after" };
+
+pub(crate) fn persist_error(f: WriteFailure) -> UiccError {
+    UiccError::Persist { step: f.step, source: f.source }
 }
 
 fn lock(path: &Path) -> Result<File, UiccError> {
@@ -314,4 +316,4 @@ fn lock(path: &Path) -> Result<File, UiccError> {
 
 #[cfg(test)]
 #[path = "card_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -1,9 +1,9 @@
-//! Tests of the card: command set, PINs, AKA, OTA, install with injected faults, and the
-//! TRE/USIM exclusivity property over random operation sequences with restarts.
+//! Tests of the card: command set, PINs, AKA, OTA, the lock, the state file's integrity
+//! check and its migration from version 1. The subscription change and the exclusivity
+//! property are tested in `change_tests`, with the helpers of this file.
 
 use std::path::{Path, PathBuf};
 
-use proptest::prelude::*;
 use protocol::SubscriptionProfile;
 use protocol::milenage::{Milenage, Rand, Sqn};
 use protocol::ota::{self, OtaCommand};
@@ -12,11 +12,10 @@ use super::*;
 use crate::Sw;
 use crate::auth::{self, Outcome};
 use crate::state::tests::profile;
-use crate::store::WriteStep;
 
-const ADM1: &str = "12345678";
+pub(crate) const ADM1: &str = "12345678";
 
-fn options() -> CardOptions {
+pub(crate) fn options() -> CardOptions {
     CardOptions {
         pin1: Pin::from_digits("1234").unwrap(),
         pin1_enabled: false,
@@ -25,7 +24,7 @@ fn options() -> CardOptions {
     }
 }
 
-fn new_card() -> (tempfile::TempDir, PathBuf, Card) {
+pub(crate) fn new_card() -> (tempfile::TempDir, PathBuf, Card) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("card.json");
     let card =
@@ -34,26 +33,26 @@ fn new_card() -> (tempfile::TempDir, PathBuf, Card) {
 }
 
 /// Sends a hex APDU, returns the hex answer.
-fn send(card: &mut Card, apdu: &str) -> String {
+pub(crate) fn send(card: &mut Card, apdu: &str) -> String {
     hex::encode(card.transmit(&hex::decode(apdu.replace(' ', "")).unwrap()))
 }
 
-fn select_usim(card: &mut Card) {
+pub(crate) fn select_usim(card: &mut Card) {
     assert_eq!(send(card, "00a4040c07 a0000000871002"), "9000");
 }
 
 /// The network side of the tests: one subscriber's AuC with its SQN_HE.
-struct Auc {
-    m: Milenage,
-    seq: u64,
+pub(crate) struct Auc {
+    pub m: Milenage,
+    pub seq: u64,
 }
 
 impl Auc {
-    fn new(p: &SubscriptionProfile) -> Self {
+    pub fn new(p: &SubscriptionProfile) -> Self {
         Self { m: Milenage::new(&p.k, &p.opc), seq: 0 }
     }
 
-    fn vector(&mut self, amf: protocol::Amf) -> protocol::milenage::AuthVector {
+    pub fn vector(&mut self, amf: protocol::Amf) -> protocol::milenage::AuthVector {
         self.seq += 1;
         let rand = Rand::random().unwrap();
         self.m.vector(rand, Sqn::from_parts(self.seq, (self.seq % 32) as u8).unwrap(), amf)
@@ -284,9 +283,9 @@ fn authenticate_rejects_malformed_data() {
     assert_eq!(send(&mut card, &format!("0088008010 10{}", "00".repeat(15))), "6700");
 }
 
-// ---- OTA, install, exclusivity ----
+// ---- OTA, lock, state file ----
 
-fn kid(card: &Card) -> protocol::OtaKey {
+pub(crate) fn kid(card: &Card) -> protocol::OtaKey {
     card.state.profile.ota.kid.clone()
 }
 
@@ -319,49 +318,6 @@ fn ota_activates_tre_and_refuses_replay() {
 }
 
 #[test]
-fn install_requires_the_tre_and_resets_into_the_new_profile() {
-    let (_d, path, mut card) = new_card();
-    let new = profile("89883030000000000023", "001010000000002");
-    assert!(matches!(card.install_profile(new.clone()), Err(UiccError::TreNotActive)));
-    card.ota(&ota::seal_activate_tre(&kid(&card), card.iccid(), 1).unwrap()).unwrap();
-    select_usim(&mut card);
-    card.install_profile(new.clone()).unwrap();
-    assert!(card.usim_active());
-    assert_eq!(card.imsi().as_str(), "001010000000002");
-    // The reset deselected the USIM.
-    assert_eq!(send(&mut card, "00a4000c02 7fff"), "6a82");
-    let mut auc = Auc::new(&new);
-    let v = auc.vector(protocol::Amf([0x80, 0]));
-    assert!(matches!(card.run_aka(&v.rand, &v.autn), Outcome::Success { .. }));
-    select_usim(&mut card);
-    assert_eq!(send(&mut card, "00b0870000"), "0809101000000000209000");
-    drop(card);
-    let card = Card::open(&path).unwrap();
-    assert_eq!(card.iccid().as_str(), "89883030000000000023");
-}
-
-#[test]
-fn every_injected_install_fault_leaves_a_whole_profile_and_the_usim_active() {
-    for step in WriteStep::ALL {
-        let (_d, path, mut card) = new_card();
-        let old = card.state.profile.clone();
-        let same = |a: &SubscriptionProfile, b: &SubscriptionProfile| same_subscription(a, b);
-        let new = profile("89883030000000000023", "001010000000002");
-        card.ota(&ota::seal_activate_tre(&kid(&card), card.iccid(), 1).unwrap()).unwrap();
-        let err = card.install_with(new.clone(), &FaultPlan::fail_at(step)).unwrap_err();
-        let UiccError::InstallFailed { committed, .. } = err else { panic!("{err}") };
-        assert_eq!(committed, step.committed(), "{step:?}");
-        let expected = if committed { &new } else { &old };
-        assert!(card.usim_active(), "{step:?}");
-        assert!(same(&card.state.profile, expected), "{step:?}");
-        drop(card);
-        let card = Card::open(&path).unwrap();
-        assert!(same(&card.state.profile, expected), "{step:?} after restart");
-        assert!(card.usim_active(), "{step:?} after restart");
-    }
-}
-
-#[test]
 fn a_second_process_cannot_open_the_card() {
     let (_d, path, card) = new_card();
     assert!(matches!(Card::open(&path), Err(UiccError::Locked { .. })));
@@ -388,188 +344,85 @@ fn state_file_is_private_and_debug_is_clean() {
     }
 }
 
-// ---- the exclusivity property ----
-
-/// The same subscription: everything but the OTA counter, which moves with each command.
-fn same_subscription(a: &SubscriptionProfile, b: &SubscriptionProfile) -> bool {
-    (&a.iccid, &a.imsi, &a.k, &a.opc, a.amf, &a.ota.kic, &a.ota.kid)
-        == (&b.iccid, &b.imsi, &b.k, &b.opc, b.amf, &b.ota.kic, &b.ota.kid)
+fn file_text(path: &Path) -> String {
+    String::from_utf8(std::fs::read(path).unwrap()).unwrap()
 }
 
-#[derive(Clone, Debug)]
-enum Op {
-    Authenticate,
-    Activate,
-    ActivateFaulty(WriteStep),
-    ActivateReplayed,
-    ActivateForged,
-    Deactivate,
-    Install(u8),
-    InstallFaulty(u8, WriteStep),
-    Abort,
-    Restart,
-    Reset,
-    Apdu(Vec<u8>),
+#[test]
+fn a_changed_k_digit_fails_the_integrity_check() {
+    let (_d, path, card) = new_card();
+    drop(card);
+    let text = file_text(&path);
+    let k = hex::encode([0x11u8; 16]);
+    let field = format!("\"k\": \"{k}\"");
+    assert!(text.contains(&field) && text.contains("\"integrity\": \""));
+    let changed = text.replace(&field, &format!("\"k\": \"{}2\"", &k[..31]));
+    std::fs::write(&path, changed).unwrap();
+    let err = Card::open(&path).unwrap_err();
+    let UiccError::BadState { reason, .. } = &err else { panic!("{err}") };
+    assert_eq!(reason, "integrity check failed: the content does not match its SHA-256");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("1111") && !shown.contains("1112"), "{shown}");
+
+    // The check covers the content, not its layout: reformatted, the file still opens.
+    let compact: serde_json::Value = serde_json::from_str(&text).unwrap();
+    std::fs::write(&path, compact.to_string()).unwrap();
+    assert!(Card::open(&path).is_ok());
+    // A missing or malformed check is refused too.
+    let mut stripped = compact.clone();
+    stripped.as_object_mut().unwrap().remove("integrity");
+    std::fs::write(&path, stripped.to_string()).unwrap();
+    let err = Card::open(&path).unwrap_err();
+    assert!(err.to_string().ends_with("integrity field is missing"), "{err}");
+    let mut bad = compact;
+    bad["integrity"] = "zz".into();
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let err = Card::open(&path).unwrap_err();
+    assert!(err.to_string().ends_with("integrity must be 64 hex digits (SHA-256)"), "{err}");
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    let step = prop::sample::select(WriteStep::ALL.to_vec());
-    prop_oneof![
-        3 => Just(Op::Authenticate),
-        3 => Just(Op::Activate),
-        1 => step.clone().prop_map(Op::ActivateFaulty),
-        1 => Just(Op::ActivateReplayed),
-        1 => Just(Op::ActivateForged),
-        1 => Just(Op::Deactivate),
-        2 => any::<u8>().prop_map(Op::Install),
-        2 => (any::<u8>(), step).prop_map(|(n, s)| Op::InstallFaulty(n, s)),
-        1 => Just(Op::Abort),
-        2 => Just(Op::Restart),
-        1 => Just(Op::Reset),
-        1 => prop::collection::vec(any::<u8>(), 0..40).prop_map(Op::Apdu),
-    ]
+/// The file as version 1 wrote it: no integrity check, no change record.
+fn as_version_1(path: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(&file_text(path)).unwrap();
+    let fields = v.as_object_mut().unwrap();
+    fields.remove("integrity");
+    fields.remove("change");
+    fields.insert("version".into(), 1.into());
+    v
 }
 
-/// What the operators know: the current profile, MNO-A's OTA counter, the AuC's SQN.
-struct Model {
-    profile: SubscriptionProfile,
-    tre: bool,
-    counter: u64,
-    auc: Auc,
-    last_activation: Option<Vec<u8>>,
-}
+#[test]
+fn a_version_1_file_is_read_and_written_as_version_2_on_the_next_save() {
+    let (_d, path, card) = new_card();
+    drop(card);
+    std::fs::write(&path, serde_json::to_vec_pretty(&as_version_1(&path)).unwrap()).unwrap();
+    let mut card = Card::open(&path).unwrap();
+    assert_eq!(card.state.version, crate::state::VERSION);
+    assert!(card.change().is_none() && card.usim_active());
+    assert!(file_text(&path).contains("\"version\": 1"));
+    // A wrong PIN1 is saved before the answer: the file becomes version 2.
+    assert_eq!(send(&mut card, "0020000108 31313131ffffffff"), "63c2");
+    let text = file_text(&path);
+    assert!(text.contains("\"version\": 2") && text.contains("\"integrity\": \""), "{text}");
+    assert!(text.contains("\"change\": null"));
+    drop(card);
+    let card = Card::open(&path).unwrap();
+    assert_eq!(card.state.pin1.retries_left, 2);
+    drop(card);
 
-fn numbered_profile(n: u8) -> SubscriptionProfile {
-    let mut p = profile(
-        Iccid::with_check_digit(&format!("89883030000000{n:05}")).unwrap().as_str(),
-        &format!("0010100000{n:05}"),
-    );
-    p.k = protocol::SubscriberKey::new([n; 16]);
-    p.ota.kid = protocol::OtaKey::new([n ^ 0x5A; 16]);
-    p.ota.counter = u64::from(n);
-    p
-}
-
-fn activation(model: &mut Model, command: OtaCommand) -> Vec<u8> {
-    model.counter += 1;
-    ota::seal(command, &model.profile.ota.kid, &model.profile.iccid, model.counter).unwrap()
-}
-
-fn install(model: &mut Model, card: &mut Card, n: u8, faults: FaultPlan) {
-    let new = numbered_profile(n);
-    let result = card.install_with(new.clone(), &faults);
-    match (model.tre, result) {
-        (false, Err(UiccError::TreNotActive)) => {}
-        (true, Ok(())) => adopt(model, new),
-        (true, Err(UiccError::InstallFailed { committed, .. })) => {
-            model.tre = false;
-            if committed {
-                adopt(model, new);
-            }
-        }
-        (tre, r) => panic!("install with TRE {tre}: {r:?}"),
+    // Version 1 knew neither field: a file that says 1 and has one of them is refused
+    // (so a check cannot be dropped by just lowering the version of a trial).
+    for (field, value) in
+        [("integrity", serde_json::json!("00")), ("change", serde_json::json!({}))]
+    {
+        let mut v1 = as_version_1(&path);
+        v1[field] = value;
+        std::fs::write(&path, v1.to_string()).unwrap();
+        assert!(matches!(Card::open(&path), Err(UiccError::BadState { .. })), "{field}");
     }
-}
-
-fn adopt(model: &mut Model, new: SubscriptionProfile) {
-    model.tre = false;
-    model.counter = new.ota.counter;
-    model.auc = Auc::new(&new);
-    model.profile = new;
-    // Its commands were MACed for the old profile.
-    model.last_activation = None;
-}
-
-fn step(model: &mut Model, card: &mut Card, op: Op) {
-    match op {
-        Op::Authenticate => {}
-        Op::Activate => {
-            let cmd = activation(model, OtaCommand::ActivateTre);
-            assert_eq!(card.ota(&cmd).unwrap(), OtaCommand::ActivateTre);
-            model.tre = true;
-            model.last_activation = Some(cmd);
-        }
-        Op::ActivateFaulty(at) => {
-            let cmd = activation(model, OtaCommand::ActivateTre);
-            let r = card.ota_with(&cmd, &FaultPlan::fail_at(at));
-            assert!(matches!(r, Err(UiccError::Persist { .. })));
-            if at.committed() {
-                model.tre = true;
-            } else {
-                // Not stored: the operator may send the same counter again later.
-                model.counter -= 1;
-            }
-        }
-        Op::ActivateReplayed => {
-            if let Some(cmd) = &model.last_activation {
-                assert_ne!(card.transmit(cmd), [0x90, 0x00]);
-            }
-        }
-        Op::ActivateForged => {
-            // Any key but the profile's KID.
-            let forged = protocol::OtaKey::new(model.profile.ota.kid.expose().map(|b| !b));
-            let cmd =
-                ota::seal_activate_tre(&forged, &model.profile.iccid, model.counter + 1).unwrap();
-            assert_eq!(card.transmit(&cmd), [0x69, 0x82]);
-        }
-        Op::Deactivate => {
-            let cmd = activation(model, OtaCommand::DeactivateTre);
-            assert_eq!(card.transmit(&cmd), [0x90, 0x00]);
-            model.tre = false;
-        }
-        Op::Install(n) => install(model, card, n, FaultPlan::default()),
-        Op::InstallFaulty(n, at) => install(model, card, n, FaultPlan::fail_at(at)),
-        Op::Abort => {
-            card.abort_tre().unwrap();
-            model.tre = false;
-        }
-        // Handled by the caller, which owns the card.
-        Op::Restart => {}
-        Op::Reset => card.reset(),
-        Op::Apdu(bytes) => {
-            let answer = card.transmit(&bytes);
-            assert!((2..=258).contains(&answer.len()));
-        }
-    }
-}
-
-/// The invariant, checked in memory, on disk, and by behaviour: exactly one of TRE and USIM
-/// is active, the profile is whole, and AUTHENTICATE works exactly when the USIM is active.
-fn check(model: &mut Model, card: &mut Card, path: &Path) {
-    assert!(card.tre_active() != card.usim_active());
-    assert_eq!(card.tre_active(), model.tre);
-    assert!(same_subscription(&card.state.profile, &model.profile));
-    assert_eq!(card.ota_counter(), model.counter);
-    let on_disk = State::load(path).unwrap();
-    assert!(same_subscription(&on_disk.profile, &model.profile));
-    assert_eq!(on_disk.profile.ota.counter, model.counter);
-    assert_eq!(on_disk.active == Active::Tre, model.tre);
-    let v = model.auc.vector(model.profile.amf);
-    card.reset();
-    match card.run_aka(&v.rand, &v.autn) {
-        Outcome::Success { res, .. } => assert!(!model.tre && res == v.xres),
-        Outcome::Refused(sw) => assert!(model.tre && sw == Sw::CONDITIONS_NOT_SATISFIED),
-        other => panic!("{other:?}"),
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-
-    #[test]
-    fn exactly_one_of_tre_and_usim_is_active(ops in prop::collection::vec(op(), 1..24)) {
-        let (_d, path, mut card) = new_card();
-        let profile = card.state.profile.clone();
-        let mut model = Model { auc: Auc::new(&profile), profile, tre: false, counter: 0, last_activation: None };
-        check(&mut model, &mut card, &path);
-        for op in ops {
-            if let Op::Restart = op {
-                drop(card);
-                card = Card::open(&path).unwrap();
-            } else {
-                step(&mut model, &mut card, op);
-            }
-            check(&mut model, &mut card, &path);
-        }
-    }
+    let mut v3 = as_version_1(&path);
+    v3["version"] = 3.into();
+    std::fs::write(&path, v3.to_string()).unwrap();
+    let err = Card::open(&path).unwrap_err();
+    assert!(err.to_string().ends_with("version 3 is not supported (this build reads 1 and 2)"));
 }

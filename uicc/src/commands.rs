@@ -455,6 +455,10 @@ impl Card {
                 tracing::warn!(error = %e, "OTA command rejected");
                 ota_status(&e).into()
             }
+            Err(e @ crate::UiccError::ChangeOnTrial { .. }) => {
+                tracing::warn!(error = %e, "OTA command refused");
+                Sw::CONDITIONS_NOT_SATISFIED.into()
+            }
             Err(e) => {
                 tracing::error!(error = %e, "OTA command not saved");
                 Sw::MEMORY_PROBLEM.into()

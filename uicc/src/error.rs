@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use protocol::ota::OtaError;
 
+use crate::change::Phase;
 use crate::store::WriteStep;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,12 +29,29 @@ pub enum UiccError {
     #[error("OTA command rejected: {0}")]
     Ota(#[from] OtaError),
     /// The install did not complete. `committed` tells which profile the card now runs: the
-    /// new one (the write reached the disk) or the old one, with the USIM active again.
+    /// new one on trial (the write reached the disk) or the old one, with the USIM active
+    /// again.
     #[error(
-        "profile install failed while {step}: {source}; the card runs the {} profile with the USIM active",
-        if *committed { "new" } else { "old" }
+        "profile install failed while {step}: {source}; the card runs the {} with the USIM active",
+        if *committed { "new profile on trial" } else { "old profile" }
     )]
     InstallFailed { step: WriteStep, committed: bool, source: io::Error },
+    /// Another change is on trial: it must be committed or fall back first. Also the answer
+    /// to an OTA "activate TRE" during a trial.
+    #[error("change {sequence} of campaign {campaign:?} is on trial: commit it or fall back first")]
+    ChangeOnTrial { campaign: String, sequence: u64 },
+    /// The change on trial was installed with another subscription than this re-delivery.
+    #[error("change {sequence} of campaign {campaign:?} is on trial with another subscription")]
+    ChangeMismatch { campaign: String, sequence: u64 },
+    /// The change was already settled; a new attempt needs a new sequence number.
+    #[error("change {sequence} of campaign {campaign:?} is already settled ({phase})")]
+    ChangeSettled { campaign: String, sequence: u64, phase: Phase },
+    /// The card's last change is not this one (or there is none).
+    #[error("change {sequence} of campaign {campaign:?} is not the card's last change")]
+    NoSuchChange { campaign: String, sequence: u64 },
+    /// The commit point has passed: nothing may bring the old profile back.
+    #[error("change {sequence} of campaign {campaign:?} is committed: the old profile is gone")]
+    AlreadyCommitted { campaign: String, sequence: u64 },
     #[error("a PIN is 4 to 8 decimal digits, an ADM key 16 hex digits")]
     BadPin,
     #[error("the MNC length is 2 or 3 digits")]

@@ -1,6 +1,15 @@
 //! The card's persistent state and its file format (JSON, one file, mode 0600): the active
 //! subscription profile, which of USIM and TRE is active, the SQN array of TS 33.102
-//! Annex C, PIN1 and ADM1 with their retry counters, and the stored EFs.
+//! Annex C, PIN1 and ADM1 with their retry counters, the stored EFs, and the record of the
+//! last subscription change with, while it is on trial, the old subscription to fall back to
+//! (see [`crate::change`]).
+//!
+//! Every file carries an integrity check: `integrity` is the SHA-256 of the canonical
+//! serialization of all the other fields (compact JSON in field order, as this build writes
+//! it), written on every save and verified at every load. It catches corruption and stray
+//! edits; it is not a MAC, so it does not stop someone who can rewrite the file and
+//! recompute it. Version 1 files (no check, no change record) are still read and are
+//! written as version 2 on the next save.
 //!
 //! This file is the only place where K, OPc, KIc, KID and the PINs are kept in the clear.
 //! Errors about it never quote its content.
@@ -15,13 +24,16 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::change::Change;
 use crate::error::UiccError;
 use crate::fs::{self, Source};
 
 /// The `format` field of every state file.
 pub const FORMAT: &str = "tresor-uicc-state";
-/// The state file version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The state file version this build writes. It also reads [`VERSION_1`].
+pub const VERSION: u32 = 2;
+/// The first version: no integrity check, no change record.
+pub const VERSION_1: u32 = 1;
 
 /// Which of the two may act for the subscription (TR 33.812 §5.4.4.3): exactly one, always.
 /// One field rather than two flags, so "both" and "neither" cannot be represented.
@@ -163,7 +175,7 @@ impl SqnArray {
         best
     }
 
-    fn is_valid(&self) -> bool {
+    pub(crate) fn is_valid(&self) -> bool {
         self.seq.len() == IND_VALUES && self.seq.iter().all(|&s| s < (1 << 43))
     }
 }
@@ -182,6 +194,25 @@ pub struct State {
     pub mnc_len: u8,
     /// Stored EFs by name, hex-encoded.
     pub files: BTreeMap<String, HexBytes>,
+    /// The last subscription change, kept after its commit or fall-back until the next
+    /// install; `null` before the first. Absent in version 1 files.
+    #[serde(default)]
+    pub change: Option<Change>,
+}
+
+/// What is written: the state and, last, its integrity check.
+#[derive(Serialize)]
+struct Sealed<'a> {
+    #[serde(flatten)]
+    state: &'a State,
+    integrity: &'a str,
+}
+
+/// What is read besides the state: its integrity check, if any.
+#[derive(Deserialize)]
+struct Seal {
+    #[serde(default)]
+    integrity: Option<String>,
 }
 
 /// Bytes stored as a hex string.
@@ -216,6 +247,7 @@ impl State {
             adm1,
             mnc_len,
             files,
+            change: None,
         }
     }
 
@@ -235,10 +267,22 @@ impl State {
         self.files.get(name).map(|h| h.0.as_slice())
     }
 
+    /// The file content: the state, pretty-printed, with its integrity check.
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, UiccError> {
-        serde_json::to_vec_pretty(self)
+        let integrity = hex::encode(self.digest()?);
+        serde_json::to_vec_pretty(&Sealed { state: self, integrity: &integrity })
             .map(Zeroizing::new)
             .map_err(|e| UiccError::Encode(e.to_string()))
+    }
+
+    /// The canonical serialization the integrity check covers: compact JSON of every field
+    /// but `integrity`, in declaration order (maps sorted by key).
+    pub(crate) fn canonical(&self) -> Result<Zeroizing<Vec<u8>>, UiccError> {
+        serde_json::to_vec(self).map(Zeroizing::new).map_err(|e| UiccError::Encode(e.to_string()))
+    }
+
+    fn digest(&self) -> Result<ring::digest::Digest, UiccError> {
+        Ok(ring::digest::digest(&ring::digest::SHA256, &self.canonical()?))
     }
 
     /// Reads and validates a state file.
@@ -251,31 +295,45 @@ impl State {
             .map_err(|reason| UiccError::BadState { path: path.to_owned(), reason })
     }
 
-    /// Parses and validates; the error names the problem and its position, never the content.
+    /// Parses, checks the integrity and validates; the error names the problem and its
+    /// position, never the content. A version 1 state comes back as version 2, so the next
+    /// save migrates the file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let state: State = serde_json::from_slice(bytes).map_err(|e| {
-            let what = match e.classify() {
-                serde_json::error::Category::Io => "unreadable",
-                serde_json::error::Category::Syntax => "not JSON",
-                serde_json::error::Category::Data => "wrong field or value",
-                serde_json::error::Category::Eof => "truncated",
-            };
-            format!("{what} at line {} column {}", e.line(), e.column())
-        })?;
+        let mut state: State = serde_json::from_slice(bytes).map_err(json_error)?;
+        let seal: Seal = serde_json::from_slice(bytes).map_err(json_error)?;
+        if state.format != FORMAT {
+            return Err(format!("format is not {FORMAT}"));
+        }
+        match (state.version, seal.integrity) {
+            (VERSION, Some(integrity)) => state.check_integrity(&integrity)?,
+            (VERSION, None) => return Err("integrity field is missing".into()),
+            (VERSION_1, None) if state.change.is_none() => state.version = VERSION,
+            (VERSION_1, _) => {
+                return Err("version 1 has neither an integrity field nor a change record".into());
+            }
+            (v, _) => {
+                return Err(format!(
+                    "version {v} is not supported (this build reads {VERSION_1} and {VERSION})"
+                ));
+            }
+        }
         state.validate()?;
         Ok(state)
     }
 
+    fn check_integrity(&self, integrity: &str) -> Result<(), String> {
+        let mut stored = [0u8; ring::digest::SHA256_OUTPUT_LEN];
+        hex::decode_to_slice(integrity, &mut stored)
+            .map_err(|_| "integrity must be 64 hex digits (SHA-256)".to_owned())?;
+        let actual = self.digest().map_err(|e| e.to_string())?;
+        if bool::from(actual.as_ref().ct_eq(&stored)) {
+            Ok(())
+        } else {
+            Err("integrity check failed: the content does not match its SHA-256".into())
+        }
+    }
+
     fn validate(&self) -> Result<(), String> {
-        if self.format != FORMAT {
-            return Err(format!("format is not {FORMAT}"));
-        }
-        if self.version != VERSION {
-            return Err(format!(
-                "version {} is not supported (this build reads {VERSION})",
-                self.version
-            ));
-        }
         if !matches!(self.mnc_len, 2 | 3) {
             return Err("mnc_len must be 2 or 3".into());
         }
@@ -302,8 +360,22 @@ impl State {
         if let Some(missing) = stored.clone().find(|e| !self.files.contains_key(e.name)) {
             return Err(format!("stored file {} is missing", missing.name));
         }
+        if let Some(change) = &self.change {
+            change.validate(self)?;
+        }
         Ok(())
     }
+}
+
+/// A parse error by kind and position: serde's own message could quote a value.
+fn json_error(e: serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "wrong field or value",
+        serde_json::error::Category::Eof => "truncated",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
 }
 
 fn default_files(
@@ -352,8 +424,15 @@ pub(crate) mod tests {
         assert_eq!(back.files, s.files);
         let text = String::from_utf8(bytes.to_vec()).unwrap();
         assert!(text.contains("\"active\": \"usim\""));
+        assert!(text.contains("\"change\": null") && text.contains("\"integrity\": \""));
         let broken = text.replace("\"EF_AD\": \"00000002\"", "\"EF_AD\": \"000002\"");
-        assert_eq!(State::from_bytes(broken.as_bytes()).unwrap_err(), "EF_AD must be 4 bytes");
+        assert_eq!(
+            State::from_bytes(broken.as_bytes()).unwrap_err(),
+            "integrity check failed: the content does not match its SHA-256"
+        );
+        // With a matching check, the field checks still apply.
+        let resealed = serde_json::from_str::<State>(&broken).unwrap().to_bytes().unwrap();
+        assert_eq!(State::from_bytes(&resealed).unwrap_err(), "EF_AD must be 4 bytes");
     }
 
     #[test]
