@@ -103,7 +103,7 @@ impl DeviceConfig {
 
 /// Powers the device on and runs its agent to the end of its campaign.
 pub async fn run(config: &DeviceConfig) -> Result<Outcome> {
-    let swtpm = Swtpm::start(&config.tpm.state, &SwtpmConfig::load()?)?;
+    let swtpm = Swtpm::start_owned(&config.tpm.state, &SwtpmConfig::load()?)?;
     let tpm = Tpm::connect(&swtpm.tcti())?;
     let options = AttesterOptions { ek_alg: config.tpm.ek, ..Default::default() };
     let attester = Attester::boot(tpm, &config.image, options)?;

@@ -6,6 +6,12 @@
 //! assumes exactly that pairing. tss-esapi cannot reach swtpm over a Unix socket, so the lab
 //! hands out loopback port pairs and proves after start that the listening sockets belong
 //! to the child it started (not to a process that raced it for the port).
+//!
+//! Process hygiene: a swtpm never outlives the device process that owns it. Dropping the
+//! handle kills it; [`Swtpm::start_owned`] also has the kernel kill it when its owner dies
+//! without dropping anything (`PR_SET_PDEATHSIG`); and a start on a state directory first
+//! clears a swtpm that a dead owner left on it ([`stale`]), or refuses with
+//! [`SwtpmError::InUse`] when a live process still owns one.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -23,6 +29,10 @@ const DEFAULT_CONFIG: &str = include_str!("../../swtpm-config/swtpm.toml");
 
 /// Environment variable naming a settings file that replaces the built-in one.
 pub const CONFIG_ENV: &str = "TRESOR_SWTPM_CONFIG";
+
+mod stale;
+
+pub use stale::PID_FILE;
 
 /// Why a swtpm instance could not be started or used.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +57,19 @@ pub enum SwtpmError {
     Control(String),
     #[error("TPM command {command} failed with response code {rc:#010x}")]
     Tpm { command: &'static str, rc: u32 },
+    #[error(
+        "swtpm state directory {} is in use: swtpm (pid {pid}) serves it for the live process \
+         {owner} ({owner_command}); stop that process first — a second TPM on the same state \
+         would corrupt it",
+        state_dir.display()
+    )]
+    InUse { state_dir: PathBuf, pid: u32, owner: u32, owner_command: String },
+    #[error(
+        "a stale swtpm (pid {pid}) left on {} by a process that is gone could not be stopped: \
+         {reason}",
+        state_dir.display()
+    )]
+    StaleNotStopped { state_dir: PathBuf, pid: u32, reason: String },
     #[error("swtpm I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -107,12 +130,28 @@ static LIVE: AtomicUsize = AtomicUsize::new(0);
 /// Next candidate port; seeded from the process id so concurrent processes start apart.
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
+/// How a started swtpm is tied to the process that starts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// The kernel SIGKILLs the swtpm when its parent dies (`prctl(PR_SET_PDEATHSIG)`), so
+    /// that a device process killed with SIGKILL leaves no TPM behind holding its state.
+    ///
+    /// Caveat: Linux sends the signal when the *thread* that spawned the child exits, not
+    /// when the process does. Only set this where the calling thread lives as long as the
+    /// process — the main thread, or a thread of one's own that outlives the TPM. Never
+    /// from a tokio worker or `spawn_blocking` thread: the blocking pool ends idle threads,
+    /// which would kill a swtpm still in use.
+    pub die_with_parent: bool,
+}
+
 /// A running swtpm. Dropping it kills and reaps the process and, for a temporary state
 /// directory, removes the state.
 #[derive(Debug)]
 pub struct Swtpm {
-    // Field order is drop order: the process dies before its state directory goes.
+    // Field order is drop order: the process dies before its pid file and its state
+    // directory go.
     process: Process,
+    _pid_file: stale::PidFile,
     port: u16,
     state_dir: PathBuf,
     _slot: Slot,
@@ -139,21 +178,48 @@ impl Swtpm {
     }
 
     /// Starts a swtpm on an existing or new state directory (a device's TPM across
-    /// restarts). A fresh state gets the configured PCR banks allocated.
+    /// restarts). A fresh state gets the configured PCR banks allocated. A swtpm that a
+    /// dead process left on the directory is stopped first; one that a live process owns
+    /// makes this fail with [`SwtpmError::InUse`].
     pub fn start(state_dir: &Path, config: &SwtpmConfig) -> Result<Self, SwtpmError> {
+        Self::start_with(state_dir, config, StartOptions::default())
+    }
+
+    /// [`Swtpm::start`] for a swtpm that must die with the calling thread's process
+    /// ([`StartOptions::die_with_parent`]; read its caveat): a device process's own TPM,
+    /// started from its main thread.
+    pub fn start_owned(state_dir: &Path, config: &SwtpmConfig) -> Result<Self, SwtpmError> {
+        Self::start_with(state_dir, config, StartOptions { die_with_parent: true })
+    }
+
+    /// [`Swtpm::start`] with `options`.
+    pub fn start_with(
+        state_dir: &Path,
+        config: &SwtpmConfig,
+        options: StartOptions,
+    ) -> Result<Self, SwtpmError> {
         let slot = Slot::reserve(config.max_instances)?;
         std::fs::create_dir_all(state_dir)
             .map_err(|source| SwtpmError::StateDir { path: state_dir.to_owned(), source })?;
         // swtpm resolves relative paths against its own working directory.
         let state_dir = std::fs::canonicalize(state_dir)
             .map_err(|source| SwtpmError::StateDir { path: state_dir.to_owned(), source })?;
+        stale::clear(&state_dir, &config.binary)?;
         let fresh = !state_dir.join("tpm2-00.permall").exists();
         const TRIES: usize = 64;
         for _ in 0..TRIES {
             let Some(port) = free_port_pair(config) else { break };
             // None: another process took the ports between our probe and swtpm's bind.
-            if let Some(process) = spawn_on(&state_dir, port, config)? {
-                let tpm = Self { process, port, state_dir, _slot: slot, _temp: None };
+            if let Some(process) = spawn_on(&state_dir, port, config, options)? {
+                let pid_file = stale::PidFile::write(&state_dir, process.0.id())?;
+                let tpm = Self {
+                    process,
+                    _pid_file: pid_file,
+                    port,
+                    state_dir,
+                    _slot: slot,
+                    _temp: None,
+                };
                 if fresh {
                     tpm.allocate_pcr_banks(&config.pcr_banks)?;
                 }
@@ -262,6 +328,7 @@ fn spawn_on(
     state_dir: &Path,
     port: u16,
     config: &SwtpmConfig,
+    options: StartOptions,
 ) -> Result<Option<Process>, SwtpmError> {
     let stderr_path = state_dir.join("swtpm.stderr");
     let stderr = File::create(&stderr_path)?;
@@ -279,7 +346,7 @@ fn spawn_on(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
-    close_inherited_fds(&mut cmd);
+    prepare_child(&mut cmd, options);
     if config.log_level > 0 {
         cmd.arg("--log").arg(format!(
             "level={},file={}",
@@ -318,25 +385,43 @@ fn spawn_on(
     }
 }
 
-/// Marks every descriptor above stderr close-on-exec in the child before it execs swtpm.
+/// Sets up the child between fork and exec: every descriptor above stderr close-on-exec,
+/// and with [`StartOptions::die_with_parent`] a parent-death signal.
 ///
 /// The TSS's TCTI opens its sockets without SOCK_CLOEXEC. A swtpm spawned while another
 /// thread talks to its own TPM would inherit that socket, keep the connection alive after
 /// the TSS closed it, and — since swtpm serves one connection at a time — starve the other
 /// TPM's next connection forever. CLOSE_RANGE_CLOEXEC (Linux 5.11) rather than a plain
 /// close keeps std's own exec-error pipe working.
+///
+/// PR_SET_PDEATHSIG fires when the spawning *thread* exits (see the caveat on
+/// [`StartOptions::die_with_parent`]). If the parent died before the prctl took effect, the
+/// signal would never come: the child then checks that its parent is still the process
+/// that forked it, and fails the spawn otherwise.
 #[allow(unsafe_code)]
-fn close_inherited_fds(cmd: &mut Command) {
+fn prepare_child(cmd: &mut Command, options: StartOptions) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs between fork and exec and calls only close_range(2), an
-    // async-signal-safe system call that touches no memory of the parent.
+    let parent = std::process::id();
+    let die_with_parent = options.die_with_parent;
+    // SAFETY: the closure runs between fork and exec and calls only close_range(2),
+    // prctl(2) and getppid(2), async-signal-safe system calls that take plain integers and
+    // touch no memory of the parent; it allocates nothing (the captured values are Copy).
     unsafe {
-        cmd.pre_exec(|| {
-            match libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int)
+        cmd.pre_exec(move || {
+            if libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int)
+                != 0
             {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
+                return Err(std::io::Error::last_os_error());
             }
+            if die_with_parent {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+            }
+            Ok(())
         });
     }
 }

@@ -317,11 +317,15 @@ impl ChallengeError {
 /// The SQLite store failed; details are for the PVA's log, not for peers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    #[error("SQLite: {0}")]
+    #[error("store: SQLite: {0}")]
     Sqlite(String),
-    #[error("store schema version {found} is newer than this PVA's ({supported})")]
-    SchemaTooNew { found: i64, supported: i64 },
-    #[error("stored record is corrupt: {0}")]
+    #[error("store {path}: schema version {found} is newer than this PVA's ({supported})")]
+    SchemaTooNew { path: String, found: i64, supported: i64 },
+    /// The file is not the PVA's store (empty, not SQLite, another role's, …): refused at
+    /// start, left as it was.
+    #[error("{0}")]
+    Open(storage::OpenError),
+    #[error("store: stored record is corrupt: {0}")]
     Corrupt(String),
     #[error("the store has shut down")]
     Closed,
@@ -330,6 +334,17 @@ pub enum StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         Self::Sqlite(e.to_string())
+    }
+}
+
+impl From<storage::OpenError> for StoreError {
+    fn from(e: storage::OpenError) -> Self {
+        match e {
+            storage::OpenError::NewerVersion { path, found, supported, .. } => {
+                Self::SchemaTooNew { path: path.display().to_string(), found, supported }
+            }
+            other => Self::Open(other),
+        }
     }
 }
 
@@ -342,7 +357,7 @@ pub enum Error {
     Enrolment(#[from] EnrolmentError),
     #[error(transparent)]
     Challenge(#[from] ChallengeError),
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("configuration: {0}")]
     Config(String),

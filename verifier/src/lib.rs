@@ -12,7 +12,8 @@
 //!
 //! Layout:
 //! - [`config`]: the configuration file.
-//! - [`store`]: SQLite (WAL, synchronous=FULL, group commit), schema versioned.
+//! - [`store`]: SQLite (WAL, synchronous=FULL, group commit), schema versioned; opened
+//!   under `storage`'s policy (an empty or foreign file is refused).
 //! - [`enrol`]: EK certificate validation, AK checks, MakeCredential, activation.
 //! - [`nonce`]: challenges: issue, consume (atomically with the clock mark).
 //! - [`appraisal`]: the checks, one module per family (quote, PCRs, event log, clock,
@@ -52,6 +53,7 @@ pub use ear::EarSigner;
 pub use error::{AppraisalError, ChallengeError, EnrolmentError, Error, Outcome, StoreError};
 pub use pva::{Appraised, Pva, Settings};
 pub use refvalues::ReferenceValues;
+pub use store::OpenMode;
 
 /// Runs the PVA of `config` over HTTPS on `listener` until `shutdown` completes. Start-up
 /// (signing key, TLS identity, roots, policies, store) fails before anything is served.
@@ -60,11 +62,22 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    let (pva, tls) = start(config, OpenMode::CreateIfMissing).await?;
+    serve_pva(pva, tls, listener, shutdown).await
+}
+
+/// Everything [`serve`] does before serving: TLS configuration, signing key, roots,
+/// policies, and the store opened with `mode`. A caller that announces readiness (`tresor
+/// serve pva --ready-file`) does so only after this succeeded, then calls [`serve_pva`].
+pub async fn start(
+    config: Config,
+    mode: OpenMode,
+) -> Result<(Arc<Pva>, Arc<rustls::ServerConfig>), Error> {
     let tls = config.tls()?;
-    let pva = tokio::task::spawn_blocking(move || Pva::from_config(&config))
+    let pva = tokio::task::spawn_blocking(move || Pva::from_config_with(&config, mode))
         .await
         .map_err(|e| Error::Config(format!("start-up task failed: {e}")))??;
-    serve_pva(Arc::new(pva), tls, listener, shutdown).await
+    Ok((Arc::new(pva), tls))
 }
 
 /// [`serve`] with an already built [`Pva`] and TLS configuration (tests, embedding).

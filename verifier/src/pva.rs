@@ -28,7 +28,7 @@ use crate::enrol::{self, EnrolledDevice};
 use crate::error::{AppraisalError, ChallengeError, Error};
 use crate::nonce::{self, Challenge};
 use crate::refvalues::ReferenceValues;
-use crate::store::{self, Store};
+use crate::store::{self, OpenMode, Store};
 
 /// Tunables of a PVA.
 #[derive(Clone, Debug)]
@@ -134,6 +134,12 @@ impl Pva {
 
     /// Loads everything `config` names; any missing piece is an error.
     pub fn from_config(config: &Config) -> Result<Self, Error> {
+        Self::from_config_with(config, OpenMode::CreateIfMissing)
+    }
+
+    /// [`Pva::from_config`], opening the store with `mode` (`--init` initialises an empty
+    /// store file).
+    pub fn from_config_with(config: &Config, mode: OpenMode) -> Result<Self, Error> {
         let signer = EarSigner::load(&config.signing_certificate, &config.signing_key)?;
         let roots = TrustAnchors::from_dir(&config.manufacturer_roots)
             .map_err(|e| Error::Config(format!("manufacturer roots: {e}")))?;
@@ -142,7 +148,7 @@ impl Pva {
             .iter()
             .map(|p| ReferenceValues::load(p))
             .collect::<Result<Vec<_>, _>>()?;
-        let store = Store::open(&config.database)?;
+        let store = Store::open_with(&config.database, mode)?;
         let settings = Settings {
             nonce_ttl: config.nonce_ttl,
             enrolment_ttl: config.enrolment_ttl,

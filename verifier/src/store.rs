@@ -1,6 +1,8 @@
 //! The PVA's durable state in SQLite (DESIGN.md §5): enrolled devices (EK, AK, clock
-//! high-water mark), pending credential activations and issued nonces. WAL journal,
-//! `synchronous=FULL`, created on first start, schema versioned with `PRAGMA user_version`.
+//! high-water mark), pending credential activations and issued nonces. Opened under the
+//! policy of `storage::open_sqlite`: WAL journal, `synchronous=FULL`, created only where no
+//! file exists (or in an empty file with [`OpenMode::Init`]), stamped as the `pva` store,
+//! schema versioned with `PRAGMA user_version`; an empty, foreign or newer file is refused.
 //!
 //! Operations commit in groups, leader/follower style: a caller queues its operation; if no
 //! commit is under way it becomes the leader and runs everything queued in one transaction
@@ -20,13 +22,18 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use protocol::DeviceId;
 use rusqlite::{Connection, OptionalExtension, params};
+pub use storage::OpenMode;
+use storage::Schema;
 
 use crate::error::StoreError;
 
 /// The schema this code writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
 
-const SCHEMA: &str = "
+/// The PVA's store as `storage` opens it.
+const SCHEMA: Schema = Schema { role: "pva", version: SCHEMA_VERSION, ddl: DDL };
+
+const DDL: &str = "
 CREATE TABLE devices (
     device_id      BLOB PRIMARY KEY,
     ek_public      BLOB NOT NULL,
@@ -106,24 +113,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Store {
-    /// Opens (creating on first start) the database at `path`.
+    /// Opens the PVA's database at `path`, creating it if no file is there; refuses an
+    /// empty file or one that is not the PVA's store ([`StoreError::Open`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        Self::start(conn, true)
+        Self::open_with(path, OpenMode::CreateIfMissing)
+    }
+
+    /// [`Store::open`]; with [`OpenMode::Init`] an existing empty file is initialised too
+    /// (`tresor serve pva --init`).
+    pub fn open_with(path: &Path, mode: OpenMode) -> Result<Self, StoreError> {
+        Self::start(storage::open_sqlite(path, &SCHEMA, mode)?, true)
     }
 
     /// A store that lives in memory only: not durable. For tests and for measuring the
     /// appraisal core without the disk (`tresor bench appraisal`).
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::start(Connection::open_in_memory()?, false)
+        Self::start(storage::open_sqlite_in_memory(&SCHEMA)?, false)
     }
 
     fn start(conn: Connection, file: bool) -> Result<Self, StoreError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        migrate(&conn)?;
         Ok(Self {
             queue: Mutex::new(Queue { jobs: Vec::new(), committing: false }),
             done: Condvar::new(),
@@ -203,20 +213,6 @@ impl Drop for Leading<'_> {
     fn drop(&mut self) {
         lock(&self.0.queue).committing = false;
         self.0.done.notify_all();
-    }
-}
-
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    match version {
-        0 => {
-            conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))?;
-            Ok(())
-        }
-        SCHEMA_VERSION => Ok(()),
-        found => Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION }),
     }
 }
 

@@ -74,11 +74,45 @@ struct Summary {
     wall_s: f64,
 }
 
+/// How the demo ended.
+enum Ended {
+    Finished(anyhow::Result<ExitCode>),
+    Stopped(super::Stop),
+}
+
+/// Runs the demo; SIGINT or SIGTERM stops it, with every swtpm of its lab, and exits with
+/// 130 or 143.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!((1..=64).contains(&args.devices), "--devices must be 1 to 64");
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
-    runtime.block_on(demo(args))
+    // Handlers before the first swtpm starts: from here on a signal reaches the select
+    // below instead of ending the process with its swtpm children still running.
+    let mut signals = {
+        let _runtime = runtime.enter();
+        super::StopSignals::install()?
+    };
+    let ended = runtime.block_on(async {
+        tokio::select! {
+            result = demo(args) => Ended::Finished(result),
+            stop = signals.recv() => Ended::Stopped(stop),
+        }
+    });
+    match ended {
+        Ended::Finished(result) => result,
+        Ended::Stopped(stop) => {
+            // The demo is dropped by now, at its last await (a signal during manufacturing
+            // waits for the devices being made): every device's swtpm has been killed and
+            // reaped with its handle, a temporary directory removed. What is left — the
+            // services' tasks, the agents' threads — ends with the process.
+            runtime.shutdown_background();
+            eprintln!(
+                "tresor demo: stopped by {}; the lab and its swtpm processes are stopped",
+                stop.name()
+            );
+            Ok(ExitCode::from(stop.exit_code()))
+        }
+    }
 }
 
 async fn demo(args: Args) -> anyhow::Result<ExitCode> {

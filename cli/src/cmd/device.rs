@@ -75,7 +75,8 @@ fn manufacture_device(args: ManufactureArgs) -> anyhow::Result<ExitCode> {
         ManufacturerCa::from_pem(&read(&args.manufacturer_cert)?, &read(&args.manufacturer_key)?)?;
     let operator = Operator::open(&MnoConfig::load(&args.mno)?)?;
 
-    let swtpm = Swtpm::start(&config.tpm.state, &SwtpmConfig::load()?)?;
+    // On the main thread, which lives as long as the process: the swtpm dies with it.
+    let swtpm = Swtpm::start_owned(&config.tpm.state, &SwtpmConfig::load()?)?;
     let made = {
         let mut tpm = Tpm::connect(&swtpm.tcti())?;
         manufacture(

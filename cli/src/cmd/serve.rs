@@ -1,11 +1,18 @@
-//! `tresor serve pva|ro|mno --config FILE`: one network role as its own process, on the
-//! address its configuration names, until Ctrl-C or SIGTERM (then it finishes open requests).
+//! `tresor serve pva|ro|mno --config FILE [--init]`: one network role as its own process, on
+//! the address its configuration names, until Ctrl-C or SIGTERM (then it finishes open
+//! requests).
+//!
+//! Start-up runs in this order: the role is opened (keys, certificates, its store under
+//! `storage`'s policy), then its address is bound, then `--ready-file` is written, then it
+//! serves. A role whose store is refused therefore never announces itself.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use provisioning::{mno, ro};
+use storage::OpenMode;
 use tokio::net::TcpListener;
 
 #[derive(clap::Args)]
@@ -19,6 +26,11 @@ pub struct Args {
     /// with `listen = "127.0.0.1:0"` the system picks the port, and scripts learn it here.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Also create the role's store in an existing empty (0-byte) store file. Without it an
+    /// empty file is refused, since it usually means the store was lost; a file with content
+    /// that is not this role's store is refused either way. A missing file is always created.
+    #[arg(long)]
+    init: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -40,29 +52,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn serve(args: Args) -> anyhow::Result<()> {
     let config = &args.config;
     let ready = args.ready_file.as_deref();
+    let mode = if args.init { OpenMode::Init } else { OpenMode::CreateIfMissing };
     match args.role {
         Role::Pva => {
             let pva = verifier::Config::load(config)?;
             let listen =
                 pva.listen.clone().context("the PVA configuration has no `listen` address")?;
+            let (pva, tls) = verifier::start(pva, mode).await?;
             let listener = bind(&listen, ready).await?;
-            verifier::serve(pva, listener, super::shutdown_signal()).await?;
+            verifier::serve_pva(pva, tls, listener, super::shutdown_signal()).await?;
         }
         Role::Ro => {
             let ro = ro::RoConfig::load(config)?;
-            let listener = bind(&ro.listen, ready).await?;
-            ro::serve(ro, listener, super::shutdown_signal()).await?;
+            let listen = ro.listen.clone();
+            let ro = tokio::task::spawn_blocking(move || ro::Ro::open(ro, mode)).await??;
+            let listener = bind(&listen, ready).await?;
+            ro::serve_ro(Arc::new(ro), listener, super::shutdown_signal()).await?;
         }
         Role::Mno => {
             let mno = mno::MnoConfig::load(config)?;
-            let listener = bind(&mno.listen.to_string(), ready).await?;
-            mno::serve(mno, listener, super::shutdown_signal()).await?;
+            let listen = mno.listen.to_string();
+            let operator =
+                tokio::task::spawn_blocking(move || mno::Operator::open_with(&mno, mode)).await??;
+            let listener = bind(&listen, ready).await?;
+            mno::serve_operator(Arc::new(operator), listener, super::shutdown_signal()).await?;
         }
     }
     Ok(())
 }
 
-/// Binds `address`, reports the bound URL in the log and the ready file.
+/// Binds `address` for a role that is open, reports the bound URL in the log and the
+/// ready file.
 async fn bind(address: &str, ready: Option<&Path>) -> anyhow::Result<TcpListener> {
     let listener =
         TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;

@@ -118,6 +118,10 @@ pub enum MnoError {
     PoolChanged { path: String, found: String },
     #[error("store: {0}")]
     Store(#[from] rusqlite::Error),
+    /// The store file is not this operator's store (empty, not SQLite, another role's, …):
+    /// refused at start, left as it was.
+    #[error("{0}")]
+    StoreOpen(storage::OpenError),
     #[error("store file {path}: {source}")]
     StoreIo { path: String, source: std::io::Error },
     #[error("at-rest encryption failed")]
@@ -190,6 +194,7 @@ impl MnoError {
             | E::StoreOwner { .. }
             | E::PoolChanged { .. }
             | E::Store(_)
+            | E::StoreOpen(_)
             | E::StoreIo { .. }
             | E::Crypto
             | E::Corrupt(_)

@@ -29,7 +29,7 @@ use super::error::{MnoError, Result};
 use super::pool::{self, PoolConfig, Purpose};
 use super::records::{SubscriberRecord, SubscriberStatus, SubscriberView};
 use super::seal::Sealer;
-use super::store::{Store, now_unix};
+use super::store::{OpenMode, Store, now_unix};
 
 /// A running operator: configuration, keys and store.
 pub struct Operator {
@@ -59,8 +59,15 @@ impl std::fmt::Debug for Operator {
 
 impl Operator {
     /// Loads the certificate and key (checking the certificate chains to the CI root and
-    /// names this role, and the key file is private), opens or creates the store.
+    /// names this role, and the key file is private), opens the store, creating it only
+    /// where no file exists.
     pub fn open(config: &MnoConfig) -> Result<Self> {
+        Self::open_with(config, OpenMode::CreateIfMissing)
+    }
+
+    /// [`Operator::open`] with the store opened in `mode`: [`OpenMode::Init`] also
+    /// initialises an existing empty store file (`tresor serve mno --init`).
+    pub fn open_with(config: &MnoConfig, mode: OpenMode) -> Result<Self> {
         let name = config.name().to_owned();
         let cert_pem = read_bounded(&config.certificate)?;
         let key_pem = read_secret_file(&config.key)?;
@@ -91,7 +98,7 @@ impl Operator {
         let ear = EarVerifier::new(anchors).signers(&signers).leeway(config.ear.leeway);
 
         let sealer = Sealer::new(&config.storage_key)?;
-        let store = Store::open(&config.database, &name, &config.pool, &sealer)?;
+        let store = Store::open_with(&config.database, &name, &config.pool, &sealer, mode)?;
         tracing::info!(operator = %name, store = %config.database.display(), "operator opened");
         Ok(Self {
             name,
@@ -287,8 +294,8 @@ impl Operator {
     /// Step 12: the DPF's report for one device. The old operator retires the device's old
     /// subscription on success (only for a device of a known campaign whose IMSI list
     /// arrived); the new operator accepts success only for a subscription that AKA made
-    /// live, and retires a pending one on failure. Idempotent; a contradicting repeat is a
-    /// conflict.
+    /// live, and retires the new one on failure (a proven rollback). Idempotent; a
+    /// contradicting repeat is a conflict.
     pub fn report(&self, report: &Report) -> Result<ReportAck> {
         if report.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_LEN) {
             return Err(MnoError::BadBody {
@@ -342,8 +349,11 @@ impl Operator {
                 (Party::NewOperator, ReportOutcome::Success, _) => {
                     return Err(MnoError::AkaNotCompleted(report.device_id.to_hex()));
                 }
+                // The RO reports a failure only once the device proved its old profile
+                // runs again (docs/flow.md): the new subscription, even one AKA made live,
+                // will never be used by this card and is retired, never issued again.
                 (Party::NewOperator, ReportOutcome::Failure, Some(s))
-                    if s.status == SubscriberStatus::Pending =>
+                    if s.status != SubscriberStatus::Retired =>
                 {
                     Some(SubscriberStatus::Retired)
                 }

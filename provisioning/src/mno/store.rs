@@ -3,19 +3,24 @@
 //! the campaigns this operator takes part in and their devices, received IMSI lists,
 //! outstanding AKA challenges and the DPF's reports.
 //!
-//! One file per process, created on first start with mode 0600, WAL journal with
-//! `synchronous=FULL` (a committed allocation survives power loss), foreign keys on,
-//! `secure_delete` on. The schema is versioned with `PRAGMA user_version`; a store of another
-//! version, another operator, another IMSI range or another storage key is refused at start.
+//! One file per process, opened under the policy of `storage::open_sqlite`: created with
+//! mode 0600 only where no file exists (or in an empty file with [`OpenMode::Init`]), never
+//! over an empty or foreign file (MNO-B once re-issued IMSIs that were live on cards after
+//! its store file was emptied). WAL journal with `synchronous=FULL` (a committed allocation
+//! survives power loss), foreign keys on, `secure_delete` on. The store is stamped as the
+//! `mno` store and its schema versioned with `PRAGMA user_version`; a store of another role,
+//! another version, another operator, another IMSI range or another storage key is refused
+//! at start.
 //! Every change runs in one `BEGIN IMMEDIATE` transaction, which takes the write lock first,
 //! so concurrent requests (and processes) serialise instead of deadlocking on upgrade.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+pub use storage::OpenMode;
+use storage::{OpenError, Schema};
 
 use super::error::{MnoError, Result};
 use super::pool::PoolConfig;
@@ -27,7 +32,10 @@ pub const SCHEMA_VERSION: i64 = 1;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const KEY_CHECK_PLAINTEXT: &[u8] = b"tresor operator store";
 
-const SCHEMA: &str = "
+/// The operator's store as `storage` opens it.
+const SCHEMA: Schema = Schema { role: "mno", version: SCHEMA_VERSION, ddl: DDL };
+
+const DDL: &str = "
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -130,75 +138,58 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path` for operator `owner` with IMSI range `pool`,
-    /// checking that it is this operator's, of this schema and range, and that `sealer`'s
-    /// key is the one its secrets were encrypted with.
+    /// [`Store::open_with`] in [`OpenMode::CreateIfMissing`] (the tests' shorthand).
+    #[cfg(test)]
     pub(crate) fn open(
         path: &Path,
         owner: &str,
         pool: &PoolConfig,
         sealer: &Sealer,
     ) -> Result<Self> {
+        Self::open_with(path, owner, pool, sealer, OpenMode::CreateIfMissing)
+    }
+
+    /// Opens the store at `path` for operator `owner` with IMSI range `pool` — creating it
+    /// where no file exists, or in an empty file with [`OpenMode::Init`] — checking that it
+    /// is this operator's, of this schema and range, and that `sealer`'s key is the one its
+    /// secrets were encrypted with.
+    pub(crate) fn open_with(
+        path: &Path,
+        owner: &str,
+        pool: &PoolConfig,
+        sealer: &Sealer,
+        mode: OpenMode,
+    ) -> Result<Self> {
         let shown = path.display().to_string();
-        // Created private before SQLite touches it; SQLite gives its WAL and shared-memory
-        // files the database file's permissions.
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| MnoError::StoreIo { path: shown.clone(), source })?;
-        let mut conn = Connection::open(path)?;
+        let check = sealer.seal("", Field::KeyCheck, KEY_CHECK_PLAINTEXT)?;
+        let fingerprint = pool.fingerprint();
+        // The owner, range and key check are written with the schema, in one transaction.
+        let mut conn = storage::open_sqlite_with(path, &SCHEMA, mode, |c| {
+            let meta = "INSERT INTO meta (key, value) VALUES (?1, ?2)";
+            c.execute(meta, rusqlite::params!["owner", owner.as_bytes()])?;
+            c.execute(meta, rusqlite::params!["pool", fingerprint.as_bytes()])?;
+            c.execute(meta, rusqlite::params!["key_check", check])?;
+            tracing::info!(path = %shown, owner, "operator store created");
+            Ok(())
+        })?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(MnoError::Internal("SQLite refused WAL mode"));
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "secure_delete", "ON")?;
 
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        match version {
-            0 => {
-                tx.execute_batch(SCHEMA)?;
-                let check = sealer.seal("", Field::KeyCheck, KEY_CHECK_PLAINTEXT)?;
-                let meta = "INSERT INTO meta (key, value) VALUES (?1, ?2)";
-                tx.execute(meta, rusqlite::params!["owner", owner.as_bytes()])?;
-                tx.execute(meta, rusqlite::params!["pool", pool.fingerprint().as_bytes()])?;
-                tx.execute(meta, rusqlite::params!["key_check", check])?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-                tracing::info!(path = %shown, owner, "operator store created");
-            }
-            SCHEMA_VERSION => {
-                let found = meta_text(&tx, "owner")?;
-                if found != owner {
-                    return Err(MnoError::StoreOwner {
-                        path: shown,
-                        found,
-                        expected: owner.into(),
-                    });
-                }
-                let found = meta_text(&tx, "pool")?;
-                if found != pool.fingerprint() {
-                    return Err(MnoError::PoolChanged { path: shown, found });
-                }
-                let check: Vec<u8> =
-                    tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
-                        r.get(0)
-                    })?;
-                match sealer.open("", Field::KeyCheck, &check) {
-                    Ok(plain) if plain.as_slice() == KEY_CHECK_PLAINTEXT => {}
-                    _ => return Err(MnoError::WrongStorageKey),
-                }
-            }
-            found => {
-                return Err(MnoError::SchemaVersion { path: shown, found, known: SCHEMA_VERSION });
-            }
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let found = meta_text(&tx, "owner")?;
+        if found != owner {
+            return Err(MnoError::StoreOwner { path: shown, found, expected: owner.into() });
+        }
+        let found = meta_text(&tx, "pool")?;
+        if found != fingerprint {
+            return Err(MnoError::PoolChanged { path: shown, found });
+        }
+        let check: Vec<u8> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0))?;
+        match sealer.open("", Field::KeyCheck, &check) {
+            Ok(plain) if plain.as_slice() == KEY_CHECK_PLAINTEXT => {}
+            _ => return Err(MnoError::WrongStorageKey),
         }
         tx.commit()?;
         Ok(Self { conn: Mutex::new(conn), path: path.to_owned() })
@@ -223,6 +214,19 @@ impl Store {
         let mut conn = self.conn.lock().map_err(|_| MnoError::Internal("store lock poisoned"))?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         f(&tx)
+    }
+}
+
+impl From<OpenError> for MnoError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::NewerVersion { path, found, supported, .. } => MnoError::SchemaVersion {
+                path: path.display().to_string(),
+                found,
+                known: supported,
+            },
+            other => MnoError::StoreOpen(other),
+        }
     }
 }
 

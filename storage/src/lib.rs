@@ -1,0 +1,20 @@
+//! Durable stores shared by the network roles (DESIGN.md §5). For now, one policy: how a
+//! role opens its SQLite store.
+//!
+//! A store is refused, never silently replaced: a role starts only on a store that is its
+//! own — stamped with its role name and of its schema version — and creates a store only
+//! where no file exists (or, with [`OpenMode::Init`], in an existing *empty* file the
+//! operator named explicitly). An empty file where a store should be usually means the
+//! store was lost; treating it as a fresh store once made MNO-B re-issue IMSIs that were
+//! live on cards, and the RO forget its campaigns.
+//!
+//! Layout:
+//! - `sqlite`: [`open_sqlite`] and its variants, [`Schema`], [`OpenMode`], [`OpenError`].
+
+#![forbid(unsafe_code)]
+
+mod sqlite;
+
+pub use sqlite::{
+    OpenError, OpenMode, STAMP_TABLE, Schema, open_sqlite, open_sqlite_in_memory, open_sqlite_with,
+};

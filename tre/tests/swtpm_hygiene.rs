@@ -1,0 +1,117 @@
+//! A swtpm never outlives its owner, and a start on a state directory deals with the swtpm a
+//! previous owner left there: an orphan is stopped, one a live process owns is refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tre::swtpm::{PID_FILE, Swtpm, SwtpmConfig, SwtpmError};
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie has exited: it holds no sockets and no lock.
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn wait_gone(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    !alive(pid)
+}
+
+/// Starts a swtpm on `state` whose parent exits at once (as if its owner had died), and
+/// returns its pid once it listens.
+fn orphan_swtpm(state: &Path, port: u16) -> u32 {
+    std::fs::create_dir_all(state).unwrap();
+    let state = state.canonicalize().unwrap();
+    let pid_file = state.join("orphan.pid");
+    let script = format!(
+        "swtpm socket --tpm2 --tpmstate dir={} --server type=tcp,port={port},bindaddr=127.0.0.1 \
+         --ctrl type=tcp,port={},bindaddr=127.0.0.1 --flags not-need-init,startup-clear \
+         --pid file={} </dev/null >/dev/null 2>&1 &",
+        state.display(),
+        port + 1,
+        pid_file.display()
+    );
+    assert!(Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(pid) =
+            std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse().ok())
+            && std::net::TcpStream::connect(("127.0.0.1", port + 1)).is_ok()
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the orphan swtpm did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_second_start_on_a_state_in_use_is_refused_not_hung() {
+    let config = SwtpmConfig::load().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = Swtpm::start(dir.path(), &config).unwrap();
+    let pid_file = std::fs::read_to_string(first.state_dir().join(PID_FILE)).unwrap();
+    assert_eq!(pid_file, format!("{} {}\n", first.pid(), std::process::id()));
+    let started = Instant::now();
+    match Swtpm::start(dir.path(), &config) {
+        Err(SwtpmError::InUse { pid, owner, .. }) => {
+            assert_eq!(pid, first.pid());
+            assert_eq!(owner, std::process::id());
+        }
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(alive(first.pid()), "the owner's swtpm is left alone");
+    let state = first.state_dir().to_owned();
+    drop(first);
+    assert!(!state.join(PID_FILE).exists(), "the pid file goes with the process");
+    drop(Swtpm::start(dir.path(), &config).unwrap());
+}
+
+#[test]
+fn an_orphaned_swtpm_on_the_state_is_stopped_and_the_start_succeeds() {
+    let config = SwtpmConfig::load().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("tpm");
+    // Below the lab's port range, so no lab swtpm of a concurrent test can hold it.
+    let port = 19_000 + (std::process::id() % 400) as u16 * 2;
+    let orphan = orphan_swtpm(&state, port);
+    assert!(alive(orphan));
+    let swtpm = Swtpm::start(&state, &config).unwrap();
+    assert!(!alive(orphan), "the orphan was stopped before the new swtpm started");
+    assert_ne!(swtpm.pid(), orphan);
+    // The new one holds the state and works.
+    let tpm = tre::tpm::Tpm::connect(&swtpm.tcti());
+    assert!(tpm.is_ok(), "{:?}", tpm.err());
+}
+
+#[test]
+fn an_owned_swtpm_dies_with_the_thread_that_started_it() {
+    // What die_with_parent promises, and its caveat: the kernel's parent is the spawning
+    // thread. A thread that starts an owned swtpm and ends takes the swtpm with it.
+    let config = SwtpmConfig::load().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let swtpm =
+        std::thread::spawn(move || Swtpm::start_owned(&path, &config).unwrap()).join().unwrap();
+    assert!(wait_gone(swtpm.pid(), Duration::from_secs(2)), "PR_SET_PDEATHSIG took effect");
+    drop(swtpm);
+
+    // Without the option the swtpm lives on after its spawning thread.
+    let config = SwtpmConfig::load().unwrap();
+    let path = dir.path().to_owned();
+    let swtpm = std::thread::spawn(move || Swtpm::start(&path, &config).unwrap()).join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(alive(swtpm.pid()));
+}
