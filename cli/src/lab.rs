@@ -293,6 +293,8 @@ impl Lab {
             ci_roots: TrustAnchors::from_pem(&ci_pem)?,
             ci_roots_der: vec![self.pki.ci_root().to_vec()],
             deadline,
+            fallback: Duration::from_secs(600),
+            journal: tre::journal::journal_path(&device.card),
             artifacts: Some(device.dir.clone()),
         })
     }

@@ -36,8 +36,10 @@ enum Command {
     Serve(cmd::serve::Args),
     /// A device (M2ME): manufacture it, or power it on and run its agent.
     Device(cmd::device::Args),
-    /// Create a campaign at the RO and follow it.
+    /// Create a campaign at the RO, follow it, cancel it.
     Campaign(cmd::campaign::Args),
+    /// An operator's own tools: an attach check (AKA) of a card against its AuC.
+    Mno(cmd::mno::Args),
     /// The main job: N devices switch from MNO-A to MNO-B on this machine.
     Demo(cmd::demo::Args),
     /// The attack matrix: every attack tresor claims to stop, and which check stops it.
@@ -57,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Device(args) => cmd::device::run(args),
         Command::Campaign(args) => cmd::campaign::run(args),
+        Command::Mno(args) => cmd::mno::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Attack(args) => cmd::attack::run(args),
     };

@@ -39,10 +39,17 @@ pub enum DeviceTask {
     Install { campaign: String, operator: String, bundle: ByteBuf, ear: ByteBuf },
     /// Step 12: run USIM AUTHENTICATE for the new operator's AuC.
     Aka { rand: ByteBuf, autn: ByteBuf },
-    /// The change failed: restore the old profile with the USIM active.
-    Abort { reason: String },
-    /// The change is complete.
-    Done,
+    /// Step 12, the commit point: the new operator's AuC accepted the new USIM; make the
+    /// change of `campaign` (the profile of `sequence`) permanent on the card, dropping the
+    /// old profile kept as fallback, and post [`CommitResult`].
+    Commit { campaign: String, sequence: u64 },
+    /// The change of `campaign` is abandoned: restore the old profile with the USIM active
+    /// (if the card has not committed) and post [`AbortAck`].
+    Abort { campaign: String, reason: String },
+    /// The change of `campaign` is over: `switched` if the RO holds the device's word that
+    /// the card committed, else rolled back (for `reason`). A device whose card has not
+    /// committed that change restores its old profile, whatever it is told.
+    Done { campaign: String, switched: bool, reason: Option<String> },
 }
 
 /// Step 5: a device attaches to the DRF with its identity.
@@ -85,13 +92,28 @@ pub enum AkaResult {
     },
 }
 
-/// After an abort: which profile the card runs now.
+/// The answer to [`DeviceTask::Commit`], signed like an install answer: what the card did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum CommitResult {
+    /// The card committed: the new profile is permanent, the old one is gone.
+    Committed { imsi: String },
+    /// The card had already fallen back to the old profile (its fallback timer expired, or
+    /// an abort came first): the change is rolled back.
+    FellBack { imsi: String, reason: String },
+}
+
+/// The answer to [`DeviceTask::Abort`], signed like an install answer: which profile the
+/// card runs now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AbortAck {
     pub usim_active: bool,
     pub tre_active: bool,
     pub imsi: String,
+    /// The card had committed the change before the abort reached it: nothing was undone.
+    #[serde(default)]
+    pub committed: bool,
 }
 
 /// Why a device API message could not be decoded.
@@ -134,8 +156,9 @@ mod tests {
                 nonce: Nonce::from_bytes(&[9; 32]).unwrap(),
                 pcr_selection: "sha256:0,2".into(),
             },
-            DeviceTask::Abort { reason: "contraindicated".into() },
-            DeviceTask::Done,
+            DeviceTask::Commit { campaign: "c1".into(), sequence: 3 },
+            DeviceTask::Abort { campaign: "c1".into(), reason: "contraindicated".into() },
+            DeviceTask::Done { campaign: "c1".into(), switched: true, reason: None },
         ];
         for task in tasks {
             let bytes = to_cbor(&task).unwrap();
@@ -157,6 +180,8 @@ mod tests {
             let _ = from_cbor::<AttachRequest>(&bytes);
             let _ = from_cbor::<InstallResult>(&bytes);
             let _ = from_cbor::<AkaResult>(&bytes);
+            let _ = from_cbor::<CommitResult>(&bytes);
+            let _ = from_cbor::<AbortAck>(&bytes);
         }
     }
 }

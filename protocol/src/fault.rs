@@ -129,7 +129,10 @@ mod tests {
     fn plans_parse() {
         let plans = parse("ro.install.after:kill@3, mno.report.before:error,x:sleep=20").unwrap();
         assert_eq!(plans.len(), 3);
-        assert_eq!((plans[0].point.as_str(), &plans[0].action, plans[0].nth), ("ro.install.after", &Action::Kill, 3));
+        assert_eq!(
+            (plans[0].point.as_str(), &plans[0].action, plans[0].nth),
+            ("ro.install.after", &Action::Kill, 3)
+        );
         assert_eq!(plans[1].action, Action::Error);
         assert_eq!(plans[2].action, Action::Sleep(Duration::from_millis(20)));
         for bad in ["nocolon", "p:explode", "p:kill@0", ":kill", "p:kill@x", "p:sleep=z"] {

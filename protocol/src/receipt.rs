@@ -234,6 +234,13 @@ impl AnswerStatement {
         sha256(&[rand, autn])
     }
 
+    /// A commit or abort task is about the change it ends: SHA-256 of a domain label, the
+    /// campaign and the task's kind, so a device's answer to one order cannot stand for the
+    /// other or for another campaign.
+    pub fn order_task(kind: &str, campaign: &str) -> [u8; 32] {
+        sha256(&[b"tresor-order\0", kind.as_bytes(), b"\0", campaign.as_bytes()])
+    }
+
     /// The bytes the TRE signs. Always a CBOR map: never TPM_GENERATED_VALUE.
     pub fn to_cbor(&self) -> Result<Vec<u8>, ReceiptError> {
         let bytes = encode(self).map_err(ReceiptError::Encode)?;

@@ -93,7 +93,11 @@ async fn a_campaign_moves_two_devices_from_mno_a_to_mno_b() {
         assert_eq!(pending.status, SubscriberStatus::Pending);
 
         // Step 11 (the TRE's part): install on the card.
-        card.install_profile(verified.payload.profile.clone()).unwrap();
+        card.install_on_trial(
+            verified.payload.profile.clone(),
+            uicc::ChangeRef { campaign: "test".into(), sequence: 1, fallback_at: u64::MAX },
+        )
+        .unwrap();
         assert_eq!(card.imsi(), new_imsi);
         assert!(card.usim_active());
 
@@ -170,7 +174,11 @@ async fn a_stale_sqn_on_the_card_is_resynchronised() {
             .unwrap()
             .payload
             .profile;
-    card.install_profile(profile.clone()).unwrap();
+    card.install_on_trial(
+        profile.clone(),
+        uicc::ChangeRef { campaign: "test".into(), sequence: 1, fallback_at: u64::MAX },
+    )
+    .unwrap();
 
     // The card has seen SQNs far ahead of MNO-B's AuC in every IND slot.
     let m = protocol::milenage::Milenage::new(&profile.k, &profile.opc);
@@ -229,7 +237,7 @@ async fn a_restart_keeps_allocations_states_and_ota_counters() {
     let command = ro_a.activate_tre(&cid("first"), device).await.unwrap();
     assert_eq!(command.counter, 1);
     card.ota(&command.command).unwrap();
-    card.abort_tre().unwrap();
+    card.fall_back("campaign abandoned").unwrap();
     for client in [&ro_a, &ro_b] {
         client.report(&report("first", device, ReportOutcome::Failure)).await.unwrap();
     }

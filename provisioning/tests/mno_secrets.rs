@@ -92,7 +92,11 @@ async fn no_secret_reaches_a_log_line_or_the_stores() {
                 .unwrap()
                 .payload
                 .profile;
-        card.install_profile(profile.clone()).unwrap();
+        card.install_on_trial(
+            profile.clone(),
+            uicc::ChangeRef { campaign: "test".into(), sequence: 1, fallback_at: u64::MAX },
+        )
+        .unwrap();
         profiles.push(profile);
         // A wrong RES first (consumes that challenge), then the card's.
         ro_b.aka_challenge(&id, device).await.unwrap();

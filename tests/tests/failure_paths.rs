@@ -16,7 +16,7 @@ use tre::attester::{Attester, AttesterOptions};
 use tre::tpm::{KeyAlg, Tpm};
 use tresor::lab::{Lab, LabDevice, run_agent};
 use uicc::auth::Outcome as AkaOutcome;
-use uicc::{Card, UiccError};
+use uicc::{Card, Change, ChangeRef, FallBack, Phase, UiccError};
 
 fn image() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/image")
@@ -105,12 +105,25 @@ impl Uicc for FailingInstall {
     fn ota(&mut self, apdu: &[u8]) -> Result<(), UiccError> {
         self.0.ota(apdu).map(drop)
     }
-    fn install_profile(&mut self, _profile: SubscriptionProfile) -> Result<(), UiccError> {
+    fn install_on_trial(
+        &mut self,
+        _profile: SubscriptionProfile,
+        _change: ChangeRef,
+    ) -> Result<(), UiccError> {
         let source = std::io::Error::other("EF write failed (injected)");
         Err(UiccError::Persist { step: uicc::WriteStep::Write, source })
     }
-    fn abort_tre(&mut self) -> Result<(), UiccError> {
-        self.0.abort_tre()
+    fn commit_change(&mut self, campaign: &str, sequence: u64) -> Result<Phase, UiccError> {
+        self.0.commit_change(campaign, sequence)
+    }
+    fn fall_back(&mut self, reason: &str) -> Result<FallBack, UiccError> {
+        self.0.fall_back(reason)
+    }
+    fn change(&self) -> Option<Change> {
+        self.0.change().cloned()
+    }
+    fn fallback_due(&self, now: u64) -> bool {
+        self.0.fallback_due(now)
     }
     fn run_aka(&mut self, rand: &Rand, autn: &Autn) -> AkaOutcome {
         self.0.run_aka(rand, autn)

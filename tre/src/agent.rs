@@ -1,48 +1,63 @@
 //! The device agent (TR 33.812 §5.1.3.5.3, DESIGN.md §2 steps 4–12 on the device): polls
 //! the RO for tasks and carries them out with the TPM (attester) and the UICC — activate the
-//! TRE, attach, enrol the AK, attest, install the new profile, answer the new operator's
-//! AKA — or, on abort, restore the old profile with the USIM active.
+//! TRE, attach, enrol the AK, attest, install the new profile on trial, answer the new
+//! operator's AKA, commit — or restore the old profile with the USIM active.
 //!
 //! The install is where the device's own checks live: the bundle opens only inside the TPM
 //! in the attested PCR state (TPM2_ECDH_ZGen under PolicyPCR), the profile must be signed by
 //! the expected new operator under the CI root, and its sequence must exceed the TPM's
 //! anti-rollback counter. Any failure leaves the old profile active with the USIM.
+//!
+//! Every answer is a function of durable state — the card's state file (which profile runs,
+//! whether the change is on trial, committed or fell back), the TPM's NV counter and the
+//! agent's [`Journal`] of signed receipts — so an agent killed and restarted at any point
+//! continues: a re-delivered bundle already installed gets the same receipt, a repeated
+//! commit or abort the same word. The card's fallback timer is the agent's to run: once it
+//! expires the card goes back to the old profile and no commit is taken any more.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use protocol::device_api::{AbortAck, AkaResult, AttachRequest, DeviceTask, InstallResult};
+use protocol::device_api::{
+    AbortAck, AkaResult, AttachRequest, CommitResult, DeviceTask, InstallResult,
+};
 use protocol::milenage::{Autn, Rand};
 use protocol::pva_api::{ActivateRequest, CredentialSecret, EnrolRequest, Message};
 use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement, Receipt, SignedReceipt};
 use protocol::tpm::PcrSelection;
 use protocol::x509::TrustAnchors;
-use protocol::{DeviceId, bundle};
-use protocol::{Iccid, Imsi, SubscriptionProfile};
+use protocol::{DeviceId, SubscriptionProfile, bundle};
+use ring::rand::SecureRandom;
 use serde_bytes::ByteBuf;
 use uicc::auth::Outcome as AkaOutcome;
-use uicc::{Card, UiccError};
+use uicc::{Card, ChangeRef, Phase, UiccError};
 
 use crate::attester::Attester;
+pub use crate::card::Uicc;
 use crate::error::{Error, Result};
+use crate::journal::{Journal, JournalReceipt};
 use crate::tpm::Tpm;
 
 /// The most a bundle's sequence may run ahead of the TPM's counter. The counter only moves
 /// one step per TPM2_NV_Increment, and a bundle far ahead would let a buggy or hostile
 /// signer burn through it.
 const MAX_SEQUENCE_JUMP: u64 = 16;
+/// The agent's waits after a failure: from `RETRY_MIN`, doubling, up to `RETRY_MAX`.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Where the agent stands; mirrors the RO's view (docs/flow.md) from the device's side.
+/// Where the agent stands, read off the card: mirrors the RO's view (docs/flow.md) from the
+/// device's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AgentState {
     /// Running on the old profile, nothing asked of it.
     Idle,
-    /// TRE active, USIM inactive, attached to the DRF.
+    /// TRE active, USIM inactive.
     TreActive,
-    /// The new profile is installed and the USIM runs it.
+    /// The new profile runs on trial, the old one kept as fallback.
     Installed,
-    /// The new operator's AKA succeeded: done.
+    /// The card committed the new profile: done.
     Switched,
-    /// The change was aborted and the old profile is active again.
+    /// The change was abandoned and the old profile is active again.
     RolledBack,
 }
 
@@ -57,6 +72,11 @@ pub struct AgentConfig {
     pub ci_roots_der: Vec<Vec<u8>>,
     /// Give up after this long without reaching a final state.
     pub deadline: Duration,
+    /// How long a new profile may run on trial without the RO's commit before the card
+    /// falls back to the old one (the fallback timer; it survives restarts in the card).
+    pub fallback: Duration,
+    /// The agent's journal of signed receipts (beside the card's state file).
+    pub journal: std::path::PathBuf,
     /// If set, the agent keeps what it sent and received here: `evidence.cbor`, `ear.cbor`,
     /// `bundle.cose`, `receipt.cbor` (for inspection; none of them holds a plaintext secret).
     pub artifacts: Option<std::path::PathBuf>,
@@ -70,59 +90,8 @@ pub struct Outcome {
     pub iccid: String,
     pub usim_active: bool,
     pub tre_active: bool,
-    /// Why the change was aborted, if it was.
+    /// Why the change was abandoned, if it was.
     pub abort_reason: Option<String>,
-}
-
-/// What the agent asks of its UICC: the TRE operations of TR 33.812 §5.4.4.3 and the
-/// USIM's AKA. [`uicc::Card`] is the implementation; the trait lets end-to-end tests wrap
-/// a real card to make one operation fail and watch the system's reaction.
-pub trait Uicc {
-    /// The operator's OTA command (activate TRE): MAC and counter checked by the card.
-    fn ota(&mut self, apdu: &[u8]) -> std::result::Result<(), UiccError>;
-    /// Atomic replace of the profile, then a reset: USIM active with the new IMSI.
-    fn install_profile(
-        &mut self,
-        profile: SubscriptionProfile,
-    ) -> std::result::Result<(), UiccError>;
-    /// Back to the old profile with the USIM active.
-    fn abort_tre(&mut self) -> std::result::Result<(), UiccError>;
-    /// SELECT ADF_USIM and AUTHENTICATE (3G context).
-    fn run_aka(&mut self, rand: &Rand, autn: &Autn) -> AkaOutcome;
-    fn usim_active(&self) -> bool;
-    fn tre_active(&self) -> bool;
-    fn iccid(&self) -> Iccid;
-    fn imsi(&self) -> Imsi;
-}
-
-impl Uicc for Card {
-    fn ota(&mut self, apdu: &[u8]) -> std::result::Result<(), UiccError> {
-        Card::ota(self, apdu).map(drop)
-    }
-    fn install_profile(
-        &mut self,
-        profile: SubscriptionProfile,
-    ) -> std::result::Result<(), UiccError> {
-        Card::install_profile(self, profile)
-    }
-    fn abort_tre(&mut self) -> std::result::Result<(), UiccError> {
-        Card::abort_tre(self)
-    }
-    fn run_aka(&mut self, rand: &Rand, autn: &Autn) -> AkaOutcome {
-        Card::run_aka(self, rand, autn)
-    }
-    fn usim_active(&self) -> bool {
-        Card::usim_active(self)
-    }
-    fn tre_active(&self) -> bool {
-        Card::tre_active(self)
-    }
-    fn iccid(&self) -> Iccid {
-        Card::iccid(self).clone()
-    }
-    fn imsi(&self) -> Imsi {
-        Card::imsi(self).clone()
-    }
 }
 
 /// The device agent: one TPM, one UICC, one RO.
@@ -131,17 +100,16 @@ pub struct Agent<C: Uicc = Card> {
     card: C,
     http: reqwest::Client,
     config: AgentConfig,
+    journal: Journal,
     device_id: DeviceId,
-    state: AgentState,
     abort_reason: Option<String>,
+    /// Consecutive failures, for the backoff.
+    failures: u32,
 }
 
 impl<C: Uicc> std::fmt::Debug for Agent<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent")
-            .field("device_id", &self.device_id)
-            .field("state", &self.state)
-            .finish()
+        f.debug_struct("Agent").field("device_id", &self.device_id).finish_non_exhaustive()
     }
 }
 
@@ -155,14 +123,16 @@ impl<C: Uicc> Agent<C> {
         let http =
             transport::client::client(&roots, None).map_err(|e| Error::Network(e.to_string()))?;
         let device_id = attester.device_id()?;
+        let journal = Journal::open(&config.journal)?;
         Ok(Self {
             attester,
             card,
             http,
             config,
+            journal,
             device_id,
-            state: AgentState::Idle,
             abort_reason: None,
+            failures: 0,
         })
     }
 
@@ -170,8 +140,15 @@ impl<C: Uicc> Agent<C> {
         &self.device_id
     }
 
+    /// Where the device stands, from its card.
     pub fn state(&self) -> AgentState {
-        self.state
+        match self.card.change().map(|c| c.phase()) {
+            Some(Phase::Trial) => AgentState::Installed,
+            _ if self.card.tre_active() => AgentState::TreActive,
+            Some(Phase::Committed) => AgentState::Switched,
+            Some(Phase::FellBack { .. }) => AgentState::RolledBack,
+            None => AgentState::Idle,
+        }
     }
 
     pub fn card(&self) -> &C {
@@ -194,7 +171,9 @@ impl<C: Uicc> Agent<C> {
         &mut self.card
     }
 
-    /// Polls and works until the RO says the change is done or was rolled back.
+    /// Polls and works until the RO says the change is over. Failures — the RO or a peer
+    /// down, a task that could not be carried out — are retried with exponential backoff
+    /// and jitter; the fallback timer runs throughout.
     pub async fn run(&mut self) -> Result<Outcome> {
         let started = Instant::now();
         loop {
@@ -204,33 +183,107 @@ impl<C: Uicc> Agent<C> {
                     self.config.deadline, self.device_id
                 )));
             }
-            let task = match self.next_task().await {
-                Ok(task) => task,
+            self.run_fallback_timer();
+            let task = match self.next_task_or_fallback().await {
+                // The RO answers: whatever failed before may work now.
+                Ok(Some(task)) => {
+                    self.failures = self.failures.min(1);
+                    task
+                }
+                Ok(None) => continue,
                 Err(e) => {
                     // The RO may be restarting: it resumes where it stopped, so wait and ask again.
-                    tracing::warn!(device = %self.device_id, error = %e, "no task from the RO");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    self.back_off("no task from the RO", &e).await;
                     continue;
                 }
             };
             match task {
-                DeviceTask::Idle => tokio::time::sleep(Duration::from_millis(50)).await,
-                DeviceTask::Done => return Ok(self.outcome()),
-                task => {
+                DeviceTask::Idle => {
+                    self.failures = 0;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                DeviceTask::Done { campaign, switched, reason } => {
+                    return self.done(&campaign, switched, reason);
+                }
+                task => match self.handle(task).await {
+                    Ok(()) => self.failures = 0,
                     // The RO decides what a refused answer means (usually an abort task);
-                    // the agent reports and keeps polling.
-                    if let Err(e) = self.handle(task).await {
-                        tracing::warn!(device = %self.device_id, error = %e, "task failed");
-                    }
+                    // the agent keeps polling.
+                    Err(e) => self.back_off("task failed", &e).await,
+                },
+            }
+        }
+    }
+
+    /// Waits before the next try after a failure: RETRY_MIN · 2^failures, capped at
+    /// RETRY_MAX, with ±50 % jitter. A failing agent thus asks at most about once a second
+    /// on average, and thousands of them do not hit a recovering RO in step.
+    async fn back_off(&mut self, what: &str, error: &Error) {
+        let exp = RETRY_MIN.saturating_mul(1u32 << self.failures.min(10)).min(RETRY_MAX);
+        let mut byte = [0u8; 1];
+        let jitter = match ring::rand::SystemRandom::new().fill(&mut byte) {
+            Ok(()) => 0.5 + f64::from(byte[0]) / 255.0,
+            Err(_) => 1.0,
+        };
+        let wait = exp.mul_f64(jitter);
+        self.failures = self.failures.saturating_add(1);
+        tracing::warn!(device = %self.device_id, error = %error, attempt = self.failures, retry_in_ms = wait.as_millis() as u64, "{what}");
+        tokio::time::sleep(wait).await;
+    }
+
+    /// The next task, unless the fallback timer of a change on trial expires first.
+    async fn next_task_or_fallback(&mut self) -> Result<Option<DeviceTask>> {
+        let due = self.card.change().filter(|c| c.on_trial()).map(|c| c.fallback_at);
+        let Some(due) = due else { return self.next_task().await.map(Some) };
+        let wait = Duration::from_secs(due.saturating_sub(unix_now()));
+        tokio::select! {
+            task = self.next_task() => task.map(Some),
+            () = tokio::time::sleep(wait) => Ok(None),
+        }
+    }
+
+    /// The fallback timer: a change on trial past its time goes back to the old profile.
+    fn run_fallback_timer(&mut self) {
+        if self.card.fallback_due(unix_now()) {
+            match self.card.fall_back("fallback timer expired") {
+                Ok(_) => {
+                    tracing::warn!(device = %self.device_id, imsi = %self.card.imsi(), "fallback timer expired: old profile restored")
+                }
+                Err(e) => {
+                    tracing::error!(device = %self.device_id, error = %e, "fallback timer expired but the card did not fall back")
                 }
             }
         }
     }
 
-    /// Carries out one task and posts its result.
+    /// The RO says the change is over. Anything but its word that the card committed this
+    /// change ends with the old profile and the USIM active.
+    fn done(&mut self, campaign: &str, switched: bool, reason: Option<String>) -> Result<Outcome> {
+        let committed = self.committed(campaign);
+        if switched && !committed {
+            tracing::error!(device = %self.device_id, campaign, "the RO reports a switch the card never committed");
+        }
+        if !committed {
+            self.restore_old_profile(reason.as_deref().unwrap_or("the change ended"))?;
+            self.abort_reason = reason.or_else(|| Some("the change ended without a commit".into()));
+        }
+        let mut outcome = self.outcome();
+        outcome.state = if committed { AgentState::Switched } else { AgentState::RolledBack };
+        Ok(outcome)
+    }
+
+    /// Carries out one task and posts its result, between the fault points
+    /// `device.<task>.before` and `device.<task>.after` (`protocol::fault`).
     pub async fn handle(&mut self, task: DeviceTask) -> Result<()> {
+        let kind = task_kind(&task);
+        fault(&format!("device.{kind}.before"))?;
+        self.carry_out(task).await?;
+        fault(&format!("device.{kind}.after"))
+    }
+
+    async fn carry_out(&mut self, task: DeviceTask) -> Result<()> {
         match task {
-            DeviceTask::Idle | DeviceTask::Done => Ok(()),
+            DeviceTask::Idle | DeviceTask::Done { .. } => Ok(()),
             DeviceTask::ActivateTre { command, .. } => self.activate_tre(&command).await,
             DeviceTask::Enrol => {
                 let request = self.attester.enrolment_request()?;
@@ -274,12 +327,12 @@ impl<C: Uicc> Agent<C> {
                 let result = match self.install(&operator, &bundle, &ear) {
                     Ok(receipt) => {
                         self.keep("receipt.cbor", &receipt)?;
-                        self.state = AgentState::Installed;
                         InstallResult::Installed { receipt: ByteBuf::from(receipt) }
                     }
+                    Err(e @ Error::Io { .. }) => return Err(e),
                     Err(e) => {
                         tracing::warn!(device = %self.device_id, error = %e, "install refused");
-                        self.restore_old_profile()?;
+                        self.restore_old_profile(&format!("install refused: {e}"))?;
                         InstallResult::Failed { reason: e.to_string() }
                     }
                 };
@@ -287,21 +340,42 @@ impl<C: Uicc> Agent<C> {
             }
             DeviceTask::Aka { rand, autn } => {
                 let result = self.aka(&rand, &autn);
-                if matches!(result, AkaResult::Res { .. }) {
-                    self.state = AgentState::Switched;
-                }
                 self.post_answer("aka", &result, AnswerStatement::aka_task(&rand, &autn)).await
             }
-            DeviceTask::Abort { reason } => {
-                self.restore_old_profile()?;
-                self.state = AgentState::RolledBack;
+            DeviceTask::Commit { campaign, sequence } => {
+                // The timer is the card's word: once it expired, no commit is taken.
+                self.run_fallback_timer();
+                let result = match self.card.commit_change(&campaign, sequence) {
+                    Ok(Phase::Committed) => {
+                        tracing::info!(device = %self.device_id, imsi = %self.card.imsi(), "change committed");
+                        CommitResult::Committed { imsi: self.card.imsi().to_string() }
+                    }
+                    Ok(Phase::FellBack { reason }) => {
+                        CommitResult::FellBack { imsi: self.card.imsi().to_string(), reason }
+                    }
+                    Ok(Phase::Trial) => {
+                        return Err(Error::Uicc("the card stayed on trial after a commit".into()));
+                    }
+                    Err(e) => return Err(Error::Uicc(e.to_string())),
+                };
+                let task = AnswerStatement::order_task("commit", &campaign);
+                self.post_answer("commit", &result, task).await
+            }
+            DeviceTask::Abort { campaign, reason } => {
+                let committed = self.committed(&campaign);
+                if !committed && let Err(e) = self.restore_old_profile(&reason) {
+                    // Reported through the flags below; the RO asks again.
+                    tracing::error!(device = %self.device_id, error = %e, "the card did not fall back");
+                }
                 self.abort_reason = Some(reason);
                 let ack = AbortAck {
                     usim_active: self.card.usim_active(),
                     tre_active: self.card.tre_active(),
                     imsi: self.card.imsi().to_string(),
+                    committed,
                 };
-                self.post("abort", &ack).await
+                let task = AnswerStatement::order_task("abort", &campaign);
+                self.post_answer("abort", &ack, task).await
             }
         }
     }
@@ -314,9 +388,6 @@ impl<C: Uicc> Agent<C> {
             if let Err(e) = self.card.ota(command) {
                 tracing::warn!(device = %self.device_id, error = %e, "activate-TRE refused by the UICC");
             }
-        }
-        if self.card.tre_active() {
-            self.state = AgentState::TreActive;
         }
         let request = self.attester.enrolment_request()?;
         let attach = AttachRequest {
@@ -331,8 +402,8 @@ impl<C: Uicc> Agent<C> {
         self.send(url, body).await
     }
 
-    /// Step 11: open the bundle inside the TPM, check it, install it; returns the signed
-    /// receipt (CBOR).
+    /// Step 11: open the bundle inside the TPM, check it, install it on trial; returns the
+    /// signed receipt (CBOR). A bundle already installed is answered from the journal.
     fn install(&mut self, operator: &str, bundle_bytes: &[u8], ear: &[u8]) -> Result<Vec<u8>> {
         let ear_hash = bundle::ear_hash(ear);
         let selection = self.attester.selection().clone();
@@ -351,28 +422,79 @@ impl<C: Uicc> Agent<C> {
         })
         .map_err(|e| Error::Bundle(e.to_string()))?;
         let sequence = verified.sequence();
-        let counter = tpm.rollback_counter()?;
+        let campaign = verified.payload.campaign.clone();
+        let profile = verified.payload.profile.clone();
+        if let Some(change) = self.card.change()
+            && change.campaign == campaign
+            && change.sequence == sequence
+        {
+            return match change.phase() {
+                // Installed before the answer got through: the same receipt again.
+                Phase::Trial | Phase::Committed => self.receipt(&campaign, sequence, &profile),
+                Phase::FellBack { reason } => {
+                    Err(Error::Bundle(format!("this change already fell back: {reason}")))
+                }
+            };
+        }
+        let counter = self.attester.tpm().rollback_counter()?;
         bundle::check_sequence(sequence, counter).map_err(|e| Error::Bundle(e.to_string()))?;
         if sequence - counter > MAX_SEQUENCE_JUMP {
             return Err(Error::Bundle(format!(
                 "sequence {sequence} runs more than {MAX_SEQUENCE_JUMP} ahead of the counter {counter}"
             )));
         }
-        let profile = verified.payload.profile.clone();
-        self.card.install_profile(profile).map_err(|e| Error::Uicc(e.to_string()))?;
+        let change = ChangeRef {
+            campaign: campaign.clone(),
+            sequence,
+            fallback_at: unix_now().saturating_add(self.config.fallback.as_secs()),
+        };
+        self.card.install_on_trial(profile.clone(), change).map_err(|e| {
+            if not_installed(&e) {
+                Error::Uicc(e.to_string())
+            } else {
+                // Perhaps written, not confirmed: the next delivery finds out from the card.
+                Error::Io {
+                    what: "the card's state".into(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            }
+        })?;
+        self.receipt(&campaign, sequence, &profile)
+    }
+
+    /// The receipt for an installed change: the anti-rollback counter brought up to its
+    /// sequence, then the journal's receipt, or a new one signed and journaled first.
+    fn receipt(
+        &mut self,
+        campaign: &str,
+        sequence: u64,
+        profile: &SubscriptionProfile,
+    ) -> Result<Vec<u8>> {
         let tpm = self.attester.tpm();
-        let mut now = counter;
+        let mut now = tpm.rollback_counter()?;
         while now < sequence {
+            fault("device.counter.before")?;
             now = tpm.increment_rollback_counter()?;
+            fault("device.counter.after")?;
+        }
+        if let Some(receipt) = self.journal.receipt(campaign, sequence) {
+            return Ok(receipt.to_vec());
         }
         let receipt =
-            Receipt::new(self.device_id.clone(), self.card.iccid(), &self.card.imsi(), sequence);
+            Receipt::new(self.device_id.clone(), profile.iccid.clone(), &profile.imsi, sequence);
         let message = receipt.to_cbor().map_err(|e| Error::Protocol(e.to_string()))?;
         let ak = tpm.ak(crate::tpm::KeyAlg::Ecc)?;
         let signature = tpm.sign(&ak, &message)?;
-        SignedReceipt { receipt: ByteBuf::from(message), signature: ByteBuf::from(signature) }
-            .to_cbor()
-            .map_err(|e| Error::Protocol(e.to_string()))
+        let signed =
+            SignedReceipt { receipt: ByteBuf::from(message), signature: ByteBuf::from(signature) }
+                .to_cbor()
+                .map_err(|e| Error::Protocol(e.to_string()))?;
+        self.journal.set_receipt(JournalReceipt {
+            campaign: campaign.to_owned(),
+            sequence,
+            receipt: signed.clone(),
+        })?;
+        Ok(signed)
     }
 
     /// Step 12 on the card: USIM AUTHENTICATE in 3G context.
@@ -400,12 +522,19 @@ impl<C: Uicc> Agent<C> {
         Ok(self.attester.tpm().bundle_key()?.map(|k| k.name).unwrap_or_default())
     }
 
-    /// Back to the old profile with the USIM active (the card's abort path).
-    fn restore_old_profile(&mut self) -> Result<()> {
-        if self.card.tre_active() {
-            self.card.abort_tre().map_err(|e| Error::Uicc(e.to_string()))?;
+    /// Whether the card committed the change of `campaign`.
+    fn committed(&self, campaign: &str) -> bool {
+        self.card.change().is_some_and(|c| c.campaign == campaign && c.phase() == Phase::Committed)
+    }
+
+    /// Back to the old profile with the USIM active: the TRE deactivated, a change on trial
+    /// undone. A committed change stays.
+    fn restore_old_profile(&mut self, reason: &str) -> Result<()> {
+        let on_trial = self.card.change().is_some_and(|c| c.on_trial());
+        if !on_trial && !self.card.tre_active() {
+            return Ok(());
         }
-        Ok(())
+        self.card.fall_back(reason).map(drop).map_err(|e| Error::Uicc(e.to_string()))
     }
 
     /// Writes an artifact if the configuration asks for them.
@@ -418,13 +547,17 @@ impl<C: Uicc> Agent<C> {
     }
 
     fn outcome(&self) -> Outcome {
+        let abort_reason = match self.card.change().map(|c| c.phase()) {
+            Some(Phase::FellBack { reason }) if self.abort_reason.is_none() => Some(reason),
+            _ => self.abort_reason.clone(),
+        };
         Outcome {
-            state: self.state,
+            state: self.state(),
             imsi: self.card.imsi().to_string(),
             iccid: self.card.iccid().to_string(),
             usim_active: self.card.usim_active(),
             tre_active: self.card.tre_active(),
-            abort_reason: self.abort_reason.clone(),
+            abort_reason,
         }
     }
 
@@ -441,19 +574,14 @@ impl<C: Uicc> Agent<C> {
         protocol::device_api::from_cbor(&bytes).map_err(|e| Error::Protocol(e.to_string()))
     }
 
-    async fn post<T: serde::Serialize>(&self, what: &str, body: &T) -> Result<()> {
-        let bytes =
-            protocol::device_api::to_cbor(body).map_err(|e| Error::Protocol(e.to_string()))?;
-        self.post_raw(what, bytes).await
-    }
-
     async fn post_raw(&self, what: &str, body: Vec<u8>) -> Result<()> {
         let url = format!("{}/v1/devices/{}/{what}", self.config.ro_url, self.device_id);
         self.send(url, body).await
     }
 
-    /// Posts an answer that decides the change (install, AKA) with the AK's signature over
-    /// its [`AnswerStatement`]: the RO acts only on answers of this device's TPM.
+    /// Posts an answer that decides the change (install, AKA, commit, abort) with the AK's
+    /// signature over its [`AnswerStatement`]: the RO acts only on answers of this
+    /// device's TPM.
     async fn post_answer<T: serde::Serialize>(
         &mut self,
         what: &str,
@@ -486,4 +614,42 @@ impl<C: Uicc> Agent<C> {
         transport::client::check(response).await.map_err(|e| Error::Network(e.to_string()))?;
         Ok(())
     }
+}
+
+/// The name of a task's kind, as its fault points and the RO's routes spell it.
+fn task_kind(task: &DeviceTask) -> &'static str {
+    match task {
+        DeviceTask::Idle => "idle",
+        DeviceTask::ActivateTre { .. } => "activate-tre",
+        DeviceTask::Enrol => "enrol",
+        DeviceTask::ActivateCredential { .. } => "activate-credential",
+        DeviceTask::Attest { .. } => "attest",
+        DeviceTask::Install { .. } => "install",
+        DeviceTask::Aka { .. } => "aka",
+        DeviceTask::Commit { .. } => "commit",
+        DeviceTask::Abort { .. } => "abort",
+        DeviceTask::Done { .. } => "done",
+    }
+}
+
+fn fault(point: &str) -> Result<()> {
+    protocol::fault::point(point).map_err(|e| Error::Uicc(e.to_string()))
+}
+
+/// Whether a failed install certainly left the new profile off the card (so the answer is
+/// "not installed"), as opposed to a write whose outcome is unknown.
+fn not_installed(e: &UiccError) -> bool {
+    match e {
+        UiccError::InstallFailed { committed, .. } => !committed,
+        UiccError::Persist { step, .. } => !step.committed(),
+        UiccError::TreNotActive
+        | UiccError::ChangeOnTrial { .. }
+        | UiccError::ChangeMismatch { .. }
+        | UiccError::ChangeSettled { .. } => true,
+        _ => false,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -31,6 +31,10 @@ pub struct DeviceConfig {
     /// Give up after this long without a final state.
     #[serde(default = "default_deadline")]
     pub deadline_secs: u64,
+    /// The fallback timer: how long a new profile runs on trial without the RO's commit
+    /// before the card restores the old one.
+    #[serde(default = "default_fallback")]
+    pub fallback_secs: u64,
     pub tpm: TpmSection,
     pub uicc: UiccSection,
 }
@@ -53,6 +57,10 @@ pub struct UiccSection {
 }
 
 fn default_deadline() -> u64 {
+    600
+}
+
+fn default_fallback() -> u64 {
     600
 }
 
@@ -96,6 +104,8 @@ impl DeviceConfig {
             ci_roots,
             ci_roots_der,
             deadline: Duration::from_secs(self.deadline_secs),
+            fallback: Duration::from_secs(self.fallback_secs),
+            journal: crate::journal::journal_path(&self.uicc.state),
             artifacts: self.artifacts.clone(),
         })
     }

@@ -6,6 +6,8 @@
 //! - [`device`]: a device as its own process: configuration, power-on, agent run.
 //! - [`ekcert`]: issuing EK certificates under a TPM manufacturer CA.
 //! - [`agent`]: the device agent: RO tasks carried out with the TPM and the UICC.
+//! - [`card`]: what the agent asks of its UICC (trial install, commit, fall-back, AKA).
+//! - [`journal`]: the agent's durable record of the receipts it signed.
 //! - [`attester`]: measured boot, event log, enrolment and evidence (quote, bundle key).
 //! - [`manufacture`]: the equipment supplier's step: EK, EK certificate in NV, counter.
 
@@ -13,8 +15,10 @@
 
 pub mod agent;
 pub mod attester;
+pub mod card;
 pub mod device;
 pub mod ekcert;
+pub mod journal;
 pub mod manufacture;
 pub mod swtpm;
 pub mod tpm;

@@ -45,19 +45,23 @@ pub fn router(pva: Arc<Pva>) -> Router {
 }
 
 async fn enrol(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {
-    run(pva, &headers, &body, |pva, req: EnrolRequest, now| pva.enrol(&req, now)).await
+    run("enrol", pva, &headers, &body, |pva, req: EnrolRequest, now| pva.enrol(&req, now)).await
 }
 
 async fn activate(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {
-    run(pva, &headers, &body, |pva, req: ActivateRequest, now| pva.activate(&req, now)).await
+    run("activate", pva, &headers, &body, |pva, req: ActivateRequest, now| pva.activate(&req, now))
+        .await
 }
 
 async fn challenge(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {
-    run(pva, &headers, &body, |pva, req: ChallengeRequest, now| pva.challenge(&req, now)).await
+    run("challenge", pva, &headers, &body, |pva, req: ChallengeRequest, now| {
+        pva.challenge(&req, now)
+    })
+    .await
 }
 
 async fn appraise(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {
-    run(pva, &headers, &body, |pva, req: AppraiseRequest, now| {
+    run("appraise", pva, &headers, &body, |pva, req: AppraiseRequest, now| {
         let appraised = pva.appraise(&req.evidence, now)?;
         Ok(AppraiseResponse {
             status: appraised.status(),
@@ -94,8 +98,10 @@ async fn method_not_allowed() -> Response {
 }
 
 /// Checks the media type, decodes the request, runs `op` off the async threads (it does
-/// CPU work and waits for the store's fsync), encodes the answer.
+/// CPU work and waits for the store's fsync) between its fault points `pva.<name>.before`
+/// and `pva.<name>.after` (`protocol::fault`), encodes the answer.
 async fn run<Req, Resp>(
+    name: &'static str,
     pva: Arc<Pva>,
     headers: &HeaderMap,
     body: &Bytes,
@@ -131,7 +137,17 @@ where
             .into_response();
         }
     };
-    let result = tokio::task::spawn_blocking(move || op(&pva, req, SystemTime::now())).await;
+    let result = tokio::task::spawn_blocking(move || {
+        let fault = |at: &str| {
+            protocol::fault::point(&format!("pva.{name}.{at}"))
+                .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
+        };
+        fault("before")?;
+        let answer = op(&pva, req, SystemTime::now())?;
+        fault("after")?;
+        Ok(answer)
+    })
+    .await;
     let response = match result {
         Ok(Ok(resp)) => resp.to_cbor().map_err(|e| Error::Signing(e.to_string())),
         Ok(Err(e)) => return problem(&e).into_response(),

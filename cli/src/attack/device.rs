@@ -141,6 +141,8 @@ impl Hostile {
             ci_roots: protocol::x509::TrustAnchors::from_pem(&ci_pem)?,
             ci_roots_der: vec![ctx.lab.pki.ci_root().to_vec()],
             deadline: DEADLINE,
+            fallback: Duration::from_secs(600),
+            journal: tre::journal::journal_path(&target.card),
             artifacts: Some(target.dir.clone()),
         };
         let agent = Agent::new(attester, card, config)?;
@@ -183,7 +185,7 @@ impl Hostile {
             };
             match task {
                 DeviceTask::Idle => tokio::time::sleep(Duration::from_millis(20)).await,
-                DeviceTask::Done => return Ok(None),
+                DeviceTask::Done { .. } => return Ok(None),
                 task => match plan(self, task)? {
                     Act::Agent(task) => {
                         if let Err(e) = self.agent.handle(task).await {

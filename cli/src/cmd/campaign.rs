@@ -1,5 +1,6 @@
 //! `tresor campaign`: a subscriber's campaign at the RO, created with an operator's
-//! certificate (mutual TLS), and its status: every device's state and step timings.
+//! certificate (mutual TLS), its status (every device's state, what it waits for, step
+//! timings) and its cancellation.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use protocol::{DeviceId, Iccid};
 use provisioning::mno::api::CampaignDevice;
-use provisioning::ro::{CampaignReport, NewCampaign};
+use provisioning::ro::{CampaignReport, CampaignSummary, NewCampaign};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,8 +20,13 @@ pub struct Args {
 enum Command {
     /// Create a campaign: move the listed devices from one operator to another.
     Create(CreateArgs),
+    /// List the RO's campaigns (id, operators, state).
+    List(ListArgs),
     /// Show a campaign's devices, states and step timings.
     Status(StatusArgs),
+    /// End a campaign: devices not yet started are released at both operators, devices
+    /// under way restore their old profile, devices past the commit finish their switch.
+    Cancel(StatusArgs),
 }
 
 /// How to reach the RO and as whom.
@@ -57,6 +63,14 @@ struct CreateArgs {
 }
 
 #[derive(clap::Args)]
+struct ListArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
 struct StatusArgs {
     /// The campaign id `campaign create` printed.
     id: String,
@@ -79,6 +93,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     transport::client::json(client.post(url).json(&new).send().await?).await?;
                 show(&report, args.json)
             }
+            Command::List(args) => {
+                let client = client(&args.connection, "mno-b")?;
+                let url = format!("{}/v1/campaigns", args.connection.ro.trim_end_matches('/'));
+                let list: Vec<CampaignSummary> =
+                    transport::client::json(client.get(url).send().await?).await?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    for c in &list {
+                        println!("{}  {} → {}  {}", c.id, c.from, c.to, c.state);
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Status(args) => {
                 let client = client(&args.connection, "mno-b")?;
                 let url = format!(
@@ -88,6 +116,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
                 let report: CampaignReport =
                     transport::client::json(client.get(url).send().await?).await?;
+                show(&report, args.json)
+            }
+            Command::Cancel(args) => {
+                let client = client(&args.connection, "mno-b")?;
+                let url = format!(
+                    "{}/v1/campaigns/{}/cancel",
+                    args.connection.ro.trim_end_matches('/'),
+                    args.id
+                );
+                let report: CampaignReport =
+                    transport::client::json(client.post(url).send().await?).await?;
                 show(&report, args.json)
             }
         }
@@ -142,10 +181,18 @@ fn show(report: &CampaignReport, json: bool) -> anyhow::Result<ExitCode> {
         }
         for d in &report.devices {
             let detail = d.failure.as_deref().map(|f| format!(" — {f}")).unwrap_or_default();
-            println!("  {}  {}  {}{detail}", d.device_id, d.iccid, d.state);
+            let waiting =
+                d.waiting.as_deref().map(|w| format!(" (waiting: {w})")).unwrap_or_default();
+            println!("  {}  {}  {}{detail}{waiting}", d.device_id, d.iccid, d.state);
+            for refused in &d.report_refused {
+                println!("    report refused: {refused}");
+            }
         }
         let s = &report.summary;
-        println!("switched {}, failed {}, in progress {}", s.switched, s.failed, s.in_progress);
+        println!(
+            "switched {}, rolled back {}, in progress {}, reconciling {}, reports pending {}",
+            s.switched, s.failed, s.in_progress, s.reconciling, s.reports_pending
+        );
     }
     Ok(if report.state == "failed" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

@@ -7,6 +7,7 @@ pub mod campaign;
 pub mod demo;
 pub mod device;
 pub mod eventlog;
+pub mod mno;
 pub mod pki;
 pub mod pva;
 pub mod serve;

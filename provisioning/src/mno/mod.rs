@@ -12,6 +12,7 @@
 //! - `old_operator`: IMSI list reception and "activate TRE" (steps 3–4).
 //! - `new_operator`: prepare, register, EAR → signed profile, AKA (steps 3, 6–10, 12).
 //! - [`auc`]: the AuC: vectors, SQN management, resynchronisation (TS 33.102).
+//! - `attach`: a vector for a subscription in service (an attach check).
 //! - [`pool`]: the IMSI range and ICCIDs, durable allocation.
 //! - `records`: subscriber records, encrypted secrets.
 //! - `seal`: AES-256-GCM at rest with row- and field-bound AAD.
@@ -19,6 +20,7 @@
 //! - [`error`]: the error type and its problem documents.
 
 pub mod api;
+mod attach;
 pub mod auc;
 pub mod client;
 pub mod config;

@@ -243,7 +243,8 @@ impl Operator {
 
     /// Step 12, new operator: the card's answer to the outstanding challenge, which it
     /// consumes. RES = XRES makes the subscription live; a verified AUTS resynchronises the
-    /// AuC and yields a new challenge; anything else fails.
+    /// AuC and yields a new challenge; anything else fails. Idempotent: once live, a
+    /// repeated answer (whose first verdict was lost) is answered live again.
     pub fn aka_response(
         &self,
         id: &CampaignId,
@@ -266,6 +267,11 @@ impl Operator {
                 })
                 .optional()?;
             let Some((rand, xres)) = challenge else {
+                // The answer that made it live was taken and its verdict lost on the way
+                // back: the RO asks again, and the fact stands.
+                if record.status == SubscriberStatus::Live {
+                    return Ok(AkaStep::Live);
+                }
                 return Err(MnoError::AkaNoChallenge(device_id.to_hex()));
             };
             tx.execute("DELETE FROM aka_challenges WHERE imsi = ?1", [imsi.as_str()])?;

@@ -100,7 +100,8 @@ async fn health(State(op): Shared, peer: PeerIdentity) -> Json<Health> {
 async fn create_campaign(State(op): Shared, peer: PeerIdentity, body: Body) -> Result<Response> {
     ro_only(&peer)?;
     let request: CampaignRequest = body.json()?;
-    let (created, status) = blocking(move || op.create_campaign(&request)).await?;
+    let (created, status) =
+        blocking(move || at("campaign", || op.create_campaign(&request))).await?;
     let code = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((code, Json(status)).into_response())
 }
@@ -124,7 +125,10 @@ async fn prepare(
     ro_only(&peer)?;
     let id = params.campaign()?;
     body.empty()?;
-    Ok(Json(op.prepare(&id).await?).into_response())
+    fault("prepare", "before")?;
+    let prepared = op.prepare(&id).await?;
+    fault("prepare", "after")?;
+    Ok(Json(prepared).into_response())
 }
 
 /// Step 3 at the old operator: the sender is checked against the campaign before the body
@@ -140,7 +144,10 @@ async fn imsi_list(
     let check = (Arc::clone(&op), id.clone(), sender.clone());
     blocking(move || check.0.check_imsi_list_sender(check.2.as_deref(), &check.1)).await?;
     let list: ImsiList = body.cbor()?;
-    cbor(&blocking(move || op.receive_imsi_list(sender.as_deref(), &id, &list)).await?)
+    cbor(
+        &blocking(move || at("imsi-list", || op.receive_imsi_list(sender.as_deref(), &id, &list)))
+            .await?,
+    )
 }
 
 async fn activate_tre(
@@ -152,7 +159,7 @@ async fn activate_tre(
     ro_only(&peer)?;
     let (id, device) = params.device()?;
     body.empty()?;
-    cbor(&blocking(move || op.activate_tre(&id, &device)).await?)
+    cbor(&blocking(move || at("activate-tre", || op.activate_tre(&id, &device))).await?)
 }
 
 async fn register(
@@ -164,7 +171,7 @@ async fn register(
     ro_only(&peer)?;
     let (id, device) = params.device()?;
     body.empty()?;
-    Ok(Json(blocking(move || op.register(&id, &device)).await?).into_response())
+    Ok(Json(blocking(move || at("register", || op.register(&id, &device))).await?).into_response())
 }
 
 async fn attestation(
@@ -176,7 +183,10 @@ async fn attestation(
     ro_only(&peer)?;
     let (id, device) = params.device()?;
     let ear = body.cose()?;
-    let signed = blocking(move || op.attestation(&id, &device, &ear, SystemTime::now())).await?;
+    let signed = blocking(move || {
+        at("attestation", || op.attestation(&id, &device, &ear, SystemTime::now()))
+    })
+    .await?;
     Ok(([(header::CONTENT_TYPE, CBOR)], signed).into_response())
 }
 
@@ -189,7 +199,7 @@ async fn aka_challenge(
     ro_only(&peer)?;
     let (id, device) = params.device()?;
     body.empty()?;
-    cbor(&blocking(move || op.aka_challenge(&id, &device)).await?)
+    cbor(&blocking(move || at("aka-challenge", || op.aka_challenge(&id, &device))).await?)
 }
 
 async fn aka_response(
@@ -201,13 +211,13 @@ async fn aka_response(
     ro_only(&peer)?;
     let (id, device) = params.device()?;
     let result: AkaResult = body.cbor()?;
-    cbor(&blocking(move || op.aka_response(&id, &device, &result)).await?)
+    cbor(&blocking(move || at("aka-response", || op.aka_response(&id, &device, &result))).await?)
 }
 
 async fn report(State(op): Shared, peer: PeerIdentity, body: Body) -> Result<Response> {
     ro_only(&peer)?;
     let report: Report = body.json()?;
-    Ok(Json(blocking(move || op.report(&report)).await?).into_response())
+    Ok(Json(blocking(move || at("report", || op.report(&report))).await?).into_response())
 }
 
 async fn subscriber_status(
@@ -220,6 +230,21 @@ async fn subscriber_status(
         MnoError::BadPath { what: "IMSI", reason: e.to_string() }
     })?;
     Ok(Json(blocking(move || op.subscriber_status(&imsi)).await?).into_response())
+}
+
+/// Runs operation `name` between its fault points `mno.<name>.before` and `.after`
+/// (`protocol::fault`): the crash tests stop the operator just before or just after the
+/// operation's store transaction.
+fn at<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    fault(name, "before")?;
+    let out = f()?;
+    fault(name, "after")?;
+    Ok(out)
+}
+
+fn fault(name: &str, at: &str) -> Result<()> {
+    protocol::fault::point(&format!("mno.{name}.{at}"))
+        .map_err(|_| MnoError::Internal("injected fault"))
 }
 
 fn cbor<T: Serialize>(value: &T) -> Result<Response> {

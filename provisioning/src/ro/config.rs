@@ -20,6 +20,13 @@ pub struct RoConfig {
     /// How long a device's task request may wait for work (long poll).
     #[serde(default = "default_poll_ms")]
     pub poll_timeout_ms: u64,
+    /// How long a step may keep failing transiently (a peer down, a full disk) before the
+    /// device's change — or a campaign's creation — is abandoned, safely.
+    #[serde(default = "default_step_deadline")]
+    pub step_deadline_secs: u64,
+    /// How long a call to a peer may take before it counts as failed (and is retried).
+    #[serde(default = "default_peer_timeout")]
+    pub peer_timeout_ms: u64,
 }
 
 /// The RO's certificate and key (TLS server and client), the CI root every peer chains to,
@@ -54,6 +61,14 @@ pub struct Peers {
 
 fn default_poll_ms() -> u64 {
     20_000
+}
+
+fn default_step_deadline() -> u64 {
+    300
+}
+
+fn default_peer_timeout() -> u64 {
+    30_000
 }
 
 impl RoConfig {
@@ -92,7 +107,21 @@ impl RoConfig {
         if self.poll_timeout_ms == 0 || self.poll_timeout_ms > 120_000 {
             return Err(RoError::Config("poll_timeout_ms must be 1..=120000".into()));
         }
+        if !(100..=600_000).contains(&self.peer_timeout_ms) {
+            return Err(RoError::Config("peer_timeout_ms must be 100..=600000".into()));
+        }
+        if self.step_deadline_secs == 0 || self.step_deadline_secs > 7 * 24 * 3600 {
+            return Err(RoError::Config("step_deadline_secs must be 1..=604800".into()));
+        }
         Ok(())
+    }
+
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_millis(self.peer_timeout_ms)
+    }
+
+    pub fn step_deadline(&self) -> Duration {
+        Duration::from_secs(self.step_deadline_secs)
     }
 
     pub fn poll_timeout(&self) -> Duration {

@@ -1,14 +1,20 @@
-//! The RO's device side (docs/flow.md steps 4–12): which task a device gets next, and what
-//! the RO does with each answer — the DRF's attach and registration, the relay to the PVA,
-//! the DPF's release and receipt check, the new operator's AKA, the final reports.
+//! The RO's device side (docs/flow.md steps 4–12): which task a device gets next, what the
+//! RO records of each answer, and the peer steps in between — MNO-A's activate-TRE
+//! command, the DRF's registration with the new operator, the relay to the PVA, the DPF's
+//! release, the new operator's AKA.
 //!
-//! Every handler runs under the device's lock, checks that the device is in the state the
-//! answer belongs to, does its peer calls, and persists the next state in one transaction.
-//! A failed check moves the device to `failed`, which makes the next task an abort.
+//! Every handler runs under the device's lock. A device's answer is checked and persisted
+//! first; the peer step it enables runs after, from [`Ro::advance`], which a poll, an answer
+//! or a restart all call: a peer that is down leaves the state as it is with a retry noted
+//! (tried again with backoff), and only a refusal, or a peer down past its step's deadline,
+//! abandons the change. Before the commit decision an abandoned change becomes `aborting`:
+//! the device is told to restore its old profile and the RO waits for its signed word.
 
 use std::time::{Instant, SystemTime};
 
-use protocol::device_api::{AbortAck, AkaResult, AttachRequest, DeviceTask, InstallResult};
+use protocol::device_api::{
+    AbortAck, AkaResult, AttachRequest, CommitResult, DeviceTask, InstallResult,
+};
 use protocol::evidence::Evidence;
 use protocol::pva_api::{ActivateRequest, EnrolRequest, Message};
 use protocol::receipt::AnswerStatement;
@@ -17,10 +23,12 @@ use protocol::{DeviceId, ekcert};
 use serde_bytes::ByteBuf;
 
 use super::Ro;
+use super::dpf::ExpectedReceipt;
 use super::error::RoError;
+use super::outbox::{backoff, final_reports};
 use super::peers::AkaAnswer;
 use super::state::DeviceState;
-use super::store::{CampaignRow, DeviceRow};
+use super::store::{DeviceRow, OutboxMessage, now_ms};
 
 /// A device's answer as posted: its body, and the AK signature its header carried (hex).
 #[derive(Clone, Copy, Debug)]
@@ -29,62 +37,32 @@ pub(crate) struct Answer<'a> {
     pub signature: Option<&'a str>,
 }
 
+/// Peer steps run one after another in one call to `advance` at most this often (a poll
+/// may take a device from `attested` through `delivered`; never loops).
+const MAX_STEPS_PER_ADVANCE: usize = 4;
+
+/// The PVA's problem types for a nonce a crashed or slow attempt used up: the RO asks for
+/// a fresh one instead of abandoning the change.
+const STALE_NONCE: [&str; 3] = ["pva/nonce-reused", "pva/nonce-expired", "pva/nonce-unknown"];
+
 impl Ro {
-    /// The device's next task; may call a peer to prepare it (MNO-A's activate-TRE command,
-    /// the PVA's nonce, the AuC's challenge).
+    /// The device's next task, after running any peer step that is due.
     pub(crate) async fn task_for(&self, device: &DeviceId) -> Result<DeviceTask, RoError> {
         let _guard = self.lock(device).await;
         let Some(row) = self.store.device(device)? else { return Ok(DeviceTask::Idle) };
-        self.send_final_reports(&row).await;
-        let campaign = row.campaign_id.clone();
-        Ok(match row.state {
-            DeviceState::Pending => {
-                let timer = Instant::now();
-                match self.peers.activate_tre(&self.campaign_of(&campaign)?, device).await {
-                    Ok(command) => {
-                        let state = DeviceState::TreActivation { command: ByteBuf::from(command) };
-                        self.store.transition(&campaign, device, &state, &[])?;
-                        self.store.record_step(&campaign, device, 4, ms(timer))?;
-                        self.task_of(&campaign, &state)
-                    }
-                    Err(e) => self.fail(&row, 4, &e).await?,
-                }
-            }
-            DeviceState::Registered => {
-                if self.store.enrolled_ak(device)?.is_some() {
-                    self.issue_challenge(&row).await?
-                } else {
-                    DeviceTask::Enrol
-                }
-            }
-            DeviceState::Enrolled => self.issue_challenge(&row).await?,
-            DeviceState::Installed => {
-                let timer = Instant::now();
-                match self.peers.aka_challenge(&self.campaign_of(&campaign)?, device).await {
-                    Ok((rand, autn)) => {
-                        let state = DeviceState::Aka {
-                            rand: ByteBuf::from(rand),
-                            autn: ByteBuf::from(autn),
-                        };
-                        self.store.transition(&campaign, device, &state, &[12])?;
-                        self.store.record_step(&campaign, device, 12, ms(timer))?;
-                        self.task_of(&campaign, &state)
-                    }
-                    Err(e) => self.fail(&row, 12, &e).await?,
-                }
-            }
-            ref state => self.task_of(&campaign, state),
-        })
+        let row = self.advance(row).await?;
+        self.task_of(&row)
     }
 
     /// The task a state asks for, without side effects.
-    fn task_of(&self, campaign: &str, state: &DeviceState) -> DeviceTask {
-        match state {
-            DeviceState::Pending | DeviceState::Registered | DeviceState::Enrolled => {
-                DeviceTask::Idle
-            }
+    fn task_of(&self, row: &DeviceRow) -> Result<DeviceTask, RoError> {
+        let campaign = row.campaign_id.clone();
+        Ok(match &row.state {
             DeviceState::TreActivation { command } => {
-                DeviceTask::ActivateTre { campaign: campaign.to_owned(), command: command.clone() }
+                DeviceTask::ActivateTre { campaign, command: command.clone() }
+            }
+            DeviceState::Registered if self.store.enrolled_ak(&row.device_id)?.is_none() => {
+                DeviceTask::Enrol
             }
             DeviceState::Enrolling { id_object, encrypted_secret, .. } => {
                 DeviceTask::ActivateCredential {
@@ -96,59 +74,350 @@ impl Ro {
                 DeviceTask::Attest { nonce: *nonce, pcr_selection: pcr_selection.clone() }
             }
             DeviceState::Delivering { bundle, ear, operator, .. } => DeviceTask::Install {
-                campaign: campaign.to_owned(),
+                campaign,
                 operator: operator.clone(),
                 bundle: bundle.clone(),
                 ear: ear.clone(),
             },
-            DeviceState::Installed => DeviceTask::Idle,
-            DeviceState::Aka { rand, autn } => {
+            DeviceState::Aka { rand, autn, .. } => {
                 DeviceTask::Aka { rand: rand.clone(), autn: autn.clone() }
             }
-            DeviceState::Switched | DeviceState::RolledBack { .. } => DeviceTask::Done,
-            DeviceState::Failed { reason, step } => {
-                DeviceTask::Abort { reason: format!("step {step}: {reason}") }
+            DeviceState::Committing { sequence, .. } => {
+                DeviceTask::Commit { campaign, sequence: *sequence }
             }
+            DeviceState::Aborting { step, reason } => {
+                DeviceTask::Abort { campaign, reason: format!("step {step}: {reason}") }
+            }
+            DeviceState::Switched => DeviceTask::Done { campaign, switched: true, reason: None },
+            DeviceState::RolledBack { step, reason } => DeviceTask::Done {
+                campaign,
+                switched: false,
+                reason: Some(format!("step {step}: {reason}")),
+            },
+            // The RO's own work is next (a peer step, or a person for `reconciling`).
+            _ => DeviceTask::Idle,
+        })
+    }
+
+    /// Runs the peer steps the device's state calls for, each persisted before the next;
+    /// returns the row as it is afterwards.
+    pub(crate) async fn advance(&self, mut row: DeviceRow) -> Result<DeviceRow, RoError> {
+        for _ in 0..MAX_STEPS_PER_ADVANCE {
+            if row.retry.as_ref().is_some_and(|r| r.next_attempt_ms > now_ms()) {
+                break;
+            }
+            let step = row.state.step();
+            let next = match &row.state {
+                DeviceState::Pending => self.activate_tre(&row).await,
+                DeviceState::Attached => self.register(&row).await,
+                DeviceState::Registered | DeviceState::Enrolled
+                    if self.store.enrolled_ak(&row.device_id)?.is_some() =>
+                {
+                    self.challenge(&row).await
+                }
+                DeviceState::Appraising { nonce, evidence } => {
+                    self.appraise(&row, *nonce, evidence).await
+                }
+                DeviceState::Attested { ear, bundle_key } => {
+                    self.release(&row, ear, bundle_key).await
+                }
+                DeviceState::Installed { expected } => self.aka_challenge(&row, expected).await,
+                DeviceState::AkaAnswered { rand, answer, expected, .. } => {
+                    self.aka_verdict(&row, rand, answer, expected).await
+                }
+                _ => break,
+            };
+            match next {
+                Ok((state, completed)) => self.store.transition(
+                    &row.campaign_id,
+                    &row.device_id,
+                    &state,
+                    completed,
+                    &[],
+                )?,
+                Err(e) => {
+                    self.step_failed(&row, step, e)?;
+                }
+            }
+            match self.store.device(&row.device_id)? {
+                Some(next) if next.state != row.state => row = next,
+                Some(next) => {
+                    row = next;
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(row)
+    }
+
+    /// A step failed: retried later if the failure may pass and the step is within its
+    /// deadline, else the change is abandoned.
+    fn step_failed(&self, row: &DeviceRow, step: u8, error: RoError) -> Result<(), RoError> {
+        if error.is_transient() && !self.past_deadline(row.since_ms) {
+            let attempts = row.retry.as_ref().map_or(0, |r| r.attempts);
+            let next = now_ms() + backoff(attempts).as_millis() as u64;
+            tracing::warn!(device = %row.device_id, step, attempts = attempts + 1, error = %error, "step failed; will retry");
+            return self.store.note_retry(
+                &row.campaign_id,
+                &row.device_id,
+                &error.to_string(),
+                next,
+            );
+        }
+        let reason = if error.is_transient() {
+            format!("{error} (still failing after the step's deadline)")
+        } else {
+            error.to_string()
+        };
+        self.abandon_locked(row, step, &reason)
+    }
+
+    /// Gives up the device's change (its lock held): a device that never received a command
+    /// is rolled back at once; one that may have changed its card is told to restore it.
+    /// Past the commit decision nothing is abandoned.
+    fn abandon_locked(&self, row: &DeviceRow, step: u8, reason: &str) -> Result<(), RoError> {
+        if row.state.is_final() || row.state.past_commit_decision() {
+            return Ok(());
+        }
+        if matches!(row.state, DeviceState::Aborting { .. } | DeviceState::Reconciling { .. }) {
+            return Ok(());
+        }
+        tracing::warn!(device = %row.device_id, step, reason, "device change abandoned");
+        if row.state.device_involved() {
+            let state = DeviceState::Aborting { step, reason: reason.to_owned() };
+            self.store.transition(&row.campaign_id, &row.device_id, &state, &[], &[])
+        } else {
+            self.finish(row, DeviceState::RolledBack { step, reason: reason.to_owned() })
         }
     }
 
+    /// Abandons a device's change in campaign `campaign` (a cancellation).
+    pub(crate) async fn abandon(
+        &self,
+        device: &DeviceId,
+        campaign: &str,
+        reason: &str,
+    ) -> Result<(), RoError> {
+        let _guard = self.lock(device).await;
+        match self.store.device(device)? {
+            Some(row) if row.campaign_id == campaign => {
+                let step = row.state.step();
+                self.abandon_locked(&row, step, reason)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves a device to a final state with its reports to both operators, in one
+    /// transaction.
+    fn finish(&self, row: &DeviceRow, state: DeviceState) -> Result<(), RoError> {
+        let campaign = self.campaign_of(&row.campaign_id)?;
+        let reports: Vec<OutboxMessage> = match &state {
+            DeviceState::Switched => final_reports(&campaign, &row.device_id, Ok(()))?,
+            DeviceState::RolledBack { step, reason } => {
+                final_reports(&campaign, &row.device_id, Err((*step, reason)))?
+            }
+            _ => Vec::new(),
+        };
+        self.store.transition(&row.campaign_id, &row.device_id, &state, &[], &reports)?;
+        tracing::info!(device = %row.device_id, campaign = %row.campaign_id, state = state.name(), "device finished");
+        self.outbox_wake.notify_one();
+        self.campaign_progress(&row.campaign_id)
+    }
+
+    // Peer steps: each returns the next state and the steps it completed.
+
+    /// Step 4: MNO-A's activate-TRE command (idempotent there: a repeat returns the same).
+    async fn activate_tre(&self, row: &DeviceRow) -> Result<(DeviceState, &'static [u8]), RoError> {
+        let timer = Instant::now();
+        let command =
+            self.peers.activate_tre(&self.campaign_of(&row.campaign_id)?, &row.device_id).await?;
+        self.store.record_step(&row.campaign_id, &row.device_id, 4, ms(timer))?;
+        Ok((DeviceState::TreActivation { command: ByteBuf::from(command) }, &[]))
+    }
+
+    /// Steps 6–7: the new operator registers the device and asks for validation.
+    async fn register(&self, row: &DeviceRow) -> Result<(DeviceState, &'static [u8]), RoError> {
+        let timer = Instant::now();
+        self.peers.register(&self.campaign_of(&row.campaign_id)?, &row.device_id).await?;
+        self.store.record_step(&row.campaign_id, &row.device_id, 6, ms(timer))?;
+        Ok((DeviceState::Registered, &[]))
+    }
+
+    /// Step 8: a nonce from the PVA.
+    async fn challenge(&self, row: &DeviceRow) -> Result<(DeviceState, &'static [u8]), RoError> {
+        let challenge = self.peers.challenge(&row.device_id).await?;
+        let state = DeviceState::Attesting {
+            nonce: challenge.nonce,
+            pcr_selection: challenge.pcr_selection,
+        };
+        Ok((state, &[7]))
+    }
+
+    /// Step 8: the PVA appraises the evidence; a nonce a crashed attempt used up (or one
+    /// that expired while a peer was down) gets the device a fresh one.
+    async fn appraise(
+        &self,
+        row: &DeviceRow,
+        nonce: protocol::Nonce,
+        evidence: &[u8],
+    ) -> Result<(DeviceState, &'static [u8]), RoError> {
+        let timer = Instant::now();
+        let parsed = Evidence::from_cbor(evidence).map_err(|e| RoError::Decode(e.to_string()))?;
+        let appraisal = match self.peers.appraise(evidence.to_vec()).await {
+            Ok(appraisal) => appraisal,
+            Err(e) if e.peer_problem().is_some_and(|p| STALE_NONCE.contains(&p)) => {
+                tracing::info!(device = %row.device_id, error = %e, "nonce used up; a fresh challenge");
+                return Ok((DeviceState::Enrolled, &[]));
+            }
+            Err(e) => return Err(e),
+        };
+        self.store.record_step(&row.campaign_id, &row.device_id, 8, ms(timer))?;
+        let ear = appraisal.ear.into_vec();
+        let key = super::dpf::Dpf::evidence_bundle_key(&parsed)?;
+        let verified = self.dpf.check_ear(&ear, &row.device_id, &nonce, &key, SystemTime::now())?;
+        let bundle_key = verified.bundle_key().map(|k| k.tpm_name().to_vec()).unwrap_or_default();
+        Ok((
+            DeviceState::Attested {
+                ear: ByteBuf::from(ear),
+                bundle_key: ByteBuf::from(bundle_key),
+            },
+            &[8],
+        ))
+    }
+
+    /// Steps 9–11: the EAR to the new operator, its signed profile through the DPF's checks
+    /// into an encrypted bundle.
+    async fn release(
+        &self,
+        row: &DeviceRow,
+        ear: &[u8],
+        bundle_key: &[u8],
+    ) -> Result<(DeviceState, &'static [u8]), RoError> {
+        let campaign = self.campaign_of(&row.campaign_id)?;
+        let verified = self
+            .dpf
+            .ears()
+            .verify(ear, SystemTime::now(), &row.device_id, None)
+            .map_err(|e| RoError::Release(format!("attestation result: {e}")))?;
+        let timer = Instant::now();
+        let signed_profile = self.peers.attestation(&campaign, &row.device_id, ear).await?;
+        self.store.record_step(&row.campaign_id, &row.device_id, 9, ms(timer))?;
+        let timer = Instant::now();
+        let release = self.dpf.release(
+            &verified,
+            ear,
+            &campaign.to,
+            &row.device_id,
+            &signed_profile,
+            SystemTime::now(),
+        )?;
+        self.store.record_step(&row.campaign_id, &row.device_id, 10, ms(timer))?;
+        Ok((
+            DeviceState::Delivering {
+                bundle: ByteBuf::from(release.bundle),
+                ear: ByteBuf::from(ear.to_vec()),
+                operator: campaign.to,
+                expected: release.expected,
+                bundle_key: ByteBuf::from(bundle_key.to_vec()),
+            },
+            &[],
+        ))
+    }
+
+    /// Step 12: the AuC's challenge for the new USIM.
+    async fn aka_challenge(
+        &self,
+        row: &DeviceRow,
+        expected: &ExpectedReceipt,
+    ) -> Result<(DeviceState, &'static [u8]), RoError> {
+        let timer = Instant::now();
+        let (rand, autn) =
+            self.peers.aka_challenge(&self.campaign_of(&row.campaign_id)?, &row.device_id).await?;
+        self.store.record_step(&row.campaign_id, &row.device_id, 12, ms(timer))?;
+        let state = DeviceState::Aka {
+            rand: ByteBuf::from(rand),
+            autn: ByteBuf::from(autn),
+            expected: expected.clone(),
+        };
+        Ok((state, &[12]))
+    }
+
+    /// Step 12: the USIM's answer to the AuC. RES = XRES is the commit decision.
+    async fn aka_verdict(
+        &self,
+        row: &DeviceRow,
+        rand: &[u8],
+        answer: &[u8],
+        expected: &ExpectedReceipt,
+    ) -> Result<(DeviceState, &'static [u8]), RoError> {
+        let result: AkaResult = protocol::device_api::from_cbor(answer)
+            .map_err(|e| RoError::Store(format!("stored AKA answer: {e}")))?;
+        let campaign = self.campaign_of(&row.campaign_id)?;
+        let timer = Instant::now();
+        let verdict = match result {
+            AkaResult::Res { res } => {
+                self.peers.aka_response(&campaign, &row.device_id, Some(&res), None).await?
+            }
+            AkaResult::Auts { auts } => {
+                self.peers.aka_response(&campaign, &row.device_id, None, Some(&auts)).await?
+            }
+            AkaResult::Failed { reason } => {
+                return Err(RoError::Aka(format!(
+                    "the new USIM refused AUTHENTICATE (RAND {}): {reason}",
+                    hex::encode(rand)
+                )));
+            }
+        };
+        self.store.record_step(&row.campaign_id, &row.device_id, 12, ms(timer))?;
+        Ok(match verdict {
+            AkaAnswer::Live => {
+                tracing::info!(device = %row.device_id, "new USIM authenticated; commit decided");
+                let state = DeviceState::Committing {
+                    sequence: expected.sequence,
+                    imsi: expected.imsi.clone(),
+                };
+                (state, &[])
+            }
+            AkaAnswer::Retry { rand, autn } => {
+                tracing::info!(device = %row.device_id, "AuC resynchronised; AKA again");
+                let state = DeviceState::Aka {
+                    rand: ByteBuf::from(rand),
+                    autn: ByteBuf::from(autn),
+                    expected: expected.clone(),
+                };
+                (state, &[])
+            }
+        })
+    }
+
+    // The device's answers.
+
     /// Steps 5–7 (DRF): the device attaches with its EK certificate after the TRE took over;
-    /// the DRF checks the certificate, finds the campaign and registers the device with the
-    /// new operator.
+    /// the DRF checks the certificate and the new operator registers the device.
     pub(crate) async fn attach(&self, request: AttachRequest) -> Result<(), RoError> {
         let device = request.device_id.clone();
         let _guard = self.lock(&device).await;
         let row = self.row(&device)?;
         match &row.state {
             DeviceState::TreActivation { .. } => {}
-            // A repeated attach after registration (the device retried) is answered again.
-            DeviceState::Registered => return Ok(()),
+            // A repeated attach (the device retried) changes nothing.
+            DeviceState::Attached | DeviceState::Registered => return Ok(()),
             other => return Err(RoError::WrongState { device, state: other.name() }),
         }
-        let campaign = row.campaign_id.clone();
-        self.store.transition(&campaign, &device, &row.state, &[4])?;
         if !request.tre_active {
-            return self
-                .fail(
-                    &row,
-                    4,
-                    &RoError::Attach("the UICC refused MNO-A's activate-TRE command".into()),
-                )
-                .await
-                .map(drop);
+            let reason = "the UICC refused MNO-A's activate-TRE command";
+            return self.abandon_locked(&row, 4, reason);
         }
         let timer = Instant::now();
         if let Err(e) = self.check_identity(&request) {
-            return self.fail(&row, 5, &e).await.map(drop);
+            return self.abandon_locked(&row, 5, &e.to_string());
         }
-        self.store.record_step(&campaign, &device, 5, ms(timer))?;
-        let timer = Instant::now();
-        if let Err(e) = self.peers.register(&self.campaign_of(&campaign)?, &device).await {
-            return self.fail(&row, 6, &e).await.map(drop);
-        }
-        self.store.record_step(&campaign, &device, 6, ms(timer))?;
-        self.store.transition(&campaign, &device, &DeviceState::Registered, &[])?;
-        Ok(())
+        self.store.record_step(&row.campaign_id, &device, 5, ms(timer))?;
+        self.store.transition(&row.campaign_id, &device, &DeviceState::Attached, &[4], &[])?;
+        drop(_guard);
+        self.advance_now(&device).await
     }
 
     /// The DRF's identity check: the EK certificate chains to a TPM manufacturer and
@@ -193,9 +462,9 @@ impl Ro {
                     encrypted_secret: response.encrypted_secret,
                     ak_public: request.ak_public,
                 };
-                self.store.transition(&row.campaign_id, device, &state, &[7])
+                self.store.transition(&row.campaign_id, device, &state, &[7], &[])
             }
-            Err(e) => self.fail(&row, 7, &e).await.map(drop),
+            Err(e) => self.relay_failed(&row, 7, e),
         }
     }
 
@@ -210,46 +479,50 @@ impl Ro {
         let row = self.row(device)?;
         let ak = match &row.state {
             DeviceState::Enrolling { ak_public, .. } => ak_public.clone(),
-            DeviceState::Enrolled => return Ok(()),
+            DeviceState::Enrolled | DeviceState::Attesting { .. } => return Ok(()),
             other => {
                 return Err(RoError::WrongState { device: device.clone(), state: other.name() });
             }
         };
-        match self.peers.activate(&request).await {
-            Ok(response) => {
-                // The PVA accepted this AK: the DPF checks the install receipt with it.
-                let name =
-                    Public::from_bytes(&ak).map(|p| p.name().as_ref().to_vec()).unwrap_or_default();
-                if name != response.ak_name.as_ref() {
-                    return self
-                        .fail(&row, 7, &RoError::Decode("the PVA enrolled another AK".into()))
-                        .await
-                        .map(drop);
-                }
-                self.store.set_enrolled(device, &ak)?;
-                self.store.transition(&row.campaign_id, device, &DeviceState::Enrolled, &[7])
+        let response = match self.peers.activate(&request).await {
+            Ok(response) => response,
+            // The PVA took this activation before, and the RO died before it recorded that
+            // (or the answer was lost): enrol again, which the device answers as before.
+            Err(e) if e.peer_problem() == Some("pva/no-pending-enrolment") => {
+                tracing::info!(device = %device, "activation already taken; enrolling again");
+                return self.store.transition(
+                    &row.campaign_id,
+                    device,
+                    &DeviceState::Registered,
+                    &[],
+                    &[],
+                );
             }
-            Err(e) => self.fail(&row, 7, &e).await.map(drop),
+            Err(e) => return self.relay_failed(&row, 7, e),
+        };
+        // The PVA accepted this AK: the DPF checks the install receipt with it.
+        let name = Public::from_bytes(&ak).map(|p| p.name().as_ref().to_vec()).unwrap_or_default();
+        if name != response.ak_name.as_ref() {
+            return self.abandon_locked(&row, 7, "the PVA enrolled another AK");
         }
+        self.store.set_enrolled(&row.campaign_id, device, &ak)?;
+        drop(_guard);
+        self.advance_now(device).await
     }
 
-    async fn issue_challenge(&self, row: &DeviceRow) -> Result<DeviceTask, RoError> {
-        let device = &row.device_id;
-        match self.peers.challenge(device).await {
-            Ok(challenge) => {
-                let state = DeviceState::Attesting {
-                    nonce: challenge.nonce,
-                    pcr_selection: challenge.pcr_selection,
-                };
-                self.store.transition(&row.campaign_id, device, &state, &[7])?;
-                Ok(self.task_of(&row.campaign_id, &state))
-            }
-            Err(e) => self.fail(row, 8, &e).await,
+    /// A relayed request the PVA did not take: the device posts it again later if the PVA
+    /// may come back within the step's deadline (503 to the device), else the change ends.
+    fn relay_failed(&self, row: &DeviceRow, step: u8, error: RoError) -> Result<(), RoError> {
+        if error.is_transient() && !self.past_deadline(row.since_ms) {
+            let next =
+                now_ms() + backoff(row.retry.as_ref().map_or(0, |r| r.attempts)).as_millis() as u64;
+            self.store.note_retry(&row.campaign_id, &row.device_id, &error.to_string(), next)?;
+            return Err(RoError::Busy(error.to_string()));
         }
+        self.step_failed(row, step, error)
     }
 
-    /// Steps 8–11: evidence to the PVA, the EAR to the new operator, the profile through the
-    /// DPF's checks into an encrypted bundle.
+    /// Step 8: the device's evidence, kept for the PVA's appraisal.
     pub(crate) async fn evidence(&self, device: &DeviceId, body: &[u8]) -> Result<(), RoError> {
         let evidence = Evidence::from_cbor(body).map_err(|e| RoError::Decode(e.to_string()))?;
         if evidence.device_id != *device {
@@ -259,62 +532,21 @@ impl Ro {
         let row = self.row(device)?;
         let nonce = match &row.state {
             DeviceState::Attesting { nonce, .. } => *nonce,
-            DeviceState::Delivering { .. } => return Ok(()),
+            DeviceState::Appraising { .. }
+            | DeviceState::Attested { .. }
+            | DeviceState::Delivering { .. } => return Ok(()),
             other => {
                 return Err(RoError::WrongState { device: device.clone(), state: other.name() });
             }
         };
-        let campaign = row.campaign_id.clone();
-        self.store.transition(&campaign, device, &row.state, &[8])?;
-        let timer = Instant::now();
-        let appraisal = match self.peers.appraise(body.to_vec()).await {
-            Ok(appraisal) => appraisal,
-            Err(e) => return self.fail(&row, 8, &e).await.map(drop),
-        };
-        self.store.record_step(&campaign, device, 8, ms(timer))?;
-        let ear = appraisal.ear.into_vec();
-        let verified = match super::dpf::Dpf::evidence_bundle_key(&evidence)
-            .and_then(|key| self.dpf.check_ear(&ear, device, &nonce, &key, SystemTime::now()))
-        {
-            Ok(verified) => verified,
-            Err(e) => return self.fail(&row, 9, &e).await.map(drop),
-        };
-        let timer = Instant::now();
-        let signed_profile =
-            match self.peers.attestation(&self.campaign_of(&campaign)?, device, &ear).await {
-                Ok(profile) => profile,
-                Err(e) => return self.fail(&row, 9, &e).await.map(drop),
-            };
-        self.store.record_step(&campaign, device, 9, ms(timer))?;
-        let timer = Instant::now();
-        let campaign_row = self
-            .store
-            .campaign(&campaign)?
-            .ok_or_else(|| RoError::UnknownCampaign(campaign.clone()))?;
-        let release = match self.dpf.release(
-            &verified,
-            &ear,
-            &campaign_row.to,
-            device,
-            &signed_profile,
-            SystemTime::now(),
-        ) {
-            Ok(release) => release,
-            Err(e) => return self.fail(&row, 10, &e).await.map(drop),
-        };
-        self.store.record_step(&campaign, device, 10, ms(timer))?;
-        let bundle_key = verified.bundle_key().map(|k| k.tpm_name().to_vec()).unwrap_or_default();
-        let state = DeviceState::Delivering {
-            bundle: ByteBuf::from(release.bundle),
-            ear: ByteBuf::from(ear),
-            operator: campaign_row.to,
-            expected: release.expected,
-            bundle_key: ByteBuf::from(bundle_key),
-        };
-        self.store.transition(&campaign, device, &state, &[])
+        let state = DeviceState::Appraising { nonce, evidence: ByteBuf::from(body.to_vec()) };
+        self.store.transition(&row.campaign_id, device, &state, &[8], &[])?;
+        drop(_guard);
+        self.advance_now(device).await
     }
 
-    /// Steps 11–12: the install receipt (or the device's failure).
+    /// Steps 11–12: the install receipt (or the device's failure). The card now runs the
+    /// new profile on trial, its old one kept as fallback.
     pub(crate) async fn install(
         &self,
         device: &DeviceId,
@@ -325,25 +557,25 @@ impl Ro {
         let row = self.row(device)?;
         let (expected, bundle_key) = match &row.state {
             DeviceState::Delivering { expected, bundle_key, .. } => (expected.clone(), bundle_key),
-            DeviceState::Installed | DeviceState::Aka { .. } => return Ok(()),
+            DeviceState::Installed { .. }
+            | DeviceState::Aka { .. }
+            | DeviceState::AkaAnswered { .. }
+            | DeviceState::Committing { .. }
+            | DeviceState::Switched => return Ok(()),
             other => {
                 return Err(RoError::WrongState { device: device.clone(), state: other.name() });
             }
         };
         self.check_answer(device, AnswerStatement::install_task(bundle_key), answer)?;
-        let campaign = row.campaign_id.clone();
-        self.store.transition(&campaign, device, &row.state, &[11])?;
         let receipt = match result {
             InstallResult::Installed { receipt } => receipt,
             InstallResult::Failed { reason } => {
-                return self
-                    .fail(
-                        &row,
-                        11,
-                        &RoError::Receipt(format!("the device did not install: {reason}")),
-                    )
-                    .await
-                    .map(drop);
+                // Its abort acknowledgement will say whether the old profile runs again.
+                return self.abandon_locked(
+                    &row,
+                    11,
+                    &format!("the device did not install: {reason}"),
+                );
             }
         };
         let timer = Instant::now();
@@ -352,13 +584,16 @@ impl Ro {
             .enrolled_ak(device)?
             .ok_or_else(|| RoError::Receipt("no enrolled AK".into()))?;
         if let Err(e) = self.dpf.verify_receipt(&receipt, &ak, device, &expected) {
-            return self.fail(&row, 12, &e).await.map(drop);
+            return self.abandon_locked(&row, 12, &e.to_string());
         }
-        self.store.record_step(&campaign, device, 12, ms(timer))?;
-        self.store.transition(&campaign, device, &DeviceState::Installed, &[])
+        self.store.record_step(&row.campaign_id, device, 12, ms(timer))?;
+        let state = DeviceState::Installed { expected };
+        self.store.transition(&row.campaign_id, device, &state, &[11], &[])?;
+        drop(_guard);
+        self.advance_now(device).await
     }
 
-    /// Step 12: the USIM's AKA answer to the new operator's AuC.
+    /// Step 12: the USIM's AKA answer, kept for the new operator's AuC.
     pub(crate) async fn aka(
         &self,
         device: &DeviceId,
@@ -367,123 +602,126 @@ impl Ro {
     ) -> Result<(), RoError> {
         let _guard = self.lock(device).await;
         let row = self.row(device)?;
-        match &row.state {
-            DeviceState::Aka { rand, autn } => {
-                self.check_answer(device, AnswerStatement::aka_task(rand, autn), answer)?;
+        let (rand, autn, expected) = match &row.state {
+            DeviceState::Aka { rand, autn, expected } => {
+                (rand.clone(), autn.clone(), expected.clone())
             }
-            DeviceState::Switched => return Ok(()),
+            DeviceState::AkaAnswered { .. }
+            | DeviceState::Committing { .. }
+            | DeviceState::Switched => return Ok(()),
             other => {
                 return Err(RoError::WrongState { device: device.clone(), state: other.name() });
             }
-        }
-        let campaign = row.campaign_id.clone();
-        self.store.transition(&campaign, device, &row.state, &[12])?;
-        let timer = Instant::now();
-        let answer = match result {
-            AkaResult::Res { res } => {
-                self.peers
-                    .aka_response(&self.campaign_of(&campaign)?, device, Some(&res), None)
-                    .await
-            }
-            AkaResult::Auts { auts } => {
-                self.peers
-                    .aka_response(&self.campaign_of(&campaign)?, device, None, Some(&auts))
-                    .await
-            }
-            AkaResult::Failed { reason } => Err(RoError::PeerRefused {
-                peer: "device".into(),
-                status: 0,
-                problem_type: "aka-failed".into(),
-                detail: format!("the new USIM refused AUTHENTICATE: {reason}"),
-            }),
         };
-        self.store.record_step(&campaign, device, 12, ms(timer))?;
-        match answer {
-            Ok(AkaAnswer::Live) => {
-                self.store.transition(&campaign, device, &DeviceState::Switched, &[])?;
-                if let Some(row) = self.store.device(device)? {
-                    self.send_final_reports(&row).await;
-                }
-                Ok(())
+        self.check_answer(device, AnswerStatement::aka_task(&rand, &autn), answer)?;
+        let body =
+            protocol::device_api::to_cbor(&result).map_err(|e| RoError::Decode(e.to_string()))?;
+        let state = DeviceState::AkaAnswered { rand, autn, answer: ByteBuf::from(body), expected };
+        self.store.transition(&row.campaign_id, device, &state, &[12], &[])?;
+        drop(_guard);
+        self.advance_now(device).await
+    }
+
+    /// Step 12, the commit point: the device's signed word on what its card did with the
+    /// commit order. Only now may the old operator retire the old IMSI.
+    pub(crate) async fn commit(
+        &self,
+        device: &DeviceId,
+        result: CommitResult,
+        answer: Answer<'_>,
+    ) -> Result<(), RoError> {
+        let _guard = self.lock(device).await;
+        let row = self.row(device)?;
+        let imsi = match &row.state {
+            DeviceState::Committing { imsi, .. } => imsi.clone(),
+            DeviceState::Switched | DeviceState::RolledBack { .. } => return Ok(()),
+            other => {
+                return Err(RoError::WrongState { device: device.clone(), state: other.name() });
             }
-            Ok(AkaAnswer::Retry { rand, autn }) => {
-                let state =
-                    DeviceState::Aka { rand: ByteBuf::from(rand), autn: ByteBuf::from(autn) };
-                self.store.transition(&campaign, device, &state, &[])
+        };
+        let task = AnswerStatement::order_task("commit", &row.campaign_id);
+        self.check_answer(device, task, answer)?;
+        match result {
+            CommitResult::Committed { imsi: runs } if runs == imsi.as_str() => {
+                self.finish(&row, DeviceState::Switched)
             }
-            Err(e) => self.fail(&row, 12, &e).await.map(drop),
+            CommitResult::Committed { imsi: runs } => {
+                let reason =
+                    format!("the card committed IMSI {runs}, but the released profile is {imsi}");
+                let state = DeviceState::Reconciling { reason };
+                self.store.transition(&row.campaign_id, device, &state, &[], &[])
+            }
+            CommitResult::FellBack { reason, .. } => self.finish(
+                &row,
+                DeviceState::RolledBack {
+                    step: 12,
+                    reason: format!("the card fell back before the commit: {reason}"),
+                },
+            ),
         }
     }
 
-    /// After a failure: the device restored its old profile.
-    pub(crate) async fn abort(&self, device: &DeviceId, ack: AbortAck) -> Result<(), RoError> {
+    /// After an abort order: the device's signed word that its old profile runs again.
+    pub(crate) async fn abort(
+        &self,
+        device: &DeviceId,
+        ack: AbortAck,
+        answer: Answer<'_>,
+    ) -> Result<(), RoError> {
         let _guard = self.lock(device).await;
         let row = self.row(device)?;
         let (step, reason) = match &row.state {
-            DeviceState::Failed { step, reason } => (*step, reason.clone()),
+            DeviceState::Aborting { step, reason } => (*step, reason.clone()),
             DeviceState::RolledBack { .. } => return Ok(()),
             other => {
                 return Err(RoError::WrongState { device: device.clone(), state: other.name() });
             }
         };
+        // Before its AK is enrolled a device can have done nothing but activate its TRE;
+        // its acknowledgement is then taken unsigned (and the agent restores its USIM on any
+        // end that is not a verified commit, docs/flow.md).
+        if self.store.enrolled_ak(device)?.is_some() {
+            let task = AnswerStatement::order_task("abort", &row.campaign_id);
+            self.check_answer(device, task, answer)?;
+        }
+        if ack.committed {
+            let reason = format!(
+                "the card committed the new profile (IMSI {}) although the change was abandoned: {reason}",
+                ack.imsi
+            );
+            let state = DeviceState::Reconciling { reason };
+            return self.store.transition(&row.campaign_id, device, &state, &[], &[]);
+        }
         if !ack.usim_active || ack.tre_active {
-            tracing::warn!(%device, "device reports it did not restore the USIM");
+            // The card could not restore yet (e.g. its state could not be written): the
+            // device keeps the abort task and tries again.
+            let next =
+                now_ms() + backoff(row.retry.as_ref().map_or(0, |r| r.attempts)).as_millis() as u64;
+            return self.store.note_retry(
+                &row.campaign_id,
+                device,
+                "the device has not restored its USIM yet",
+                next,
+            );
         }
-        let state = DeviceState::RolledBack { step, reason };
-        self.store.transition(&row.campaign_id, device, &state, &[])
+        self.finish(&row, DeviceState::RolledBack { step, reason })
     }
 
-    /// Moves the device to `failed` at `step`, tells both operators, and returns the abort
-    /// task the device gets next.
-    async fn fail(
-        &self,
-        row: &DeviceRow,
-        step: u8,
-        error: &RoError,
-    ) -> Result<DeviceTask, RoError> {
-        tracing::warn!(device = %row.device_id, step, error = %error, "device change failed");
-        let state = DeviceState::Failed { step, reason: error.to_string() };
-        self.store.transition(&row.campaign_id, &row.device_id, &state, &[])?;
-        if let Some(row) = self.store.device(&row.device_id)? {
-            self.send_final_reports(&row).await;
+    /// Runs the device's due peer steps now (after an answer), under its lock.
+    async fn advance_now(&self, device: &DeviceId) -> Result<(), RoError> {
+        let _guard = self.lock(device).await;
+        if let Some(row) = self.store.device(device)? {
+            self.advance(row).await?;
         }
-        Ok(self.task_of(&row.campaign_id, &state))
+        self.wake.notify_waiters();
+        Ok(())
     }
 
-    /// Reports a final outcome to both operators once (retried on every later poll until
-    /// both took it).
-    async fn send_final_reports(&self, row: &DeviceRow) {
-        if row.reported {
-            return;
-        }
-        let outcome = match &row.state {
-            DeviceState::Switched => Ok(()),
-            DeviceState::Failed { step, reason } | DeviceState::RolledBack { step, reason } => {
-                Err((*step, reason.clone()))
-            }
-            _ => return,
-        };
-        let reported = match self.campaign_of(&row.campaign_id) {
-            Ok(campaign) => self.peers.report(&campaign, &row.device_id, &outcome).await,
-            Err(e) => Err(e),
-        };
-        match reported {
-            Ok(()) => {
-                if let Err(e) = self.store.mark_reported(&row.campaign_id, &row.device_id) {
-                    tracing::error!(error = %e, "cannot record the report");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(device = %row.device_id, error = %e, "report not delivered; will retry")
-            }
-        }
-    }
-
-    /// An answer that decides the change (install, AKA) must carry the enrolled AK's signature
-    /// over its statement (`protocol::receipt::AnswerStatement`): the device API takes
-    /// anonymous clients, and a forged "failed" after the card installed the new profile
-    /// would have both operators give up the subscription the card now runs. A refused
-    /// answer changes nothing; the device's own answer still counts.
+    /// An answer that decides the change (install, AKA, commit, abort) must carry the
+    /// enrolled AK's signature over its statement (`protocol::receipt::AnswerStatement`): the
+    /// device API takes anonymous clients, and a forged "failed" after the card installed
+    /// the new profile would have both operators give up the subscription the card now
+    /// runs. A refused answer changes nothing; the device's own answer still counts.
     fn check_answer(
         &self,
         device: &DeviceId,
@@ -506,7 +744,7 @@ impl Ro {
     }
 
     /// The campaign a device row belongs to: its old (`from`) and new (`to`) operators.
-    fn campaign_of(&self, id: &str) -> Result<CampaignRow, RoError> {
+    pub(crate) fn campaign_of(&self, id: &str) -> Result<super::store::CampaignRow, RoError> {
         self.store.campaign(id)?.ok_or_else(|| RoError::UnknownCampaign(id.to_owned()))
     }
 

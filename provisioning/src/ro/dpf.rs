@@ -47,6 +47,11 @@ impl Dpf {
         Self { ears: EarVerifier::new(ci_roots.clone()), ci_roots }
     }
 
+    /// The verifier of attestation results (PVA signatures under the CI).
+    pub fn ears(&self) -> &EarVerifier {
+        &self.ears
+    }
+
     /// The bundle key certified in `evidence`, as an EAR names it.
     pub fn evidence_bundle_key(evidence: &Evidence) -> Result<BundleKey, RoError> {
         let public = Public::from_bytes(&evidence.bundle_key.public)

@@ -38,10 +38,16 @@ pub enum RoError {
     Release(String),
     #[error("install receipt: {0}")]
     Receipt(String),
+    #[error("AKA with the new operator: {0}")]
+    Aka(String),
     #[error("the answer is not signed by the device's enrolled AK: {0}")]
     AnswerNotSigned(String),
     #[error("the caller's certificate does not allow this: {0}")]
     Forbidden(String),
+    /// A peer or the store failed in a way that may pass (down, busy, disk full): the step
+    /// is tried again later and the device should ask again.
+    #[error("not now, try again: {0}")]
+    Busy(String),
 }
 
 /// A tresor problem type without its common prefix (`pva/nonce-reused`); others unchanged.
@@ -52,6 +58,27 @@ fn short_problem_type(problem_type: &str) -> &str {
 impl RoError {
     pub(crate) fn store(what: &str, e: rusqlite::Error) -> Self {
         RoError::Store(format!("{what}: {e}"))
+    }
+
+    /// Whether the failure may pass on its own, so the step is retried (with backoff, within
+    /// its deadline) rather than the change abandoned: a peer that is unreachable, overloaded
+    /// or failing inside, and a store that could not write (a full disk).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RoError::PeerUnreachable { .. } | RoError::Busy(_) | RoError::Store(_) => true,
+            RoError::PeerRefused { status, .. } => {
+                *status >= 500 || *status == 408 || *status == 429
+            }
+            _ => false,
+        }
+    }
+
+    /// The peer's problem type without its common prefix, if a peer refused.
+    pub fn peer_problem(&self) -> Option<&str> {
+        match self {
+            RoError::PeerRefused { problem_type, .. } => Some(short_problem_type(problem_type)),
+            _ => None,
+        }
     }
 
     fn status_and_slug(&self) -> (StatusCode, &'static str) {
@@ -70,8 +97,10 @@ impl RoError {
             RoError::PeerUnreachable { .. } => (StatusCode::BAD_GATEWAY, "peer-unreachable"),
             RoError::Release(_) => (StatusCode::FORBIDDEN, "release-refused"),
             RoError::Receipt(_) => (StatusCode::FORBIDDEN, "receipt-refused"),
+            RoError::Aka(_) => (StatusCode::FORBIDDEN, "aka-failed"),
             RoError::AnswerNotSigned(_) => (StatusCode::UNAUTHORIZED, "answer-not-signed"),
             RoError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            RoError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "ro-busy"),
         }
     }
 }

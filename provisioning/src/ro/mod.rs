@@ -2,14 +2,16 @@
 //! registered with their new operator; the relay between the PVA and the devices; and the
 //! DPF, which releases a profile only against a verified attestation result and checks the
 //! install receipt. It drives each device of a campaign through the state machine of
-//! `state.rs`, persisted in SQLite at every step (docs/flow.md).
+//! `state.rs`, persisted in SQLite at every step, and owes the operators its reports
+//! through a durable outbox (docs/flow.md).
 //!
 //! Layout:
 //! - `config`: the configuration file.
-//! - `store`: campaigns, device states, step timings, enrolled AKs (SQLite).
+//! - `store`: campaigns, device states, step timings, enrolled AKs, the outbox (SQLite).
 //! - `state`: the per-device state machine.
-//! - `campaign`: campaign creation (steps 2–3) and status.
-//! - `device`: the device API's logic (steps 4–12).
+//! - `campaign`: campaign creation (steps 2–3) as a resumable step machine, cancel, status.
+//! - `device`: the device API's logic and the peer steps (steps 4–12).
+//! - `outbox`: delivery of reports with retries until acknowledged.
 //! - `dpf`: the DPF's release and receipt checks.
 //! - `peers`: the PVA and operator clients.
 //! - `service`: the HTTPS routes.
@@ -19,20 +21,22 @@ mod config;
 mod device;
 mod dpf;
 mod error;
+mod outbox;
 mod peers;
 mod service;
 mod state;
 mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use protocol::DeviceId;
 use protocol::x509::TrustAnchors;
 use tokio::net::TcpListener;
 
-pub use campaign::{CampaignReport, DeviceReport, NewCampaign, StepTime, Summary};
+pub use campaign::{CampaignReport, CampaignSummary, DeviceReport, NewCampaign, StepTime, Summary};
 pub use config::{Peers as PeerUrls, PkiPaths, RoConfig, StorePath};
 pub use dpf::{Dpf, ExpectedReceipt};
 pub use error::RoError;
@@ -69,6 +73,10 @@ pub struct Ro {
     locks: Mutex<HashMap<DeviceId, Arc<tokio::sync::Mutex<()>>>>,
     /// Woken when work appears (a campaign becomes ready), so long polls answer at once.
     wake: tokio::sync::Notify,
+    /// Woken when a message is queued in the outbox.
+    outbox_wake: tokio::sync::Notify,
+    /// Campaigns whose creation this process is driving.
+    driving: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Ro {
@@ -78,10 +86,18 @@ impl std::fmt::Debug for Ro {
 }
 
 impl Ro {
-    /// Opens the store and loads the certificates.
+    /// Opens the store (creating it only where no file exists) and loads the certificates.
     pub fn new(config: RoConfig) -> Result<Self, RoError> {
+        Self::open(config, storage::OpenMode::CreateIfMissing)
+    }
+
+    /// As [`Ro::new`], with the store opened in `mode` (`tresor serve ro --init`).
+    pub fn open(config: RoConfig, mode: storage::OpenMode) -> Result<Self, RoError> {
         let tls = Tls::load(&config)?;
-        let http = transport::client::client(&tls.ci_der, Some(&tls.identity))
+        let timeout = config.peer_timeout();
+        let http = transport::client::client_builder(&tls.ci_der, Some(&tls.identity))
+            .map(|b| b.timeout(timeout).connect_timeout(timeout.min(Duration::from_secs(10))))
+            .and_then(|b| b.build().map_err(transport::Error::from))
             .map_err(|e| RoError::Config(format!("TLS client: {e}")))?;
         let manufacturer_roots = if config.pki.manufacturer_roots.is_dir() {
             TrustAnchors::from_dir(&config.pki.manufacturer_roots)
@@ -90,12 +106,14 @@ impl Ro {
         }
         .map_err(|e| RoError::Config(format!("manufacturer roots: {e}")))?;
         Ok(Self {
-            store: RoStore::open(&config.store.path)?,
+            store: RoStore::open(&config.store.path, mode)?,
             peers: peers::Peers::new(http, &config),
             dpf: Dpf::new(tls.ci),
             manufacturer_roots,
             locks: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
+            outbox_wake: tokio::sync::Notify::new(),
+            driving: Mutex::new(HashSet::new()),
             config,
         })
     }
@@ -118,12 +136,26 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RoError> {
-    let keys = Tls::load(&config)?;
+    serve_ro(Arc::new(Ro::new(config)?), listener, shutdown).await
+}
+
+/// Runs an opened RO (its store is open: a `--ready-file` may be written before this).
+/// Besides the routes, it resumes what a previous run left: the creation of campaigns
+/// still preparing, and the delivery of the outbox.
+pub async fn serve_ro(
+    ro: Arc<Ro>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RoError> {
+    let keys = Tls::load(&ro.config)?;
     let tls =
         transport::server_config(&keys.identity, transport::ClientAuth::Optional(keys.ci_der))
             .map_err(|e| RoError::Config(format!("TLS: {e}")))?;
-    let ro = Arc::new(Ro::new(config)?);
-    transport::serve(listener, tls, service::router(ro), shutdown)
+    ro.resume_creations()?;
+    let outbox = tokio::spawn(Arc::clone(&ro).run_outbox());
+    let served = transport::serve(listener, tls, service::router(Arc::clone(&ro)), shutdown)
         .await
-        .map_err(|e| RoError::Config(format!("serve: {e}")))
+        .map_err(|e| RoError::Config(format!("serve: {e}")));
+    outbox.abort();
+    served
 }

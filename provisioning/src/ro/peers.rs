@@ -16,7 +16,7 @@ use super::error::RoError;
 use super::store::CampaignRow;
 use crate::mno::api::{
     self as mno_api, ActivateTreResponse, AkaChallenge, AkaVerdict, CampaignId, CampaignRequest,
-    PrepareResponse, RegisterResponse, Report, ReportOutcome, path as mno_path,
+    PrepareResponse, RegisterResponse, path as mno_path,
 };
 
 /// Largest response the RO reads from a peer.
@@ -244,39 +244,6 @@ impl Peers {
                 AkaAnswer::Retry { rand: rand.into_vec(), autn: autn.into_vec() }
             }
         })
-    }
-
-    /// Step 12: the final report to both operators (the old one retires its IMSI only on
-    /// success).
-    pub async fn report(
-        &self,
-        campaign_row: &CampaignRow,
-        device: &DeviceId,
-        outcome: &Result<(), (u8, String)>,
-    ) -> Result<(), RoError> {
-        let campaign: CampaignId =
-            campaign_row.id.parse().map_err(|e: &str| RoError::Decode(e.into()))?;
-        let report = match outcome {
-            Ok(()) => Report {
-                campaign,
-                device_id: device.clone(),
-                outcome: ReportOutcome::Success,
-                step: None,
-                reason: None,
-            },
-            Err((step, reason)) => Report {
-                campaign,
-                device_id: device.clone(),
-                outcome: ReportOutcome::Failure,
-                step: Some(*step),
-                reason: Some(reason.chars().take(mno_api::MAX_REASON_LEN).collect()),
-            },
-        };
-        for operator in [&campaign_row.to, &campaign_row.from] {
-            let url = format!("{}{}", self.operator(operator)?, mno_path::REPORTS);
-            self.post(operator, &url, mno_api::JSON, json(&report)?).await?;
-        }
-        Ok(())
     }
 
     fn device_url(

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use protocol::DeviceId;
-use protocol::device_api::{self, AbortAck, AkaResult, AttachRequest, InstallResult};
+use protocol::device_api::{self, AbortAck, AkaResult, AttachRequest, CommitResult, InstallResult};
 use protocol::receipt::ANSWER_SIGNATURE_HEADER;
 use transport::PeerIdentity;
 
@@ -33,12 +33,14 @@ pub(crate) fn router(ro: Arc<Ro>) -> Router {
         .route("/v1/devices/{device}/evidence", post(evidence))
         .route("/v1/devices/{device}/install", post(install))
         .route("/v1/devices/{device}/aka", post(aka))
+        .route("/v1/devices/{device}/commit", post(commit))
         .route("/v1/devices/{device}/abort", post(abort))
         .route("/health", get(health));
     let devices = transport::limit_body(devices, device_api::MAX_MESSAGE_SIZE);
     let admin = Router::new()
-        .route("/v1/campaigns", post(create_campaign))
-        .route("/v1/campaigns/{id}", get(campaign));
+        .route("/v1/campaigns", post(create_campaign).get(campaigns))
+        .route("/v1/campaigns/{id}", get(campaign))
+        .route("/v1/campaigns/{id}/cancel", post(cancel_campaign));
     let admin = transport::limit_body(admin, MAX_CAMPAIGN_BODY);
     devices.merge(admin).with_state(ro)
 }
@@ -56,6 +58,21 @@ async fn create_campaign(
         serde_json::from_slice(&body).map_err(|e| RoError::Decode(e.to_string()))?;
     let report = ro.create_campaign(&caller, new).await?;
     Ok((StatusCode::CREATED, axum::Json(report)).into_response())
+}
+
+async fn campaigns(State(ro): Shared, peer: PeerIdentity) -> Result<Response, RoError> {
+    peer.require_role(&["mno-a", "mno-b", "ro"]).map_err(|p| RoError::Forbidden(p.title))?;
+    Ok(axum::Json(ro.campaign_list()?).into_response())
+}
+
+async fn cancel_campaign(
+    State(ro): Shared,
+    peer: PeerIdentity,
+    Path(id): Path<String>,
+) -> Result<Response, RoError> {
+    let caller =
+        peer.require_role(&["mno-a", "mno-b"]).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
+    Ok(axum::Json(ro.cancel_campaign(&caller, &id).await?).into_response())
 }
 
 async fn campaign(
@@ -147,13 +164,25 @@ fn answer<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Answer<'a> {
     Answer { body, signature }
 }
 
+async fn commit(
+    State(ro): Shared,
+    Path(device): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, RoError> {
+    let result: CommitResult = decode(&body)?;
+    ro.commit(&device_id(&device)?, result, answer(&headers, &body)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn abort(
     State(ro): Shared,
     Path(device): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, RoError> {
     let ack: AbortAck = decode(&body)?;
-    ro.abort(&device_id(&device)?, ack).await?;
+    ro.abort(&device_id(&device)?, ack, answer(&headers, &body)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,7 +1,9 @@
-//! The RO's durable state (DESIGN.md §5): campaigns, each device's state machine, step
-//! timings and the AKs the PVA enrolled. One SQLite file, WAL, synchronous=FULL, created on
-//! first start; every transition is one transaction, so a crash leaves either the old or
-//! the new state, and a restarted RO resumes where it stopped.
+//! The RO's durable state (DESIGN.md §5): campaigns and the step of their creation, each
+//! device's state machine, step timings, the AKs the PVA enrolled, and the outbox of
+//! messages to peers. One SQLite file, WAL, synchronous=FULL; every transition is one
+//! transaction together with the outbox messages it causes (the outbox pattern of a saga),
+//! so a crash leaves either the old state or the new state with its messages, and a
+//! restarted RO resumes where it stopped and delivers what it owes.
 //!
 //! No plaintext profile is ever stored: the DPF keeps only the encrypted bundle.
 
@@ -10,53 +12,78 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use protocol::{DeviceId, Iccid};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::error::RoError;
 use super::state::DeviceState;
 
-const SCHEMA_VERSION: i64 = 1;
-
-const ADD_STEP_TIME: &str =
-    "INSERT INTO step_times (campaign_id, device_id, step, ms) VALUES (?1, ?2, ?3, ?4)
-     ON CONFLICT (campaign_id, device_id, step) DO UPDATE SET ms = ms + excluded.ms";
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS campaigns (
+const SCHEMA: storage::Schema = storage::Schema {
+    role: "ro",
+    version: 2,
+    ddl: "
+CREATE TABLE campaigns (
     id TEXT PRIMARY KEY,
     from_op TEXT NOT NULL,
     to_op TEXT NOT NULL,
+    -- preparing, ready, completed, failed, cancelling, cancelled
     state TEXT NOT NULL,
+    -- preparing: how many of the creation steps (announce from, announce to, prepare) are done
+    prep_step INTEGER NOT NULL DEFAULT 0,
     failure TEXT,
     created_ms INTEGER NOT NULL,
     step2_ms INTEGER,
     step3_ms INTEGER
 );
-CREATE TABLE IF NOT EXISTS devices (
+CREATE TABLE devices (
     campaign_id TEXT NOT NULL REFERENCES campaigns(id),
     device_id TEXT NOT NULL,
     iccid TEXT NOT NULL,
     state_name TEXT NOT NULL,
     state BLOB NOT NULL,
     final INTEGER NOT NULL DEFAULT 0,
-    reported INTEGER NOT NULL DEFAULT 0,
     since_ms INTEGER NOT NULL,
+    -- a transient failure of the step under way, retried from next_attempt_ms
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (campaign_id, device_id)
 );
-CREATE INDEX IF NOT EXISTS devices_by_device ON devices (device_id, final);
-CREATE TABLE IF NOT EXISTS step_times (
+CREATE INDEX devices_by_device ON devices (device_id, final);
+CREATE TABLE step_times (
     campaign_id TEXT NOT NULL,
     device_id TEXT NOT NULL,
     step INTEGER NOT NULL,
     ms INTEGER NOT NULL,
     PRIMARY KEY (campaign_id, device_id, step)
 );
-CREATE TABLE IF NOT EXISTS enrolled (
+CREATE TABLE enrolled (
     device_id TEXT PRIMARY KEY,
     ak_public BLOB NOT NULL
 );
-";
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    peer TEXT NOT NULL,
+    path TEXT NOT NULL,
+    body BLOB NOT NULL,
+    missing_ok INTEGER NOT NULL,
+    campaign_id TEXT NOT NULL,
+    device_id TEXT,
+    created_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error TEXT,
+    delivered_ms INTEGER,
+    dead INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX outbox_due ON outbox (delivered_ms, dead, next_attempt_ms);
+CREATE INDEX outbox_by_device ON outbox (campaign_id, device_id);
+",
+};
+
+const ADD_STEP_TIME: &str =
+    "INSERT INTO step_times (campaign_id, device_id, step, ms) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (campaign_id, device_id, step) DO UPDATE SET ms = ms + excluded.ms";
 
 /// A campaign as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,12 +91,23 @@ pub struct CampaignRow {
     pub id: String,
     pub from: String,
     pub to: String,
-    /// `preparing`, `ready` or `failed`.
+    /// `preparing`, `ready`, `completed`, `failed`, `cancelling` or `cancelled`.
     pub state: String,
+    /// While preparing: the creation steps done (0–3).
+    pub prep_step: u8,
     pub failure: Option<String>,
+    pub created_ms: u64,
     /// Durations of the campaign-wide steps 2 and 3.
     pub step2_ms: Option<u64>,
     pub step3_ms: Option<u64>,
+}
+
+/// A transient failure of a device's current step, and when it is tried again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retry {
+    pub attempts: u32,
+    pub last_error: String,
+    pub next_attempt_ms: u64,
 }
 
 /// One device of a campaign as stored.
@@ -79,10 +117,44 @@ pub struct DeviceRow {
     pub device_id: DeviceId,
     pub iccid: Iccid,
     pub state: DeviceState,
-    pub reported: bool,
     /// When the device entered its current state (Unix ms): the start of the next step.
     pub since_ms: u64,
+    pub retry: Option<Retry>,
     pub steps: Vec<(u8, u64)>,
+}
+
+/// A message to a peer that changes its state, kept until the peer acknowledges it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// Unique per message: a repeated write of the same message is one message.
+    pub key: String,
+    /// The operator it goes to.
+    pub peer: String,
+    pub path: String,
+    /// JSON.
+    pub body: Vec<u8>,
+    /// A 404 from the peer counts as delivered (e.g. releasing a campaign it never heard of).
+    pub missing_ok: bool,
+    pub campaign_id: String,
+    pub device_id: Option<DeviceId>,
+}
+
+/// An undelivered outbox message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub message: OutboxMessage,
+    pub attempts: u32,
+}
+
+/// What the outbox still owes for a device or a campaign.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutboxState {
+    pub pending: u32,
+    pub delivered: u32,
+    /// Messages a peer refused for good, with its reason.
+    pub dead: Vec<String>,
+    pub last_error: Option<String>,
 }
 
 /// The RO's store.
@@ -92,40 +164,35 @@ pub struct RoStore {
 }
 
 impl RoStore {
-    /// Opens (creating if needed) the store at `path`.
-    pub fn open(path: &Path) -> Result<Self, RoError> {
-        let conn = Connection::open(path).map_err(|e| RoError::store("open", e))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;",
-        )
-        .map_err(|e| RoError::store("configure", e))?;
-        conn.execute_batch(SCHEMA).map_err(|e| RoError::store("create schema", e))?;
-        let version: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
-            .optional()
-            .map_err(|e| RoError::store("read schema version", e))?;
-        match version {
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
-                    [SCHEMA_VERSION],
-                )
-                .map_err(|e| RoError::store("write schema version", e))?;
-            }
-            Some(SCHEMA_VERSION) => {}
-            Some(other) => {
-                return Err(RoError::Store(format!(
-                    "{} has schema version {other}; this RO understands {SCHEMA_VERSION}",
-                    path.display()
-                )));
-            }
-        }
+    /// Opens the store at `path`: creates it where no file exists (or, with `mode`
+    /// [`storage::OpenMode::Init`], where an empty one does) and refuses a file that is not
+    /// an RO store of this version.
+    pub fn open(path: &Path, mode: storage::OpenMode) -> Result<Self, RoError> {
+        let conn =
+            storage::open_sqlite(path, &SCHEMA, mode).map_err(|e| RoError::Store(e.to_string()))?;
+        conn.execute_batch("PRAGMA foreign_keys = ON;")
+            .map_err(|e| RoError::store("configure", e))?;
         Ok(Self { conn: Mutex::new(conn) })
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, RoError> {
         self.conn.lock().map_err(|_| RoError::Store("store lock poisoned".into()))
+    }
+
+    /// Runs `f` in one write transaction, with the fault points of durable write `what`.
+    fn write<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, RoError>,
+    ) -> Result<T, RoError> {
+        fault(&format!("ro.{what}.before"))?;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(|e| RoError::store("begin", e))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(|e| RoError::store("commit", e))?;
+        drop(conn);
+        fault(&format!("ro.{what}.after"))?;
+        Ok(out)
     }
 
     /// Creates a campaign in state `preparing` with its devices `pending`. Refuses a device
@@ -137,118 +204,178 @@ impl RoStore {
         to: &str,
         devices: &[(DeviceId, Iccid)],
     ) -> Result<(), RoError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(|e| RoError::store("begin", e))?;
-        for (device, _) in devices {
-            let busy: Option<String> = tx
-                .query_row(
-                    "SELECT d.campaign_id FROM devices d JOIN campaigns c ON c.id = d.campaign_id
-                     WHERE d.device_id = ?1 AND d.final = 0 AND c.state != 'failed'",
-                    [device.to_hex()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|e| RoError::store("check device", e))?;
-            if let Some(campaign) = busy {
-                return Err(RoError::DeviceBusy { device: device.clone(), campaign });
+        self.write("campaign-created", |tx| {
+            for (device, _) in devices {
+                let busy: Option<String> = tx
+                    .query_row(
+                        "SELECT campaign_id FROM devices WHERE device_id = ?1 AND final = 0",
+                        [device.to_hex()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| RoError::store("check device", e))?;
+                if let Some(campaign) = busy {
+                    return Err(RoError::DeviceBusy { device: device.clone(), campaign });
+                }
             }
-        }
-        let now = now_ms();
-        tx.execute(
-            "INSERT INTO campaigns (id, from_op, to_op, state, created_ms) VALUES (?1, ?2, ?3, 'preparing', ?4)",
-            params![id, from, to, now as i64],
-        )
-        .map_err(|e| RoError::store("insert campaign", e))?;
-        let pending = encode(&DeviceState::Pending)?;
-        for (device, iccid) in devices {
+            let now = now_ms() as i64;
             tx.execute(
-                "INSERT INTO devices (campaign_id, device_id, iccid, state_name, state, since_ms)
-                 VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
-                params![id, device.to_hex(), iccid.as_str(), pending, now as i64],
+                "INSERT INTO campaigns (id, from_op, to_op, state, created_ms)
+                 VALUES (?1, ?2, ?3, 'preparing', ?4)",
+                params![id, from, to, now],
             )
-            .map_err(|e| RoError::store("insert device", e))?;
-        }
-        tx.commit().map_err(|e| RoError::store("commit", e))
+            .map_err(|e| RoError::store("insert campaign", e))?;
+            let pending = encode(&DeviceState::Pending)?;
+            for (device, iccid) in devices {
+                tx.execute(
+                    "INSERT INTO devices (campaign_id, device_id, iccid, state_name, state, since_ms)
+                     VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
+                    params![id, device.to_hex(), iccid.as_str(), pending, now],
+                )
+                .map_err(|e| RoError::store("insert device", e))?;
+            }
+            Ok(())
+        })
     }
 
-    /// Marks the campaign ready (steps 2–3 done) or failed, with the campaign-wide timings.
-    pub fn finish_preparation(
+    /// Records that creation step `done` (1–3) of a preparing campaign completed, with the
+    /// campaign-wide timings when known; after the third the campaign is ready and its
+    /// devices' clocks start.
+    pub fn prepared_step(
         &self,
         id: &str,
-        outcome: Result<(u64, u64), String>,
+        done: u8,
+        step2_ms: Option<u64>,
+        step3_ms: Option<u64>,
     ) -> Result<(), RoError> {
-        let conn = self.conn()?;
-        match outcome {
-            // The devices' clocks start now: their first step is the TRE activation.
-            Ok((step2, step3)) => conn
-                .execute(
+        self.write(&format!("campaign-step-{done}"), |tx| {
+            tx.execute(
+                "UPDATE campaigns SET prep_step = ?2, step2_ms = COALESCE(?3, step2_ms),
+                        step3_ms = COALESCE(?4, step3_ms)
+                 WHERE id = ?1 AND state = 'preparing'",
+                params![id, done, step2_ms.map(|v| v as i64), step3_ms.map(|v| v as i64)],
+            )
+            .map_err(|e| RoError::store("update campaign", e))?;
+            if done >= 3 {
+                tx.execute(
+                    "UPDATE campaigns SET state = 'ready' WHERE id = ?1 AND state = 'preparing'",
+                    [id],
+                )
+                .map_err(|e| RoError::store("update campaign", e))?;
+                tx.execute(
                     "UPDATE devices SET since_ms = ?2 WHERE campaign_id = ?1",
                     params![id, now_ms() as i64],
                 )
-                .and_then(|_| {
-                    conn.execute(
-                        "UPDATE campaigns SET state = 'ready', step2_ms = ?2, step3_ms = ?3 WHERE id = ?1",
-                        params![id, step2 as i64, step3 as i64],
-                    )
-                }),
-            Err(reason) => conn.execute(
-                "UPDATE campaigns SET state = 'failed', failure = ?2 WHERE id = ?1",
-                params![id, reason],
-            ),
-        }
-        .map_err(|e| RoError::store("update campaign", e))?;
-        Ok(())
+                .map_err(|e| RoError::store("update devices", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Ends a campaign that never became ready, or a cancelled one once its devices are
+    /// final: `state` (`failed` or `cancelled`), every device still pending rolled back
+    /// (none of them received a command), and the `messages` that release the campaign at
+    /// the operators.
+    /// `reports(device)` gives each such device's final reports, queued in the same
+    /// transaction.
+    pub fn close_campaign(
+        &self,
+        id: &str,
+        state: &str,
+        failure: &str,
+        reports: impl Fn(&DeviceId) -> Result<Vec<OutboxMessage>, RoError>,
+    ) -> Result<(), RoError> {
+        self.write(&format!("campaign-{state}"), |tx| {
+            tx.execute(
+                "UPDATE campaigns SET state = ?2, failure = ?3 WHERE id = ?1",
+                params![id, state, failure],
+            )
+            .map_err(|e| RoError::store("update campaign", e))?;
+            let pending: Vec<String> = tx
+                .prepare("SELECT device_id FROM devices WHERE campaign_id = ?1 AND state_name = 'pending'")
+                .and_then(|mut stmt| stmt.query_map([id], |r| r.get(0))?.collect())
+                .map_err(|e| RoError::store("read devices", e))?;
+            let rolled = encode(&DeviceState::RolledBack { step: 4, reason: failure.into() })?;
+            for device in pending {
+                tx.execute(
+                    "UPDATE devices SET state_name = 'rolled-back', state = ?3, final = 1, since_ms = ?4
+                     WHERE campaign_id = ?1 AND device_id = ?2",
+                    params![id, device, rolled, now_ms() as i64],
+                )
+                .map_err(|e| RoError::store("update devices", e))?;
+                let device: DeviceId =
+                    device.parse().map_err(|e| RoError::Store(format!("device id: {e}")))?;
+                for m in reports(&device)? {
+                    insert_message(tx, &m)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets a campaign's state (`cancelling`, `completed`).
+    pub fn set_campaign_state(&self, id: &str, state: &str) -> Result<(), RoError> {
+        self.write(&format!("campaign-{state}"), |tx| {
+            tx.execute("UPDATE campaigns SET state = ?2 WHERE id = ?1", params![id, state])
+                .map_err(|e| RoError::store("update campaign", e))?;
+            Ok(())
+        })
     }
 
     pub fn campaign(&self, id: &str) -> Result<Option<CampaignRow>, RoError> {
         let conn = self.conn()?;
-        conn.query_row(
-            "SELECT id, from_op, to_op, state, failure, step2_ms, step3_ms FROM campaigns WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(CampaignRow {
-                    id: r.get(0)?,
-                    from: r.get(1)?,
-                    to: r.get(2)?,
-                    state: r.get(3)?,
-                    failure: r.get(4)?,
-                    step2_ms: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-                    step3_ms: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-                })
-            },
-        )
-        .optional()
-        .map_err(|e| RoError::store("read campaign", e))
+        conn.query_row(&format!("{CAMPAIGN_SELECT} WHERE id = ?1"), [id], campaign_row)
+            .optional()
+            .map_err(|e| RoError::store("read campaign", e))
+    }
+
+    /// Every campaign, oldest first.
+    pub fn campaigns(&self) -> Result<Vec<CampaignRow>, RoError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(&format!("{CAMPAIGN_SELECT} ORDER BY created_ms, id"))
+            .map_err(|e| RoError::store("read campaigns", e))?;
+        stmt.query_map([], campaign_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| RoError::store("read campaigns", e))
+    }
+
+    /// Campaigns in `state`, oldest first.
+    pub fn campaigns_in(&self, state: &str) -> Result<Vec<CampaignRow>, RoError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(&format!("{CAMPAIGN_SELECT} WHERE state = ?1 ORDER BY created_ms"))
+            .map_err(|e| RoError::store("read campaigns", e))?;
+        stmt.query_map([state], campaign_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| RoError::store("read campaigns", e))
     }
 
     /// Every device of a campaign, with its step timings.
     pub fn campaign_devices(&self, id: &str) -> Result<Vec<DeviceRow>, RoError> {
         let conn = self.conn()?;
         let mut stmt = conn
-            .prepare(
-                "SELECT campaign_id, device_id, iccid, state, reported, since_ms FROM devices
-                 WHERE campaign_id = ?1 ORDER BY rowid",
-            )
+            .prepare(&format!("{DEVICE_SELECT} WHERE d.campaign_id = ?1 ORDER BY d.rowid"))
             .map_err(|e| RoError::store("read devices", e))?;
         let rows = stmt
             .query_map([id], raw_device)
-            .map_err(|e| RoError::store("read devices", e))?
-            .collect::<Result<Vec<_>, _>>()
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| RoError::store("read devices", e))?;
         drop(stmt);
         rows.into_iter().map(|raw| device_row(&conn, raw)).collect()
     }
 
-    /// The device's row in its current campaign: the unfinished one in a ready campaign,
-    /// or else the most recent one.
+    /// The device's row in its current campaign: the unfinished one in a campaign past its
+    /// preparation, or else the most recent one.
     pub fn device(&self, device: &DeviceId) -> Result<Option<DeviceRow>, RoError> {
         let conn = self.conn()?;
         let raw = conn
             .query_row(
-                "SELECT d.campaign_id, d.device_id, d.iccid, d.state, d.reported, d.since_ms
-                 FROM devices d JOIN campaigns c ON c.id = d.campaign_id
-                 WHERE d.device_id = ?1 AND c.state = 'ready'
-                 ORDER BY d.final ASC, d.rowid DESC LIMIT 1",
+                &format!(
+                    "{DEVICE_SELECT} JOIN campaigns c ON c.id = d.campaign_id
+                     WHERE d.device_id = ?1 AND c.state != 'preparing'
+                     ORDER BY d.final ASC, d.rowid DESC LIMIT 1"
+                ),
                 [device.to_hex()],
                 raw_device,
             )
@@ -257,47 +384,43 @@ impl RoStore {
         raw.map(|raw| device_row(&conn, raw)).transpose()
     }
 
-    /// Moves a device to `state`; `completed` records how long the step that brought it
-    /// there took (from when the device entered its previous state).
+    /// Moves a device to `state` and queues `messages`, in one transaction; `completed`
+    /// records how long the steps that brought it there took (from when the device entered
+    /// its previous state). Clears a pending retry: the step moved on.
     pub fn transition(
         &self,
         campaign: &str,
         device: &DeviceId,
         state: &DeviceState,
         completed: &[u8],
+        messages: &[OutboxMessage],
     ) -> Result<(), RoError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(|e| RoError::store("begin", e))?;
-        let since: i64 = tx
-            .query_row(
-                "SELECT since_ms FROM devices WHERE campaign_id = ?1 AND device_id = ?2",
-                params![campaign, device.to_hex()],
-                |r| r.get(0),
+        self.write(state.name(), |tx| {
+            update_device(tx, campaign, device, state, completed)?;
+            for m in messages {
+                insert_message(tx, m)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Notes a transient failure of the device's current step; it is tried again from
+    /// `next_attempt_ms`.
+    pub fn note_retry(
+        &self,
+        campaign: &str,
+        device: &DeviceId,
+        error: &str,
+        next_attempt_ms: u64,
+    ) -> Result<(), RoError> {
+        self.conn()?
+            .execute(
+                "UPDATE devices SET attempts = attempts + 1, last_error = ?3, next_attempt_ms = ?4
+                 WHERE campaign_id = ?1 AND device_id = ?2",
+                params![campaign, device.to_hex(), error, next_attempt_ms as i64],
             )
-            .map_err(|e| RoError::store("read device", e))?;
-        let now = now_ms() as i64;
-        // A transition that completes several steps at once splits the time evenly: the
-        // steps ran in one request and cannot be told apart from outside.
-        let share =
-            if completed.is_empty() { 0 } else { (now - since).max(0) / completed.len() as i64 };
-        for step in completed {
-            tx.execute(ADD_STEP_TIME, params![campaign, device.to_hex(), i64::from(*step), share])
-                .map_err(|e| RoError::store("record step", e))?;
-        }
-        tx.execute(
-            "UPDATE devices SET state_name = ?3, state = ?4, final = ?5, since_ms = ?6
-             WHERE campaign_id = ?1 AND device_id = ?2",
-            params![
-                campaign,
-                device.to_hex(),
-                state.name(),
-                encode(state)?,
-                i64::from(state.is_final()),
-                now
-            ],
-        )
-        .map_err(|e| RoError::store("update device", e))?;
-        tx.commit().map_err(|e| RoError::store("commit", e))
+            .map_err(|e| RoError::store("note retry", e))?;
+        Ok(())
     }
 
     /// Adds `ms` to a step's time (a step may run in several requests: its parts add up).
@@ -314,17 +437,6 @@ impl RoStore {
         Ok(())
     }
 
-    /// Notes that both operators received the device's final report.
-    pub fn mark_reported(&self, campaign: &str, device: &DeviceId) -> Result<(), RoError> {
-        self.conn()?
-            .execute(
-                "UPDATE devices SET reported = 1 WHERE campaign_id = ?1 AND device_id = ?2",
-                params![campaign, device.to_hex()],
-            )
-            .map_err(|e| RoError::store("mark reported", e))?;
-        Ok(())
-    }
-
     /// The AK the PVA enrolled for `device`, if the RO relayed its enrolment.
     pub fn enrolled_ak(&self, device: &DeviceId) -> Result<Option<Vec<u8>>, RoError> {
         self.conn()?
@@ -337,45 +449,273 @@ impl RoStore {
             .map_err(|e| RoError::store("read enrolment", e))
     }
 
-    pub fn set_enrolled(&self, device: &DeviceId, ak_public: &[u8]) -> Result<(), RoError> {
-        self.conn()?
-            .execute(
+    /// Records the enrolled AK and moves the device on, in one transaction.
+    pub fn set_enrolled(
+        &self,
+        campaign: &str,
+        device: &DeviceId,
+        ak_public: &[u8],
+    ) -> Result<(), RoError> {
+        self.write(DeviceState::Enrolled.name(), |tx| {
+            tx.execute(
                 "INSERT OR REPLACE INTO enrolled (device_id, ak_public) VALUES (?1, ?2)",
                 params![device.to_hex(), ak_public],
             )
             .map_err(|e| RoError::store("write enrolment", e))?;
+            update_device(tx, campaign, device, &DeviceState::Enrolled, &[7])
+        })
+    }
+
+    /// Undelivered messages due by `now`, oldest first.
+    pub fn outbox_due(&self, now: u64, limit: usize) -> Result<Vec<OutboxRow>, RoError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, key, peer, path, body, missing_ok, campaign_id, device_id, attempts
+                 FROM outbox WHERE delivered_ms IS NULL AND dead = 0 AND next_attempt_ms <= ?1
+                 ORDER BY next_attempt_ms, id LIMIT ?2",
+            )
+            .map_err(|e| RoError::store("read outbox", e))?;
+        let rows = stmt
+            .query_map(params![i64::try_from(now).unwrap_or(i64::MAX), limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                    r.get::<_, bool>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, i64>(8)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| RoError::store("read outbox", e))?;
+        rows.into_iter()
+            .map(|(id, key, peer, path, body, missing_ok, campaign_id, device, attempts)| {
+                let device_id = device
+                    .map(|d| d.parse().map_err(|e| RoError::Store(format!("device id: {e}"))))
+                    .transpose()?;
+                Ok(OutboxRow {
+                    id,
+                    message: OutboxMessage {
+                        key,
+                        peer,
+                        path,
+                        body,
+                        missing_ok,
+                        campaign_id,
+                        device_id,
+                    },
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    /// When the next undelivered message is due, if any.
+    pub fn outbox_next_due(&self) -> Result<Option<u64>, RoError> {
+        self.conn()?
+            .query_row(
+                "SELECT MIN(next_attempt_ms) FROM outbox WHERE delivered_ms IS NULL AND dead = 0",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(|v| v.max(0) as u64))
+            .map_err(|e| RoError::store("read outbox", e))
+    }
+
+    /// The peer acknowledged message `id`.
+    pub fn outbox_delivered(&self, id: i64) -> Result<(), RoError> {
+        self.write("outbox-delivered", |tx| {
+            tx.execute(
+                "UPDATE outbox SET delivered_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
+                params![id, now_ms() as i64],
+            )
+            .map_err(|e| RoError::store("update outbox", e))?;
+            Ok(())
+        })
+    }
+
+    /// Message `id` was not delivered: tried again from `next_attempt_ms`, or never again
+    /// when `dead` (the peer refused it for good).
+    pub fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt_ms: u64,
+        dead: bool,
+    ) -> Result<(), RoError> {
+        self.conn()?
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3,
+                        dead = ?4 WHERE id = ?1",
+                params![id, error, next_attempt_ms as i64, dead],
+            )
+            .map_err(|e| RoError::store("update outbox", e))?;
         Ok(())
+    }
+
+    /// What the outbox holds for a campaign, or for one of its devices.
+    pub fn outbox_state(
+        &self,
+        campaign: &str,
+        device: Option<&DeviceId>,
+    ) -> Result<OutboxState, RoError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT delivered_ms IS NOT NULL, dead, last_error, key FROM outbox
+                 WHERE campaign_id = ?1 AND (?2 IS NULL OR device_id = ?2) ORDER BY id",
+            )
+            .map_err(|e| RoError::store("read outbox", e))?;
+        let rows = stmt
+            .query_map(params![campaign, device.map(DeviceId::to_hex)], |r| {
+                Ok((
+                    r.get::<_, bool>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| RoError::store("read outbox", e))?;
+        let mut state = OutboxState::default();
+        for (delivered, dead, error, key) in rows {
+            if delivered {
+                state.delivered += 1;
+            } else if dead {
+                state.dead.push(format!("{key}: {}", error.unwrap_or_default()));
+            } else {
+                state.pending += 1;
+                if error.is_some() {
+                    state.last_error = error;
+                }
+            }
+        }
+        Ok(state)
     }
 }
 
-type RawDevice = (String, String, String, Vec<u8>, bool, i64);
+/// The device's row moved to `state` (see [`RoStore::transition`]).
+fn update_device(
+    tx: &Transaction<'_>,
+    campaign: &str,
+    device: &DeviceId,
+    state: &DeviceState,
+    completed: &[u8],
+) -> Result<(), RoError> {
+    let since: i64 = tx
+        .query_row(
+            "SELECT since_ms FROM devices WHERE campaign_id = ?1 AND device_id = ?2",
+            params![campaign, device.to_hex()],
+            |r| r.get(0),
+        )
+        .map_err(|e| RoError::store("read device", e))?;
+    let now = now_ms() as i64;
+    // A transition that completes several steps at once splits the time evenly: the steps
+    // ran in one request and cannot be told apart from outside.
+    let share = match completed.len() {
+        0 => 0,
+        n => (now - since).max(0) / n as i64,
+    };
+    for step in completed {
+        tx.execute(ADD_STEP_TIME, params![campaign, device.to_hex(), i64::from(*step), share])
+            .map_err(|e| RoError::store("record step", e))?;
+    }
+    tx.execute(
+        "UPDATE devices SET state_name = ?3, state = ?4, final = ?5, since_ms = ?6,
+                attempts = 0, last_error = NULL, next_attempt_ms = 0
+         WHERE campaign_id = ?1 AND device_id = ?2",
+        params![
+            campaign,
+            device.to_hex(),
+            state.name(),
+            encode(state)?,
+            i64::from(state.is_final()),
+            now
+        ],
+    )
+    .map_err(|e| RoError::store("update device", e))?;
+    Ok(())
+}
+
+const CAMPAIGN_SELECT: &str = "SELECT id, from_op, to_op, state, prep_step, failure, created_ms,
+    step2_ms, step3_ms FROM campaigns";
+
+fn campaign_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CampaignRow> {
+    Ok(CampaignRow {
+        id: r.get(0)?,
+        from: r.get(1)?,
+        to: r.get(2)?,
+        state: r.get(3)?,
+        prep_step: r.get::<_, i64>(4)?.clamp(0, 3) as u8,
+        failure: r.get(5)?,
+        created_ms: r.get::<_, i64>(6)?.max(0) as u64,
+        step2_ms: r.get::<_, Option<i64>>(7)?.map(|v| v.max(0) as u64),
+        step3_ms: r.get::<_, Option<i64>>(8)?.map(|v| v.max(0) as u64),
+    })
+}
+
+fn insert_message(tx: &Transaction<'_>, m: &OutboxMessage) -> Result<(), RoError> {
+    let now = now_ms() as i64;
+    tx.execute(
+        "INSERT INTO outbox (key, peer, path, body, missing_ok, campaign_id, device_id,
+                             created_ms, next_attempt_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) ON CONFLICT (key) DO NOTHING",
+        params![
+            m.key,
+            m.peer,
+            m.path,
+            m.body,
+            m.missing_ok,
+            m.campaign_id,
+            m.device_id.as_ref().map(DeviceId::to_hex),
+            now
+        ],
+    )
+    .map_err(|e| RoError::store("queue message", e))?;
+    Ok(())
+}
+
+const DEVICE_SELECT: &str = "SELECT d.campaign_id, d.device_id, d.iccid, d.state, d.since_ms,
+    d.attempts, d.last_error, d.next_attempt_ms FROM devices d";
+
+type RawDevice = (String, String, String, Vec<u8>, i64, i64, Option<String>, i64);
 
 fn raw_device(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDevice> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+    RawDevice::try_from(r)
 }
 
 fn device_row(conn: &Connection, raw: RawDevice) -> Result<DeviceRow, RoError> {
-    let (campaign_id, device, iccid, state, reported, since) = raw;
+    let (campaign_id, device, iccid, state, since, attempts, last_error, next_attempt) = raw;
     let device_id: DeviceId =
         device.parse().map_err(|e| RoError::Store(format!("device id: {e}")))?;
     let mut stmt = conn
-        .prepare("SELECT step, ms FROM step_times WHERE campaign_id = ?1 AND device_id = ?2 ORDER BY step")
+        .prepare(
+            "SELECT step, ms FROM step_times WHERE campaign_id = ?1 AND device_id = ?2 ORDER BY step",
+        )
         .map_err(|e| RoError::store("read steps", e))?;
     let steps = stmt
         .query_map(params![campaign_id, device], |r| {
-            Ok((r.get::<_, i64>(0)? as u8, r.get::<_, i64>(1)? as u64))
+            Ok((r.get::<_, i64>(0)?.clamp(0, 255) as u8, r.get::<_, i64>(1)?.max(0) as u64))
         })
-        .map_err(|e| RoError::store("read steps", e))?
-        .collect::<Result<Vec<_>, _>>()
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(|e| RoError::store("read steps", e))?;
+    let retry = last_error.map(|last_error| Retry {
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        last_error,
+        next_attempt_ms: next_attempt.max(0) as u64,
+    });
     Ok(DeviceRow {
         campaign_id,
         device_id,
         iccid: iccid.parse().map_err(|e| RoError::Store(format!("ICCID: {e}")))?,
         state: ciborium::from_reader(state.as_slice())
             .map_err(|e| RoError::Store(format!("device state: {e}")))?,
-        reported,
         since_ms: since.max(0) as u64,
+        retry,
         steps,
     })
 }
@@ -385,6 +725,10 @@ fn encode(state: &DeviceState) -> Result<Vec<u8>, RoError> {
     ciborium::into_writer(state, &mut out)
         .map_err(|e| RoError::Store(format!("encode state: {e}")))?;
     Ok(out)
+}
+
+fn fault(point: &str) -> Result<(), RoError> {
+    protocol::fault::point(point).map_err(|e| RoError::Store(e.to_string()))
 }
 
 /// Milliseconds since the Unix epoch.
@@ -405,30 +749,54 @@ mod tests {
         )
     }
 
+    fn open(path: &Path) -> RoStore {
+        RoStore::open(path, storage::OpenMode::CreateIfMissing).unwrap()
+    }
+
+    fn report(key: &str, campaign: &str, device: &DeviceId) -> OutboxMessage {
+        OutboxMessage {
+            key: key.into(),
+            peer: "mno-a".into(),
+            path: "/v1/reports".into(),
+            body: b"{}".to_vec(),
+            missing_ok: false,
+            campaign_id: campaign.into(),
+            device_id: Some(device.clone()),
+        }
+    }
+
     #[test]
     fn campaign_life_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ro.sqlite");
         let (d1, i1) = device(1);
         {
-            let store = RoStore::open(&path).unwrap();
+            let store = open(&path);
             store.create_campaign("c1", "mno-a", "mno-b", &[(d1.clone(), i1.clone())]).unwrap();
             assert!(store.device(&d1).unwrap().is_none(), "not ready yet");
-            store.finish_preparation("c1", Ok((5, 7))).unwrap();
-            let state = DeviceState::Failed { step: 8, reason: "x".into() };
-            store.transition("c1", &d1, &state, &[4, 5]).unwrap();
+            store.prepared_step("c1", 1, None, None).unwrap();
+            assert_eq!(store.campaign("c1").unwrap().unwrap().prep_step, 1);
+            store.prepared_step("c1", 2, Some(5), None).unwrap();
+            store.prepared_step("c1", 3, None, Some(7)).unwrap();
+            let state = DeviceState::RolledBack { step: 8, reason: "x".into() };
+            store.transition("c1", &d1, &state, &[4, 5], &[report("r1", "c1", &d1)]).unwrap();
         }
-        let store = RoStore::open(&path).unwrap();
+        let store = open(&path);
         let row = store.device(&d1).unwrap().unwrap();
-        assert_eq!(row.state, DeviceState::Failed { step: 8, reason: "x".into() });
+        assert_eq!(row.state, DeviceState::RolledBack { step: 8, reason: "x".into() });
         assert_eq!(row.steps.iter().map(|s| s.0).collect::<Vec<_>>(), vec![4, 5]);
-        assert_eq!(store.campaign("c1").unwrap().unwrap().step3_ms, Some(7));
+        let campaign = store.campaign("c1").unwrap().unwrap();
+        assert_eq!(
+            (campaign.state.as_str(), campaign.step2_ms, campaign.step3_ms),
+            ("ready", Some(5), Some(7))
+        );
+        assert_eq!(store.outbox_due(u64::MAX, 10).unwrap().len(), 1, "the report survived");
     }
 
     #[test]
     fn a_device_is_in_one_unfinished_campaign_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RoStore::open(&dir.path().join("ro.sqlite")).unwrap();
+        let store = open(&dir.path().join("ro.sqlite"));
         let (d1, i1) = device(1);
         store.create_campaign("c1", "mno-a", "mno-b", &[(d1.clone(), i1.clone())]).unwrap();
         let err =
@@ -436,8 +804,32 @@ mod tests {
         assert!(matches!(err, RoError::DeviceBusy { .. }));
         // nothing of c2 was written
         assert!(store.campaign("c2").unwrap().is_none());
-        store.finish_preparation("c1", Ok((1, 1))).unwrap();
-        store.transition("c1", &d1, &DeviceState::Switched, &[12]).unwrap();
+        // a campaign that failed during creation releases its devices
+        store.close_campaign("c1", "failed", "mno-b unreachable", |_| Ok(Vec::new())).unwrap();
+        assert!(store.campaign_devices("c1").unwrap()[0].state.is_final());
         store.create_campaign("c3", "mno-b", "mno-a", &[(d1, i1)]).unwrap();
+    }
+
+    #[test]
+    fn the_outbox_keeps_a_message_until_it_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir.path().join("ro.sqlite"));
+        let (d1, i1) = device(1);
+        store.create_campaign("c1", "mno-a", "mno-b", &[(d1.clone(), i1)]).unwrap();
+        store.prepared_step("c1", 3, None, None).unwrap();
+        let m = report("report/c1/x/mno-a", "c1", &d1);
+        store.transition("c1", &d1, &DeviceState::Switched, &[12], &[m.clone()]).unwrap();
+        // queued twice (a repeated transition): one message
+        store.transition("c1", &d1, &DeviceState::Switched, &[], &[m]).unwrap();
+        let due = store.outbox_due(now_ms(), 10).unwrap();
+        assert_eq!(due.len(), 1);
+        store.outbox_failed(due[0].id, "unreachable", now_ms() + 60_000, false).unwrap();
+        assert!(store.outbox_due(now_ms(), 10).unwrap().is_empty(), "backing off");
+        let state = store.outbox_state("c1", Some(&d1)).unwrap();
+        assert_eq!((state.pending, state.delivered), (1, 0));
+        assert_eq!(state.last_error.as_deref(), Some("unreachable"));
+        store.outbox_delivered(due[0].id).unwrap();
+        assert_eq!(store.outbox_state("c1", None).unwrap().delivered, 1);
+        assert_eq!(store.outbox_next_due().unwrap(), None);
     }
 }

@@ -1,0 +1,791 @@
+//! A whole deployment as separate processes, for the crash-safety tests (docs/flow.md,
+//! "Crash safety"): `tresor serve pva|mno|ro` and one `tresor device run` per device, each
+//! configured from `examples/` on fixed loopback ports so that a role restarted after a
+//! crash is found where its peers expect it.
+//!
+//! Each process may carry a schedule of faults (`TRESOR_FAULT`, `protocol::fault`): it
+//! starts with the first; whenever it dies, the deployment starts it again with the next,
+//! and without any once the schedule is spent. A process frozen by a `stop` fault is
+//! thawed (SIGCONT) after a while, past its peers' timeouts. Once the campaign settled, the
+//! invariants of the issue are checked on the stores, the cards and with a real Milenage
+//! AKA against each operator's AuC.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{self, TRESOR};
+
+/// What a deployment looks like.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub devices: usize,
+    /// The devices' fallback timer.
+    pub fallback_secs: u64,
+    /// The RO's step deadline (how long a peer may stay down before a change is abandoned).
+    pub step_deadline_secs: u64,
+    /// Devices (by index) that boot an image the reference values do not know: their change
+    /// is abandoned at the appraisal.
+    pub tampered: Vec<usize>,
+    /// How long a process frozen by a `stop` fault stays frozen.
+    pub thaw_after: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            devices: 2,
+            fallback_secs: 120,
+            step_deadline_secs: 30,
+            tampered: Vec::new(),
+            thaw_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One network role's process.
+pub struct Role {
+    pub name: &'static str,
+    kind: &'static str,
+    config: String,
+    child: Option<Child>,
+    schedule: VecDeque<String>,
+    /// Every fault planned, in order: one `TRESOR_FAULT` value per process start.
+    planned: Vec<String>,
+    /// The fault the current process carries.
+    current: Option<String>,
+    frozen_since: Option<Instant>,
+    /// Faults that fired (the process died or froze with them).
+    pub fired: Vec<String>,
+    pub starts: u32,
+}
+
+/// One device's agent process.
+pub struct Device {
+    pub index: usize,
+    config: String,
+    pub dir: PathBuf,
+    pub card: PathBuf,
+    pub device_id: String,
+    pub iccid: String,
+    pub old_imsi: String,
+    child: Option<Child>,
+    schedule: VecDeque<String>,
+    planned: Vec<String>,
+    current: Option<String>,
+    pub fired: Vec<String>,
+    pub starts: u32,
+    /// The agent's outcome once it exited by itself (JSON of `tresor device run --json`).
+    pub outcome: Option<Value>,
+}
+
+pub struct Deployment {
+    pub dir: PathBuf,
+    pub roles: Vec<Role>,
+    pub devices: Vec<Device>,
+    pub ro_url: String,
+    options: Options,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// Every role, in start order.
+pub const ROLES: [&str; 4] = ["pva", "mno-a", "mno-b", "ro"];
+
+impl Deployment {
+    /// Prepares the directory, manufactures the devices (with MNO-A subscriptions) and
+    /// starts the four roles, `faults[role]` being each role's fault schedule.
+    pub fn start(options: Options, faults: &BTreeMap<&str, Vec<String>>) -> Self {
+        let temp = tempfile::Builder::new().prefix("tresor-crash-").tempdir().unwrap();
+        let dir = temp.path().to_owned();
+        support::prepare(&dir);
+        let ports: BTreeMap<&str, u16> =
+            ROLES.iter().map(|r| (*r, support::unused_port())).collect();
+        let (pva, a, b, ro) = (ports["pva"], ports["mno-a"], ports["mno-b"], ports["ro"]);
+        let urls = [
+            ("127.0.0.1:8440", format!("127.0.0.1:{pva}")),
+            ("127.0.0.1:8441", format!("127.0.0.1:{a}")),
+            ("127.0.0.1:8442", format!("127.0.0.1:{b}")),
+            ("127.0.0.1:8443", format!("127.0.0.1:{ro}")),
+            ("https://localhost:8440", format!("https://localhost:{pva}")),
+            ("https://localhost:8441", format!("https://localhost:{a}")),
+            ("https://localhost:8442", format!("https://localhost:{b}")),
+            ("https://localhost:8443", format!("https://localhost:{ro}")),
+        ];
+        for config in ["pva.toml", "mno-a.toml", "mno-b.toml", "ro.toml", "device.toml"] {
+            let path = dir.join(config);
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            for (from, to) in &urls {
+                text = text.replace(from, to);
+            }
+            std::fs::write(&path, text).unwrap();
+        }
+        support::edit(
+            &dir.join("ro.toml"),
+            &[
+                (
+                    "step_deadline_secs = 300",
+                    &format!("step_deadline_secs = {}", options.step_deadline_secs),
+                ),
+                ("peer_timeout_ms = 30000", "peer_timeout_ms = 3000\npoll_timeout_ms = 2000"),
+            ],
+        );
+        let tampered = tampered_image(&dir);
+        let mut devices = Vec::new();
+        for index in 0..options.devices {
+            let name = format!("device-{index}.toml");
+            let image = if options.tampered.contains(&index) { "tampered-image" } else { "image" };
+            let text = std::fs::read_to_string(dir.join("device.toml"))
+                .unwrap()
+                .replace("m2me-001", &format!("m2me-{index:03}"))
+                .replace("image = \"image\"", &format!("image = \"{image}\""))
+                .replace(
+                    "fallback_secs = 600",
+                    &format!("fallback_secs = {}", options.fallback_secs),
+                )
+                .replace("deadline_secs = 600", "deadline_secs = 900");
+            std::fs::write(dir.join(&name), text).unwrap();
+            let out = support::tresor(
+                &dir,
+                &[
+                    "device",
+                    "manufacture",
+                    "--config",
+                    &name,
+                    "--mno",
+                    "mno-a.toml",
+                    "--manufacturer-cert",
+                    "pki/manufacturer.pem",
+                    "--manufacturer-key",
+                    "pki/manufacturer.key",
+                    "--devices-file",
+                    "devices.txt",
+                ],
+            );
+            // "manufactured ID with ICCID X, IMSI Y (mno-a)"
+            let line = String::from_utf8_lossy(&out.stdout).to_string();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let device_dir = dir.join(format!("m2me-{index:03}"));
+            devices.push(Device {
+                index,
+                config: name,
+                card: device_dir.join("uicc.json"),
+                dir: device_dir,
+                device_id: words[1].to_owned(),
+                iccid: words[4].trim_end_matches(',').to_owned(),
+                old_imsi: words[6].to_owned(),
+                child: None,
+                schedule: faults
+                    .get(format!("device-{index}").as_str())
+                    .cloned()
+                    .unwrap_or_default()
+                    .into(),
+                planned: faults
+                    .get(format!("device-{index}").as_str())
+                    .cloned()
+                    .unwrap_or_default(),
+                current: None,
+                fired: Vec::new(),
+                starts: 0,
+                outcome: None,
+            });
+        }
+        let _ = tampered;
+        let mut roles: Vec<Role> = ROLES
+            .iter()
+            .map(|name| Role {
+                name,
+                kind: if name.starts_with("mno") { "mno" } else { name },
+                config: format!("{name}.toml"),
+                child: None,
+                schedule: faults.get(name).cloned().unwrap_or_default().into(),
+                planned: faults.get(name).cloned().unwrap_or_default(),
+                current: None,
+                frozen_since: None,
+                fired: Vec::new(),
+                starts: 0,
+            })
+            .collect();
+        for role in &mut roles {
+            role.spawn(&dir);
+            role.wait_ready(&dir);
+        }
+        Self {
+            ro_url: format!("https://localhost:{ro}"),
+            dir,
+            roles,
+            devices,
+            options,
+            _temp: Some(temp),
+        }
+    }
+
+    pub fn role(&mut self, name: &str) -> &mut Role {
+        self.roles.iter_mut().find(|r| r.name == name).unwrap()
+    }
+
+    /// Restarts every role or device process that died (with its next fault) and thaws
+    /// frozen ones that stayed frozen long enough.
+    pub fn tend(&mut self) {
+        let dir = self.dir.clone();
+        let thaw = self.options.thaw_after;
+        for role in &mut self.roles {
+            role.tend(&dir, thaw);
+        }
+        for device in &mut self.devices {
+            device.tend(&dir);
+        }
+    }
+
+    /// Creates the campaign of every device (`tresor campaign create`), retrying while the
+    /// RO or the operators die; a campaign the RO recorded before it died is picked up.
+    pub fn create_campaign(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(Instant::now() < deadline, "no campaign could be created");
+            self.tend();
+            if let Some(id) = self.campaigns().and_then(|list| list.first().cloned()) {
+                return id;
+            }
+            let out = Command::new(TRESOR)
+                .current_dir(&self.dir)
+                .args([
+                    "campaign",
+                    "create",
+                    "--from",
+                    "mno-a",
+                    "--to",
+                    "mno-b",
+                    "--devices",
+                    "devices.txt",
+                    "--ro",
+                    &self.ro_url,
+                    "--json",
+                ])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+                return report["id"].as_str().unwrap().to_owned();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The RO's campaign ids, if it answers.
+    pub fn campaigns(&self) -> Option<Vec<String>> {
+        let out = Command::new(TRESOR)
+            .current_dir(&self.dir)
+            .args(["campaign", "list", "--ro", &self.ro_url, "--json"])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
+        Some(list.iter().filter_map(|c| c["id"].as_str().map(str::to_owned)).collect())
+    }
+
+    /// The campaign's status at the RO, if it answers.
+    pub fn status(&self, id: &str) -> Option<Value> {
+        let out = Command::new(TRESOR)
+            .current_dir(&self.dir)
+            .args(["campaign", "status", id, "--ro", &self.ro_url, "--json"])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Powers every device on.
+    pub fn run_devices(&mut self) {
+        let dir = self.dir.clone();
+        for device in &mut self.devices {
+            device.spawn(&dir);
+        }
+    }
+
+    /// Waits until the campaign is over at the RO, every report acknowledged, and every
+    /// agent exited by itself — tending the processes meanwhile. Returns the final status.
+    pub fn settle(&mut self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        let mut last = Value::Null;
+        loop {
+            self.tend();
+            if let Some(status) = self.status(id) {
+                let done =
+                    matches!(status["state"].as_str(), Some("completed" | "failed" | "cancelled"))
+                        && status["summary"]["reports_pending"] == 0;
+                let agents_done = self.devices.iter().all(|d| d.outcome.is_some());
+                if done && agents_done {
+                    return status;
+                }
+                last = status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the campaign did not settle within {within:?}:\n{last:#}\nfaults fired: {:?}\n{}",
+                    self.fired(),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Every fault that fired, by process.
+    pub fn fired(&self) -> Vec<String> {
+        let roles =
+            self.roles.iter().flat_map(|r| r.fired.iter().map(move |f| format!("{}: {f}", r.name)));
+        let devices = self
+            .devices
+            .iter()
+            .flat_map(|d| d.fired.iter().map(move |f| format!("device-{}: {f}", d.index)));
+        roles.chain(devices).collect()
+    }
+
+    /// Faults scheduled whose point the process never reached: each fault point announces
+    /// itself in its process's log when it fires (`protocol::fault`).
+    pub fn unfired(&self) -> Vec<String> {
+        let planned = self
+            .roles
+            .iter()
+            .map(|r| (r.name.to_owned(), &r.planned))
+            .chain(self.devices.iter().map(|d| (format!("device-{}", d.index), &d.planned)));
+        let mut unfired = Vec::new();
+        for (name, specs) in planned {
+            let log = support::log(&self.dir, &name);
+            for point in
+                specs.iter().flat_map(|spec| spec.split(',')).filter_map(|p| p.split(':').next())
+            {
+                if !log.contains(&format!("{}: {point}: ", protocol::fault::FAULT_ENV)) {
+                    unfired.push(format!("{name}: {point}"));
+                }
+            }
+        }
+        unfired
+    }
+
+    /// The tail of every process's log, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for name in ROLES
+            .iter()
+            .map(|r| r.to_string())
+            .chain(self.devices.iter().map(|d| format!("device-{}", d.index)))
+        {
+            let log = support::log(&self.dir, &name);
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            out.push_str(&format!("--- {name}.log (last lines)\n"));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Stops every process (SIGCONT first for a frozen one, then SIGTERM).
+    pub fn stop(&mut self) {
+        for role in &mut self.roles {
+            role.stop();
+        }
+        for device in &mut self.devices {
+            if let Some(mut child) = device.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Checks the invariants of a settled campaign on the stores, the cards and by AKA with
+    /// each operator's AuC (the roles must be stopped). Returns (switched, rolled back).
+    pub fn check_invariants(&mut self, id: &str, status: &Value) -> (usize, usize) {
+        self.stop();
+        let a = operator_store(&self.dir.join("mno-a.sqlite"));
+        let b = operator_store(&self.dir.join("mno-b.sqlite"));
+        // No IMSI is issued twice, no device gets two new IMSIs.
+        let b_allocations = query(
+            &b,
+            "SELECT imsi, COALESCE(campaign, ''), COALESCE(device_id, '') FROM allocations",
+        );
+        let imsis: BTreeSet<&String> = b_allocations.iter().map(|r| &r[0]).collect();
+        assert_eq!(imsis.len(), b_allocations.len(), "an IMSI was allocated twice at MNO-B");
+        let per_device: BTreeSet<(&String, &String)> =
+            b_allocations.iter().filter(|r| !r[1].is_empty()).map(|r| (&r[1], &r[2])).collect();
+        assert_eq!(
+            per_device.len(),
+            b_allocations.iter().filter(|r| !r[1].is_empty()).count(),
+            "a device got two IMSIs in one campaign"
+        );
+        let (mut switched, mut rolled_back) = (0, 0);
+        for device in &self.devices {
+            let row = status["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["device_id"] == device.device_id.as_str())
+                .unwrap_or_else(|| {
+                    panic!("device {} not in the campaign: {status:#}", device.device_id)
+                });
+            let state = row["state"].as_str().unwrap();
+            let card = uicc::Card::open(&device.card).unwrap_or_else(|e| {
+                panic!("device-{}: card does not open after the run: {e}", device.index)
+            });
+            assert!(
+                card.usim_active() && !card.tre_active(),
+                "device-{}: USIM must be active, TRE not",
+                device.index
+            );
+            assert!(
+                card.change().is_none_or(|c| !c.on_trial()),
+                "device-{}: still on trial",
+                device.index
+            );
+            let imsi = card.imsi().to_string();
+            drop(card);
+            let report = |store: &rusqlite::Connection| {
+                query(
+                    store,
+                    &format!(
+                        "SELECT outcome FROM reports WHERE campaign = '{id}' AND device_id = '{}'",
+                        device.device_id
+                    ),
+                )
+            };
+            let new_imsi = query(
+                &b,
+                &format!(
+                    "SELECT imsi FROM allocations WHERE campaign = '{id}' AND device_id = '{}'",
+                    device.device_id
+                ),
+            )
+            .first()
+            .map(|r| r[0].clone());
+            match state {
+                "switched" => {
+                    switched += 1;
+                    assert_eq!(
+                        Some(&imsi),
+                        new_imsi.as_ref(),
+                        "device-{}: the card runs MNO-B's IMSI",
+                        device.index
+                    );
+                    assert_eq!(
+                        subscriber_status(&b, &imsi).as_deref(),
+                        Some("live"),
+                        "device-{}: IMSI_B live",
+                        device.index
+                    );
+                    assert_eq!(
+                        subscriber_status(&a, &device.old_imsi).as_deref(),
+                        Some("retired"),
+                        "device-{}: IMSI_A retired",
+                        device.index
+                    );
+                    assert_eq!(
+                        report(&a),
+                        vec![vec!["success".to_owned()]],
+                        "device-{}: MNO-A's report",
+                        device.index
+                    );
+                    assert_eq!(
+                        report(&b),
+                        vec![vec!["success".to_owned()]],
+                        "device-{}: MNO-B's report",
+                        device.index
+                    );
+                    self.assert_aka(device, "mno-b.toml", true);
+                }
+                "rolled-back" => {
+                    rolled_back += 1;
+                    assert_eq!(
+                        imsi, device.old_imsi,
+                        "device-{}: the card runs its old IMSI again",
+                        device.index
+                    );
+                    let old = subscriber_status(&a, &device.old_imsi);
+                    assert!(
+                        matches!(old.as_deref(), Some("active" | "live")),
+                        "device-{}: IMSI_A in service, not {old:?}",
+                        device.index
+                    );
+                    if let Some(new) = &new_imsi {
+                        let status_b = subscriber_status(&b, new);
+                        assert!(
+                            matches!(status_b.as_deref(), None | Some("retired")),
+                            "device-{}: IMSI_B {new} must not be live: {status_b:?}",
+                            device.index
+                        );
+                    }
+                    // The operator that never heard of the campaign has no row to report to.
+                    for (name, store) in [("mno-a", &a), ("mno-b", &b)] {
+                        let r = report(store);
+                        assert!(
+                            r.is_empty() || r == vec![vec!["failure".to_owned()]],
+                            "device-{}: {name}'s report {r:?}",
+                            device.index
+                        );
+                    }
+                    self.assert_aka(device, "mno-a.toml", true);
+                }
+                other => panic!("device-{} ended {other}: {row:#}", device.index),
+            }
+            assert_eq!(row["reported"], true, "device-{}: reports acknowledged", device.index);
+        }
+        (switched, rolled_back)
+    }
+
+    /// A real Milenage AKA between the operator's AuC and the device's card.
+    fn assert_aka(&self, device: &Device, operator: &str, ok: bool) {
+        let out = Command::new(TRESOR)
+            .current_dir(&self.dir)
+            .args([
+                "mno",
+                "aka",
+                "--config",
+                operator,
+                "--card",
+                device.card.to_str().unwrap(),
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        let result: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("mno aka: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(result["ok"], ok, "device-{}: AKA with {operator}: {result}", device.index);
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            // Keep the directory for a post-mortem.
+            if let Some(temp) = self._temp.take() {
+                eprintln!("deployment kept at {}", temp.keep().display());
+            }
+        }
+    }
+}
+
+impl Role {
+    fn spawn(&mut self, dir: &Path) {
+        let _ = std::fs::remove_file(dir.join(format!("{}.url", self.name)));
+        self.current = self.schedule.pop_front();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{}.log", self.name)))
+            .unwrap();
+        let mut command = Command::new(TRESOR);
+        command
+            .current_dir(dir)
+            .args([
+                "serve",
+                self.kind,
+                "--config",
+                &self.config,
+                "--ready-file",
+                &format!("{}.url", self.name),
+            ])
+            .env("RUST_LOG", "info")
+            .env_remove(protocol::fault::FAULT_ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(fault) = &self.current {
+            command.env(protocol::fault::FAULT_ENV, fault);
+        }
+        self.child = Some(command.spawn().unwrap());
+        self.starts += 1;
+    }
+
+    fn wait_ready(&mut self, dir: &Path) {
+        let ready = dir.join(format!("{}.url", self.name));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                // Died during start-up (a fault there): tend() starts it again.
+                if self.current.is_some() {
+                    return;
+                }
+                panic!("{} exited with {status}:\n{}", self.name, support::log(dir, self.name));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start:\n{}",
+                self.name,
+                support::log(dir, self.name)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn tend(&mut self, dir: &Path, thaw: Duration) {
+        let Some(child) = self.child.as_mut() else { return };
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                // Only a fault (or the test) kills a role; any other end is a bug.
+                assert_eq!(
+                    status.signal(),
+                    Some(9),
+                    "{} exited with {status}:\n{}",
+                    self.name,
+                    support::log(dir, self.name)
+                );
+                let fault = self.current.take().unwrap_or_else(|| "killed".into());
+                self.fired.push(fault);
+                self.spawn(dir);
+                self.wait_ready(dir);
+            }
+            None => {
+                let pid = child.id();
+                let stopped = support::proc(pid).is_some_and(|p| p.state == 'T');
+                match (stopped, self.frozen_since) {
+                    (true, None) => self.frozen_since = Some(Instant::now()),
+                    (true, Some(since)) if since.elapsed() > thaw => {
+                        support::signal(pid, "CONT");
+                        self.frozen_since = None;
+                        if let Some(fault) = self.current.take() {
+                            self.fired.push(fault);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Kills the process (SIGKILL) now; `tend` restarts it with its next fault.
+    pub fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.current.get_or_insert_with(|| "kill -9 by the test".into());
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id();
+            let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            if support::wait_exit(&mut child, Duration::from_secs(10)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Device {
+    fn spawn(&mut self, dir: &Path) {
+        self.current = self.schedule.pop_front();
+        let name = format!("device-{}", self.index);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{name}.log")))
+            .unwrap();
+        let out = std::fs::File::create(dir.join(format!("{name}.out"))).unwrap();
+        let mut command = Command::new(TRESOR);
+        command
+            .current_dir(dir)
+            .args(["device", "run", "--config", &self.config, "--json"])
+            .env("RUST_LOG", "info")
+            .env_remove(protocol::fault::FAULT_ENV)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(log);
+        if let Some(fault) = &self.current {
+            command.env(protocol::fault::FAULT_ENV, fault);
+        }
+        self.child = Some(command.spawn().unwrap());
+        self.starts += 1;
+    }
+
+    fn tend(&mut self, dir: &Path) {
+        let Some(child) = self.child.as_mut() else { return };
+        let Some(status) = child.try_wait().unwrap() else { return };
+        self.child = None;
+        let name = format!("device-{}", self.index);
+        if status.signal().is_some() {
+            self.fired.push(self.current.take().unwrap_or_else(|| format!("killed ({status})")));
+            self.spawn(dir);
+            return;
+        }
+        let out = std::fs::read(dir.join(format!("{name}.out"))).unwrap_or_default();
+        match serde_json::from_slice::<Value>(&out) {
+            Ok(outcome) => self.outcome = Some(outcome),
+            Err(_) => {
+                panic!("{name} exited with {status} and no outcome:\n{}", support::log(dir, &name))
+            }
+        }
+    }
+
+    /// Kills the agent (SIGKILL) now; `tend` restarts it.
+    pub fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// A copy of the sample image with one component changed after the reference values were
+/// made: the PVA appraises it contraindicated.
+fn tampered_image(dir: &Path) -> PathBuf {
+    let out = dir.join("tampered-image");
+    std::fs::create_dir_all(&out).unwrap();
+    for entry in std::fs::read_dir(dir.join("image")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, out.join(path.file_name().unwrap())).unwrap();
+    }
+    let agent = out.join("tre-agent.bin");
+    let mut bytes = std::fs::read(&agent).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(agent, bytes).unwrap();
+    out
+}
+
+fn operator_store(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+}
+
+fn query(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<String>> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        (0..n)
+            .map(|i| {
+                r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
+                    rusqlite::types::Value::Text(t) => t,
+                    rusqlite::types::Value::Integer(i) => i.to_string(),
+                    rusqlite::types::Value::Null => String::new(),
+                    other => format!("{other:?}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .unwrap()
+    .collect::<Result<Vec<_>, _>>()
+    .unwrap()
+}
+
+fn subscriber_status(conn: &rusqlite::Connection, imsi: &str) -> Option<String> {
+    query(conn, &format!("SELECT status FROM subscribers WHERE imsi = '{imsi}'"))
+        .first()
+        .map(|r| r[0].clone())
+}

@@ -1,0 +1,128 @@
+//! The agent's journal: what the device signed for the change under way, kept on disk next
+//! to the card's state so that an agent killed and restarted at any point answers a
+//! repeated task exactly as before — a re-delivered bundle that is already installed gets
+//! the same signed receipt, never a failure (docs/flow.md, "The device").
+//!
+//! The card's state file is the truth about the subscription (which profile runs, whether
+//! the change is on trial, committed or fell back); the journal only remembers signed
+//! answers derived from it. It is written atomically (temporary file, fsync, rename) and
+//! holds nothing secret: a receipt names an ICCID, a hash of the IMSI and a sequence.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The journal file's `format` field.
+const FORMAT: &str = "tresor-agent-journal";
+
+/// Where the journal of the card at `card` lives: beside it, `<card file>.journal`.
+pub fn journal_path(card: &Path) -> PathBuf {
+    let name = card.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    card.with_file_name(format!("{name}.journal"))
+}
+
+/// The signed install receipt of one change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalReceipt {
+    pub campaign: String,
+    pub sequence: u64,
+    /// `protocol::receipt::SignedReceipt` CBOR, hex.
+    #[serde(with = "hex::serde")]
+    pub receipt: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    format: String,
+    receipt: Option<JournalReceipt>,
+}
+
+/// The journal of one device.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+}
+
+impl Journal {
+    /// Opens the journal at `path`; a missing file is an empty journal, a damaged one an
+    /// error (the agent must not forget what it signed).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = match std::fs::read(path) {
+            Ok(bytes) => {
+                let file: File = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Config(format!("agent journal {}: {e}", path.display())))?;
+                if file.format != FORMAT {
+                    return Err(Error::Config(format!(
+                        "agent journal {}: not a {FORMAT} file",
+                        path.display()
+                    )));
+                }
+                file
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                File { format: FORMAT.into(), receipt: None }
+            }
+            Err(source) => {
+                return Err(Error::Io {
+                    what: format!("agent journal {}", path.display()),
+                    source,
+                });
+            }
+        };
+        Ok(Self { path: path.to_owned(), file })
+    }
+
+    /// The receipt signed for the install of (`campaign`, `sequence`), if any.
+    pub fn receipt(&self, campaign: &str, sequence: u64) -> Option<&[u8]> {
+        self.file
+            .receipt
+            .as_ref()
+            .filter(|r| r.campaign == campaign && r.sequence == sequence)
+            .map(|r| r.receipt.as_slice())
+    }
+
+    /// Records the receipt of a change, durably, before it is sent.
+    pub fn set_receipt(&mut self, receipt: JournalReceipt) -> Result<()> {
+        let mut next = self.file.clone();
+        next.receipt = Some(receipt);
+        let bytes = serde_json::to_vec_pretty(&next)
+            .map_err(|e| Error::Protocol(format!("agent journal: {e}")))?;
+        protocol::fault::point("device.journal.before").map_err(|e| Error::Uicc(e.to_string()))?;
+        uicc::store::write_atomic(&self.path, &bytes, &uicc::store::FaultPlan::default()).map_err(
+            |f| Error::Io {
+                what: format!("agent journal {} ({})", self.path.display(), f.step),
+                source: f.source,
+            },
+        )?;
+        self.file = next;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn receipts_survive_reopening_and_damage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        let mut journal = Journal::open(&path).unwrap();
+        assert_eq!(journal.receipt("c", 1), None);
+        journal
+            .set_receipt(JournalReceipt { campaign: "c".into(), sequence: 1, receipt: vec![1, 2] })
+            .unwrap();
+        let journal = Journal::open(&path).unwrap();
+        assert_eq!(journal.receipt("c", 1), Some(&[1u8, 2][..]));
+        assert_eq!(journal.receipt("c", 2), None);
+        assert_eq!(journal.receipt("d", 1), None);
+        std::fs::write(&path, b"{").unwrap();
+        assert!(Journal::open(&path).is_err());
+    }
+}
