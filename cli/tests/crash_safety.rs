@@ -127,26 +127,33 @@ fn the_device_killed_at_every_durable_write() {
     assert_eq!(switched, 2, "an agent killed anywhere continues where it stopped");
 }
 
-#[test]
-fn an_abandoned_change_survives_crashes() {
-    // Device 1 boots an image the PVA does not know: its change is abandoned at step 8, the
-    // RO orders the abort, the card falls back. Every role dies around those writes.
+/// Device 1 boots an image the PVA does not know: its change is abandoned at step 8, the
+/// RO orders the abort, the card falls back, both operators are told.
+fn abandoned(faults: BTreeMap<&str, Vec<String>>) {
     let options = Options { tampered: vec![1], ..Options::default() };
-    let faults = BTreeMap::from([
+    assert_eq!(run(options, faults), (1, 1));
+}
+
+#[test]
+fn an_abandoned_change_survives_the_ro_and_the_old_operator_dying() {
+    abandoned(BTreeMap::from([
         ("ro", kills(&["ro.aborting", "ro.rolled-back"])),
-        (
-            "device-1",
-            vec![
-                "device.abort.before:kill".into(),
-                "uicc.fall-back.before:kill".into(),
-                "uicc.fall-back.after:kill".into(),
-                "device.abort.after:kill".into(),
-            ],
-        ),
-        ("mno-a", vec!["mno.report.before:kill".into(), "mno.report.after:kill".into()]),
-    ]);
-    let (switched, rolled_back) = run(options, faults);
-    assert_eq!((switched, rolled_back), (1, 1));
+        ("mno-a", kills(&["mno.report"])),
+    ]));
+}
+
+#[test]
+fn an_abandoned_change_survives_the_device_dying() {
+    let schedule = [
+        "device.abort.before",
+        "uicc.fall-back.before",
+        "uicc.fall-back.after",
+        "device.abort.after",
+    ];
+    abandoned(BTreeMap::from([(
+        "device-1",
+        schedule.iter().map(|p| format!("{p}:kill")).collect(),
+    )]));
 }
 
 #[test]

@@ -114,6 +114,9 @@ impl DeviceConfig {
 /// Powers the device on and runs its agent to the end of its campaign.
 pub async fn run(config: &DeviceConfig) -> Result<Outcome> {
     let swtpm = Swtpm::start_owned(&config.tpm.state, &SwtpmConfig::load()?)?;
+    if swtpm.recover_clock()? {
+        tracing::warn!(state = %config.tpm.state.display(), "the TPM was not shut down in order (power loss); its clock was set forward to be safe again");
+    }
     let tpm = Tpm::connect(&swtpm.tcti())?;
     let options = AttesterOptions { ek_alg: config.tpm.ek, ..Default::default() };
     let attester = Attester::boot(tpm, &config.image, options)?;

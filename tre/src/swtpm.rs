@@ -30,6 +30,7 @@ const DEFAULT_CONFIG: &str = include_str!("../../swtpm-config/swtpm.toml");
 /// Environment variable naming a settings file that replaces the built-in one.
 pub const CONFIG_ENV: &str = "TRESOR_SWTPM_CONFIG";
 
+mod clock;
 mod stale;
 
 pub use stale::PID_FILE;
@@ -262,6 +263,25 @@ impl Swtpm {
         control(self.port, CMD_INIT, &0u32.to_be_bytes(), 0)?;
         tpm_command(self.port, "TPM2_Startup", &startup_clear_command())?;
         Ok(())
+    }
+
+    /// After a power loss (no TPM2_Shutdown before the last stop) the TPM reports its clock
+    /// as not safe; this sets Clock forward past anything it can have reported, which makes
+    /// it safe again (`clock`). Returns whether it had to. No client may hold a connection
+    /// to the TPM port meanwhile.
+    pub fn recover_clock(&self) -> Result<bool, SwtpmError> {
+        let (now, safe) = clock::read(self.port)?;
+        if safe {
+            return Ok(false);
+        }
+        clock::set(self.port, now.saturating_add(clock::ADVANCE_MS))?;
+        let (_, safe) = clock::read(self.port)?;
+        if !safe {
+            return Err(SwtpmError::Control(
+                "the TPM's clock stayed unsafe after TPM2_ClockSet".into(),
+            ));
+        }
+        Ok(true)
     }
 
     /// TPM2_PCR_Allocate with platform authorization, then a power cycle so it takes effect.

@@ -252,25 +252,27 @@ impl Deployment {
             if let Some(id) = self.campaigns().and_then(|list| list.first().cloned()) {
                 return id;
             }
-            let out = Command::new(TRESOR)
+            // The RO answers once the campaign is ready, which may take a while when peers
+            // die: keep tending them meanwhile.
+            let out = self.dir.join("campaign.json");
+            let args = ["campaign", "create", "--from", "mno-a", "--to", "mno-b"];
+            let mut create = Command::new(TRESOR)
                 .current_dir(&self.dir)
-                .args([
-                    "campaign",
-                    "create",
-                    "--from",
-                    "mno-a",
-                    "--to",
-                    "mno-b",
-                    "--devices",
-                    "devices.txt",
-                    "--ro",
-                    &self.ro_url,
-                    "--json",
-                ])
-                .output()
+                .args(args)
+                .args(["--devices", "devices.txt", "--ro", &self.ro_url, "--json"])
+                .stdout(std::fs::File::create(&out).unwrap())
+                .stderr(Stdio::null())
+                .spawn()
                 .unwrap();
-            if out.status.success() {
-                let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let status = loop {
+                if let Some(status) = create.try_wait().unwrap() {
+                    break status;
+                }
+                self.tend();
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            if status.success() {
+                let report: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
                 return report["id"].as_str().unwrap().to_owned();
             }
             std::thread::sleep(Duration::from_millis(200));

@@ -50,6 +50,8 @@ pub enum MnoError {
     // Campaign set-up (steps 2–3).
     #[error("campaign {0} already exists with different contents")]
     CampaignConflict(String),
+    #[error("campaign {0} was closed by the RO before this operator heard of it")]
+    CampaignClosed(String),
     #[error("this operator ({operator}) is not the {needed} operator of campaign {campaign}")]
     WrongParty { operator: String, campaign: String, needed: &'static str },
     #[error("ICCID {0} is not an active subscription of this operator")]
@@ -159,6 +161,7 @@ impl MnoError {
             E::DeviceNotInCampaign { .. } => (S::NOT_FOUND, "device-not-in-campaign"),
             E::SubscriberNotFound(_) => (S::NOT_FOUND, "subscriber-not-found"),
             E::CampaignConflict(_) => (S::CONFLICT, "campaign-conflict"),
+            E::CampaignClosed(_) => (S::CONFLICT, "campaign-closed"),
             E::WrongParty { .. } => (S::CONFLICT, "wrong-campaign-party"),
             E::UnknownIccid(_) => (S::UNPROCESSABLE_ENTITY, "unknown-iccid"),
             E::DeviceInAnotherCampaign { .. } => (S::CONFLICT, "device-in-another-campaign"),

@@ -160,6 +160,16 @@ impl Operator {
                     r.get(0)
                 })
                 .optional()?;
+            let closed: Option<i64> = tx
+                .query_row(
+                    "SELECT closed_at FROM closed_campaigns WHERE id = ?1",
+                    [req.id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if closed.is_some() {
+                return Err(MnoError::CampaignClosed(req.id.to_string()));
+            }
             if let Some(existing) = existing {
                 return if existing == digest {
                     Ok(false)
@@ -310,7 +320,19 @@ impl Operator {
             });
         }
         let (ack, changed) = self.store.write(|tx| {
-            let c = CampaignRow::load(tx, &report.campaign)?;
+            let c = match CampaignRow::load(tx, &report.campaign) {
+                Ok(c) => c,
+                // The RO gave the campaign up before this operator heard of it: nothing to
+                // release but the campaign itself, which a late announcement must not open.
+                Err(MnoError::CampaignNotFound(_)) if report.outcome == ReportOutcome::Failure => {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO closed_campaigns (id, closed_at) VALUES (?1, ?2)",
+                        params![report.campaign.as_str(), now_unix()?],
+                    )?;
+                    return Ok((self.ack(report, None), None));
+                }
+                Err(e) => return Err(e),
+            };
             let party = self.party_of(&c.from, &c.to, &c.id)?;
             let device = DeviceRow::load(tx, &c.id, &report.device_id)?;
             let imsi = match party {

@@ -113,6 +113,10 @@ CREATE TABLE aka_challenges (
     sqn        INTEGER NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE closed_campaigns (
+    id        TEXT PRIMARY KEY,
+    closed_at INTEGER NOT NULL
+);
 CREATE TABLE reports (
     campaign    TEXT NOT NULL,
     device_id   TEXT NOT NULL,
@@ -124,6 +128,11 @@ CREATE TABLE reports (
     FOREIGN KEY (campaign, device_id) REFERENCES campaign_devices (campaign, device_id)
 );
 ";
+
+/// Campaigns that ended before this operator heard of them (a failure report for an
+/// unknown campaign): an announcement arriving late is refused, so no device is held by a
+/// campaign the RO has given up.
+const CLOSED_CAMPAIGNS: &str = "CREATE TABLE IF NOT EXISTS closed_campaigns (id TEXT PRIMARY KEY, closed_at INTEGER NOT NULL);";
 
 /// The store of one operator process.
 pub struct Store {
@@ -175,6 +184,8 @@ impl Store {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "secure_delete", "ON")?;
+        // Added to the schema after its first release: stores made before get it here.
+        conn.execute_batch(CLOSED_CAMPAIGNS)?;
 
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let found = meta_text(&tx, "owner")?;

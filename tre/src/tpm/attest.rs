@@ -49,13 +49,18 @@ impl Tpm {
 
     /// TPM2_CreatePrimary of a restricted signing key in the endorsement hierarchy:
     /// fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, restricted, sign; ECDSA
-    /// P-256 or RSASSA 2048 with SHA-256 (the attributes the PVA insists on).
+    /// P-256 or RSASSA 2048 with SHA-256 (the attributes the PVA insists on). And noDA: its
+    /// authValue is empty, so dictionary-attack protection guards nothing, while every
+    /// power loss counts as a failed try (TPM 2.0 Part 1 §19.8.6) — a device that lost power
+    /// a few times would find its AK locked out and could never attest again
+    /// (go-attestation's AK templates set noDA for the same reason).
     pub fn create_ak(&mut self, alg: KeyAlg) -> Result<Key> {
         let attributes = ObjectAttributesBuilder::new()
             .with_fixed_tpm(true)
             .with_fixed_parent(true)
             .with_sensitive_data_origin(true)
             .with_user_with_auth(true)
+            .with_no_da(true)
             .with_restricted(true)
             .with_sign_encrypt(true)
             .with_decrypt(false)
