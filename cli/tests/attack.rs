@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use tresor::attack::{self, Options, Report, Verdict};
 
-/// The run both tests look at (the matrix takes about 10 s; it runs once).
+/// The run both tests look at (the matrix takes 10 to 15 s; it runs once).
 fn report() -> &'static Report {
     static REPORT: OnceLock<Report> = OnceLock::new();
     REPORT.get_or_init(|| {

@@ -4,11 +4,13 @@
 //! the change is the dangerous one: a "failed" that arrives after the card installed the new
 //! profile has both operators give up the subscription the card now runs (MNO-B retires it,
 //! the card no longer holds MNO-A's), leaving the device without a working subscription. The
-//! RO now acts on install and AKA answers only when the device's enrolled AK signed them
-//! (`protocol::receipt::AnswerStatement`). The attacker polls the device's task like the
-//! device does, and posts first.
+//! RO acts on install, AKA and commit answers, and on abort acknowledgements once the
+//! device's AK is enrolled, only when that AK signed them
+//! (`protocol::receipt::AnswerStatement`); the attacks on the commit and abort orders are in
+//! `orders`. The attacker polls the device's task like the device does, and posts first.
 
 use anyhow::{Context, Result};
+use protocol::DeviceId;
 use protocol::device_api::{self, AkaResult, DeviceTask, InstallResult};
 use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement};
 use tre::tpm::{KeyAlg, Tpm};
@@ -51,17 +53,12 @@ fn forged_install_failure(ctx: &Ctx) -> Result<Observed> {
 }
 
 fn forged_aka_failure(ctx: &Ctx) -> Result<Observed> {
-    // The attacker's own TPM, with a perfectly good AK: not the victim's.
-    let own = Target::new(ctx.manufacture()?);
-    let mut own_tpm = Tpm::connect(&own.tcti()?)?;
-    let own_ak = own_tpm.ak(KeyAlg::Ecc)?;
+    let mut own = ForeignAk::new(ctx)?;
     let mut forged = None;
     let attacked = attack_one(ctx, &ctx.image, |d: &mut Hostile, task| {
         if let (DeviceTask::Aka { rand, autn }, None) = (&task, &forged) {
             let body = device_api::to_cbor(&AkaResult::Failed { reason: "forged".into() })?;
-            let statement =
-                AnswerStatement::new(d.id.clone(), AnswerStatement::aka_task(rand, autn), &body);
-            let signature = hex::encode(own_tpm.sign(&own_ak, &statement.to_cbor()?)?);
+            let signature = own.sign(&d.id, AnswerStatement::aka_task(rand, autn), &body)?;
             forged = Some(post_as_attacker(ctx, &d.id, "aka", body, Some(signature))?);
         }
         Ok(Act::Agent(task))
@@ -69,32 +66,66 @@ fn forged_aka_failure(ctx: &Ctx) -> Result<Observed> {
     verdict(&attacked, forged)
 }
 
-/// Posts `body` to the device's `endpoint` from the attacker's own connection (on a thread
-/// of its own: the device's runtime is busy driving the device).
-fn post_as_attacker(
+/// The AK of another TPM — the attacker's own device, a perfectly good AK, not the
+/// victim's.
+pub(super) struct ForeignAk {
+    tpm: Tpm,
+    ak: tre::tpm::Key,
+    // Last: its swtpm outlives the TPM connection.
+    _device: Target,
+}
+
+impl ForeignAk {
+    pub fn new(ctx: &Ctx) -> Result<Self> {
+        let device = Target::new(ctx.manufacture()?);
+        let mut tpm = Tpm::connect(&device.tcti()?)?;
+        let ak = tpm.ak(KeyAlg::Ecc)?;
+        Ok(Self { tpm, ak, _device: device })
+    }
+
+    /// Its signature (hex) over the answer statement of `body` to `task`, in `device`'s name.
+    pub fn sign(&mut self, device: &DeviceId, task: [u8; 32], body: &[u8]) -> Result<String> {
+        let statement = AnswerStatement::new(device.clone(), task, body).to_cbor()?;
+        Ok(hex::encode(self.tpm.sign(&self.ak, &statement)?))
+    }
+}
+
+/// Posts `body` to the device's `endpoint` from the attacker's own connection, with the
+/// answer signature `signature` (hex) if given.
+pub(super) fn post_as_attacker(
     ctx: &Ctx,
-    device: &protocol::DeviceId,
+    device: &DeviceId,
     endpoint: &str,
     body: Vec<u8>,
     signature: Option<String>,
 ) -> Result<Answer> {
     let url = format!("{}/v1/devices/{device}/{endpoint}", ctx.lab.urls.ro);
     let http = ctx.lab.pki.anonymous_client()?;
+    aside(move |rt| {
+        rt.block_on(async {
+            let mut request = http.post(&url).header("content-type", "application/cbor").body(body);
+            if let Some(signature) = signature {
+                request = request.header(ANSWER_SIGNATURE_HEADER, signature);
+            }
+            let response = request.send().await.with_context(|| format!("{url}: no answer"))?;
+            observe::answer_of(response).await
+        })
+    })
+}
+
+/// The device's state at the RO in `campaign`, read while a plan runs.
+pub(super) fn ro_state(ctx: &Ctx, campaign: &str, device: &DeviceId) -> Result<String> {
+    aside(|rt| Ok(rt.block_on(observe::ro_device(&ctx.lab, campaign, device))?.state))
+}
+
+/// Runs `work` on a thread of its own, with a runtime of its own: a plan runs inside the
+/// device's runtime, which is busy driving the device.
+pub(super) fn aside<T: Send>(
+    work: impl FnOnce(&tokio::runtime::Runtime) -> Result<T> + Send,
+) -> Result<T> {
     std::thread::scope(|scope| {
         scope
-            .spawn(move || -> Result<Answer> {
-                let rt = runtime()?;
-                rt.block_on(async {
-                    let mut request =
-                        http.post(&url).header("content-type", "application/cbor").body(body);
-                    if let Some(signature) = signature {
-                        request = request.header(ANSWER_SIGNATURE_HEADER, signature);
-                    }
-                    let response =
-                        request.send().await.with_context(|| format!("{url}: no answer"))?;
-                    observe::answer_of(response).await
-                })
-            })
+            .spawn(move || work(&runtime()?))
             .join()
             .map_err(|_| anyhow::anyhow!("the attacker's thread panicked"))?
     })
@@ -102,25 +133,32 @@ fn post_as_attacker(
 
 /// The RO's answer to the forgery decides; and the device must still switch, or the attack
 /// achieved what it wanted whatever the RO said.
-fn verdict(attacked: &Attacked, forged: Option<Answer>) -> Result<Observed> {
+pub(super) fn verdict(attacked: &Attacked, forged: Option<Answer>) -> Result<Observed> {
     let forged = forged.context("the device never got the task the attacker waited for")?;
-    let decided = answer_layer(Stage::RoDeviceApi, &forged);
+    still_switched(attacked, Observed::new(answer_layer(Stage::RoDeviceApi, &forged)))
+}
+
+/// The refusals of `observed` decide, if the device switched all the same: the RO says so
+/// and the card committed the new profile.
+pub(super) fn still_switched(attacked: &Attacked, mut observed: Observed) -> Result<Observed> {
     if attacked.ro.outcome != Outcome::Accepted {
         let left = Layer::accepted(
             Stage::RoDeviceApi,
             format!("the device did not switch: {}", attacked.ro.detail),
         );
-        return Ok(Observed::new(left).with(decided));
+        return Ok(overruled(left, observed));
     }
-    let card = observe::open_card(&attacked.target.card)?;
-    if card.imsi() == &attacked.target.imsi || !card.usim_active() {
-        return Ok(Observed::new(Layer::accepted(
-            Stage::Uicc,
-            "the card does not run the new profile",
-        ))
-        .with(decided));
+    if let Err(why) = observe::committed_card(&attacked.target.card, &attacked.target.imsi)? {
+        return Ok(overruled(Layer::accepted(Stage::Uicc, why), observed));
     }
-    let mut decided = decided;
-    decided.detail.push_str(" — the device switched all the same");
-    Ok(Observed::new(decided))
+    observed.decided.detail.push_str(" — the device switched all the same");
+    Ok(observed)
+}
+
+/// `accepted` decides: what the attack achieved, whatever the layers of `observed` refused
+/// (kept beside it).
+pub(super) fn overruled(accepted: Layer, observed: Observed) -> Observed {
+    let mut out = Observed::new(accepted).with(observed.decided);
+    out.also.extend(observed.also);
+    out
 }

@@ -88,6 +88,20 @@ impl Target {
     }
 }
 
+/// The configuration of a target's genuine agent, talking to the RO at `ro_url`.
+pub(crate) fn agent_config(ctx: &Ctx, target: &Target, ro_url: &str) -> Result<AgentConfig> {
+    let ci_pem = std::fs::read(ctx.lab.dir.join("pki/ci.pem"))?;
+    Ok(AgentConfig {
+        ro_url: ro_url.to_owned(),
+        ci_roots: protocol::x509::TrustAnchors::from_pem(&ci_pem)?,
+        ci_roots_der: vec![ctx.lab.pki.ci_root().to_vec()],
+        deadline: DEADLINE,
+        fallback: Duration::from_secs(600),
+        journal: tre::journal::journal_path(&target.card),
+        artifacts: Some(target.dir.clone()),
+    })
+}
+
 /// What a plan does with a task.
 pub(crate) enum Act {
     /// Let the genuine agent carry it out (possibly a task the plan changed).
@@ -135,17 +149,7 @@ impl Hostile {
         let tpm = Tpm::connect(&target.tcti()?)?;
         let attester = Attester::boot(tpm, image, AttesterOptions::default())?;
         let card = super::observe::open_card(&target.card)?;
-        let ci_pem = std::fs::read(ctx.lab.dir.join("pki/ci.pem"))?;
-        let config = AgentConfig {
-            ro_url: ctx.lab.urls.ro.clone(),
-            ci_roots: protocol::x509::TrustAnchors::from_pem(&ci_pem)?,
-            ci_roots_der: vec![ctx.lab.pki.ci_root().to_vec()],
-            deadline: DEADLINE,
-            fallback: Duration::from_secs(600),
-            journal: tre::journal::journal_path(&target.card),
-            artifacts: Some(target.dir.clone()),
-        };
-        let agent = Agent::new(attester, card, config)?;
+        let agent = Agent::new(attester, card, agent_config(ctx, target, &ctx.lab.urls.ro)?)?;
         Ok(Self {
             id: agent.device_id().clone(),
             agent,
@@ -298,6 +302,15 @@ pub(crate) async fn campaign(
     Ok(report.id)
 }
 
+/// Cancels `campaign` at the RO as its new operator: devices under way are told to restore
+/// their old profile.
+pub(crate) async fn cancel(ctx: &Ctx, campaign: &str) -> Result<()> {
+    let client = ctx.lab.pki.client(Role::MnoB)?;
+    let url = format!("{}/v1/campaigns/{campaign}/cancel", ctx.lab.urls.ro);
+    let _: CampaignReport = transport::client::json(client.post(url).send().await?).await?;
+    Ok(())
+}
+
 /// A device attacked through one campaign: what the RO recorded, and the card afterwards.
 pub(crate) struct Attacked {
     pub target: Target,
@@ -410,11 +423,9 @@ pub(crate) fn baseline(ctx: &Ctx) -> Result<super::Baseline> {
         "a genuine device did not switch: {}",
         layer.detail
     );
-    let card = super::observe::open_card(&target.card)?;
-    anyhow::ensure!(
-        card.imsi() != &target.imsi && card.usim_active(),
-        "the card does not run the new profile"
-    );
+    if let Err(why) = observe::committed_card(&target.card, &target.imsi)? {
+        anyhow::bail!("a genuine device switched at the RO, but {why}");
+    }
     Ok(super::Baseline {
         dir: target.dir.clone(),
         device_id: target.device_id.clone(),

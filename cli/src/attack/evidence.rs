@@ -8,16 +8,20 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use protocol::Nonce;
 use protocol::device_api::DeviceTask;
 use protocol::eventlog::{BankDigest, EventLog, EventType, Measurement};
+use protocol::pva_api::{AppraiseRequest, Message};
 use protocol::tpm::HashAlg;
 use serde_bytes::ByteBuf;
 
 use super::device::{
-    Act, Hostile, Target, attack_one, attack_target, attest_once, campaign, runtime,
+    Act, Hostile, Target, attack_one, attack_target, attest_once, campaign, refuse_install, runtime,
 };
 use super::observe::{self, ro_layer};
-use super::{Attacker, Ctx, Expect, NONCE_TTL_SECS, Observed, Scenario, Stage, image_variant};
+use super::{
+    Attacker, Ctx, Expect, Layer, NONCE_TTL_SECS, Observed, Scenario, Stage, image_variant,
+};
 
 pub(super) fn scenarios() -> Vec<Scenario> {
     use Attacker::Device;
@@ -75,7 +79,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             "replayed-evidence",
             4,
             Device,
-            "answers a second campaign's challenge with the evidence it sent in the first (its nonce already used)",
+            "answers a second campaign's challenge with the evidence it sent in the first (its nonce already used); the RO discards what the PVA refuses and challenges again",
             pva("nonce-reused"),
             replayed,
         )
@@ -84,7 +88,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             "expired-nonce",
             4,
             Device,
-            "quotes the nonce at once but presents the evidence only after the nonce expired",
+            "quotes the nonce at once but presents the evidence only after the nonce expired; the RO discards what the PVA refuses and challenges again",
             pva("nonce-expired"),
             expired,
         )
@@ -185,25 +189,85 @@ fn measurements_of(log: &[u8]) -> Result<(Vec<HashAlg>, Vec<Measurement>)> {
 }
 
 fn replayed(ctx: &Ctx) -> Result<Observed> {
-    let target = Target::new(ctx.manufacture()?);
+    let mut target = Target::new(ctx.manufacture()?);
     let used = attest_once(ctx, &target, &ctx.image)?.to_cbor()?;
-    attack_target(ctx, target, &ctx.image, |_: &mut Hostile, task| match task {
-        DeviceTask::Attest { .. } => Ok(Act::Post("evidence", used.clone())),
-        task => Ok(Act::Agent(task)),
-    })?
-    .observed()
+    // A reboot before the second campaign: the device attests genuinely again once the RO
+    // challenges it afresh, which takes PCRs that hold one boot.
+    target.power_off();
+    target.power_on(ctx)?;
+    stale_evidence(ctx, target, |_, _, _| Ok(used.clone()))
 }
 
 fn expired(ctx: &Ctx) -> Result<Observed> {
-    attack_one(ctx, &ctx.image, |d: &mut Hostile, task| match task {
-        DeviceTask::Attest { nonce, pcr_selection } => {
-            let evidence = d.evidence(&nonce, &pcr_selection)?;
-            std::thread::sleep(Duration::from_secs(NONCE_TTL_SECS + 2));
-            Ok(Act::Post("evidence", evidence.to_cbor()?))
-        }
-        task => Ok(Act::Agent(task)),
-    })?
-    .observed()
+    let target = Target::new(ctx.manufacture()?);
+    stale_evidence(ctx, target, |d, nonce, pcr_selection| {
+        let evidence = d.evidence(nonce, pcr_selection)?;
+        std::thread::sleep(Duration::from_secs(NONCE_TTL_SECS + 2));
+        Ok(evidence.to_cbor()?)
+    })
+}
+
+/// The device answers its first challenge with the evidence `stale` makes for it. The RO
+/// relays it to the PVA, which refuses a nonce that is used up or expired; the RO does not
+/// end the change on such a refusal (a crashed or slow attempt of its own may have used the
+/// nonce up) but discards the evidence and challenges the device again with a fresh nonce. So the PVA's answer to exactly that evidence (the
+/// PVA takes anonymous clients: anyone may ask it) names the check, and the RO must have
+/// moved on to a fresh nonce without an EAR. The device then attests genuinely and declines
+/// the install: the change ends rolled back with the card on its MNO-A profile (an end
+/// elsewhere makes the scenario inconclusive).
+fn stale_evidence(
+    ctx: &Ctx,
+    target: Target,
+    mut stale: impl FnMut(&mut Hostile, &Nonce, &str) -> Result<Vec<u8>>,
+) -> Result<Observed> {
+    let mut presented: Option<(Nonce, Vec<u8>)> = None;
+    let mut fresh = None;
+    let attacked =
+        attack_target(ctx, target, &ctx.image, |d: &mut Hostile, task| match (task, &presented) {
+            (DeviceTask::Attest { nonce, pcr_selection }, None) => {
+                let body = stale(d, &nonce, &pcr_selection)?;
+                presented = Some((nonce, body.clone()));
+                Ok(Act::Post("evidence", body))
+            }
+            (DeviceTask::Attest { nonce, pcr_selection }, Some(_)) => {
+                fresh.get_or_insert(nonce);
+                Ok(Act::Agent(DeviceTask::Attest { nonce, pcr_selection }))
+            }
+            (DeviceTask::Install { .. }, _) => refuse_install(d),
+            (task, _) => Ok(Act::Agent(task)),
+        })?;
+    let (nonce, body) = presented.context("the device was never asked for evidence")?;
+    // The RO ended the change on the PVA's refusal of the nonce: its status names the check.
+    if attacked.ro.stage == Stage::Pva && attacked.ro.checks.iter().any(|c| c.starts_with("nonce-"))
+    {
+        return attacked.observed();
+    }
+    anyhow::ensure!(
+        attacked.ro.checks == ["install-failed"],
+        "the change did not end at the declined install: {}",
+        attacked.ro.detail
+    );
+    let rt = runtime()?;
+    let http = ctx.lab.pki.anonymous_client()?;
+    let url = format!("{}{}", ctx.lab.urls.pva, protocol::pva_api::path::APPRAISE);
+    let request = AppraiseRequest { evidence: ByteBuf::from(body) }.to_cbor()?;
+    let answer = rt.block_on(observe::post(&http, &url, "application/cbor", request))?;
+    let mut pva = observe::answer_layer(Stage::Pva, &answer);
+    if fresh.is_none_or(|f| f == nonce) {
+        let ro = Layer::accepted(
+            Stage::RoDeviceApi,
+            format!(
+                "the RO did not challenge afresh after the stale evidence: {}",
+                attacked.ro.detail
+            ),
+        );
+        return Ok(Observed::new(ro).with(pva));
+    }
+    pva.detail.push_str(" — the RO discarded the evidence and challenged again with a fresh nonce");
+    Ok(match observe::card_layer(&attacked.target.card, &attacked.target.imsi)? {
+        Some(accepted) => Observed::new(accepted).with(pva),
+        None => Observed::new(pva),
+    })
 }
 
 fn foreign_nonce(ctx: &Ctx) -> Result<Observed> {

@@ -21,8 +21,9 @@
 //! - `report`: the terminal table, the JSON document and the markdown matrix.
 //! - `forge`: the attackers' tools (their own CA, software keys, made-up profiles).
 //! - one file per family of attacks: `evidence`, `identity`, `clock`, `bundle_key`, `ear`,
-//!   `bundle`, `ota`, `operators`, `malformed`, and `answers` (forged device answers, found
-//!   while building the matrix).
+//!   `bundle`, `ota`, `operators`, `malformed`, `answers` (forged device answers, found
+//!   while building the matrix), and `orders` (the commit point of issue 11: forged commit
+//!   and abort answers, a forged final word to the device).
 
 mod answers;
 mod bundle;
@@ -36,6 +37,7 @@ mod identity;
 mod malformed;
 mod observe;
 mod operators;
+mod orders;
 mod ota;
 mod report;
 
@@ -275,7 +277,8 @@ pub enum Phase {
 pub struct Scenario {
     /// Stable, kebab-case: the matrix's key.
     pub name: &'static str,
-    /// The item of issue 7's list it belongs to (1–16; 17: found while building the matrix).
+    /// The item of issue 7's list it belongs to (1–16; 17: found while building the matrix;
+    /// 18: the commit point of issue 11).
     pub item: u8,
     pub attacker: Attacker,
     /// What the attacker does.
@@ -316,7 +319,7 @@ impl Scenario {
     }
 }
 
-/// Every scenario, in the order of issue 7's list.
+/// Every scenario, in the order of issue 7's list (then 17 and 18).
 pub fn scenarios() -> Vec<Scenario> {
     let mut all = Vec::new();
     all.extend(evidence::scenarios());
@@ -329,6 +332,7 @@ pub fn scenarios() -> Vec<Scenario> {
     all.extend(operators::scenarios());
     all.extend(malformed::scenarios());
     all.extend(answers::scenarios());
+    all.extend(orders::scenarios());
     all.sort_by_key(|s| s.item);
     all
 }
@@ -600,7 +604,7 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(names.len(), before, "duplicate scenario names");
-        for item in 1..=16u8 {
+        for item in 1..=18u8 {
             assert!(all.iter().any(|s| s.item == item), "no scenario for item {item}");
         }
         for s in &all {

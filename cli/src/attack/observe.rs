@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use protocol::{DeviceId, Imsi};
 use provisioning::ro::DeviceReport;
 use transport::Problem;
-use uicc::Card;
+use uicc::{Card, Phase};
 
 use super::{Layer, Stage};
 use crate::lab::Lab;
@@ -32,14 +32,23 @@ pub(crate) async fn ro_device(
 }
 
 /// What the RO's status says about the attack: a device that switched got through; a device
-/// that failed was stopped by the stage its failure names.
+/// rolled back (the RO abandoned the change and the device acknowledged, signed, that its
+/// old profile runs again) was stopped by the stage its failure names. A device the RO must
+/// reconcile by hand got the protocol into a contradiction: that counts as accepted.
 pub(crate) fn ro_layer(row: &DeviceReport) -> Result<Layer> {
     match row.state.as_str() {
         "switched" => Ok(Layer::accepted(Stage::Tre, "the device switched to the new operator")),
-        "failed" | "rolled-back" => {
+        "rolled-back" => {
             let text = row.failure.clone().unwrap_or_default();
             Ok(from_ro_failure(&text))
         }
+        "reconciling" => Ok(Layer::accepted(
+            Stage::RoDeviceApi,
+            format!(
+                "the RO must reconcile the device: {}",
+                row.failure.clone().unwrap_or_default()
+            ),
+        )),
         other => anyhow::bail!("the device is still {other} at the RO"),
     }
 }
@@ -77,19 +86,28 @@ pub(crate) fn from_ro_failure(text: &str) -> Layer {
     if let Some(rest) = text.strip_prefix("attach refused: EK certificate: ") {
         return rejected(Stage::Drf, vec![format!("EkCertError::{}", ek_check(rest))]);
     }
-    if text.starts_with("attach refused: the UICC refused") {
+    if text.starts_with("the UICC refused MNO-A's activate-TRE command") {
         return rejected(Stage::Uicc, vec!["activate-TRE refused by the card".into()]);
     }
     if let Some(rest) = text.strip_prefix("attach refused: ") {
         return rejected(Stage::Drf, vec![rest.to_owned()]);
     }
-    if let Some(rest) =
-        text.strip_prefix("install receipt: the device did not install: bundle refused: ")
-    {
+    // The device's own (signed) word that it did not install: its TRE refused the bundle.
+    if let Some(rest) = text.strip_prefix("the device did not install: bundle refused: ") {
         return tre_layer(rest, text);
+    }
+    if text.starts_with("the device did not install: ") {
+        return rejected(Stage::Tre, vec!["install-failed".into()]);
     }
     if text.starts_with("install receipt: ") {
         return rejected(Stage::Dpf, vec!["receipt".into()]);
+    }
+    if text.starts_with("AKA with the new operator: the new USIM refused AUTHENTICATE") {
+        return rejected(Stage::Uicc, vec!["aka-failed".into()]);
+    }
+    // The card's fallback (its timer, or the agent's restore) came before the commit order.
+    if text.starts_with("the card fell back before the commit: ") {
+        return rejected(Stage::Uicc, vec!["fell-back-before-commit".into()]);
     }
     rejected(Stage::Unknown, Vec::new())
 }
@@ -352,7 +370,27 @@ pub(crate) fn card_layer(card: &Path, mno_a_imsi: &Imsi) -> Result<Option<Layer>
     if !card.usim_active() || card.tre_active() {
         return Ok(Some(Layer::accepted(Stage::Uicc, "the card was left with the TRE active")));
     }
+    if let Some(change) = card.change().filter(|c| c.on_trial()) {
+        return Ok(Some(Layer::accepted(
+            Stage::Uicc,
+            format!("the card was left with the change of {} on trial", change.campaign),
+        )));
+    }
     Ok(None)
+}
+
+/// Whether the card committed a new profile (the change's commit point passed) and runs it
+/// with the USIM active; `Err` says what the card does instead.
+pub(crate) fn committed_card(card: &Path, old_imsi: &Imsi) -> Result<Result<(), String>> {
+    let card = open_card(card)?;
+    let phase = card.change().map(|c| c.phase());
+    Ok(if card.imsi() == old_imsi || !card.usim_active() || card.tre_active() {
+        Err(format!("the card runs IMSI {} (USIM active: {})", card.imsi(), card.usim_active()))
+    } else if phase != Some(Phase::Committed) {
+        Err(format!("the card's change is not committed: {phase:?}"))
+    } else {
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -524,14 +562,31 @@ mod tests {
             EkCertError::PublicKeyMismatch
         ));
         assert_eq!((l.stage, l.checks[0].as_str()), (Stage::Drf, "EkCertError::PublicKeyMismatch"));
+        // The RO's words (provisioning/src/ro/device.rs) around the device's and the
+        // card's own, which come from their error types.
         let l = from_ro_failure(&format!(
-            "install receipt: the device did not install: bundle refused: {}",
-            BundleError::DecryptionFailed
+            "the device did not install: {}",
+            tre::Error::Bundle(BundleError::DecryptionFailed.to_string())
         ));
         assert_eq!((l.stage, l.checks[0].as_str()), (Stage::Tre, "BundleError::DecryptionFailed"));
-        let l =
-            from_ro_failure("device refused (aka-failed): the new USIM refused AUTHENTICATE: x");
+        let l = from_ro_failure("the device did not install: the scenario declines the install");
+        assert_eq!((l.stage, l.checks[0].as_str()), (Stage::Tre, "install-failed"));
+        let l = from_ro_failure(
+            &provisioning::ro::RoError::Receipt("the receipt's signature does not verify".into())
+                .to_string(),
+        );
+        assert_eq!((l.stage, l.checks[0].as_str()), (Stage::Dpf, "receipt"));
+        let l = from_ro_failure(
+            &provisioning::ro::RoError::Aka(
+                "the new USIM refused AUTHENTICATE (RAND 00): MAC failure (SW 9862)".into(),
+            )
+            .to_string(),
+        );
         assert_eq!((l.stage, l.checks[0].as_str()), (Stage::Uicc, "aka-failed"));
+        let l = from_ro_failure("the UICC refused MNO-A's activate-TRE command");
+        assert_eq!(l.stage, Stage::Uicc);
+        let l = from_ro_failure("the card fell back before the commit: fallback timer expired");
+        assert_eq!((l.stage, l.checks[0].as_str()), (Stage::Uicc, "fell-back-before-commit"));
         assert_eq!(from_ro_failure("something new").stage, Stage::Unknown);
     }
 

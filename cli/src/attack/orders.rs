@@ -1,0 +1,354 @@
+//! Attacks on the commit point of the crash-safe subscription change (issue 11;
+//! `docs/flow.md`, `docs/SECURITY.md` "Findings"). The card keeps the old profile as its
+//! fallback until the RO's commit order reaches it; the RO moves a device to `switched` only
+//! on the device's AK-signed word that its card committed, and to `rolled-back` only on its
+//! signed word that the old profile runs again. Forging either word is the attack: a forged
+//! "committed" has MNO-A retire the old IMSI while the card may still fall back to it; a
+//! forged abort acknowledgement has MNO-B retire the new IMSI while the card may still run
+//! it. The RO's last word to the device is the other half: a device told "switched" for a
+//! change its card never committed must not take it — the agent restores its old profile on
+//! every end that is not its card's commit of that campaign.
+//!
+//! The attackers: a network attacker who posts answers to the device API (anonymous, like
+//! the device) — unsigned, signed by another TPM's AK, or with a signature the device made
+//! for another task — and a rogue RO host (the RO's certificate) answering the device's poll.
+
+use anyhow::{Context, Result};
+use protocol::DeviceId;
+use protocol::device_api::{self, AbortAck, CommitResult, DeviceTask, InstallResult};
+use protocol::receipt::AnswerStatement;
+use protocol::tpm::{Public, Unmarshal};
+use provisioning::pki::{PeerAuth, Role};
+use serde_bytes::ByteBuf;
+use tre::agent::{Agent, AgentState, Outcome as AgentOutcome};
+use tre::attester::{Attester, AttesterOptions};
+use tre::tpm::Tpm;
+use uicc::Phase;
+
+use super::answers::{ForeignAk, overruled, post_as_attacker, ro_state, still_switched};
+use super::device::{
+    Act, Attacked, Hostile, Target, agent_config, attack_target, campaign, cancel, genuine, runtime,
+};
+use super::observe::{self, answer_layer, card_layer};
+use super::{Attacker, Ctx, Expect, Layer, Observed, Scenario, Stage};
+
+/// The matrix's item for the commit point of issue 11.
+const ITEM: u8 = 18;
+
+const FOREIGN: &str = "signed by another TPM's AK";
+
+pub(super) fn scenarios() -> Vec<Scenario> {
+    let unsigned = Expect::at(Stage::RoDeviceApi, "answer-not-signed");
+    vec![
+        Scenario::new(
+            "forged-abort-ack",
+            ITEM,
+            Attacker::Network,
+            "posts the acknowledgement of an abort order (old profile back, USIM active) for a device whose campaign was cancelled while its new profile ran on trial, before the device restored it; unsigned, and signed by the AK of another TPM",
+            unsigned,
+            forged_abort_ack,
+        ),
+        Scenario::new(
+            "forged-commit-answer",
+            ITEM,
+            Attacker::Network,
+            "posts \"committed\" with the new IMSI for a device told to commit, before its card commits; unsigned, and signed by the AK of another TPM",
+            unsigned,
+            forged_commit,
+        ),
+        Scenario::new(
+            "install-signature-on-commit",
+            ITEM,
+            Attacker::Network,
+            "presents the AK signature the device made over its install answer as the signature of a \"committed\" answer to the commit order (and with the install answer itself)",
+            unsigned,
+            install_signature_on_commit,
+        ),
+        Scenario::new(
+            "forged-done-switched",
+            ITEM,
+            Attacker::Peer,
+            "a rogue RO (the RO's certificate) answers the device's poll with done {switched: true} while the new profile runs on trial and the card has not committed it",
+            Expect::at(Stage::Tre, "card-not-committed"),
+            forged_done,
+        ),
+    ]
+}
+
+fn forged_abort_ack(ctx: &Ctx) -> Result<Observed> {
+    let mut own = ForeignAk::new(ctx)?;
+    let target = Target::new(ctx.manufacture()?);
+    let rt = runtime()?;
+    let id = rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
+    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
+    // Once the AKA challenge comes, the new profile runs on trial.
+    let paused = rt.block_on(device.run(|_: &mut Hostile, task| match task {
+        task @ DeviceTask::Aka { .. } => Ok(Act::Pause(task)),
+        task => Ok(Act::Agent(task)),
+    }))?;
+    anyhow::ensure!(
+        paused.is_some() && on_trial(&device),
+        "the device never reached its AKA challenge with the new profile on trial"
+    );
+    // The subscriber cancels the campaign: the RO orders the device back to its old profile.
+    rt.block_on(cancel(ctx, &id))?;
+    let mut forged = Vec::new();
+    let mut after = None;
+    rt.block_on(device.run(|d: &mut Hostile, task| {
+        if let (DeviceTask::Abort { campaign, .. }, None) = (&task, &after) {
+            let ack = AbortAck {
+                usim_active: true,
+                tre_active: false,
+                imsi: target.imsi.to_string(),
+                committed: false,
+            };
+            let body = device_api::to_cbor(&ack)?;
+            let order = AnswerStatement::order_task("abort", campaign);
+            let signature = own.sign(&d.id, order, &body)?;
+            forged = post_forgeries(
+                ctx,
+                &d.id,
+                "abort",
+                vec![(body.clone(), None, "unsigned"), (body, Some(signature), FOREIGN)],
+            )?;
+            after = Some((ro_state(ctx, campaign, &d.id)?, on_trial(d)));
+        }
+        Ok(Act::Agent(task))
+    }))?;
+    drop(device);
+    let (state, still_on_trial) = after.context("the device was never told to abort")?;
+    let mut observed = refusals(forged)?;
+    if state != "aborting" || !still_on_trial {
+        let took = format!(
+            "after the forgeries the device was {state} at the RO (its new profile on trial: {still_on_trial})"
+        );
+        return Ok(overruled(Layer::accepted(Stage::RoDeviceApi, took), observed));
+    }
+    // The device's own acknowledgement ends the change.
+    let row = rt.block_on(observe::ro_device(&ctx.lab, &id, &target.device_id))?;
+    if row.state != "rolled-back" {
+        let ended =
+            format!("the change ended {} after the device's own acknowledgement", row.state);
+        return Ok(overruled(Layer::accepted(Stage::RoDeviceApi, ended), observed));
+    }
+    if let Some(accepted) = card_layer(&target.card, &target.imsi)? {
+        return Ok(overruled(accepted, observed));
+    }
+    observed.decided.detail.push_str(
+        " — the RO kept waiting for the device's own signed word, which rolled the change back; the card runs its MNO-A profile again",
+    );
+    Ok(observed)
+}
+
+fn forged_commit(ctx: &Ctx) -> Result<Observed> {
+    let mut own = ForeignAk::new(ctx)?;
+    let mut forged = Vec::new();
+    let mut after = None;
+    let target = Target::new(ctx.manufacture()?);
+    let attacked = attack_target(ctx, target, &ctx.image, |d: &mut Hostile, task| {
+        if let (DeviceTask::Commit { campaign, .. }, None) = (&task, &after) {
+            let body = committed(d)?;
+            let signature =
+                own.sign(&d.id, AnswerStatement::order_task("commit", campaign), &body)?;
+            forged = post_forgeries(
+                ctx,
+                &d.id,
+                "commit",
+                vec![(body.clone(), None, "unsigned"), (body, Some(signature), FOREIGN)],
+            )?;
+            after = Some(ro_state(ctx, campaign, &d.id)?);
+        }
+        Ok(Act::Agent(task))
+    })?;
+    switched_after(&attacked, forged, after)
+}
+
+fn install_signature_on_commit(ctx: &Ctx) -> Result<Observed> {
+    let target = Target::new(ctx.manufacture()?);
+    // The agent keeps the receipt it posted in its install answer here.
+    let receipt = target.dir.join("receipt.cbor");
+    let mut forged = Vec::new();
+    let mut after = None;
+    let attacked = attack_target(ctx, target, &ctx.image, |d: &mut Hostile, task| {
+        if let (DeviceTask::Commit { campaign, .. }, None) = (&task, &after) {
+            // The device's install answer, and its AK's signature over it for the install.
+            let install = device_api::to_cbor(&InstallResult::Installed {
+                receipt: ByteBuf::from(std::fs::read(&receipt)?),
+            })?;
+            let install_task = AnswerStatement::install_task(&d.agent.bundle_key_name()?);
+            let signature = d.sign_answer(&install, install_task)?;
+            let ak = Public::from_bytes(&d.agent.attester().enrolment_request()?.ak_public)?;
+            AnswerStatement::new(d.id.clone(), install_task, &install)
+                .verify(&ak, &hex::decode(&signature)?)
+                .context("the signature does not verify for the install answer it was made for")?;
+            forged = post_forgeries(
+                ctx,
+                &d.id,
+                "commit",
+                vec![
+                    (committed(d)?, Some(signature.clone()), "the install answer's signature"),
+                    (install, Some(signature), "the install answer as it was"),
+                ],
+            )?;
+            after = Some(ro_state(ctx, campaign, &d.id)?);
+        }
+        Ok(Act::Agent(task))
+    })?;
+    switched_after(&attacked, forged, after)
+}
+
+fn forged_done(ctx: &Ctx) -> Result<Observed> {
+    let target = Target::new(ctx.manufacture()?);
+    let rt = runtime()?;
+    let id = rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
+    // The device gets as far as the commit order and stops there: the new profile on trial.
+    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
+    let paused = rt.block_on(device.run(|_: &mut Hostile, task| match task {
+        task @ DeviceTask::Commit { .. } => Ok(Act::Pause(task)),
+        task => Ok(Act::Agent(task)),
+    }))?;
+    anyhow::ensure!(
+        paused.is_some() && on_trial(&device),
+        "the device never got the commit order with the new profile on trial"
+    );
+    drop(device);
+
+    // Its agent starts again and asks the rogue RO what to do.
+    let done = DeviceTask::Done { campaign: id.clone(), switched: true, reason: None };
+    let outcome = rogue_ro(ctx, &target, &done)?;
+    let card = observe::open_card(&target.card)?;
+    let phase = card.change().map(|c| c.phase());
+    let restored = outcome.state == AgentState::RolledBack
+        && card.imsi() == &target.imsi
+        && card.usim_active()
+        && !card.tre_active()
+        && matches!(phase, Some(Phase::FellBack { .. }));
+    let what = format!(
+        "the agent ended {:?} with IMSI {}, the card's change {}",
+        outcome.state,
+        card.imsi(),
+        phase.map_or_else(|| "gone".to_owned(), |p| p.to_string())
+    );
+    drop(card);
+    let decided = if restored {
+        Layer::rejected(
+            Stage::Tre,
+            vec!["card-not-committed".into()],
+            format!("told it switched, {what}"),
+        )
+    } else {
+        Layer::accepted(Stage::Tre, what)
+    };
+
+    // Back with the real RO, which still waits for the commit: the card's word is that it
+    // fell back, so the RO rolls the change back and MNO-A keeps the IMSI the card runs.
+    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
+    rt.block_on(device.run(genuine))?;
+    drop(device);
+    let row = rt.block_on(observe::ro_device(&ctx.lab, &id, &target.device_id))?;
+    let mut observed = Observed::new(decided);
+    if row.state != "rolled-back" {
+        let ended = format!("the RO ended the change {}: {:?}", row.state, row.failure);
+        return Ok(overruled(Layer::accepted(Stage::RoDeviceApi, ended), observed));
+    }
+    if let Some(accepted) = card_layer(&target.card, &target.imsi)? {
+        return Ok(overruled(accepted, observed));
+    }
+    observed.decided.detail.push_str(
+        " — the real RO, still waiting for the commit, learned from the device's signed answer that the card fell back and rolled the change back",
+    );
+    Ok(observed)
+}
+
+/// Restarts the target's agent against a rogue RO that answers every request with `task`,
+/// over TLS with the RO's certificate, and runs the agent's own loop (as `tresor device run`
+/// does) to its end.
+fn rogue_ro(ctx: &Ctx, target: &Target, task: &DeviceTask) -> Result<AgentOutcome> {
+    let rt = runtime()?;
+    let answer = device_api::to_cbor(task)?;
+    // axum's router, reached through transport's helper (the harness has no HTTP framework
+    // of its own): every path answers `task`.
+    let router = transport::limit_body::<()>(Default::default(), 64 * 1024).fallback(move || {
+        let answer = answer.clone();
+        async move { answer }
+    });
+    let tls = ctx.lab.pki.server_config(Role::Ro, PeerAuth::None)?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let url = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(transport::serve(listener, tls, router, async move {
+        let _ = stopped.await;
+    }));
+    let run = run_agent(ctx, target, &url, &rt);
+    let _ = stop.send(());
+    let _ = rt.block_on(server);
+    run
+}
+
+/// Boots the target and runs its genuine agent, talking to the RO at `ro_url`, to its end.
+fn run_agent(
+    ctx: &Ctx,
+    target: &Target,
+    ro_url: &str,
+    rt: &tokio::runtime::Runtime,
+) -> Result<AgentOutcome> {
+    let tpm = Tpm::connect(&target.tcti()?)?;
+    let attester = Attester::boot(tpm, &ctx.image, AttesterOptions::default())?;
+    let card = observe::open_card(&target.card)?;
+    let mut agent = Agent::new(attester, card, agent_config(ctx, target, ro_url)?)?;
+    Ok(rt.block_on(agent.run())?)
+}
+
+/// The answer the device posts when its card committed: the IMSI its card runs.
+fn committed(d: &Hostile) -> Result<Vec<u8>> {
+    let imsi = d.agent.card().imsi().to_string();
+    Ok(device_api::to_cbor(&CommitResult::Committed { imsi })?)
+}
+
+fn on_trial(d: &Hostile) -> bool {
+    d.agent.card().change().is_some_and(|c| c.on_trial())
+}
+
+/// Posts each forgery (body, signature, what it is) to the device's `endpoint` as the
+/// attacker; the first's answer decides, the others' checks say what they tried.
+fn post_forgeries(
+    ctx: &Ctx,
+    device: &DeviceId,
+    endpoint: &str,
+    forgeries: Vec<(Vec<u8>, Option<String>, &str)>,
+) -> Result<Vec<Layer>> {
+    let mut layers = Vec::new();
+    for (i, (body, signature, what)) in forgeries.into_iter().enumerate() {
+        let answer = post_as_attacker(ctx, device, endpoint, body, signature)?;
+        let mut layer = answer_layer(Stage::RoDeviceApi, &answer);
+        layer.detail = format!("{what}: {}", layer.detail);
+        if i > 0 {
+            layer.checks.iter_mut().for_each(|c| *c = format!("{c} ({what})"));
+        }
+        layers.push(layer);
+    }
+    Ok(layers)
+}
+
+fn refusals(layers: Vec<Layer>) -> Result<Observed> {
+    let mut layers = layers.into_iter();
+    let mut observed = Observed::new(layers.next().context("no forgery was posted")?);
+    observed.also.extend(layers);
+    Ok(observed)
+}
+
+/// The forgeries must have left the device waiting for its own commit answer at the RO, and
+/// the device must then switch.
+fn switched_after(
+    attacked: &Attacked,
+    forged: Vec<Layer>,
+    state: Option<String>,
+) -> Result<Observed> {
+    let state = state.context("the device was never told to commit")?;
+    let observed = refusals(forged)?;
+    if state != "committing" {
+        let took = format!("after the forgeries the device was {state} at the RO");
+        return Ok(overruled(Layer::accepted(Stage::RoDeviceApi, took), observed));
+    }
+    still_switched(attacked, observed)
+}
