@@ -174,3 +174,183 @@ fn frozen_peers_and_failed_writes_are_waited_out() {
     // everything else waits until the peer is back.
     assert_eq!((switched, rolled_back), (1, 1));
 }
+
+#[test]
+fn the_fallback_timer_wins_over_a_late_commit() {
+    // The RO decides to commit and freezes before the device hears of it; the card's
+    // fallback timer (4 s) restores the old profile first. The device's signed "fell back"
+    // makes it a rollback: MNO-B retires the IMSI_B its AuC had already made live, MNO-A
+    // keeps IMSI_A.
+    let options = Options {
+        devices: 1,
+        fallback_secs: 4,
+        thaw_after: Duration::from_secs(10),
+        ..Options::default()
+    };
+    let faults = BTreeMap::from([("ro", vec!["ro.committing.after:stop".to_owned()])]);
+    assert_eq!(run(options, faults), (0, 1));
+}
+
+#[test]
+fn the_fallback_timer_runs_while_the_new_operator_is_frozen() {
+    let options = Options {
+        devices: 1,
+        fallback_secs: 4,
+        thaw_after: Duration::from_secs(10),
+        ..Options::default()
+    };
+    let faults = BTreeMap::from([("mno-b", vec!["mno.aka-challenge.before:stop".to_owned()])]);
+    assert_eq!(run(options, faults), (0, 1));
+}
+
+#[test]
+fn a_campaign_whose_creation_fails_releases_its_devices() {
+    // MNO-B is down past the creation deadline: the campaign fails, its devices are released
+    // at MNO-A by failure reports (and at MNO-B, once it is back, the campaign is closed).
+    // A new campaign for the same devices then switches them.
+    let options = Options { step_deadline_secs: 6, ..Options::default() };
+    let mut lab = Deployment::start(options, &BTreeMap::new());
+    lab.role("mno-b").hold();
+    let id = lab.create_campaign();
+    let status = lab.wait_for(&id, Duration::from_secs(60), |s| s["state"] == "failed");
+    assert!(status["failure"].as_str().unwrap().contains("mno-b"), "{status:#}");
+    lab.role("mno-b").release();
+    let status = lab.settle(&id, Duration::from_secs(60));
+    assert_eq!(status["summary"]["failed"], 2, "{status:#}");
+    let again = lab.new_campaign();
+    lab.run_devices();
+    let status = lab.settle(&again, Duration::from_secs(120));
+    assert_eq!(lab.check_invariants(&again, &status), (2, 0));
+}
+
+#[test]
+fn a_cancelled_campaign_releases_every_device() {
+    // Device 0 is under way (MNO-B frozen while it signs its profile) when the campaign is
+    // cancelled; device 1 never started. Both end on their old profile, released at both
+    // operators: a new campaign switches both.
+    let options = Options { thaw_after: Duration::from_secs(3600), ..Options::default() };
+    let faults = BTreeMap::from([("mno-b", vec!["mno.attestation.before:stop".to_owned()])]);
+    let mut lab = Deployment::start(options, &faults);
+    let id = lab.create_campaign();
+    lab.run_device(0);
+    lab.wait_frozen("mno-b", Duration::from_secs(60));
+    let cancelled = lab.cli(&["campaign", "cancel", &id]);
+    assert_eq!(cancelled["state"], "cancelling", "{cancelled:#}");
+    lab.thaw("mno-b");
+    let status = lab.settle(&id, Duration::from_secs(60));
+    assert_eq!(status["state"], "cancelled", "{status:#}");
+    assert_eq!(status["summary"]["failed"], 2, "{status:#}");
+    let again = lab.new_campaign();
+    lab.run_devices();
+    let status = lab.settle(&again, Duration::from_secs(120));
+    assert_eq!(lab.check_invariants(&again, &status), (2, 0));
+}
+
+#[test]
+fn full_disks_are_waited_out() {
+    // Every store on a small tmpfs of its own. Each role is frozen just before a write
+    // (`stop`), its disk filled to the last byte, then it goes on: the write fails
+    // (SQLITE_FULL, ENOSPC) and is retried until the disk is freed a few seconds later. A
+    // card that cannot take the new profile keeps its old one until it can.
+    let disks = ["pva", "ro", "mno-b", "device-0"].map(str::to_owned).to_vec();
+    let options = Options {
+        small_disks: disks.clone(),
+        thaw_after: Duration::from_secs(3600),
+        ..Options::default()
+    };
+    let faults = BTreeMap::from([
+        ("pva", vec!["pva.enrol.before:stop".to_owned()]),
+        ("ro", vec!["ro.attesting.before:stop".to_owned()]),
+        ("mno-b", vec!["mno.attestation.before:stop".to_owned()]),
+        ("device-0", vec!["uicc.install.before:stop".to_owned()]),
+    ]);
+    let mut lab = Deployment::start(options, &faults);
+    let id = lab.create_campaign();
+    lab.run_devices();
+    for disk in &disks {
+        lab.wait_frozen(disk, Duration::from_secs(90));
+        lab.fill(disk);
+        lab.thaw(disk);
+        lab.tend_for(Duration::from_secs(3));
+        lab.unfill(disk);
+    }
+    let status = lab.settle(&id, Duration::from_secs(180));
+    for disk in &disks {
+        let log = support::log(&lab.dir, disk);
+        assert!(
+            ["disk is full", "disk I/O error", "No space left on device"]
+                .iter()
+                .any(|m| log.contains(m)),
+            "{disk} never saw its disk full:\n{log}"
+        );
+    }
+    assert_eq!(lab.check_invariants(&id, &status), (2, 0), "no full disk costs a switch");
+}
+
+/// A seeded random soak: kills (SIGKILL) at random moments of random processes — any role or
+/// a running agent — during one campaign, then the invariants. `TRESOR_SOAK_SEED` repeats a
+/// run; `TRESOR_SOAK_KILLS` and `TRESOR_SOAK_DEVICES` make it longer (`make soak`).
+#[test]
+fn a_seeded_soak_of_random_kills() {
+    let env = |name: &str, default: u64| {
+        std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    };
+    let seed = env(
+        "TRESOR_SOAK_SEED",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            as u64,
+    );
+    let kills = env("TRESOR_SOAK_KILLS", 20) as usize;
+    let devices = env("TRESOR_SOAK_DEVICES", 10) as usize;
+    eprintln!(
+        "soak: seed {seed} ({kills} kills, {devices} devices; TRESOR_SOAK_SEED={seed} repeats it)"
+    );
+    let mut rng = XorShift(seed | 1);
+    let options =
+        Options { devices, fallback_secs: 300, step_deadline_secs: 90, ..Options::default() };
+    let mut lab = Deployment::start(options, &BTreeMap::new());
+    let id = lab.create_campaign();
+    lab.run_devices();
+    let mut killed = Vec::new();
+    while killed.len() < kills {
+        let until = std::time::Instant::now() + Duration::from_millis(150 + rng.below(650));
+        while std::time::Instant::now() < until {
+            lab.tend();
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let running: Vec<usize> = (0..devices).filter(|&i| lab.devices[i].running()).collect();
+        let pick = rng.below(4 + running.len() as u64) as usize;
+        match pick {
+            0..4 => {
+                let role = deployment::ROLES[pick];
+                lab.role(role).kill();
+                killed.push(role.to_owned());
+            }
+            n => {
+                let index = running[n - 4];
+                lab.devices[index].kill();
+                killed.push(format!("device-{index}"));
+            }
+        }
+    }
+    let status = lab.settle(&id, Duration::from_secs(300));
+    let (switched, rolled_back) = lab.check_invariants(&id, &status);
+    eprintln!(
+        "soak: seed {seed}: {} kills ({}), {switched} switched, {rolled_back} rolled back",
+        killed.len(),
+        killed.join(" ")
+    );
+    assert_eq!(switched + rolled_back, devices);
+}
+
+/// xorshift64*: a small seeded generator, so a soak is repeatable from its seed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}

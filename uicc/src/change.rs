@@ -238,9 +238,10 @@ impl Card {
     /// another change), a change already settled (`ChangeSettled`), then `TreNotActive`.
     ///
     /// A write that fails before the rename leaves the old profile and aborts the TRE: the
-    /// USIM is active again (if even that cannot be saved, memory has the USIM active and the
-    /// disk the TRE; a restart shows the TRE active — still exactly one). After the rename
-    /// the new state counts: the card is on trial. `InstallFailed { committed }` says which.
+    /// USIM is active again — unless even that cannot be saved (a full disk): then the TRE
+    /// stays active, in memory as on disk, so that what the card reports is what a restart
+    /// shows, and the caller tries again. After the rename the new state counts: the card is
+    /// on trial. `InstallFailed { committed }` says which.
     pub fn install_on_trial(
         &mut self,
         profile: SubscriptionProfile,
@@ -286,9 +287,8 @@ impl Card {
                     if let Err(e) = self.fall_back("install failed") {
                         tracing::error!(
                             error = %e,
-                            "could not save the USIM reactivation; the TRE stays active on disk"
+                            "could not save the USIM reactivation; the TRE stays active"
                         );
-                        self.state.active = Active::Usim;
                     }
                 }
                 self.reset();

@@ -35,6 +35,9 @@ pub struct Options {
     pub tampered: Vec<usize>,
     /// How long a process frozen by a `stop` fault stays frozen.
     pub thaw_after: Duration,
+    /// Processes ("ro", "pva", "mno-b", "device-0", …) whose store lives on a small tmpfs of
+    /// its own, which [`Deployment::fill`] fills up (a full disk, for real).
+    pub small_disks: Vec<String>,
 }
 
 impl Default for Options {
@@ -45,6 +48,7 @@ impl Default for Options {
             step_deadline_secs: 30,
             tampered: Vec::new(),
             thaw_after: Duration::from_secs(5),
+            small_disks: Vec::new(),
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct Role {
     /// The fault the current process carries.
     current: Option<String>,
     frozen_since: Option<Instant>,
+    /// Held down by the test: not restarted until released.
+    pub held: bool,
     /// Faults that fired (the process died or froze with them).
     pub fired: Vec<String>,
     pub starts: u32,
@@ -135,6 +141,32 @@ impl Deployment {
                 ("peer_timeout_ms = 30000", "peer_timeout_ms = 3000\npoll_timeout_ms = 2000"),
             ],
         );
+        for name in &options.small_disks {
+            let disk = match name.strip_prefix("device-") {
+                Some(n) => format!("m2me-{:03}", n.parse::<usize>().unwrap()),
+                None => format!("disk-{name}"),
+            };
+            mount_tmpfs(&dir.join(&disk));
+            let (config, from, to) = match name.as_str() {
+                "ro" => ("ro.toml", "path = \"ro.sqlite\"", format!("path = \"{disk}/ro.sqlite\"")),
+                "pva" => (
+                    "pva.toml",
+                    "database = \"pva.sqlite\"",
+                    format!("database = \"{disk}/pva.sqlite\""),
+                ),
+                "mno-a" | "mno-b" => (
+                    if name == "mno-a" { "mno-a.toml" } else { "mno-b.toml" },
+                    if name == "mno-a" {
+                        "path = \"mno-a.sqlite\""
+                    } else {
+                        "path = \"mno-b.sqlite\""
+                    },
+                    format!("path = \"{disk}/{name}.sqlite\""),
+                ),
+                _ => continue,
+            };
+            support::edit(&dir.join(config), &[(from, &to)]);
+        }
         let tampered = tampered_image(&dir);
         let mut devices = Vec::new();
         for index in 0..options.devices {
@@ -207,6 +239,7 @@ impl Deployment {
                 planned: faults.get(name).cloned().unwrap_or_default(),
                 current: None,
                 frozen_since: None,
+                held: false,
                 fired: Vec::new(),
                 starts: 0,
             })
@@ -305,9 +338,77 @@ impl Deployment {
 
     /// Powers every device on.
     pub fn run_devices(&mut self) {
+        for index in 0..self.devices.len() {
+            self.run_device(index);
+        }
+    }
+
+    /// Powers device `index` on (again, after its agent exited).
+    pub fn run_device(&mut self, index: usize) {
         let dir = self.dir.clone();
-        for device in &mut self.devices {
-            device.spawn(&dir);
+        let device = &mut self.devices[index];
+        device.outcome = None;
+        device.spawn(&dir);
+    }
+
+    /// Polls the campaign's status until `f` holds for it, tending the processes.
+    pub fn wait_for(&mut self, id: &str, within: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            self.tend();
+            if let Some(status) = self.status(id) {
+                if f(&status) {
+                    return status;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "condition not reached within {within:?}:\n{status:#}\n{}",
+                    self.logs()
+                );
+            }
+            assert!(Instant::now() < deadline, "no status within {within:?}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `tresor ARGS` in the deployment's directory against the RO; its JSON answer.
+    pub fn cli(&self, args: &[&str]) -> Value {
+        let out = Command::new(TRESOR)
+            .current_dir(&self.dir)
+            .args(args)
+            .args(["--ro", &self.ro_url, "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tresor {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Creates a campaign of every device; its id (the RO must be up).
+    pub fn new_campaign(&mut self) -> String {
+        let report = self.cli(&[
+            "campaign",
+            "create",
+            "--from",
+            "mno-a",
+            "--to",
+            "mno-b",
+            "--devices",
+            "devices.txt",
+        ]);
+        report["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until every agent exited by itself, tending the processes.
+    pub fn wait_agents(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.devices.iter().all(|d| d.outcome.is_some()) {
+            self.tend();
+            assert!(
+                Instant::now() < deadline,
+                "agents still running after {within:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -322,7 +423,7 @@ impl Deployment {
                 let done =
                     matches!(status["state"].as_str(), Some("completed" | "failed" | "cancelled"))
                         && status["summary"]["reports_pending"] == 0;
-                let agents_done = self.devices.iter().all(|d| d.outcome.is_some());
+                let agents_done = self.devices.iter().all(|d| d.child.is_none());
                 if done && agents_done {
                     return status;
                 }
@@ -391,6 +492,90 @@ impl Deployment {
         out
     }
 
+    /// The pid of role or device `name` ("ro", "device-0", …), if it runs.
+    fn pid_of(&self, name: &str) -> Option<u32> {
+        match name.strip_prefix("device-") {
+            Some(n) => self.devices[n.parse::<usize>().unwrap()].child.as_ref().map(Child::id),
+            None => self.roles.iter().find(|r| r.name == name)?.pid(),
+        }
+    }
+
+    /// Waits until `name` froze at its `stop` fault, tending the other processes.
+    pub fn wait_frozen(&mut self, name: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.pid_of(name).and_then(support::proc).is_some_and(|p| p.state == 'T') {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not freeze within {within:?}\n{}",
+                self.logs()
+            );
+            self.tend();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Lets a frozen `name` go on (SIGCONT).
+    pub fn thaw(&mut self, name: &str) {
+        if let Some(pid) = self.pid_of(name) {
+            support::signal(pid, "CONT");
+        }
+        if let Some(role) = self.roles.iter_mut().find(|r| r.name == name) {
+            role.frozen_since = None;
+            if let Some(fault) = role.current.take() {
+                role.fired.push(fault);
+            }
+        }
+    }
+
+    /// Tends the processes for `d`.
+    pub fn tend_for(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            self.tend();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Fills the small disk of `name` (see [`Options::small_disks`]) to the last byte.
+    pub fn fill(&self, name: &str) {
+        let filler = self.disk(name).join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        loop {
+            if std::io::Write::write_all(&mut file, &block).is_err() {
+                break;
+            }
+        }
+        let mut byte = 0;
+        while std::io::Write::write_all(&mut file, &[0]).is_ok() && byte < 64 * 1024 {
+            byte += 1;
+        }
+    }
+
+    /// Frees the small disk of `name` again.
+    pub fn unfill(&self, name: &str) {
+        let _ = std::fs::remove_file(self.disk(name).join("filler"));
+    }
+
+    /// Where the store of operator `name` lives.
+    fn store_path(&self, name: &str) -> PathBuf {
+        if self.options.small_disks.iter().any(|d| d == name) {
+            self.disk(name).join(format!("{name}.sqlite"))
+        } else {
+            self.dir.join(format!("{name}.sqlite"))
+        }
+    }
+
+    fn disk(&self, name: &str) -> PathBuf {
+        match name.strip_prefix("device-") {
+            Some(n) => self.dir.join(format!("m2me-{:03}", n.parse::<usize>().unwrap())),
+            None => self.dir.join(format!("disk-{name}")),
+        }
+    }
+
     /// Stops every process (SIGCONT first for a frozen one, then SIGTERM).
     pub fn stop(&mut self) {
         for role in &mut self.roles {
@@ -408,8 +593,8 @@ impl Deployment {
     /// each operator's AuC (the roles must be stopped). Returns (switched, rolled back).
     pub fn check_invariants(&mut self, id: &str, status: &Value) -> (usize, usize) {
         self.stop();
-        let a = operator_store(&self.dir.join("mno-a.sqlite"));
-        let b = operator_store(&self.dir.join("mno-b.sqlite"));
+        let a = operator_store(&self.store_path("mno-a"));
+        let b = operator_store(&self.store_path("mno-b"));
         // No IMSI is issued twice, no device gets two new IMSIs.
         let b_allocations = query(
             &b,
@@ -566,6 +751,9 @@ impl Deployment {
 impl Drop for Deployment {
     fn drop(&mut self) {
         self.stop();
+        for name in self.options.small_disks.clone() {
+            let _ = Command::new("umount").arg("-l").arg(self.disk(&name)).status();
+        }
         if std::thread::panicking() {
             // Keep the directory for a post-mortem.
             if let Some(temp) = self._temp.take() {
@@ -629,7 +817,14 @@ impl Role {
     }
 
     fn tend(&mut self, dir: &Path, thaw: Duration) {
-        let Some(child) = self.child.as_mut() else { return };
+        if self.held {
+            return;
+        }
+        let Some(child) = self.child.as_mut() else {
+            self.spawn(dir);
+            self.wait_ready(dir);
+            return;
+        };
         match child.try_wait().unwrap() {
             Some(status) => {
                 // Only a fault (or the test) kills a role; any other end is a bug.
@@ -663,6 +858,20 @@ impl Role {
         }
     }
 
+    /// Kills the process and keeps it down (a peer that is gone) until [`Role::release`].
+    pub fn hold(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.held = true;
+    }
+
+    /// Lets `tend` start a held role again.
+    pub fn release(&mut self) {
+        self.held = false;
+    }
+
     /// Kills the process (SIGKILL) now; `tend` restarts it with its next fault.
     pub fn kill(&mut self) {
         if let Some(child) = self.child.as_mut() {
@@ -677,6 +886,7 @@ impl Role {
     }
 
     fn stop(&mut self) {
+        self.held = true;
         if let Some(mut child) = self.child.take() {
             let pid = child.id();
             let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
@@ -760,6 +970,17 @@ fn tampered_image(dir: &Path) -> PathBuf {
     bytes[100] ^= 0x01;
     std::fs::write(agent, bytes).unwrap();
     out
+}
+
+/// Mounts a 16 MiB tmpfs at `dir` (the tests run as root, as CI does).
+fn mount_tmpfs(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs at {} (the disk-full tests need root)", dir.display());
 }
 
 fn operator_store(path: &Path) -> rusqlite::Connection {

@@ -678,13 +678,15 @@ impl Ro {
             }
         };
         // Before its AK is enrolled a device can have done nothing but activate its TRE;
-        // its acknowledgement is then taken unsigned (and the agent restores its USIM on any
-        // end that is not a verified commit, docs/flow.md).
-        if self.store.enrolled_ak(device)?.is_some() {
+        // its acknowledgement is then taken unsigned — but cannot claim a commit, which it
+        // cannot have made — and the agent restores its USIM on any end that is not a
+        // verified commit of its change (docs/flow.md).
+        let signed = self.store.enrolled_ak(device)?.is_some();
+        if signed {
             let task = AnswerStatement::order_task("abort", &row.campaign_id);
             self.check_answer(device, task, answer)?;
         }
-        if ack.committed {
+        if ack.committed && signed {
             let reason = format!(
                 "the card committed the new profile (IMSI {}) although the change was abandoned: {reason}",
                 ack.imsi
