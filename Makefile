@@ -21,7 +21,7 @@ PYVENV := $(CURDIR)/target/pyvenv
 PYCOSE := pycose==1.1.0 'cbor2<6'
 export TRESOR_COSE_PYTHON := $(PYVENV)/bin/python
 
-.PHONY: all deps build demo bench test check fuzz clean
+.PHONY: all deps build demo bench test soak check fuzz clean
 
 all: build
 
@@ -56,9 +56,20 @@ bench: deps
 	./target/release/tresor bench quote --runs 30
 	taskset -c 0 ./target/release/tresor bench appraisal
 
+# The seeded soak runs on its own, so that its seed and figures are printed.
+SOAK := a_seeded_soak_of_random_kills
+
 test: deps
-	TRESOR_REQUIRE_PCSCD=1 TRESOR_REQUIRE_INTEROP=1 $(CARGO) test --workspace --all-targets
+	TRESOR_REQUIRE_PCSCD=1 TRESOR_REQUIRE_INTEROP=1 $(CARGO) test --workspace --all-targets -- --skip $(SOAK)
+	$(CARGO) test -p tresor --test crash_safety $(SOAK) -- --nocapture
 	$(CARGO) test --workspace --doc
+
+# A longer soak of random kills (docs/flow.md, "Crash safety"); SOAK_SEED repeats a run.
+SOAK_KILLS ?= 200
+SOAK_DEVICES ?= 20
+soak: deps
+	TRESOR_SOAK_KILLS=$(SOAK_KILLS) TRESOR_SOAK_DEVICES=$(SOAK_DEVICES) $(if $(SOAK_SEED),TRESOR_SOAK_SEED=$(SOAK_SEED)) \
+	  $(CARGO) test -p tresor --test crash_safety $(SOAK) -- --nocapture
 
 check: deps
 	$(CARGO) fmt --all --check

@@ -818,7 +818,9 @@ mod tests {
         store.create_campaign("c1", "mno-a", "mno-b", &[(d1.clone(), i1)]).unwrap();
         store.prepared_step("c1", 3, None, None).unwrap();
         let m = report("report/c1/x/mno-a", "c1", &d1);
-        store.transition("c1", &d1, &DeviceState::Switched, &[12], &[m.clone()]).unwrap();
+        store
+            .transition("c1", &d1, &DeviceState::Switched, &[12], std::slice::from_ref(&m))
+            .unwrap();
         // queued twice (a repeated transition): one message
         store.transition("c1", &d1, &DeviceState::Switched, &[], &[m]).unwrap();
         let due = store.outbox_due(now_ms(), 10).unwrap();
