@@ -41,11 +41,13 @@ pub enum DeviceTask {
     Aka { rand: ByteBuf, autn: ByteBuf },
     /// Step 12, the commit point: the new operator's AuC accepted the new USIM; make the
     /// change of `campaign` (the profile of `sequence`) permanent on the card, dropping the
-    /// old profile kept as fallback, and post [`CommitResult`].
-    Commit { campaign: String, sequence: u64 },
+    /// old profile kept as fallback, and post [`CommitResult`]. `order` is the RO's signed
+    /// commit order (`protocol::order`), which the device verifies first.
+    Commit { campaign: String, sequence: u64, order: ByteBuf },
     /// The change of `campaign` is abandoned: restore the old profile with the USIM active
-    /// (if the card has not committed) and post [`AbortAck`].
-    Abort { campaign: String, reason: String },
+    /// (if the card has not committed) and post [`AbortAck`]. `order` is the RO's signed
+    /// abort order.
+    Abort { campaign: String, reason: String, order: ByteBuf },
     /// The change of `campaign` is over: `switched` if the RO holds the device's word that
     /// the card committed, else rolled back (for `reason`). A device whose card has not
     /// committed that change restores its old profile, whatever it is told.
@@ -156,8 +158,16 @@ mod tests {
                 nonce: Nonce::from_bytes(&[9; 32]).unwrap(),
                 pcr_selection: "sha256:0,2".into(),
             },
-            DeviceTask::Commit { campaign: "c1".into(), sequence: 3 },
-            DeviceTask::Abort { campaign: "c1".into(), reason: "contraindicated".into() },
+            DeviceTask::Commit {
+                campaign: "c1".into(),
+                sequence: 3,
+                order: ByteBuf::from(vec![0xd2]),
+            },
+            DeviceTask::Abort {
+                campaign: "c1".into(),
+                reason: "contraindicated".into(),
+                order: ByteBuf::from(vec![0xd2]),
+            },
             DeviceTask::Done { campaign: "c1".into(), switched: true, reason: None },
         ];
         for task in tasks {

@@ -12,6 +12,7 @@
 //! - [`image`]: device images: manifest, measurement into PCR events.
 //! - [`milenage`]: Milenage (TS 35.206), GSM conversion, AuC vectors and resynchronisation.
 //! - [`ota`]: the operator's MACed OTA commands to the card (activate / deactivate TRE).
+//! - [`order`]: the RO's signed commit and abort orders that end a device's change.
 //! - [`pva_api`]: the PVA's API messages: enrol, activate, challenge, appraise (CBOR).
 //! - [`receipt`]: the TRE's install receipt, signed by the AK (TPM2_Hash + TPM2_Sign).
 //! - [`secret`]: K, OPc, OTA keys and the subscription profile; zeroizing, never printed.
@@ -31,6 +32,7 @@ pub mod fault;
 pub mod ids;
 pub mod image;
 pub mod milenage;
+pub mod order;
 pub mod ota;
 pub mod pva_api;
 pub mod receipt;

@@ -21,6 +21,7 @@ use protocol::device_api::{
     AbortAck, AkaResult, AttachRequest, CommitResult, DeviceTask, InstallResult,
 };
 use protocol::milenage::{Autn, Rand};
+use protocol::order::{OrderExpectations, OrderKind, verify_order};
 use protocol::pva_api::{ActivateRequest, CredentialSecret, EnrolRequest, Message};
 use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement, Receipt, SignedReceipt};
 use protocol::tpm::PcrSelection;
@@ -44,6 +45,8 @@ const MAX_SEQUENCE_JUMP: u64 = 16;
 /// The agent's waits after a failure: from `RETRY_MIN`, doubling, up to `RETRY_MAX`.
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// The role name (certificate common name) whose signed orders end a change.
+const RO_ROLE: &str = "ro";
 
 /// Where the agent stands, read off the card: mirrors the RO's view (docs/flow.md) from the
 /// device's side.
@@ -342,7 +345,8 @@ impl<C: Uicc> Agent<C> {
                 let result = self.aka(&rand, &autn);
                 self.post_answer("aka", &result, AnswerStatement::aka_task(&rand, &autn)).await
             }
-            DeviceTask::Commit { campaign, sequence } => {
+            DeviceTask::Commit { campaign, sequence, order } => {
+                self.check_order(&order, OrderKind::Commit, &campaign, Some(sequence))?;
                 // The timer is the card's word: once it expired, no commit is taken.
                 self.run_fallback_timer();
                 let result = match self.card.commit_change(&campaign, sequence) {
@@ -361,7 +365,8 @@ impl<C: Uicc> Agent<C> {
                 let task = AnswerStatement::order_task("commit", &campaign);
                 self.post_answer("commit", &result, task).await
             }
-            DeviceTask::Abort { campaign, reason } => {
+            DeviceTask::Abort { campaign, reason, order } => {
+                self.check_order(&order, OrderKind::Abort, &campaign, None)?;
                 let committed = self.committed(&campaign);
                 if !committed && let Err(e) = self.restore_old_profile(&reason) {
                     // Reported through the flags below; the RO asks again.
@@ -520,6 +525,29 @@ impl<C: Uicc> Agent<C> {
     /// The TPM name of the bundle key of the latest attestation (empty if none).
     pub fn bundle_key_name(&mut self) -> Result<Vec<u8>> {
         Ok(self.attester.tpm().bundle_key()?.map(|k| k.name).unwrap_or_default())
+    }
+
+    /// The RO's signed order (`protocol::order`) must be the RO's, for this device, this
+    /// campaign and, for a commit, the change on trial: nobody else ends a change.
+    fn check_order(
+        &self,
+        order: &[u8],
+        kind: OrderKind,
+        campaign: &str,
+        sequence: Option<u64>,
+    ) -> Result<()> {
+        let expected = OrderExpectations {
+            ci_roots: &self.config.ci_roots,
+            now: SystemTime::now(),
+            signer: RO_ROLE,
+            kind,
+            device_id: &self.device_id,
+            campaign,
+            sequence,
+        };
+        verify_order(order, &expected)
+            .map(drop)
+            .map_err(|e| Error::Protocol(format!("{} order refused: {e}", kind.name())))
     }
 
     /// Whether the card committed the change of `campaign`.

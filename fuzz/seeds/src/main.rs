@@ -323,7 +323,7 @@ async fn main() -> Result<()> {
     let tasks = [
         ("idle", DeviceTask::Idle),
         ("enrol", DeviceTask::Enrol),
-        ("done", DeviceTask::Done),
+        ("done", DeviceTask::Done { campaign: "c1".into(), switched: true, reason: None }),
         (
             "activate-tre",
             DeviceTask::ActivateTre { campaign: "c1".into(), command: ByteBuf::from(ota) },
@@ -342,7 +342,18 @@ async fn main() -> Result<()> {
             "aka",
             DeviceTask::Aka { rand: ByteBuf::from(vec![1; 16]), autn: ByteBuf::from(vec![2; 16]) },
         ),
-        ("abort", DeviceTask::Abort { reason: "campaign cancelled".into() }),
+        (
+            "commit",
+            DeviceTask::Commit { campaign: "c1".into(), sequence: 2, order: ByteBuf::from(vec![0xd2, 0x84]) },
+        ),
+        (
+            "abort",
+            DeviceTask::Abort {
+                campaign: "c1".into(),
+                reason: "campaign cancelled".into(),
+                order: ByteBuf::from(vec![0xd2, 0x84]),
+            },
+        ),
     ];
     for (name, task) in &tasks {
         corpus.put(

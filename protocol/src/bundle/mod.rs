@@ -18,6 +18,7 @@ mod cbor;
 mod cose;
 mod encrypt;
 mod profile;
+mod sign1;
 
 use std::fmt;
 use std::time::SystemTime;
@@ -31,6 +32,8 @@ pub use encrypt::{
 pub use profile::{
     MAX_CLOCK_SKEW_SECS, ProfilePayload, ProfileSigner, VerifiedProfile, verify_profile,
 };
+pub use sign1::CoseSigner;
+pub(crate) use sign1::verify_sign1;
 
 pub(crate) use cbor::{decode_exact, encode};
 
@@ -63,32 +66,30 @@ pub enum BundleError {
     #[error("{what} of {len} bytes exceeds the limit of {max}")]
     TooLarge { what: &'static str, len: usize, max: usize },
 
-    // The signed profile (inner).
-    #[error("signed profile is not a tagged COSE_Sign1: {0}")]
+    // A COSE_Sign1: the signed profile (inner), the RO's orders.
+    #[error("not a tagged COSE_Sign1: {0}")]
     MalformedSign1(String),
     #[error("a critical header parameter is present; none is supported")]
     UnsupportedCriticalHeader,
-    #[error(
-        "profile signature algorithm is {found}; ES256 (-7) in the protected header is required"
-    )]
+    #[error("signature algorithm is {found}; ES256 (-7) in the protected header is required")]
     SignatureAlgorithm { found: String },
-    #[error("signed profile has no x5chain (label 33) in its protected header")]
+    #[error("no x5chain (label 33) in the protected header")]
     MissingX5chain,
     #[error("x5chain: {0}")]
     MalformedX5chain(&'static str),
-    #[error("profile signer's certificate path: {0}")]
+    #[error("signer's certificate path: {0}")]
     SignerChain(ChainError),
-    #[error("profile signer's certificate has no single common name")]
+    #[error("signer's certificate has no single common name")]
     SignerName,
-    #[error("profile signed by \"{found}\", expected \"{expected}\"")]
+    #[error("signed by \"{found}\", expected \"{expected}\"")]
     WrongSigner { expected: String, found: String },
-    #[error("profile signer's certificate does not allow digitalSignature")]
+    #[error("signer's certificate does not allow digitalSignature")]
     SignerKeyUsage,
-    #[error("profile signer's key is not an ECDSA P-256 key")]
+    #[error("signer's key is not an ECDSA P-256 key")]
     SignerKeyType,
-    #[error("profile signature does not verify")]
+    #[error("COSE_Sign1 signature does not verify")]
     BadSignature,
-    #[error("signed profile has no payload (detached payloads are not accepted)")]
+    #[error("no payload (detached payloads are not accepted)")]
     MissingPayload,
     #[error("profile payload: {0}")]
     MalformedPayload(String),

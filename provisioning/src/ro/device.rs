@@ -16,6 +16,7 @@ use protocol::device_api::{
     AbortAck, AkaResult, AttachRequest, CommitResult, DeviceTask, InstallResult,
 };
 use protocol::evidence::Evidence;
+use protocol::order::{Order, OrderKind, sign_order};
 use protocol::pva_api::{ActivateRequest, EnrolRequest, Message};
 use protocol::receipt::AnswerStatement;
 use protocol::tpm::{Public, Unmarshal};
@@ -83,10 +84,13 @@ impl Ro {
                 DeviceTask::Aka { rand: rand.clone(), autn: autn.clone() }
             }
             DeviceState::Committing { sequence, .. } => {
-                DeviceTask::Commit { campaign, sequence: *sequence }
+                let order = self.order(row, OrderKind::Commit, Some(*sequence), None)?;
+                DeviceTask::Commit { campaign, sequence: *sequence, order }
             }
             DeviceState::Aborting { step, reason } => {
-                DeviceTask::Abort { campaign, reason: format!("step {step}: {reason}") }
+                let reason = format!("step {step}: {reason}");
+                let order = self.order(row, OrderKind::Abort, None, Some(&reason))?;
+                DeviceTask::Abort { campaign, reason, order }
             }
             DeviceState::Switched => DeviceTask::Done { campaign, switched: true, reason: None },
             DeviceState::RolledBack { step, reason } => DeviceTask::Done {
@@ -97,6 +101,27 @@ impl Ro {
             // The RO's own work is next (a peer step, or a person for `reconciling`).
             _ => DeviceTask::Idle,
         })
+    }
+
+    /// The RO's signed order ending the device's change (`protocol::order`).
+    fn order(
+        &self,
+        row: &DeviceRow,
+        kind: OrderKind,
+        sequence: Option<u64>,
+        reason: Option<&str>,
+    ) -> Result<ByteBuf, RoError> {
+        let order = Order {
+            kind,
+            device_id: row.device_id.clone(),
+            campaign: row.campaign_id.clone(),
+            sequence,
+            reason: reason.map(str::to_owned),
+            issued: now_ms() / 1000,
+        };
+        sign_order(&self.signer, &order)
+            .map(ByteBuf::from)
+            .map_err(|e| RoError::Config(format!("signing an order: {e}")))
     }
 
     /// Runs the peer steps the device's state calls for, each persisted before the next;

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protocol::DeviceId;
+use protocol::bundle::CoseSigner;
 use protocol::x509::TrustAnchors;
 use tokio::net::TcpListener;
 
@@ -43,11 +44,13 @@ pub use error::RoError;
 pub use state::{DeviceState, STEP_NAMES, step_name};
 pub use store::RoStore;
 
-/// The RO's TLS identity and the CI root, in the forms rustls and `protocol::x509` take.
+/// The RO's TLS identity and the CI root, in the forms rustls and `protocol::x509` take,
+/// and its signing identity (the same key and certificate) for its orders.
 struct Tls {
     identity: transport::Identity,
     ci_der: Vec<rustls_pki_types::CertificateDer<'static>>,
     ci: TrustAnchors,
+    signer: CoseSigner,
 }
 
 impl Tls {
@@ -59,7 +62,12 @@ impl Tls {
             .map_err(|e| RoError::Config(format!("CI root: {e}")))?;
         let ci = TrustAnchors::from_file(&config.pki.ci_root)
             .map_err(|e| RoError::Config(format!("CI root: {e}")))?;
-        Ok(Self { identity, ci_der, ci })
+        let key = std::fs::read_to_string(&config.pki.key)
+            .map_err(|e| RoError::Config(format!("RO key {}: {e}", config.pki.key.display())))?;
+        let chain: Vec<Vec<u8>> = identity.chain().iter().map(|c| c.to_vec()).collect();
+        let signer = CoseSigner::from_pkcs8_pem(&key, chain)
+            .map_err(|e| RoError::Config(format!("RO signing key: {e}")))?;
+        Ok(Self { identity, ci_der, ci, signer })
     }
 }
 
@@ -69,6 +77,8 @@ pub struct Ro {
     store: RoStore,
     peers: peers::Peers,
     dpf: Dpf,
+    /// Signs the commit and abort orders.
+    signer: CoseSigner,
     manufacturer_roots: TrustAnchors,
     locks: Mutex<HashMap<DeviceId, Arc<tokio::sync::Mutex<()>>>>,
     /// Woken when work appears (a campaign becomes ready), so long polls answer at once.
@@ -109,6 +119,7 @@ impl Ro {
             store: RoStore::open(&config.store.path, mode)?,
             peers: peers::Peers::new(http, &config),
             dpf: Dpf::new(tls.ci),
+            signer: tls.signer,
             manufacturer_roots,
             locks: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
