@@ -209,7 +209,8 @@ mod tests {
         assert_eq!(verify_order(&signed, &expect).unwrap(), commit(t));
 
         let other = device(2);
-        let cases: [(OrderExpectations<'_>, fn(&OrderError) -> bool); 4] = [
+        type Check = fn(&OrderError) -> bool;
+        let cases: [(OrderExpectations<'_>, Check); 4] = [
             (OrderExpectations { kind: OrderKind::Abort, ..expect }, |e| {
                 matches!(e, OrderError::WrongKind { .. })
             }),
