@@ -207,6 +207,12 @@ async fn a_stale_sqn_on_the_card_is_resynchronised() {
         .await
         .unwrap();
     assert_eq!(verdict, AkaVerdict::Live);
+    // The same RES again (its verdict lost on the way back): live again.
+    let again = ro_b
+        .aka_response(&id, device, &AkaResult::Res { res: ByteBuf::from(res.0.to_vec()) })
+        .await
+        .unwrap();
+    assert_eq!(again, AkaVerdict::Live);
 
     // A wrong RES fails and consumes the challenge.
     let _ = ro_b.aka_challenge(&id, device).await.unwrap();

@@ -243,8 +243,8 @@ impl Operator {
 
     /// Step 12, new operator: the card's answer to the outstanding challenge, which it
     /// consumes. RES = XRES makes the subscription live; a verified AUTS resynchronises the
-    /// AuC and yields a new challenge; anything else fails. Idempotent: once live, a
-    /// repeated answer (whose first verdict was lost) is answered live again.
+    /// AuC and yields a new challenge; anything else fails. Idempotent: once live, the same
+    /// RES again (its first verdict lost on the way back) is answered live again.
     pub fn aka_response(
         &self,
         id: &CampaignId,
@@ -268,8 +268,11 @@ impl Operator {
                 .optional()?;
             let Some((rand, xres)) = challenge else {
                 // The answer that made it live was taken and its verdict lost on the way
-                // back: the RO asks again, and the fact stands.
-                if record.status == SubscriberStatus::Live {
+                // back: the RO asks again with the same RES, and the fact stands.
+                if let AkaAnswer::Res(res) = &answer
+                    && record.status == SubscriberStatus::Live
+                    && self.accepted_res(tx, &imsi)?.as_ref() == Some(res)
+                {
                     return Ok(AkaStep::Live);
                 }
                 return Err(MnoError::AkaNoChallenge(device_id.to_hex()));
@@ -283,6 +286,15 @@ impl Operator {
                         if record.status == SubscriberStatus::Pending {
                             SubscriberRecord::set_status(tx, &imsi, SubscriberStatus::Live)?;
                         }
+                        tx.execute(
+                            "INSERT OR REPLACE INTO aka_accepted (imsi, res, accepted_at)
+                             VALUES (?1, ?2, ?3)",
+                            params![
+                                imsi.as_str(),
+                                self.sealer.seal(imsi.as_str(), Field::Xres, &res.0)?,
+                                now_unix()?
+                            ],
+                        )?;
                         AkaStep::Live
                     } else {
                         AkaStep::Failed(MnoError::AkaResMismatch)
@@ -310,6 +322,18 @@ impl Operator {
                 Err(e)
             }
         }
+    }
+
+    /// The RES that made `imsi` live, if any.
+    fn accepted_res(&self, tx: &Transaction<'_>, imsi: &protocol::Imsi) -> Result<Option<Res>> {
+        let sealed: Option<Vec<u8>> = tx
+            .query_row("SELECT res FROM aka_accepted WHERE imsi = ?1", [imsi.as_str()], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        sealed
+            .map(|s| Ok(Res(*self.sealer.open_array::<8>(imsi.as_str(), Field::Xres, &s)?)))
+            .transpose()
     }
 
     /// A fresh vector for `record`: SQN_HE advanced and the challenge stored (XRES sealed).

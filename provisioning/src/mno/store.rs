@@ -113,6 +113,11 @@ CREATE TABLE aka_challenges (
     sqn        INTEGER NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE aka_accepted (
+    imsi        TEXT PRIMARY KEY REFERENCES subscribers (imsi),
+    res         BLOB NOT NULL,
+    accepted_at INTEGER NOT NULL
+);
 CREATE TABLE closed_campaigns (
     id        TEXT PRIMARY KEY,
     closed_at INTEGER NOT NULL
@@ -129,10 +134,19 @@ CREATE TABLE reports (
 );
 ";
 
-/// Campaigns that ended before this operator heard of them (a failure report for an
-/// unknown campaign): an announcement arriving late is refused, so no device is held by a
-/// campaign the RO has given up.
-const CLOSED_CAMPAIGNS: &str = "CREATE TABLE IF NOT EXISTS closed_campaigns (id TEXT PRIMARY KEY, closed_at INTEGER NOT NULL);";
+/// Tables added to the schema after its first release, which stores made before get at
+/// start: campaigns that ended before this operator heard of them (a failure report for an
+/// unknown campaign: an announcement arriving late is refused, so no device is held by a
+/// campaign the RO has given up), and the RES that made a subscription live (sealed like
+/// XRES: the same answer repeated, whose verdict was lost, is answered live again; any
+/// other is not).
+const ADDED_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS closed_campaigns (id TEXT PRIMARY KEY, closed_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS aka_accepted (
+    imsi TEXT PRIMARY KEY REFERENCES subscribers (imsi),
+    res BLOB NOT NULL,
+    accepted_at INTEGER NOT NULL
+);";
 
 /// The store of one operator process.
 pub struct Store {
@@ -184,8 +198,7 @@ impl Store {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "secure_delete", "ON")?;
-        // Added to the schema after its first release: stores made before get it here.
-        conn.execute_batch(CLOSED_CAMPAIGNS)?;
+        conn.execute_batch(ADDED_TABLES)?;
 
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let found = meta_text(&tx, "owner")?;

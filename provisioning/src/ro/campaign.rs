@@ -367,13 +367,22 @@ impl Ro {
             if row.state.is_final() && !reported {
                 summary.reports_pending += 1;
             }
-            let waiting = match (&row.retry, &outbox.last_error) {
-                (Some(retry), _) => {
+            let since = row.since_ms / 1000;
+            let waiting = match (&row.retry, &outbox.last_error, &row.state) {
+                (Some(retry), _, _) => {
                     Some(format!("{} (attempt {})", retry.last_error, retry.attempts))
                 }
-                (None, Some(error)) if outbox.pending > 0 => {
+                (None, Some(error), _) if outbox.pending > 0 => {
                     Some(format!("final report not yet acknowledged: {error}"))
                 }
+                // Between the decision and the device's word nothing is reported.
+                (None, _, DeviceState::Committing { .. }) => Some(format!(
+                    "the device's signed answer to the commit order (since {since}; until it \
+                     commits, its fallback timer may still restore the old profile)"
+                )),
+                (None, _, DeviceState::Aborting { .. }) => Some(format!(
+                    "the device's signed acknowledgement of the abort order (since {since})"
+                )),
                 _ => None,
             };
             let mut steps: Vec<StepTime> = Vec::new();

@@ -10,7 +10,8 @@
 //! - `store`: campaigns, device states, step timings, enrolled AKs, the outbox (SQLite).
 //! - `state`: the per-device state machine.
 //! - `campaign`: campaign creation (steps 2–3) as a resumable step machine, cancel, status.
-//! - `device`: the device API's logic and the peer steps (steps 4–12).
+//! - `device`: the device API's logic: tasks, signed orders, answers (steps 4–12).
+//! - `steps`: the peer steps between the device's answers, retries and abandonment.
 //! - `outbox`: delivery of reports with retries until acknowledged.
 //! - `dpf`: the DPF's release and receipt checks.
 //! - `peers`: the PVA and operator clients.
@@ -25,6 +26,7 @@ mod outbox;
 mod peers;
 mod service;
 mod state;
+mod steps;
 mod store;
 
 use std::collections::{HashMap, HashSet};

@@ -139,24 +139,6 @@ pub struct OutboxMessage {
     pub device_id: Option<DeviceId>,
 }
 
-/// An undelivered outbox message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub message: OutboxMessage,
-    pub attempts: u32,
-}
-
-/// What the outbox still owes for a device or a campaign.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct OutboxState {
-    pub pending: u32,
-    pub delivered: u32,
-    /// Messages a peer refused for good, with its reason.
-    pub dead: Vec<String>,
-    pub last_error: Option<String>,
-}
-
 /// The RO's store.
 #[derive(Debug)]
 pub struct RoStore {
@@ -175,12 +157,12 @@ impl RoStore {
         Ok(Self { conn: Mutex::new(conn) })
     }
 
-    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, RoError> {
+    pub(super) fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, RoError> {
         self.conn.lock().map_err(|_| RoError::Store("store lock poisoned".into()))
     }
 
     /// Runs `f` in one write transaction, with the fault points of durable write `what`.
-    fn write<T>(
+    pub(super) fn write<T>(
         &self,
         what: &str,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, RoError>,
@@ -464,137 +446,6 @@ impl RoStore {
             .map_err(|e| RoError::store("write enrolment", e))?;
             update_device(tx, campaign, device, &DeviceState::Enrolled, &[7])
         })
-    }
-
-    /// Undelivered messages due by `now`, oldest first.
-    pub fn outbox_due(&self, now: u64, limit: usize) -> Result<Vec<OutboxRow>, RoError> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT id, key, peer, path, body, missing_ok, campaign_id, device_id, attempts
-                 FROM outbox WHERE delivered_ms IS NULL AND dead = 0 AND next_attempt_ms <= ?1
-                 ORDER BY next_attempt_ms, id LIMIT ?2",
-            )
-            .map_err(|e| RoError::store("read outbox", e))?;
-        let rows = stmt
-            .query_map(params![i64::try_from(now).unwrap_or(i64::MAX), limit as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                    r.get::<_, bool>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, i64>(8)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| RoError::store("read outbox", e))?;
-        rows.into_iter()
-            .map(|(id, key, peer, path, body, missing_ok, campaign_id, device, attempts)| {
-                let device_id = device
-                    .map(|d| d.parse().map_err(|e| RoError::Store(format!("device id: {e}"))))
-                    .transpose()?;
-                Ok(OutboxRow {
-                    id,
-                    message: OutboxMessage {
-                        key,
-                        peer,
-                        path,
-                        body,
-                        missing_ok,
-                        campaign_id,
-                        device_id,
-                    },
-                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                })
-            })
-            .collect()
-    }
-
-    /// When the next undelivered message is due, if any.
-    pub fn outbox_next_due(&self) -> Result<Option<u64>, RoError> {
-        self.conn()?
-            .query_row(
-                "SELECT MIN(next_attempt_ms) FROM outbox WHERE delivered_ms IS NULL AND dead = 0",
-                [],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .map(|v| v.map(|v| v.max(0) as u64))
-            .map_err(|e| RoError::store("read outbox", e))
-    }
-
-    /// The peer acknowledged message `id`.
-    pub fn outbox_delivered(&self, id: i64) -> Result<(), RoError> {
-        self.write("outbox-delivered", |tx| {
-            tx.execute(
-                "UPDATE outbox SET delivered_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
-                params![id, now_ms() as i64],
-            )
-            .map_err(|e| RoError::store("update outbox", e))?;
-            Ok(())
-        })
-    }
-
-    /// Message `id` was not delivered: tried again from `next_attempt_ms`, or never again
-    /// when `dead` (the peer refused it for good).
-    pub fn outbox_failed(
-        &self,
-        id: i64,
-        error: &str,
-        next_attempt_ms: u64,
-        dead: bool,
-    ) -> Result<(), RoError> {
-        self.conn()?
-            .execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3,
-                        dead = ?4 WHERE id = ?1",
-                params![id, error, next_attempt_ms as i64, dead],
-            )
-            .map_err(|e| RoError::store("update outbox", e))?;
-        Ok(())
-    }
-
-    /// What the outbox holds for a campaign, or for one of its devices.
-    pub fn outbox_state(
-        &self,
-        campaign: &str,
-        device: Option<&DeviceId>,
-    ) -> Result<OutboxState, RoError> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT delivered_ms IS NOT NULL, dead, last_error, key FROM outbox
-                 WHERE campaign_id = ?1 AND (?2 IS NULL OR device_id = ?2) ORDER BY id",
-            )
-            .map_err(|e| RoError::store("read outbox", e))?;
-        let rows = stmt
-            .query_map(params![campaign, device.map(DeviceId::to_hex)], |r| {
-                Ok((
-                    r.get::<_, bool>(0)?,
-                    r.get::<_, bool>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| RoError::store("read outbox", e))?;
-        let mut state = OutboxState::default();
-        for (delivered, dead, error, key) in rows {
-            if delivered {
-                state.delivered += 1;
-            } else if dead {
-                state.dead.push(format!("{key}: {}", error.unwrap_or_default()));
-            } else {
-                state.pending += 1;
-                if error.is_some() {
-                    state.last_error = error;
-                }
-            }
-        }
-        Ok(state)
     }
 }
 
