@@ -22,8 +22,9 @@
 //! - `forge`: the attackers' tools (their own CA, software keys, made-up profiles).
 //! - one file per family of attacks: `evidence`, `identity`, `clock`, `bundle_key`, `ear`,
 //!   `bundle`, `ota`, `operators`, `malformed`, `answers` (forged device answers, found
-//!   while building the matrix), and `orders` (the commit point of issue 11: forged commit
-//!   and abort answers, a forged final word to the device).
+//!   while building the matrix), `orders` (the commit point of issue 11: forged commit
+//!   and abort answers, an unsigned acknowledgement claiming a commit, a forged final word
+//!   to the device) and `signed_orders` (forged commit and abort orders to the device).
 
 mod answers;
 mod bundle;
@@ -40,6 +41,7 @@ mod operators;
 mod orders;
 mod ota;
 mod report;
+mod signed_orders;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -333,6 +335,7 @@ pub fn scenarios() -> Vec<Scenario> {
     all.extend(malformed::scenarios());
     all.extend(answers::scenarios());
     all.extend(orders::scenarios());
+    all.extend(signed_orders::scenarios());
     all.sort_by_key(|s| s.item);
     all
 }

@@ -2,7 +2,7 @@
 //! says which stage refused and why), the card's state, and HTTP answers (problem
 //! documents). Messages of the role crates' errors are mapped back to the names of their
 //! checks — `EarError::OtherNonce`, `BundleError::WrongSigner`, an EAR's failed-check slugs,
-//! a problem type — by the fixed part of each variant's message; the tests below build each
+//! a refused order's `order-wrong-campaign`, a problem type — by the fixed part of each variant's message; the tests below build each
 //! variant and check that its message maps to its name, so a reworded message cannot go
 //! unnoticed.
 
@@ -191,6 +191,26 @@ pub(crate) fn bundle_check(message: &str) -> String {
         return format!("BundleError::SignerChain({})", chain_check(chain));
     }
     name
+}
+
+/// The check of `protocol::order::OrderError` a message comes from — the TRE's refusal of
+/// an order (`tre::agent`'s "… order refused: …") — as `order-<check>`; a refused
+/// signature names its COSE_Sign1 check: `order-signature(WrongSigner)`.
+pub(crate) fn order_check(message: &str) -> String {
+    if let Some((_, signature)) = message.split_once("order signature: ") {
+        let check = bundle_check(signature);
+        let check = check.strip_prefix("BundleError::").unwrap_or(&check);
+        return format!("order-signature({check})");
+    }
+    const TABLE: &[(&str, &str)] = &[
+        ("order payload: ", "order-malformed"),
+        ("order is a ", "order-wrong-kind"),
+        ("order is for device ", "order-wrong-device"),
+        ("order is for campaign ", "order-wrong-campaign"),
+        ("commit order names sequence ", "order-wrong-sequence"),
+        ("order issued at ", "order-issued-in-future"),
+    ];
+    named("", TABLE, message)
 }
 
 /// The variant of `protocol::ekcert::EkCertError` a message comes from (without the type).
@@ -393,6 +413,27 @@ pub(crate) fn committed_card(card: &Path, old_imsi: &Imsi) -> Result<Result<(), 
     })
 }
 
+/// Whether `operator`'s AuC and the card at `card` run a real Milenage AKA (3GPP TS 33.102
+/// §6.3) for the IMSI the card runs, as `tresor mno aka` does: only a card holding the
+/// operator's K and OPc for a subscription in service passes. `Err` says why not.
+pub(crate) fn aka_with(
+    operator: &provisioning::mno::Operator,
+    card: &Path,
+) -> Result<Result<(), String>> {
+    let mut card = open_card(card)?;
+    let imsi = card.imsi().clone();
+    let vector = match operator.attach_vector(&imsi) {
+        Ok(vector) => vector,
+        Err(e) => {
+            return Ok(Err(format!("{} has no vector for IMSI {imsi}: {e}", operator.name())));
+        }
+    };
+    Ok(match card.run_aka(&vector.rand, &vector.autn) {
+        uicc::auth::Outcome::Success { res, .. } if res == vector.xres => Ok(()),
+        other => Err(format!("AKA of IMSI {imsi} with {}: {other:?}", operator.name())),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
@@ -400,6 +441,7 @@ mod tests {
     use protocol::bundle::BundleError;
     use protocol::ear::{EarError, TrustTier};
     use protocol::ekcert::EkCertError;
+    use protocol::order::OrderError;
     use protocol::x509::ChainError;
 
     use super::*;
@@ -491,6 +533,42 @@ mod tests {
         // The device's install error wraps it; the TPM's refusal is told apart.
         let zgen = BundleError::KeyAgreement("TPM2_ECDH_ZGen failed: policy".into()).to_string();
         assert_eq!(tre_layer(&zgen, "").stage, Stage::Tpm);
+    }
+
+    #[test]
+    fn order_errors_map_to_their_checks() {
+        let signature = |e: BundleError| OrderError::Signature(e);
+        let cases = [
+            (
+                signature(BundleError::WrongSigner {
+                    expected: "ro".into(),
+                    found: "mno-b".into(),
+                }),
+                "order-signature(WrongSigner)",
+            ),
+            (signature(BundleError::MalformedSign1("x".into())), "order-signature(MalformedSign1)"),
+            (signature(BundleError::BadSignature), "order-signature(BadSignature)"),
+            (
+                signature(BundleError::SignerChain(ChainError::NoTrustAnchors)),
+                "order-signature(SignerChain(NoTrustAnchors))",
+            ),
+            (OrderError::Malformed("x".into()), "order-malformed"),
+            (OrderError::WrongKind { expected: "abort", found: "commit" }, "order-wrong-kind"),
+            (OrderError::WrongDevice { expected: id(1), found: id(2) }, "order-wrong-device"),
+            (
+                OrderError::WrongCampaign { expected: "c-1".into(), found: "c-2".into() },
+                "order-wrong-campaign",
+            ),
+            (OrderError::WrongSequence { expected: 3, found: Some(4) }, "order-wrong-sequence"),
+            (OrderError::WrongSequence { expected: 3, found: None }, "order-wrong-sequence"),
+            (OrderError::IssuedInFuture { issued: 9, now: 1, skew: 300 }, "order-issued-in-future"),
+        ];
+        for (error, name) in cases {
+            assert_eq!(order_check(&error.to_string()), name, "{error}");
+            // As the agent reports it (tre/src/agent.rs, `check_order`).
+            let refused = tre::Error::Protocol(format!("abort order refused: {error}"));
+            assert_eq!(order_check(&refused.to_string()), name, "{refused}");
+        }
     }
 
     #[test]

@@ -9,13 +9,21 @@
 //! change its card never committed must not take it — the agent restores its old profile on
 //! every end that is not its card's commit of that campaign.
 //!
+//! Before the device's AK is enrolled the RO takes an abort acknowledgement unsigned — the
+//! device can then have done no more than activate its TRE — but such an acknowledgement
+//! cannot claim a commit: one that did moved the device to `reconciling` for good, its TRE
+//! active and its USIM not (the former open finding of `docs/SECURITY.md`).
+//!
 //! The attackers: a network attacker who posts answers to the device API (anonymous, like
 //! the device) — unsigned, signed by another TPM's AK, or with a signature the device made
 //! for another task — and a rogue RO host (the RO's certificate) answering the device's poll.
+//! The forged orders to the device are in `signed_orders`.
 
 use anyhow::{Context, Result};
 use protocol::DeviceId;
-use protocol::device_api::{self, AbortAck, CommitResult, DeviceTask, InstallResult};
+use protocol::device_api::{
+    self, AbortAck, AttachRequest, CommitResult, DeviceTask, InstallResult,
+};
 use protocol::receipt::AnswerStatement;
 use protocol::tpm::{Public, Unmarshal};
 use provisioning::pki::{PeerAuth, Role};
@@ -25,11 +33,11 @@ use tre::attester::{Attester, AttesterOptions};
 use tre::tpm::Tpm;
 use uicc::Phase;
 
-use super::answers::{ForeignAk, overruled, post_as_attacker, ro_state, still_switched};
+use super::answers::{ForeignAk, aside, overruled, post_as_attacker, ro_state, still_switched};
 use super::device::{
     Act, Attacked, Hostile, Target, agent_config, attack_target, campaign, cancel, genuine, runtime,
 };
-use super::observe::{self, answer_layer, card_layer};
+use super::observe::{self, Answer, answer_layer, card_layer};
 use super::{Attacker, Ctx, Expect, Layer, Observed, Scenario, Stage};
 
 /// The matrix's item for the commit point of issue 11.
@@ -63,6 +71,14 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             "presents the AK signature the device made over its install answer as the signature of a \"committed\" answer to the commit order (and with the install answer itself)",
             unsigned,
             install_signature_on_commit,
+        ),
+        Scenario::new(
+            "unsigned-committed-abort-ack",
+            ITEM,
+            Attacker::Network,
+            "before the device's AK is enrolled, while the device holds MNO-A's activate-TRE command: posts an attach for it claiming the TRE inactive (the RO orders an abort), then an unsigned abort acknowledgement claiming its card committed the change (the former open finding)",
+            Expect::at(Stage::RoDeviceApi, "unsigned-commit-claim-ignored"),
+            unsigned_committed_abort_ack,
         ),
         Scenario::new(
             "forged-done-switched",
@@ -260,6 +276,90 @@ fn forged_done(ctx: &Ctx) -> Result<Observed> {
     Ok(observed)
 }
 
+fn unsigned_committed_abort_ack(ctx: &Ctx) -> Result<Observed> {
+    let target = Target::new(ctx.manufacture()?);
+    let rt = runtime()?;
+    let id = rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
+    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
+    let mut forged = None;
+    rt.block_on(device.run(|d: &mut Hostile, task| {
+        if let (DeviceTask::ActivateTre { .. }, None) = (&task, &forged) {
+            // No identity is checked before the TRE's state: no EK is needed.
+            let attach = AttachRequest {
+                device_id: d.id.clone(),
+                ek_certificate: ByteBuf::new(),
+                ek_public: ByteBuf::new(),
+                tre_active: false,
+            };
+            let attached = attach_as_attacker(ctx, &attach)?;
+            let aborting = ro_state(ctx, &id, &d.id)?;
+            let ack = AbortAck {
+                usim_active: true,
+                tre_active: false,
+                imsi: target.imsi.to_string(),
+                committed: true,
+            };
+            let acked = post_as_attacker(ctx, &d.id, "abort", device_api::to_cbor(&ack)?, None)?;
+            forged = Some((attached, aborting, acked, ro_state(ctx, &id, &d.id)?));
+        }
+        // The genuine command: the card activates its TRE and deactivates its USIM.
+        Ok(Act::Agent(task))
+    }))?;
+    let card = device.agent.card();
+    let tre_took_over = card.tre_active() && !card.usim_active();
+    drop(device);
+    let (attached, aborting, acked, after) =
+        forged.context("the device was never handed MNO-A's activate-TRE command")?;
+    anyhow::ensure!(
+        attached.status < 300 && aborting == "aborting",
+        "the forged attach did not abandon the change ({}; the device is {aborting})",
+        attached.detail()
+    );
+    anyhow::ensure!(tre_took_over, "the genuine activate-TRE command did not activate the TRE");
+    let decided = match after.as_str() {
+        "rolled-back" if acked.status < 300 => Layer::rejected(
+            Stage::RoDeviceApi,
+            vec!["unsigned-commit-claim-ignored".into()],
+            "the RO took the unsigned acknowledgement (no AK enrolled) as a rollback, not as a commit",
+        ),
+        _ if acked.status >= 300 => answer_layer(Stage::RoDeviceApi, &acked),
+        other => Layer::accepted(
+            Stage::RoDeviceApi,
+            format!("after the unsigned acknowledgement the device is {other} at the RO"),
+        ),
+    };
+    let mut observed = Observed::new(decided);
+
+    // The genuine device, its TRE active and its USIM not, runs its agent to the end.
+    let outcome = run_agent(ctx, &target, &ctx.lab.urls.ro, &rt)?;
+    let row = rt.block_on(observe::ro_device(&ctx.lab, &id, &target.device_id))?;
+    if row.state != "rolled-back" || outcome.state != AgentState::RolledBack {
+        let ended = format!(
+            "the change ended {} at the RO ({:?}), {:?} on the device",
+            row.state, row.failure, outcome.state
+        );
+        return Ok(overruled(Layer::accepted(Stage::RoDeviceApi, ended), observed));
+    }
+    if let Some(accepted) = card_layer(&target.card, &target.imsi)? {
+        return Ok(overruled(accepted, observed));
+    }
+    if let Err(why) = observe::aka_with(&ctx.lab.mno_a, &target.card)? {
+        return Ok(overruled(Layer::accepted(Stage::Uicc, why), observed));
+    }
+    observed.decided.detail.push_str(
+        " — the device, whose TRE MNO-A's command had activated, was told the change ended, restored its USIM and passes AKA with MNO-A",
+    );
+    Ok(observed)
+}
+
+/// Posts `request` to the RO's `/v1/attach` from the attacker's own connection.
+fn attach_as_attacker(ctx: &Ctx, request: &AttachRequest) -> Result<Answer> {
+    let url = format!("{}/v1/attach", ctx.lab.urls.ro);
+    let body = device_api::to_cbor(request)?;
+    let http = ctx.lab.pki.anonymous_client()?;
+    aside(move |rt| rt.block_on(observe::post(&http, &url, "application/cbor", body)))
+}
+
 /// Restarts the target's agent against a rogue RO that answers every request with `task`,
 /// over TLS with the RO's certificate, and runs the agent's own loop (as `tresor device run`
 /// does) to its end.
@@ -330,7 +430,7 @@ fn post_forgeries(
     Ok(layers)
 }
 
-fn refusals(layers: Vec<Layer>) -> Result<Observed> {
+pub(super) fn refusals(layers: Vec<Layer>) -> Result<Observed> {
     let mut layers = layers.into_iter();
     let mut observed = Observed::new(layers.next().context("no forgery was posted")?);
     observed.also.extend(layers);
