@@ -18,6 +18,9 @@ use crate::x509::TrustAnchors;
 pub const MAX_ORDER_LEN: usize = 16 * 1024;
 /// How far an order's `issued` may lie in the future, for clocks that disagree a little.
 pub const MAX_ORDER_SKEW_SECS: u64 = 300;
+/// How old an order may be. The RO signs a fresh one with every task it hands out, so an
+/// older one is a replay.
+pub const MAX_ORDER_AGE_SECS: u64 = 600;
 
 /// What the RO orders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +72,8 @@ pub enum OrderError {
     WrongSequence { expected: u64, found: Option<u64> },
     #[error("order issued at {issued}, more than {skew} s after now ({now}, Unix seconds)")]
     IssuedInFuture { issued: u64, now: u64, skew: u64 },
+    #[error("order issued at {issued}, more than {max_age} s before now ({now}, Unix seconds)")]
+    Expired { issued: u64, now: u64, max_age: u64 },
 }
 
 /// Signs `order` with the RO's identity.
@@ -92,7 +97,8 @@ pub struct OrderExpectations<'a> {
 }
 
 /// Verifies an order: the COSE_Sign1 checks (signer `expected.signer` under the CI), then
-/// kind, device, campaign, for a commit the sequence, and an issue time not in the future.
+/// kind, device, campaign, for a commit the sequence, and an issue time neither in the
+/// future nor older than [`MAX_ORDER_AGE_SECS`].
 pub fn verify_order(bytes: &[u8], expected: &OrderExpectations<'_>) -> Result<Order, OrderError> {
     let signed = bundle::verify_sign1(
         bytes,
@@ -134,6 +140,9 @@ pub fn verify_order(bytes: &[u8], expected: &OrderExpectations<'_>) -> Result<Or
             now,
             skew: MAX_ORDER_SKEW_SECS,
         });
+    }
+    if order.issued.saturating_add(MAX_ORDER_AGE_SECS) < now {
+        return Err(OrderError::Expired { issued: order.issued, now, max_age: MAX_ORDER_AGE_SECS });
     }
     Ok(order)
 }
@@ -248,5 +257,7 @@ mod tests {
         assert!(matches!(verify_order(b"\x00", &expect), Err(OrderError::Signature(_))));
         let future = sign_order(&ro, &commit(t + 3600)).unwrap();
         assert!(matches!(verify_order(&future, &expect), Err(OrderError::IssuedInFuture { .. })));
+        let old = sign_order(&ro, &commit(t - MAX_ORDER_AGE_SECS - 1)).unwrap();
+        assert!(matches!(verify_order(&old, &expect), Err(OrderError::Expired { .. })));
     }
 }

@@ -21,7 +21,7 @@ use protocol::device_api::{
     AbortAck, AkaResult, AttachRequest, CommitResult, DeviceTask, InstallResult,
 };
 use protocol::milenage::{Autn, Rand};
-use protocol::order::{OrderExpectations, OrderKind, verify_order};
+use protocol::order::{OrderError, OrderExpectations, OrderKind, verify_order};
 use protocol::pva_api::{ActivateRequest, CredentialSecret, EnrolRequest, Message};
 use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement, Receipt, SignedReceipt};
 use protocol::tpm::PcrSelection;
@@ -287,7 +287,10 @@ impl<C: Uicc> Agent<C> {
     async fn carry_out(&mut self, task: DeviceTask) -> Result<()> {
         match task {
             DeviceTask::Idle | DeviceTask::Done { .. } => Ok(()),
-            DeviceTask::ActivateTre { command, .. } => self.activate_tre(&command).await,
+            DeviceTask::ActivateTre { campaign, command } => {
+                self.journal.set_campaign(&campaign)?;
+                self.activate_tre(&command).await
+            }
             DeviceTask::Enrol => {
                 let request = self.attester.enrolment_request()?;
                 let body = EnrolRequest {
@@ -346,7 +349,34 @@ impl<C: Uicc> Agent<C> {
                 self.post_answer("aka", &result, AnswerStatement::aka_task(&rand, &autn)).await
             }
             DeviceTask::Commit { campaign, sequence, order } => {
-                self.check_order(&order, OrderKind::Commit, &campaign, Some(sequence))?;
+                // Checked against the change the card runs on trial, not the task's word;
+                // a task that names another change than the card's is refused as well.
+                if let Some(change) = self.card.change().filter(|c| c.on_trial()) {
+                    self.check_order(
+                        &order,
+                        OrderKind::Commit,
+                        &change.campaign,
+                        Some(change.sequence),
+                    )?;
+                    let refused = if change.campaign != campaign {
+                        Some(OrderError::WrongCampaign {
+                            expected: change.campaign,
+                            found: campaign.clone(),
+                        })
+                    } else if change.sequence != sequence {
+                        Some(OrderError::WrongSequence {
+                            expected: change.sequence,
+                            found: Some(sequence),
+                        })
+                    } else {
+                        None
+                    };
+                    if let Some(e) = refused {
+                        return Err(Error::Protocol(format!("commit order refused: {e}")));
+                    }
+                } else {
+                    self.check_order(&order, OrderKind::Commit, &campaign, Some(sequence))?;
+                }
                 // The timer is the card's word: once it expired, no commit is taken.
                 self.run_fallback_timer();
                 let result = match self.card.commit_change(&campaign, sequence) {
@@ -366,7 +396,15 @@ impl<C: Uicc> Agent<C> {
                 self.post_answer("commit", &result, task).await
             }
             DeviceTask::Abort { campaign, reason, order } => {
-                self.check_order(&order, OrderKind::Abort, &campaign, None)?;
+                // Only the change under way may be aborted: the one on trial, or the one the
+                // TRE was activated for. With nothing to undo any campaign's order is moot.
+                let under_way = match self.card.change().filter(|c| c.on_trial()) {
+                    Some(change) => Some(change.campaign),
+                    None if self.card.tre_active() => self.journal.campaign().map(str::to_owned),
+                    None => None,
+                };
+                let on = under_way.unwrap_or_else(|| campaign.clone());
+                self.check_order(&order, OrderKind::Abort, &on, None)?;
                 let committed = self.committed(&campaign);
                 if !committed && let Err(e) = self.restore_old_profile(&reason) {
                     // Reported through the flags below; the RO asks again.

@@ -38,6 +38,10 @@ pub struct JournalReceipt {
 #[serde(deny_unknown_fields)]
 struct File {
     format: String,
+    /// The campaign whose change is under way: the one whose activate-TRE command the
+    /// device carried out last. Only that campaign's orders are obeyed.
+    #[serde(default)]
+    campaign: Option<String>,
     receipt: Option<JournalReceipt>,
 }
 
@@ -65,7 +69,7 @@ impl Journal {
                 file
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                File { format: FORMAT.into(), receipt: None }
+                File { format: FORMAT.into(), campaign: None, receipt: None }
             }
             Err(source) => {
                 return Err(Error::Io {
@@ -86,10 +90,29 @@ impl Journal {
             .map(|r| r.receipt.as_slice())
     }
 
+    /// The campaign whose change is under way, if the device took part in one.
+    pub fn campaign(&self) -> Option<&str> {
+        self.file.campaign.as_deref()
+    }
+
+    /// Records that the change of `campaign` begins (before its activate-TRE command).
+    pub fn set_campaign(&mut self, campaign: &str) -> Result<()> {
+        if self.campaign() == Some(campaign) {
+            return Ok(());
+        }
+        let mut next = self.file.clone();
+        next.campaign = Some(campaign.to_owned());
+        self.save(next)
+    }
+
     /// Records the receipt of a change, durably, before it is sent.
     pub fn set_receipt(&mut self, receipt: JournalReceipt) -> Result<()> {
         let mut next = self.file.clone();
         next.receipt = Some(receipt);
+        self.save(next)
+    }
+
+    fn save(&mut self, next: File) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(&next)
             .map_err(|e| Error::Protocol(format!("agent journal: {e}")))?;
         protocol::fault::point("device.journal.before").map_err(|e| Error::Uicc(e.to_string()))?;
@@ -122,6 +145,10 @@ mod tests {
         assert_eq!(journal.receipt("c", 1), Some(&[1u8, 2][..]));
         assert_eq!(journal.receipt("c", 2), None);
         assert_eq!(journal.receipt("d", 1), None);
+        let mut journal = journal;
+        journal.set_campaign("c").unwrap();
+        assert_eq!(Journal::open(&path).unwrap().campaign(), Some("c"));
+        assert_eq!(Journal::open(&path).unwrap().receipt("c", 1), Some(&[1u8, 2][..]));
         std::fs::write(&path, b"{").unwrap();
         assert!(Journal::open(&path).is_err());
     }

@@ -208,7 +208,8 @@ pub(crate) fn order_check(message: &str) -> String {
         ("order is for device ", "order-wrong-device"),
         ("order is for campaign ", "order-wrong-campaign"),
         ("commit order names sequence ", "order-wrong-sequence"),
-        ("order issued at ", "order-issued-in-future"),
+        ("s after now", "order-issued-in-future"),
+        ("s before now", "order-expired"),
     ];
     named("", TABLE, message)
 }
@@ -562,6 +563,7 @@ mod tests {
             (OrderError::WrongSequence { expected: 3, found: Some(4) }, "order-wrong-sequence"),
             (OrderError::WrongSequence { expected: 3, found: None }, "order-wrong-sequence"),
             (OrderError::IssuedInFuture { issued: 9, now: 1, skew: 300 }, "order-issued-in-future"),
+            (OrderError::Expired { issued: 1, now: 9000, max_age: 600 }, "order-expired"),
         ];
         for (error, name) in cases {
             assert_eq!(order_check(&error.to_string()), name, "{error}");

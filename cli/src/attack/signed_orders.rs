@@ -46,7 +46,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             "forged-abort-order",
             ITEM,
             Attacker::Peer,
-            "in place of the AKA challenge, while the new profile runs on trial, hands the device an abort task for its campaign whose order is signed with MNO-B's key (another role's CI certificate), is the RO's genuine abort order for another device, is the RO's genuine abort order for this device in an earlier campaign, or is garbage bytes",
+            "in place of the AKA challenge, while the new profile runs on trial, hands the device an abort task for its campaign whose order is signed with MNO-B's key (another role's CI certificate), is the RO's genuine abort order for another device, is the RO's genuine abort order for this device in an earlier campaign (in a task naming the current campaign, or that earlier one), or is garbage bytes",
             Expect::at(Stage::Tre, WRONG_SIGNER),
             forged_abort_order,
         ),
@@ -63,7 +63,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
 
 fn forged_abort_order(ctx: &Ctx) -> Result<Observed> {
     let mut target = Target::new(ctx.manufacture()?);
-    let (other_device, other_campaign) = genuine_abort_orders(ctx, &target)?;
+    let (other_device, other_campaign, earlier) = genuine_abort_orders(ctx, &target)?;
     // A reboot before the campaign under attack: PCRs that hold one boot, as attested.
     target.power_off();
     target.power_on(ctx)?;
@@ -80,10 +80,18 @@ fn forged_abort_order(ctx: &Ctx) -> Result<Observed> {
                     order: ByteBuf::from(order),
                 };
                 let signed = order_by(&mno_b, OrderKind::Abort, &d.id, campaign, None)?;
+                // The same replayed order in a task naming its own (earlier) campaign: the
+                // agent checks it against the change the card holds, not the task.
+                let replayed = DeviceTask::Abort {
+                    campaign: earlier.clone(),
+                    reason: "replayed".into(),
+                    order: ByteBuf::from(other_campaign.clone()),
+                };
                 Ok(vec![
                     ("signed with MNO-B's key", abort(signed)),
                     ("the RO's order for another device", abort(other_device.clone())),
                     ("the RO's order of an earlier campaign", abort(other_campaign.clone())),
+                    ("the RO's order of an earlier campaign, in a task naming it", replayed),
                     ("garbage bytes", abort(b"garbage, not an order".to_vec())),
                 ])
             }),
@@ -233,7 +241,7 @@ fn card_state(d: &Hostile) -> String {
 /// The RO's genuine abort orders for another device and for `target` in another campaign:
 /// an earlier campaign of `target` and a second device, each of which says at once that its
 /// TRE did not activate; the RO orders each to abort, and each obeys.
-fn genuine_abort_orders(ctx: &Ctx, target: &Target) -> Result<(Vec<u8>, Vec<u8>)> {
+fn genuine_abort_orders(ctx: &Ctx, target: &Target) -> Result<(Vec<u8>, Vec<u8>, String)> {
     let other = Target::new(ctx.manufacture()?);
     let rt = runtime()?;
     let devices = [(&target.device_id, &target.iccid), (&other.device_id, &other.iccid)];
@@ -242,7 +250,7 @@ fn genuine_abort_orders(ctx: &Ctx, target: &Target) -> Result<(Vec<u8>, Vec<u8>)
     let other_campaign = abort_order_of(ctx, target, &rt)?;
     // MNO-A takes the target into the next campaign once it holds this one's report.
     rt.block_on(reported(ctx, &earlier, &target.device_id))?;
-    Ok((other_device, other_campaign))
+    Ok((other_device, other_campaign, earlier))
 }
 
 /// Runs `target` through its campaign, claiming at its first task that the TRE did not
