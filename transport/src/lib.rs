@@ -7,11 +7,13 @@
 //! - [`server`]: the HTTPS serve loop and the client's [`PeerIdentity`] for handlers.
 //! - [`client`]: the reqwest client over rustls and problem-aware response decoding.
 //! - [`problem`]: problem documents (`application/problem+json`) and the body-size limit.
+//! - [`retry`]: exponential backoff with jitter for clients that ask a peer again.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod problem;
+pub mod retry;
 pub mod server;
 pub mod tls;
 

@@ -27,8 +27,8 @@ use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement, Receipt, Signe
 use protocol::tpm::PcrSelection;
 use protocol::x509::TrustAnchors;
 use protocol::{DeviceId, SubscriptionProfile, bundle};
-use ring::rand::SecureRandom;
 use serde_bytes::ByteBuf;
+use transport::retry::Backoff;
 use uicc::auth::Outcome as AkaOutcome;
 use uicc::{Card, ChangeRef, Phase, UiccError};
 
@@ -42,9 +42,10 @@ use crate::tpm::Tpm;
 /// one step per TPM2_NV_Increment, and a bundle far ahead would let a buggy or hostile
 /// signer burn through it.
 const MAX_SEQUENCE_JUMP: u64 = 16;
-/// The agent's waits after a failure: from `RETRY_MIN`, doubling, up to `RETRY_MAX`.
-const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// The agent's waits after a failure: 200 ms doubling up to 5 s, ±50 % jitter. A failing
+/// agent thus asks at most about once a second on average, and thousands of them do not
+/// hit a recovering RO in step.
+const RETRY: Backoff = Backoff { base: Duration::from_millis(200), cap: Duration::from_secs(5) };
 /// The role name (certificate common name) whose signed orders end a change.
 const RO_ROLE: &str = "ro";
 
@@ -186,7 +187,12 @@ impl<C: Uicc> Agent<C> {
                     self.config.deadline, self.device_id
                 )));
             }
-            self.run_fallback_timer();
+            if let Err(e) = self.run_fallback_timer() {
+                // The card could not write its fallback (a full disk): try again later.
+                self.back_off("the fallback timer expired but the card did not fall back", &e)
+                    .await;
+                continue;
+            }
             let task = match self.next_task_or_fallback().await {
                 // The RO answers: whatever failed before may work now.
                 Ok(Some(task)) => {
@@ -218,17 +224,9 @@ impl<C: Uicc> Agent<C> {
         }
     }
 
-    /// Waits before the next try after a failure: RETRY_MIN · 2^failures, capped at
-    /// RETRY_MAX, with ±50 % jitter. A failing agent thus asks at most about once a second
-    /// on average, and thousands of them do not hit a recovering RO in step.
+    /// Waits before the next try after a failure ([`RETRY`]).
     async fn back_off(&mut self, what: &str, error: &Error) {
-        let exp = RETRY_MIN.saturating_mul(1u32 << self.failures.min(10)).min(RETRY_MAX);
-        let mut byte = [0u8; 1];
-        let jitter = match ring::rand::SystemRandom::new().fill(&mut byte) {
-            Ok(()) => 0.5 + f64::from(byte[0]) / 255.0,
-            Err(_) => 1.0,
-        };
-        let wait = exp.mul_f64(jitter);
+        let wait = RETRY.wait(self.failures);
         self.failures = self.failures.saturating_add(1);
         tracing::warn!(device = %self.device_id, error = %error, attempt = self.failures, retry_in_ms = wait.as_millis() as u64, "{what}");
         tokio::time::sleep(wait).await;
@@ -246,17 +244,14 @@ impl<C: Uicc> Agent<C> {
     }
 
     /// The fallback timer: a change on trial past its time goes back to the old profile.
-    fn run_fallback_timer(&mut self) {
+    fn run_fallback_timer(&mut self) -> Result<()> {
         if self.card.fallback_due(unix_now()) {
-            match self.card.fall_back("fallback timer expired") {
-                Ok(_) => {
-                    tracing::warn!(device = %self.device_id, imsi = %self.card.imsi(), "fallback timer expired: old profile restored")
-                }
-                Err(e) => {
-                    tracing::error!(device = %self.device_id, error = %e, "fallback timer expired but the card did not fall back")
-                }
-            }
+            self.card
+                .fall_back("fallback timer expired")
+                .map_err(|e| Error::Uicc(e.to_string()))?;
+            tracing::warn!(device = %self.device_id, imsi = %self.card.imsi(), "fallback timer expired: old profile restored");
         }
+        Ok(())
     }
 
     /// The RO says the change is over. Anything but its word that the card committed this
@@ -378,7 +373,7 @@ impl<C: Uicc> Agent<C> {
                     self.check_order(&order, OrderKind::Commit, &campaign, Some(sequence))?;
                 }
                 // The timer is the card's word: once it expired, no commit is taken.
-                self.run_fallback_timer();
+                self.run_fallback_timer()?;
                 let result = match self.card.commit_change(&campaign, sequence) {
                     Ok(Phase::Committed) => {
                         tracing::info!(device = %self.device_id, imsi = %self.card.imsi(), "change committed");

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ring::rand::SecureRandom;
+use transport::retry::Backoff;
 
 use protocol::DeviceId;
 
@@ -27,23 +27,14 @@ use rusqlite::params;
 use super::store::{CampaignRow, OutboxMessage, RoStore, now_ms};
 use crate::mno::api::{CampaignId, MAX_REASON_LEN, Report, ReportOutcome, path as mno_path};
 
-/// The first retry comes after about this long; each further one waits twice as long.
-const BACKOFF_BASE: Duration = Duration::from_millis(250);
-/// No retry waits longer than this.
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Retries of the outbox and of the RO's peer steps: 250 ms doubling up to 30 s, ±50 %.
+const BACKOFF: Backoff = Backoff { base: Duration::from_millis(250), cap: Duration::from_secs(30) };
 /// Messages delivered at once.
 const BATCH: usize = 32;
 
-/// How long to wait before attempt `attempts + 1`: `BACKOFF_BASE · 2^attempts`, capped, with
-/// ±50 % jitter so that many retries started by one outage do not arrive together.
+/// How long to wait before attempt `attempts + 1` ([`BACKOFF`]).
 pub(crate) fn backoff(attempts: u32) -> Duration {
-    let exp = BACKOFF_BASE.saturating_mul(1u32 << attempts.min(16)).min(BACKOFF_CAP);
-    let mut byte = [0u8; 1];
-    let jitter = match ring::rand::SystemRandom::new().fill(&mut byte) {
-        Ok(()) => 0.5 + f64::from(byte[0]) / 255.0,
-        Err(_) => 1.0,
-    };
-    exp.mul_f64(jitter)
+    BACKOFF.wait(attempts)
 }
 
 /// The final reports of a device to the campaign's two operators (step 12): success when
@@ -304,20 +295,5 @@ impl RoStore {
             }
         }
         Ok(state)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_with_jitter() {
-        for attempts in 0..40 {
-            let d = backoff(attempts);
-            let exp = BACKOFF_BASE.saturating_mul(1 << attempts.min(16)).min(BACKOFF_CAP);
-            assert!(d >= exp / 2 && d <= exp.mul_f64(1.5), "{attempts}: {d:?}");
-        }
-        assert!(backoff(30) <= BACKOFF_CAP.mul_f64(1.5));
     }
 }
