@@ -78,7 +78,7 @@ fn assert_running(agent: &mut Agent, dir: &Path, name: &str) {
     std::thread::sleep(Duration::from_secs(1));
     assert!(agent.0.try_wait().unwrap().is_none(), "device run stopped:\n{}", log(dir, name));
     let text = log(dir, name);
-    for word in ["in use", "lock", "swtpm exited"] {
+    for word in ["in use", " lock", "swtpm exited"] {
         assert!(!text.contains(word), "{word:?} in the log of {name}:\n{text}");
     }
 }
