@@ -112,29 +112,36 @@ fn device_run_stops_an_orphaned_swtpm_left_on_its_state() {
     let dir = temp.path();
     // What an agent killed before swtpms died with it leaves: a swtpm on the device's state
     // whose parent is gone (the shell exits at once; init adopts the swtpm).
-    let port = unused_port();
     let pid_file = dir.join("orphan.pid");
-    let script = format!(
-        "setsid swtpm socket --tpm2 --tpmstate dir={} \
-         --server type=tcp,port={port},bindaddr=127.0.0.1 \
-         --ctrl type=tcp,port={},bindaddr=127.0.0.1 --flags not-need-init,startup-clear \
-         --pid file={} </dev/null >/dev/null 2>&1 &",
-        state.display(),
-        port + 1,
-        pid_file.display()
-    );
-    assert!(Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
     let mut orphan = 0;
-    assert!(
-        wait_until(Duration::from_secs(10), || {
+    // Its port pair is picked at random and may be taken (one of a TIME_WAIT connection,
+    // say): a few tries.
+    for _ in 0..5 {
+        let port = unused_port();
+        let script = format!(
+            "setsid swtpm socket --tpm2 --tpmstate dir={} \
+             --server type=tcp,port={port},bindaddr=127.0.0.1 \
+             --ctrl type=tcp,port={},bindaddr=127.0.0.1 --flags not-need-init,startup-clear \
+             --pid file={} </dev/null >/dev/null 2>&1 &",
+            state.display(),
+            port + 1,
+            pid_file.display()
+        );
+        assert!(Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
+        let started = wait_until(Duration::from_secs(3), || {
             orphan = std::fs::read_to_string(&pid_file)
                 .ok()
                 .and_then(|t| t.trim().parse().ok())
                 .unwrap_or(0);
             orphan != 0 && swtpms_under(&state).contains(&orphan)
-        }),
-        "the orphan swtpm did not start"
-    );
+        });
+        if started {
+            break;
+        }
+        let _ = std::fs::remove_file(&pid_file);
+        orphan = 0;
+    }
+    assert!(orphan != 0, "the orphan swtpm did not start");
 
     let (mut agent, swtpm) = run_device(dir, "run");
     assert_ne!(swtpm, orphan);
