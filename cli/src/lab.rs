@@ -356,6 +356,19 @@ pub fn write_sample_image(dir: &Path) -> Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
+/// Writes into `dir` a copy of the sample image whose TRE agent changed after the reference
+/// values were made (one bit of `tre-agent.bin`): the PVA appraises it contraindicated.
+/// Returns `dir`.
+pub fn write_tampered_image(dir: &Path) -> Result<PathBuf> {
+    write_sample_image(dir)?;
+    let agent = dir.join("tre-agent.bin");
+    let mut bytes = std::fs::read(&agent)?;
+    let bit = bytes.get_mut(100).context("the sample tre-agent.bin is too short")?;
+    *bit ^= 0x01;
+    std::fs::write(agent, bytes)?;
+    Ok(dir.to_path_buf())
+}
+
 fn write(path: &Path, text: &str) -> Result<PathBuf> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path.to_path_buf())

@@ -4,121 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-const TRESOR: &str = env!("CARGO_BIN_EXE_tresor");
+use std::process::{Command, Stdio};
 
-fn examples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
-}
-
-/// A served role; stopped with SIGTERM (then killed) when dropped, also on panic.
-struct Service {
-    name: &'static str,
-    child: Child,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("{} did not stop on SIGTERM; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tresor(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(TRESOR).current_dir(dir).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "tresor {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Starts `tresor serve ROLE` and waits for the URL it reports.
-fn serve(dir: &Path, name: &'static str, role: &str, config: &str) -> (Service, String) {
-    let ready = dir.join(format!("{name}.url"));
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let child = Command::new(TRESOR)
-        .current_dir(dir)
-        .args(["serve", role, "--config", config, "--ready-file"])
-        .arg(&ready)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut service = Service { name, child };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(url) = std::fs::read_to_string(&ready) {
-            return (service, url.trim().to_owned());
-        }
-        if let Ok(Some(status)) = service.child.try_wait() {
-            let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-            panic!("{name} exited with {status}:\n{log}");
-        }
-        assert!(Instant::now() < deadline, "{name} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn edit(path: &Path, edits: &[(&str, &str)]) {
-    let mut text = std::fs::read_to_string(path).unwrap();
-    for (from, to) in edits {
-        assert!(text.contains(from), "{} has no {from:?}", path.display());
-        text = text.replace(from, to);
-    }
-    std::fs::write(path, text).unwrap();
-}
-
-fn secret_file(path: &Path, bytes: usize) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut value = vec![0u8; bytes];
-    for (i, b) in value.iter_mut().enumerate() {
-        *b = (i as u8).wrapping_mul(37).wrapping_add(bytes as u8);
-    }
-    let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).unwrap();
-    std::io::Write::write_all(&mut f, hex.as_bytes()).unwrap();
-}
+use support::{TRESOR, edit, prepare, serve, tresor};
 
 #[test]
 fn every_role_as_its_own_process() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path();
-    for entry in std::fs::read_dir(examples()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    std::fs::create_dir(dir.join("image")).unwrap();
-    for entry in std::fs::read_dir(examples().join("image")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.join("image").join(path.file_name().unwrap())).unwrap();
-    }
-    tresor(dir, &["pki", "init", "pki"]);
-    std::fs::create_dir(dir.join("manufacturers")).unwrap();
-    std::fs::copy(dir.join("pki/manufacturer.pem"), dir.join("manufacturers/manufacturer.pem"))
-        .unwrap();
-    for mno in ["mno-a", "mno-b"] {
-        secret_file(&dir.join(format!("{mno}-store.key")), 32);
-        secret_file(&dir.join(format!("{mno}-op.key")), 16);
-    }
+    prepare(dir);
 
     // Ports of the system's choosing, each learned from its service's ready file.
     edit(&dir.join("pva.toml"), &[("127.0.0.1:8440", "127.0.0.1:0")]);

@@ -21,7 +21,7 @@ use std::time::Duration;
 use protocol::SubscriptionProfile;
 use provisioning::pki::Role;
 use tre::tpm::KeyAlg;
-use tresor::lab::{Lab, run_agent, write_sample_image};
+use tresor::lab::{Lab, run_agent, write_sample_image, write_tampered_image};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -95,21 +95,6 @@ fn named_files(dir: &Path, when: &str) -> Vec<(String, Vec<u8>)> {
     files(dir).into_iter().map(|(p, b)| (format!("{} ({when})", p.display()), b)).collect()
 }
 
-/// A copy of the sample image whose TRE agent changed after the reference values were made.
-fn tampered(image: &Path, dir: &Path) -> PathBuf {
-    let out = dir.join("tampered-image");
-    std::fs::create_dir_all(&out).unwrap();
-    for entry in std::fs::read_dir(image).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, out.join(path.file_name().unwrap())).unwrap();
-    }
-    let agent = out.join("tre-agent.bin");
-    let mut bytes = std::fs::read(&agent).unwrap();
-    bytes[100] ^= 0x01;
-    std::fs::write(agent, bytes).unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_issued_secret_leaves_the_cards_or_the_operators_encrypted_stores() {
     let captured = Captured::default();
@@ -124,7 +109,7 @@ async fn no_issued_secret_leaves_the_cards_or_the_operators_encrypted_stores() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("lab");
     let image = write_sample_image(&scratch.path().join("image")).unwrap();
-    let bad_image = tampered(&image, scratch.path());
+    let bad_image = write_tampered_image(&scratch.path().join("tampered-image")).unwrap();
     let lab = Lab::start(&dir, &image).await.unwrap();
     let devices: Vec<_> = (0..4).map(|i| lab.manufacture(i, KeyAlg::Ecc).unwrap()).collect();
     let mut secrets = Vec::new();

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use protocol::milenage::{Autn, Rand};
@@ -20,22 +20,6 @@ use uicc::{Card, Change, ChangeRef, FallBack, Phase, UiccError};
 
 fn image() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/image")
-}
-
-/// A copy of the image in which one component binary changed after the reference values
-/// were made.
-fn tampered_image(dir: &Path) -> PathBuf {
-    let out = dir.join("tampered-image");
-    std::fs::create_dir_all(&out).unwrap();
-    for entry in std::fs::read_dir(image()).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, out.join(path.file_name().unwrap())).unwrap();
-    }
-    let agent = out.join("tre-agent.bin");
-    let mut bytes = std::fs::read(&agent).unwrap();
-    bytes[100] ^= 0x01;
-    std::fs::write(agent, bytes).unwrap();
-    out
 }
 
 async fn join(agent: std::thread::JoinHandle<anyhow::Result<Outcome>>) -> Outcome {
@@ -83,7 +67,12 @@ async fn a_tampered_component_gets_no_bundle() {
     let device = lab.manufacture(0, KeyAlg::Ecc).unwrap();
     let campaign = lab.create_campaign(&[&device]).await.unwrap();
     let config = lab.agent_config(&device, Duration::from_secs(60)).unwrap();
-    let outcome = join(run_agent(&device, &tampered_image(dir.path()), config)).await;
+    let outcome = join(run_agent(
+        &device,
+        &tresor::lab::write_tampered_image(&dir.path().join("tampered-image")).unwrap(),
+        config,
+    ))
+    .await;
     assert_kept_mno_a(&outcome, &device);
 
     let status = lab.campaign(&campaign.id).await.unwrap();

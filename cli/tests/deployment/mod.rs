@@ -169,7 +169,7 @@ impl Deployment {
             };
             support::edit(&dir.join(config), &[(from, &to)]);
         }
-        let tampered = tampered_image(&dir);
+        tresor::lab::write_tampered_image(&dir.join("tampered-image")).unwrap();
         let mut devices = Vec::new();
         for index in 0..options.devices {
             let name = format!("device-{index}.toml");
@@ -229,7 +229,6 @@ impl Deployment {
                 outcome: None,
             });
         }
-        let _ = tampered;
         let mut roles: Vec<Role> = ROLES
             .iter()
             .map(|name| Role {
@@ -605,22 +604,6 @@ impl Drop for Deployment {
             }
         }
     }
-}
-
-/// A copy of the sample image with one component changed after the reference values were
-/// made: the PVA appraises it contraindicated.
-fn tampered_image(dir: &Path) -> PathBuf {
-    let out = dir.join("tampered-image");
-    std::fs::create_dir_all(&out).unwrap();
-    for entry in std::fs::read_dir(dir.join("image")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, out.join(path.file_name().unwrap())).unwrap();
-    }
-    let agent = out.join("tre-agent.bin");
-    let mut bytes = std::fs::read(&agent).unwrap();
-    bytes[100] ^= 0x01;
-    std::fs::write(agent, bytes).unwrap();
-    out
 }
 
 /// Mounts a 16 MiB tmpfs at `dir` (the tests run as root, as CI does).
