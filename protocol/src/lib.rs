@@ -15,6 +15,7 @@
 //! - [`order`]: the RO's signed commit and abort orders that end a device's change.
 //! - [`pva_api`]: the PVA's API messages: enrol, activate, challenge, appraise (CBOR).
 //! - [`receipt`]: the TRE's install receipt, signed by the AK (TPM2_Hash + TPM2_Sign).
+//! - [`role`]: role-bound certificates: the role OID and name every CI certificate carries.
 //! - [`secret`]: K, OPc, OTA keys and the subscription profile; zeroizing, never printed.
 //! - [`tpm`]: TPM 2.0 structures and software-side TPM protocols.
 //! - [`x509`]: X.509 path validation (x509-parser + ring), trust anchors, PEM loading.
@@ -36,6 +37,7 @@ pub mod order;
 pub mod ota;
 pub mod pva_api;
 pub mod receipt;
+pub mod role;
 pub mod secret;
 pub mod tpm;
 pub mod x509;
