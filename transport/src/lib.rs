@@ -22,4 +22,4 @@ mod error;
 pub use error::{Error, Result};
 pub use problem::{Problem, limit_body};
 pub use server::{PeerIdentity, ServeOptions, serve, serve_with};
-pub use tls::{ClientAuth, Identity, client_config, crypto_provider, server_config};
+pub use tls::{ClientAuth, Identity, ServerRole, client_config, crypto_provider, server_config};

@@ -23,6 +23,7 @@ use protocol::device_api::{
 use protocol::milenage::{Autn, Rand};
 use protocol::order::{OrderError, OrderExpectations, OrderKind, verify_order};
 use protocol::pva_api::{ActivateRequest, CredentialSecret, EnrolRequest, Message};
+use protocol::role::{Expected, Role as CertRole};
 use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement, Receipt, SignedReceipt};
 use protocol::tpm::PcrSelection;
 use protocol::x509::TrustAnchors;
@@ -124,8 +125,11 @@ impl<C: Uicc> Agent<C> {
             .iter()
             .map(|der| rustls_pki_types::CertificateDer::from(der.clone()))
             .collect();
-        let http =
-            transport::client::client(&roots, None).map_err(|e| Error::Network(e.to_string()))?;
+        // Only the RO's certificate: any other role under the CI (the PVA's, an operator's)
+        // is refused in the handshake, so nobody else can hand this device tasks.
+        let ro = transport::ServerRole::Expected(Expected::role(CertRole::Ro));
+        let http = transport::client::client(&roots, None, &ro)
+            .map_err(|e| Error::Network(e.to_string()))?;
         let device_id = attester.device_id()?;
         let journal = Journal::open(&config.journal)?;
         Ok(Self {
