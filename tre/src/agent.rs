@@ -23,7 +23,12 @@ use protocol::device_api::{
 use protocol::milenage::{Autn, Rand};
 use protocol::order::{OrderError, OrderExpectations, OrderKind, verify_order};
 use protocol::pva_api::{ActivateRequest, CredentialSecret, EnrolRequest, Message};
+use bytes::Bytes;
+use protocol::device_auth::{
+    self, CredentialChallenge, CredentialProof, CredentialRequest, NONCE_LEN, RequestStatement,
+};
 use protocol::role::{Expected, Role as CertRole};
+use reqwest::Method;
 use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement, Receipt, SignedReceipt};
 use protocol::tpm::PcrSelection;
 use protocol::x509::TrustAnchors;
@@ -110,6 +115,10 @@ pub struct Agent<C: Uicc = Card> {
     abort_reason: Option<String>,
     /// Consecutive failures, for the backoff.
     failures: u32,
+    /// Whether the RO holds this device's AK (`protocol::device_auth`), as far as we know.
+    bound: bool,
+    /// The nonce the RO's latest answer carried, for the next request.
+    nonce: Option<[u8; NONCE_LEN]>,
 }
 
 impl<C: Uicc> std::fmt::Debug for Agent<C> {
@@ -141,6 +150,8 @@ impl<C: Uicc> Agent<C> {
             device_id,
             abort_reason: None,
             failures: 0,
+            bound: false,
+            nonce: None,
         })
     }
 
@@ -440,8 +451,7 @@ impl<C: Uicc> Agent<C> {
         };
         let body =
             protocol::device_api::to_cbor(&attach).map_err(|e| Error::Protocol(e.to_string()))?;
-        let url = format!("{}/v1/attach", self.config.ro_url);
-        self.send(url, body).await
+        self.post_raw("attach", body).await
     }
 
     /// Step 11: open the bundle inside the TPM, check it, install it on trial; returns the
@@ -626,22 +636,15 @@ impl<C: Uicc> Agent<C> {
         }
     }
 
-    async fn next_task(&self) -> Result<DeviceTask> {
-        let url = format!("{}/v1/devices/{}/task", self.config.ro_url, self.device_id);
-        let response =
-            self.http.get(url).send().await.map_err(|e| Error::Network(e.to_string()))?;
-        let response =
-            transport::client::check(response).await.map_err(|e| Error::Network(e.to_string()))?;
-        let bytes =
-            transport::client::read_limited(response, protocol::device_api::MAX_MESSAGE_SIZE)
-                .await
-                .map_err(|e| Error::Network(e.to_string()))?;
+    async fn next_task(&mut self) -> Result<DeviceTask> {
+        let path = format!("/v1/devices/{}/task", self.device_id);
+        let bytes = self.request(Method::GET, &path, Vec::new(), None).await?;
         protocol::device_api::from_cbor(&bytes).map_err(|e| Error::Protocol(e.to_string()))
     }
 
-    async fn post_raw(&self, what: &str, body: Vec<u8>) -> Result<()> {
-        let url = format!("{}/v1/devices/{}/{what}", self.config.ro_url, self.device_id);
-        self.send(url, body).await
+    async fn post_raw(&mut self, what: &str, body: Vec<u8>) -> Result<()> {
+        let path = format!("/v1/devices/{}/{what}", self.device_id);
+        self.request(Method::POST, &path, body, None).await.map(drop)
     }
 
     /// Posts an answer that decides the change (install, AKA, commit, abort) with the AK's
@@ -661,23 +664,123 @@ impl<C: Uicc> Agent<C> {
         let tpm = self.attester.tpm();
         let ak = tpm.ak(crate::tpm::KeyAlg::Ecc)?;
         let signature = hex::encode(tpm.sign(&ak, &statement)?);
-        let url = format!("{}/v1/devices/{}/{what}", self.config.ro_url, self.device_id);
-        self.send_with(url, bytes, Some(signature)).await
+        let path = format!("/v1/devices/{}/{what}", self.device_id);
+        self.request(Method::POST, &path, bytes, Some(signature)).await.map(drop)
     }
 
-    async fn send(&self, url: String, body: Vec<u8>) -> Result<()> {
-        self.send_with(url, body, None).await
-    }
-
-    async fn send_with(&self, url: String, body: Vec<u8>, signature: Option<String>) -> Result<()> {
-        let mut request = self.http.post(url).header("content-type", "application/cbor");
-        if let Some(signature) = signature {
-            request = request.header(ANSWER_SIGNATURE_HEADER, signature);
+    /// One request on the device channel (`protocol::device_auth`): binds the AK first if
+    /// the RO does not know it, signs the request with the AK over the RO's latest nonce,
+    /// keeps the nonce the answer carries, and retries once when the RO refused the nonce
+    /// (it restarted, or the nonce expired) or no longer knows the AK.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        answer_signature: Option<String>,
+    ) -> Result<Bytes> {
+        if !self.bound {
+            self.bind().await?;
         }
-        let response =
-            request.body(body).send().await.map_err(|e| Error::Network(e.to_string()))?;
-        transport::client::check(response).await.map_err(|e| Error::Network(e.to_string()))?;
+        let mut retried = false;
+        loop {
+            let nonce = self.nonce.take().unwrap_or([0; NONCE_LEN]);
+            let statement =
+                RequestStatement::new(self.device_id.clone(), method.as_str(), path, nonce, &body)
+                    .to_cbor()
+                    .map_err(|e| Error::Protocol(e.to_string()))?;
+            let tpm = self.attester.tpm();
+            let ak = tpm.ak(crate::tpm::KeyAlg::Ecc)?;
+            let signature = hex::encode(tpm.sign(&ak, &statement)?);
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.config.ro_url))
+                .header(device_auth::NONCE_HEADER, hex::encode(nonce))
+                .header(device_auth::SIGNATURE_HEADER, signature);
+            if method == Method::POST {
+                request = request.header("content-type", "application/cbor").body(body.clone());
+            }
+            if let Some(answer) = &answer_signature {
+                request = request.header(ANSWER_SIGNATURE_HEADER, answer);
+            }
+            let response = request.send().await.map_err(|e| Error::Network(e.to_string()))?;
+            self.keep_nonce(response.headers());
+            match transport::client::check(response).await {
+                Ok(response) => {
+                    return transport::client::read_limited(
+                        response,
+                        protocol::device_api::MAX_MESSAGE_SIZE,
+                    )
+                    .await
+                    .map_err(|e| Error::Network(e.to_string()));
+                }
+                Err(transport::Error::Problem(p)) if !retried && p.type_uri.ends_with("/device-nonce") => {
+                    retried = true;
+                }
+                Err(transport::Error::Problem(p))
+                    if !retried && p.type_uri.ends_with("/device-not-authenticated") =>
+                {
+                    retried = true;
+                    self.bind().await?;
+                }
+                Err(e) => return Err(Error::Network(e.to_string())),
+            }
+        }
+    }
+
+    /// Binds the AK to this device at the RO: TPM2_ActivateCredential answers the RO's
+    /// challenge, which only the TPM holding both the EK and the AK can.
+    async fn bind(&mut self) -> Result<()> {
+        let request = self.attester.enrolment_request()?;
+        let body = protocol::device_api::to_cbor(&CredentialRequest {
+            ek_certificate: ByteBuf::from(request.ek_certificate),
+            ek_public: ByteBuf::from(request.ek_public),
+            ak_public: ByteBuf::from(request.ak_public),
+        })
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+        let path = format!("/v1/devices/{}/credential", self.device_id);
+        let challenge: CredentialChallenge = {
+            let bytes = self.plain_post(&path, body).await?;
+            protocol::device_api::from_cbor(&bytes).map_err(|e| Error::Protocol(e.to_string()))?
+        };
+        let secret =
+            self.attester.activate_credential(&challenge.id_object, &challenge.encrypted_secret)?;
+        let proof = protocol::device_api::to_cbor(&CredentialProof {
+            secret: ByteBuf::from(secret.to_vec()),
+        })
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+        self.plain_post(&format!("{path}/activate"), proof).await?;
+        self.bound = true;
+        tracing::info!(device = %self.device_id, "AK bound at the RO");
         Ok(())
+    }
+
+    /// An unsigned POST (the binding's two steps).
+    async fn plain_post(&mut self, path: &str, body: Vec<u8>) -> Result<Bytes> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.config.ro_url))
+            .header("content-type", "application/cbor")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Error::Network(e.to_string()))?;
+        self.keep_nonce(response.headers());
+        let response =
+            transport::client::check(response).await.map_err(|e| Error::Network(e.to_string()))?;
+        transport::client::read_limited(response, protocol::device_api::MAX_MESSAGE_SIZE)
+            .await
+            .map_err(|e| Error::Network(e.to_string()))
+    }
+
+    fn keep_nonce(&mut self, headers: &reqwest::header::HeaderMap) {
+        if let Some(nonce) = headers
+            .get(device_auth::NEXT_NONCE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(device_auth::parse_nonce)
+        {
+            self.nonce = Some(nonce);
+        }
     }
 }
 
