@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use protocol::device_api::{self, AttachRequest, DeviceTask, InstallResult};
 use protocol::evidence::Evidence;
-use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement};
+use protocol::receipt::AnswerStatement;
 use protocol::tpm::PcrSelection;
 use protocol::{DeviceId, Iccid, Imsi, Nonce};
 use provisioning::mno::api::CampaignDevice;
@@ -111,7 +111,7 @@ pub(crate) enum Act {
     /// Post this answer (install, AKA) to `/v1/devices/{id}/{endpoint}`, signed by the
     /// device's AK for the task whose hash is given (`protocol::receipt::AnswerStatement`).
     Answer(&'static str, Vec<u8>, [u8; 32]),
-    /// Post this attach request to `/v1/attach` instead.
+    /// Post this attach request to `/v1/devices/{id}/attach` instead.
     Attach(AttachRequest),
     /// Stop driving and give the task back to the scenario (to resume later).
     Pause(DeviceTask),
@@ -136,8 +136,6 @@ pub(crate) fn refuse_install(device: &mut Hostile) -> Result<Act> {
 /// A device driven from the RO's device API.
 pub(crate) struct Hostile {
     pub agent: Agent,
-    http: reqwest::Client,
-    ro: String,
     pub id: DeviceId,
     /// Errors of tasks the agent could not carry out (the RO then waits or fails the device).
     pub agent_errors: Vec<String>,
@@ -153,8 +151,6 @@ impl Hostile {
         Ok(Self {
             id: agent.device_id().clone(),
             agent,
-            http: ctx.lab.pki.anonymous_client()?,
-            ro: ctx.lab.urls.ro.clone(),
             agent_errors: Vec::new(),
         })
     }
@@ -203,8 +199,7 @@ impl Hostile {
                         self.post_signed(endpoint, body, Some(&signature)).await?;
                     }
                     Act::Attach(request) => {
-                        let url = format!("{}/v1/attach", self.ro);
-                        self.send(&url, device_api::to_cbor(&request)?).await?;
+                        self.post("attach", device_api::to_cbor(&request)?).await?;
                     }
                     Act::Pause(task) => return Ok(Some(task)),
                 },
@@ -232,15 +227,16 @@ impl Hostile {
         })
     }
 
-    async fn next_task(&self) -> Result<DeviceTask> {
-        let url = format!("{}/v1/devices/{}/task", self.ro, self.id);
-        let response = transport::client::check(self.http.get(url).send().await?).await?;
-        let bytes = transport::client::read_limited(response, device_api::MAX_MESSAGE_SIZE).await?;
+    /// The next task, asked on the device's authenticated channel.
+    async fn next_task(&mut self) -> Result<DeviceTask> {
+        let path = format!("/v1/devices/{}/task", self.id);
+        let bytes = self.agent.request(reqwest::Method::GET, &path, Vec::new(), None).await?;
         Ok(device_api::from_cbor(&bytes)?)
     }
 
-    /// POSTs `body` to `/v1/devices/{id}/{endpoint}`.
-    pub async fn post(&self, endpoint: &str, body: Vec<u8>) -> Result<()> {
+    /// POSTs `body` to `/v1/devices/{id}/{endpoint}` on the device's authenticated channel:
+    /// what the genuine TPM would sign if its software were hostile.
+    pub async fn post(&mut self, endpoint: &str, body: Vec<u8>) -> Result<()> {
         self.post_signed(endpoint, body, None).await
     }
 
@@ -253,25 +249,16 @@ impl Hostile {
     }
 
     async fn post_signed(
-        &self,
+        &mut self,
         endpoint: &str,
         body: Vec<u8>,
         signature: Option<&str>,
     ) -> Result<()> {
-        let url = format!("{}/v1/devices/{}/{endpoint}", self.ro, self.id);
-        let mut request =
-            self.http.post(&url).header("content-type", "application/cbor").body(body);
-        if let Some(signature) = signature {
-            request = request.header(ANSWER_SIGNATURE_HEADER, signature);
-        }
-        let response = request.send().await.with_context(|| format!("{url}: no answer"))?;
-        transport::client::check(response).await.with_context(|| url.clone())?;
-        Ok(())
-    }
-
-    async fn send(&self, url: &str, body: Vec<u8>) -> Result<()> {
-        let answer = observe::post(&self.http, url, "application/cbor", body).await?;
-        anyhow::ensure!(answer.status < 300, "{url}: {}", answer.detail());
+        let path = format!("/v1/devices/{}/{endpoint}", self.id);
+        self.agent
+            .request(reqwest::Method::POST, &path, body, signature.map(str::to_owned))
+            .await
+            .with_context(|| path.clone())?;
         Ok(())
     }
 }
