@@ -256,9 +256,8 @@ fn ca_params(
 /// processes reach each other by address.
 fn role_params(role: Role, now: SystemTime) -> Result<CertificateParams, PkiError> {
     let mut p = base_params(role.name(), "tresor", now, ROLE_VALIDITY)?;
-    let dns_name = |name: String| {
-        name.try_into().map_err(|e: rcgen::Error| PkiError::Generate(e.to_string()))
-    };
+    let dns_name =
+        |name: String| name.try_into().map_err(|e: rcgen::Error| PkiError::Generate(e.to_string()));
     p.subject_alt_names = vec![
         SanType::DnsName(dns_name(format!("{}{}", role.name(), protocol::role::DNS_SUFFIX))?),
         SanType::DnsName(dns_name("localhost".into())?),
@@ -463,9 +462,9 @@ impl Pki {
                 )
                 .map_err(|source| PkiError::Chain { file: cert_file.clone(), source })?;
             }
-            CertifiedRole::of_der(&cert)
-                .and_then(|c| c.require(&role.expected()))
-                .map_err(|e| PkiError::Invalid { file: cert_file.clone(), reason: e.to_string() })?;
+            CertifiedRole::of_der(&cert).and_then(|c| c.require(&role.expected())).map_err(
+                |e| PkiError::Invalid { file: cert_file.clone(), reason: e.to_string() },
+            )?;
             let pkcs8 = check_key(dir, role.name(), &cert)?;
             let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec()));
             let identity = Identity::new(vec![CertificateDer::from(cert.clone())], key)?;

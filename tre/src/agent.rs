@@ -17,22 +17,22 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use protocol::device_api::{
     AbortAck, AkaResult, AttachRequest, CommitResult, DeviceTask, InstallResult,
+};
+use protocol::device_auth::{
+    self, CredentialChallenge, CredentialProof, CredentialRequest, NONCE_LEN, RequestStatement,
 };
 use protocol::milenage::{Autn, Rand};
 use protocol::order::{OrderError, OrderExpectations, OrderKind, verify_order};
 use protocol::pva_api::{ActivateRequest, CredentialSecret, EnrolRequest, Message};
-use bytes::Bytes;
-use protocol::device_auth::{
-    self, CredentialChallenge, CredentialProof, CredentialRequest, NONCE_LEN, RequestStatement,
-};
-use protocol::role::{Expected, Role as CertRole};
-use reqwest::Method;
 use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement, Receipt, SignedReceipt};
+use protocol::role::{Expected, Role as CertRole};
 use protocol::tpm::PcrSelection;
 use protocol::x509::TrustAnchors;
 use protocol::{DeviceId, SubscriptionProfile, bundle};
+use reqwest::Method;
 use serde_bytes::ByteBuf;
 use transport::retry::Backoff;
 use uicc::auth::Outcome as AkaOutcome;
@@ -714,7 +714,9 @@ impl<C: Uicc> Agent<C> {
                     .await
                     .map_err(|e| Error::Network(e.to_string()));
                 }
-                Err(transport::Error::Problem(p)) if !retried && p.type_uri.ends_with("/device-nonce") => {
+                Err(transport::Error::Problem(p))
+                    if !retried && p.type_uri.ends_with("/device-nonce") =>
+                {
                     retried = true;
                 }
                 Err(transport::Error::Problem(p))

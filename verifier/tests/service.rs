@@ -60,8 +60,12 @@ async fn start(lab: &Lab) -> Server {
     let task = tokio::spawn(verifier::serve(config, listener, async {
         let _ = stopped.await;
     }));
-    let client =
-        transport::client::client(&[CertificateDer::from(lab.ci.der.clone())], None).unwrap();
+    let client = transport::client::client(
+        &[CertificateDer::from(lab.ci.der.clone())],
+        None,
+        &transport::ServerRole::AnyRole,
+    )
+    .unwrap();
     Server { base, client, stop: Some(stop), task, _dir: dir }
 }
 

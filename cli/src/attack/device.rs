@@ -148,11 +148,7 @@ impl Hostile {
         let attester = Attester::boot(tpm, image, AttesterOptions::default())?;
         let card = super::observe::open_card(&target.card)?;
         let agent = Agent::new(attester, card, agent_config(ctx, target, &ctx.lab.urls.ro)?)?;
-        Ok(Self {
-            id: agent.device_id().clone(),
-            agent,
-            agent_errors: Vec::new(),
-        })
+        Ok(Self { id: agent.device_id().clone(), agent, agent_errors: Vec::new() })
     }
 
     /// Drives the device until the RO says it is done, or the plan pauses (then the paused

@@ -19,9 +19,9 @@ use protocol::device_auth::{
     CredentialChallenge, CredentialProof, CredentialRequest, NONCE_LEN, NONCE_TTL_SECS,
     RequestStatement, check_ak_attributes,
 };
+use protocol::pva_api::CredentialSecret;
 use protocol::tpm::credential::make_credential;
 use protocol::tpm::{Public, Unmarshal};
-use protocol::pva_api::CredentialSecret;
 use ring::hmac;
 use ring::rand::SystemRandom;
 use serde_bytes::ByteBuf;
@@ -96,7 +96,8 @@ impl Channel {
 
     /// Spends a verified request's nonce; a second spend is a replay.
     fn spend(&self, nonce: [u8; NONCE_LEN], expires: u64) -> Result<(), RoError> {
-        let mut spent = self.spent.lock().map_err(|_| RoError::Store("nonce set poisoned".into()))?;
+        let mut spent =
+            self.spent.lock().map_err(|_| RoError::Store("nonce set poisoned".into()))?;
         let now = now_ms();
         if spent.len() > 10_000 {
             spent.retain(|_, until| *until >= now);
@@ -121,9 +122,9 @@ impl Ro {
         body: &[u8],
     ) -> Result<(), RoError> {
         let unauthenticated = |why: &str| RoError::DeviceNotAuthenticated(why.to_owned());
-        let nonce = nonce
-            .and_then(protocol::device_auth::parse_nonce)
-            .ok_or_else(|| RoError::DeviceNonce("no nonce: use the one this answer carries".into()))?;
+        let nonce = nonce.and_then(protocol::device_auth::parse_nonce).ok_or_else(|| {
+            RoError::DeviceNonce("no nonce: use the one this answer carries".into())
+        })?;
         let expires = self.channel.check(device, &nonce)?;
         let signature = signature
             .and_then(|s| hex::decode(s).ok())

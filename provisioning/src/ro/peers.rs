@@ -6,12 +6,12 @@
 use std::collections::HashMap;
 
 use protocol::DeviceId;
-use protocol::role::{Expected, Role};
 use protocol::device_api::{self, AkaResult};
 use protocol::pva_api::{
     self, ActivateRequest, ActivateResponse, AppraiseRequest, AppraiseResponse, ChallengeRequest,
     ChallengeResponse, EnrolRequest, EnrolResponse, Message,
 };
+use protocol::role::{Expected, Role};
 use serde_bytes::ByteBuf;
 
 use super::config::RoConfig;

@@ -14,10 +14,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use protocol::DeviceId;
-use protocol::role::{Expected, Role as CertRole};
 use protocol::device_api::{self, AbortAck, AkaResult, AttachRequest, CommitResult, InstallResult};
 use protocol::device_auth;
 use protocol::receipt::ANSWER_SIGNATURE_HEADER;
+use protocol::role::{Expected, Role as CertRole};
 use transport::PeerIdentity;
 
 use super::Ro;
@@ -70,8 +70,7 @@ async fn create_campaign(
     peer: PeerIdentity,
     body: Bytes,
 ) -> Result<Response, RoError> {
-    let caller =
-        peer.require(&operators()).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
+    let caller = peer.require(&operators()).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
     let new: NewCampaign =
         serde_json::from_slice(&body).map_err(|e| RoError::Decode(e.to_string()))?;
     let report = ro.create_campaign(&caller, new).await?;
@@ -88,8 +87,7 @@ async fn cancel_campaign(
     peer: PeerIdentity,
     Path(id): Path<String>,
 ) -> Result<Response, RoError> {
-    let caller =
-        peer.require(&operators()).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
+    let caller = peer.require(&operators()).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
     Ok(axum::Json(ro.cancel_campaign(&caller, &id).await?).into_response())
 }
 
