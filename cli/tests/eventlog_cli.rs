@@ -12,7 +12,7 @@ fn tresor(args: &[&str]) -> Output {
 }
 
 fn logs_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/eventlogs")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/eventlogs")
 }
 
 fn temp(name: &str) -> PathBuf {

@@ -85,7 +85,7 @@ fn empty_and_oversized_logs() {
 
 #[test]
 fn every_prefix_of_a_real_log_is_an_error_or_a_shorter_log() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/eventlogs");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/eventlogs");
     for name in [
         "event.bin",
         "event-uefiaction.bin",

@@ -11,7 +11,7 @@ use protocol::eventlog::{BankDigest, EventLog, EventType, Measurement};
 use protocol::tpm::HashAlg;
 
 fn real_logs() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/eventlogs");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/eventlogs");
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -1,5 +1,5 @@
-//! Real firmware event logs (`../shared/testdata/eventlogs`, from the tpm2-tools test
-//! fixtures) against an independent oracle: the PCR values `tpm2_eventlog FILE` prints
+//! Real firmware event logs (`testdata/eventlogs` at the repository root, from the
+//! tpm2-tools test fixtures) against an independent oracle: the PCR values `tpm2_eventlog FILE` prints
 //! under `pcrs:`, bank by bank, PCR by PCR. Also: every real log writes back byte for byte.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -15,12 +15,12 @@ use protocol::tpm::HashAlg;
 type Pcrs = BTreeMap<String, BTreeMap<u32, String>>;
 
 fn logs_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/eventlogs")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/eventlogs")
 }
 
 fn real_logs() -> Vec<PathBuf> {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(logs_dir())
-        .expect("the real event logs are in ../shared/testdata/eventlogs")
+        .expect("the real event logs are in testdata/eventlogs")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "bin"))
         .collect();

@@ -3,7 +3,7 @@
 //! MNO-A and MNO-B on loopback HTTPS) switches two swtpm devices, one with an ECC and one
 //! with an RSA EK, from MNO-A to MNO-B and keeps their artifacts (`evidence.cbor`,
 //! `ear.cbor`, `bundle.cose`, `receipt.cbor`, `ek.pem`). The real event logs of
-//! `../shared/testdata/eventlogs` beside the repository (or `$TRESOR_EVENTLOGS`) are copied as they are.
+//! `testdata/eventlogs` of the repository (or `$TRESOR_EVENTLOGS`) are copied as they are.
 //!
 //! Not part of any test suite: run it by hand when a wire format changes, then rebuild
 //! the fuzz targets (they embed `fixtures/`):
@@ -46,7 +46,7 @@ use tresor::lab::{Lab, run_agent};
 mod card_profile;
 
 const DEFAULT_EVENTLOGS: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/eventlogs");
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/eventlogs");
 
 /// One lab device's artifacts.
 struct Device {
