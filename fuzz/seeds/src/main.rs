@@ -164,11 +164,23 @@ async fn main() -> Result<()> {
 
     // ---- eventlog ----
     let logs = std::env::var_os("TRESOR_EVENTLOGS").map_or(DEFAULT_EVENTLOGS.into(), PathBuf::from);
+    // The tpm2-tools fixtures at the top, other projects' logs one directory down.
+    let mut found = Vec::new();
     for entry in std::fs::read_dir(&logs).with_context(|| logs.display().to_string())? {
         let path = entry?.path();
+        if path.is_dir() {
+            let source = path.file_name().unwrap().to_string_lossy().into_owned();
+            for inner in std::fs::read_dir(&path)? {
+                found.push((format!("{source}-"), inner?.path()));
+            }
+        } else {
+            found.push((String::new(), path));
+        }
+    }
+    for (prefix, path) in found {
         if path.extension().is_some_and(|e| e == "bin") {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            corpus.put("eventlog", &format!("testdata-{name}"), &std::fs::read(&path)?)?;
+            corpus.put("eventlog", &format!("testdata-{prefix}{name}"), &std::fs::read(&path)?)?;
         }
     }
     corpus.put("eventlog", "lab-device.bin", &first.evidence.event_log)?;

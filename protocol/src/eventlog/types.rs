@@ -131,7 +131,7 @@ impl EventDigest {
 pub struct Event {
     /// Byte offset of the record from the start of the log.
     pub offset: usize,
-    /// PCR index, 0–23.
+    /// PCR index, 0–23; [`super::NO_ACTION_PCR`] on an EV_NO_ACTION record Windows wrote.
     pub pcr: u32,
     pub event_type: EventType,
     /// Digests in log order; at most one per algorithm.
