@@ -183,6 +183,23 @@ impl EventLog {
     }
 }
 
+impl EventLog {
+    /// The locality the log's StartupLocality event gives, if it has one (checked as
+    /// [`EventLog::replay`] checks it).
+    pub fn startup_locality(&self) -> Result<Option<u8>, EventLogError> {
+        let mut found = None;
+        for event in self.events.iter().filter(|e| e.event_type == EventType::EV_NO_ACTION) {
+            if let Some(locality) = startup_locality(event)? {
+                if found.is_some() {
+                    return Err(EventLogError::DuplicateStartupLocality { offset: event.offset });
+                }
+                found = Some(locality);
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// The locality of a StartupLocality event, `None` for any other EV_NO_ACTION event.
 fn startup_locality(event: &Event) -> Result<Option<u8>, EventLogError> {
     let Some(rest) = event.data.strip_prefix(STARTUP_LOCALITY_SIGNATURE.as_slice()) else {
@@ -204,5 +221,33 @@ fn startup_locality(event: &Event) -> Result<Option<u8>, EventLogError> {
     match *locality {
         0 | 3 | 4 => Ok(Some(*locality)),
         locality => Err(EventLogError::InvalidStartupLocality { offset, locality }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventlog::Measurement;
+
+    #[test]
+    fn a_built_startup_locality_event_sets_pcr0() {
+        let banks = [HashAlg::Sha256, HashAlg::Sm3_256];
+        let mut log = EventLog::new(&banks).unwrap();
+        assert_eq!(log.startup_locality(), Ok(None));
+        log.push_measurement(&Measurement::startup_locality(3, &banks)).unwrap();
+        assert_eq!(log.startup_locality(), Ok(Some(3)));
+        let parsed = EventLog::parse(&log.to_bytes()).unwrap();
+        assert_eq!(parsed.startup_locality(), Ok(Some(3)));
+        let replayed = parsed.replay().unwrap();
+        for alg in banks {
+            let mut expected = vec![0u8; 32];
+            expected[31] = 3;
+            assert_eq!(replayed.value(alg, 0).unwrap(), expected);
+        }
+        log.push_measurement(&Measurement::startup_locality(2, &banks)).unwrap();
+        assert!(matches!(
+            log.startup_locality(),
+            Err(EventLogError::InvalidStartupLocality { locality: 2, .. })
+        ));
     }
 }
