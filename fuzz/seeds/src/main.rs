@@ -45,8 +45,7 @@ use tresor::lab::{Lab, run_agent};
 #[path = "../../src/card_profile.rs"]
 mod card_profile;
 
-const DEFAULT_EVENTLOGS: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/eventlogs");
+const DEFAULT_EVENTLOGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/eventlogs");
 
 /// One lab device's artifacts.
 struct Device {
@@ -356,7 +355,11 @@ async fn main() -> Result<()> {
         ),
         (
             "commit",
-            DeviceTask::Commit { campaign: "c1".into(), sequence: 2, order: ByteBuf::from(vec![0xd2, 0x84]) },
+            DeviceTask::Commit {
+                campaign: "c1".into(),
+                sequence: 2,
+                order: ByteBuf::from(vec![0xd2, 0x84]),
+            },
         ),
         (
             "abort",
@@ -389,7 +392,12 @@ async fn main() -> Result<()> {
     )?;
     let aka = AkaResult::Res { res: ByteBuf::from(vec![3; 8]) };
     corpus.put("api_messages", "03-aka-result", &tagged(3, &device_api::to_cbor(&aka)?))?;
-    let ack = AbortAck { usim_active: true, tre_active: false, imsi: card_profile::IMSI.into() };
+    let ack = AbortAck {
+        usim_active: true,
+        tre_active: false,
+        imsi: card_profile::IMSI.into(),
+        committed: false,
+    };
     corpus.put("api_messages", "04-abort-ack", &tagged(4, &device_api::to_cbor(&ack)?))?;
     let enrol = EnrolRequest::new(
         device_id.clone(),
