@@ -264,5 +264,6 @@ pub(crate) fn hashing_algorithm(alg: HashAlg) -> HashingAlgorithm {
         HashAlg::Sha256 => HashingAlgorithm::Sha256,
         HashAlg::Sha384 => HashingAlgorithm::Sha384,
         HashAlg::Sha512 => HashingAlgorithm::Sha512,
+        HashAlg::Sm3_256 => HashingAlgorithm::Sm3_256,
     }
 }

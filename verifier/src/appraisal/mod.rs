@@ -127,6 +127,27 @@ pub fn evaluate(
     Findings { failures, vector }
 }
 
+/// The event-log checks of stage 3 alone, for a log no quote covers: a golden log, or a
+/// foreign one, against reference values derived from another (`tresor eventlog
+/// refvalues`). The log is replayed as [`authenticate`] does, then checked as [`evaluate`]
+/// checks a quoted one ([`eventlog`], then [`pcrs`]'s comparison with the prediction), as
+/// if the quote selected exactly the policy's banks. Without a quote this says only that
+/// the log describes the reference boot, not that any TPM holds it.
+pub fn evaluate_event_log(
+    log: &EventLog,
+    refs: &ReferenceValues,
+) -> Result<Vec<AppraisalError>, AppraisalError> {
+    let replayed = log.replay().map_err(AppraisalError::EventLogMalformed)?;
+    let mut banks: Vec<HashAlg> =
+        refs.policy().selection.banks().iter().map(|b| b.hash()).collect();
+    banks.sort();
+    banks.dedup();
+    let mut failures = Vec::new();
+    eventlog::check(log, &banks, refs, &mut failures);
+    pcrs::check_reference(&replayed, refs, &mut failures);
+    Ok(failures)
+}
+
 /// The trustworthiness vector of an appraisal that passed authentication: every claim tresor
 /// assesses starts at its affirming value, and each failure lowers its claim to the failure's
 /// value if that is worse.
