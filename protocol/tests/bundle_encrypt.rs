@@ -395,6 +395,35 @@ fn structural_checks_before_key_agreement() {
 }
 
 #[test]
+fn the_unprotected_headers_name_no_algorithm_and_nothing_is_critical() {
+    // Issue 12: neither the COSE_Encrypt's nor its recipient's unprotected header may name
+    // an algorithm, and neither may hold crit, whatever the protected headers say.
+    let w = world();
+    let key = SoftwareRecipient::generate().unwrap();
+    let bundle = encrypt_to(&key, &w.signed, &w.ear_hash);
+    let never = |_: &[u8; 32], _: &[u8; 32]| -> Result<Zeroizing<Vec<u8>>, BundleError> {
+        panic!("zgen must not run")
+    };
+    let d = |b: &[u8]| decrypt_bundle(b, &device(1), &w.ear_hash, never);
+    let a256 = || Some(coset::Algorithm::Assigned(coset::iana::Algorithm::A256GCM));
+    let content = edit(&bundle, |m| m.unprotected.alg = a256());
+    assert_eq!(d(&content), Err(BundleError::UnprotectedAlgorithm { structure: "COSE_Encrypt" }));
+    let recipient = edit(&bundle, |m| {
+        m.recipients[0].unprotected.alg =
+            Some(coset::Algorithm::Assigned(coset::iana::Algorithm::ECDH_ES_HKDF_256));
+    });
+    assert_eq!(
+        d(&recipient),
+        Err(BundleError::UnprotectedAlgorithm { structure: "COSE_recipient" })
+    );
+    let label = || vec![coset::RegisteredLabelWithPrivate::PrivateUse(HEADER_DEVICE_ID)];
+    let crit = edit(&bundle, |m| m.unprotected.crit = label());
+    assert_eq!(d(&crit), Err(BundleError::UnsupportedCriticalHeader));
+    let crit = edit(&bundle, |m| m.recipients[0].unprotected.crit = label());
+    assert_eq!(d(&crit), Err(BundleError::UnsupportedCriticalHeader));
+}
+
+#[test]
 fn errors_and_debug_never_show_secrets() {
     let w = world();
     let key = SoftwareRecipient::generate().unwrap();

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::ear::EarProfile;
 use serde::Deserialize;
 
 use crate::error::Error;
@@ -48,6 +49,8 @@ struct RawConfig {
     max_outstanding_challenges: u32,
     #[serde(default)]
     listen: Option<String>,
+    #[serde(default)]
+    ear_profile: EarProfile,
 }
 
 fn default_nonce_ttl() -> u64 {
@@ -85,6 +88,10 @@ pub struct Config {
     pub max_outstanding_challenges: u32,
     /// Socket address for `tresor` to bind (the library takes a listener instead).
     pub listen: Option<String>,
+    /// The encoding of the EARs this PVA signs: `ietf` (draft-ietf-rats-ear-04, the
+    /// default) or `veraison` (draft-ietf-rats-ear-00, for relying parties that speak only
+    /// Veraison's profile). tresor's relying parties read both.
+    pub ear_profile: EarProfile,
 }
 
 impl Config {
@@ -130,6 +137,7 @@ impl Config {
             enrolment_ttl: Duration::from_secs(raw.enrolment_ttl_seconds),
             max_outstanding_challenges: raw.max_outstanding_challenges,
             listen: raw.listen,
+            ear_profile: raw.ear_profile,
         })
     }
 
@@ -171,6 +179,21 @@ policies = ["policy.toml"]
         assert_eq!(c.policies, [Path::new("/etc/tresor/policy.toml")]);
         assert_eq!(c.nonce_ttl, Duration::from_secs(60));
         assert_eq!(c.client_auth, ClientAuth::Optional);
+        assert_eq!(c.ear_profile, EarProfile::Ietf);
+    }
+
+    #[test]
+    fn the_ear_profile_is_a_setting() {
+        for (text, profile) in [("ietf", EarProfile::Ietf), ("veraison", EarProfile::Veraison)] {
+            let c =
+                Config::from_toml(&format!("{MINIMAL}ear_profile = \"{text}\"\n"), Path::new("/"))
+                    .unwrap();
+            assert_eq!(c.ear_profile, profile);
+        }
+        for bad in ["\"IETF\"", "\"draft-00\"", "1"] {
+            let text = format!("{MINIMAL}ear_profile = {bad}\n");
+            assert!(Config::from_toml(&text, Path::new("/")).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -140,7 +140,8 @@ impl Pva {
     /// [`Pva::from_config`], opening the store with `mode` (`--init` initialises an empty
     /// store file).
     pub fn from_config_with(config: &Config, mode: OpenMode) -> Result<Self, Error> {
-        let signer = EarSigner::load(&config.signing_certificate, &config.signing_key)?;
+        let signer = EarSigner::load(&config.signing_certificate, &config.signing_key)?
+            .with_profile(config.ear_profile);
         let roots = TrustAnchors::from_dir(&config.manufacturer_roots)
             .map_err(|e| Error::Config(format!("manufacturer roots: {e}")))?;
         let policies = config

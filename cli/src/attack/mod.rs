@@ -24,12 +24,15 @@
 //!   `bundle`, `ota`, `operators`, `malformed`, `answers` (forged device answers, found
 //!   while building the matrix), `orders` (the commit point of issue 11: forged commit
 //!   and abort answers, an unsigned acknowledgement claiming a commit, a forged final word
-//!   to the device) and `signed_orders` (forged commit and abort orders to the device).
+//!   to the device), `signed_orders` (forged commit and abort orders to the device) and
+//!   `cose_hygiene` (issue 12: malleated signatures and unprotected headers on EARs and
+//!   profiles).
 
 mod answers;
 mod bundle;
 mod bundle_key;
 mod clock;
+mod cose_hygiene;
 mod device;
 mod ear;
 mod evidence;
@@ -329,6 +332,7 @@ pub fn scenarios() -> Vec<Scenario> {
     all.extend(clock::scenarios());
     all.extend(bundle_key::scenarios());
     all.extend(ear::scenarios());
+    all.extend(cose_hygiene::scenarios());
     all.extend(bundle::scenarios());
     all.extend(ota::scenarios());
     all.extend(operators::scenarios());

@@ -101,7 +101,8 @@ pub fn encrypt_bundle(
 /// Decrypts a bundle on the device. `zgen` computes Z, the x-coordinate of the ECDH shared
 /// point, from the ephemeral public key (x, y): on a device, TPM2_ECDH_ZGen with the bundle
 /// key under its PolicyPCR session. Checks, each with its own error, in this order: size,
-/// COSE_Encrypt structure (tagged), no critical headers, the content algorithm A256GCM, the
+/// COSE_Encrypt structure (tagged), no critical headers, no algorithm in an unprotected
+/// header, the content algorithm A256GCM, the
 /// bundle's device id and EAR hash parameters against `device_id` and `ear_hash`, the IV, one
 /// recipient with ECDH-ES + HKDF-256 and no ciphertext, the ephemeral key (EC2 P-256, on
 /// the curve); then Z, the CEK and the AEAD over the external AAD. Returns the plaintext,
@@ -124,6 +125,9 @@ pub fn decrypt_bundle<E: fmt::Display>(
         .any(|h| !h.crit.is_empty());
     if any_crit {
         return Err(BundleError::UnsupportedCriticalHeader);
+    }
+    if message.unprotected.alg.is_some() {
+        return Err(BundleError::UnprotectedAlgorithm { structure: "COSE_Encrypt" });
     }
     if !has_alg(header, iana::Algorithm::A256GCM) {
         return Err(BundleError::ContentAlgorithm { found: alg_name(header) });

@@ -73,6 +73,8 @@ pub enum BundleError {
     UnsupportedCriticalHeader,
     #[error("signature algorithm is {found}; ES256 (-7) in the protected header is required")]
     SignatureAlgorithm { found: String },
+    #[error("the {structure} names an algorithm in its unprotected header, which is not signed")]
+    UnprotectedAlgorithm { structure: &'static str },
     #[error("no x5chain (label 33) in the protected header")]
     MissingX5chain,
     #[error("x5chain: {0}")]
@@ -89,6 +91,8 @@ pub enum BundleError {
     SignerKeyType,
     #[error("COSE_Sign1 signature does not verify")]
     BadSignature,
+    #[error("the ES256 signature is not in its low-S form (s > n/2): another encoding of it")]
+    NonCanonicalSignature,
     #[error("no payload (detached payloads are not accepted)")]
     MissingPayload,
     #[error("profile payload: {0}")]

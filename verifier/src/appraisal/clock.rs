@@ -11,6 +11,7 @@
 
 use protocol::tpm::Attest;
 
+use super::failures::Failures;
 use crate::error::AppraisalError;
 use crate::store::ClockMark;
 
@@ -27,7 +28,7 @@ pub(super) fn check(
     quote: &Attest,
     certify: &Attest,
     previous: Option<ClockMark>,
-    failures: &mut Vec<AppraisalError>,
+    failures: &mut Failures,
 ) {
     if !quote.clock_info.safe || !certify.clock_info.safe {
         failures.push(AppraisalError::ClockNotSafe);

@@ -12,17 +12,20 @@
 //!    EAR's status is the worst tier of the resulting vector.
 //!
 //! Layout: [`quote`], [`bundle_key`], [`pcrs`], [`eventlog`], [`clock`]: one module per check
-//! family.
+//! family; [`failures`]: what they collect, and where each failure happened (the EAR's
+//! failure details).
 
 mod bundle_key;
 pub(crate) mod clock;
 mod eventlog;
+mod failures;
 mod pcrs;
 mod quote;
 
 pub use bundle_key::{forbidden as bundle_key_forbidden, required as bundle_key_required};
+pub use failures::detail_of;
 
-use protocol::ear::{Claim, TrustTier, TrustVector, value};
+use protocol::ear::{Claim, FailureDetail, TrustTier, TrustVector, value};
 use protocol::eventlog::{EventLog, PcrBanks};
 use protocol::evidence::Evidence;
 use protocol::tpm::{Attest, HashAlg, Public, QuoteInfo};
@@ -96,6 +99,8 @@ pub fn authenticate(
 pub struct Findings {
     /// Every failed check, in the order the checks ran.
     pub failures: Vec<AppraisalError>,
+    /// Where each failure happened (PCR, bank, event, component), in the same order.
+    pub details: Vec<FailureDetail>,
     pub vector: TrustVector,
 }
 
@@ -111,7 +116,7 @@ pub fn evaluate(
     refs: &ReferenceValues,
     previous_clock: Option<ClockMark>,
 ) -> Findings {
-    let mut failures = Vec::new();
+    let mut failures = failures::Failures::default();
     if let Some(info) = auth.quote_info() {
         pcrs::check_selection(&info.pcr_select, refs.policy(), &mut failures);
         pcrs::check_digest(info, auth.quote_hash, &auth.replayed, &mut failures);
@@ -123,8 +128,9 @@ pub fn evaluate(
     }
     clock::check(&auth.quote, &auth.certify, previous_clock, &mut failures);
     bundle_key::check(&auth.bundle_key, refs, &mut failures);
+    let (failures, details) = failures.into_parts();
     let vector = vector_of(&failures);
-    Findings { failures, vector }
+    Findings { failures, details, vector }
 }
 
 /// The event-log checks of stage 3 alone, for a log no quote covers: a golden log, or a
