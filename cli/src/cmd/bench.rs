@@ -12,6 +12,11 @@
 //!   writing a risen clock mark behind costs per mark (the repeated evidence raises its
 //!   mark once only). The floor, the core and the durable rate are measured in ten
 //!   alternating slices. Pin the process to one core (`taskset -c 0`) for per-core figures.
+//! - `quote-check --ak PEM --msg FILE --sig FILE --pcrs FILE --nonce HEX [-g ALG] [--json]`:
+//!   checks of one `tpm2_quote` output per second in process (`verifier::checkquote`), the
+//!   same work as `tpm2_checkquote` and Keylime's `tpm_util.checkquote`: read the AK's PEM,
+//!   parse, verify the signature, compare nonce and PCR digest. `bench/quote-check.sh` runs
+//!   it side by side with Keylime on the same files.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +26,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use protocol::DeviceId;
 use protocol::pva_api::{ActivateRequest, ChallengeRequest, CredentialSecret, EnrolRequest};
-use protocol::tpm::HashAlg;
+use protocol::tpm::{HashAlg, Spki};
 use provisioning::pki;
 use tre::attester::{Attester, AttesterOptions};
 use tre::ekcert::ManufacturerCa;
@@ -46,6 +51,20 @@ enum Command {
     Manufacture(ManufactureArgs),
     /// Quote, bundle key create+certify, evidence and ZGen latencies; evidence size.
     Quote(QuoteArgs),
+    /// Checks per second of one tpm2_quote output, as tpm2_checkquote does them.
+    QuoteCheck(QuoteCheckArgs),
+}
+
+#[derive(clap::Args)]
+struct QuoteCheckArgs {
+    /// Print JSON: checks_per_s, us_per_check, and the same with the AK parsed once.
+    #[arg(long)]
+    json: bool,
+    /// Seconds per measured loop.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    #[command(flatten)]
+    quote: super::pva::CheckQuoteArgs,
 }
 
 #[derive(clap::Args)]
@@ -90,6 +109,7 @@ struct AppraisalArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Appraisal(args) => appraisal(&args),
+        Command::QuoteCheck(args) => quote_check(&args),
         Command::Manufacture(args) => {
             anyhow::ensure!((1..=1000).contains(&args.runs), "--runs must be 1 to 1000");
             let figures = super::bench_tpm::manufacture_figures(args.runs)?;
@@ -292,6 +312,61 @@ fn appraisal(args: &AppraisalArgs) -> anyhow::Result<ExitCode> {
             write_behind.wall_us,
             write_behind.cpu_us.map_or("unknown".into(), |c| format!("{c:.1} µs")),
             write_behind.batch
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tresor bench quote-check`: the whole of `check_quote` per iteration, the AK's PEM
+/// included, as `tpm2_checkquote` and Keylime's `checkquote` take it.
+fn quote_check(args: &QuoteCheckArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.seconds > 0.0 && args.seconds <= 600.0, "--seconds must be in (0, 600]");
+    let seconds = Duration::from_secs_f64(args.seconds);
+    let files = super::pva::QuoteFiles::read(&args.quote)?;
+    // One check first: the benchmark measures quotes that check out.
+    let key = files.key()?;
+    verifier::checkquote::check_quote(
+        &key,
+        &files.msg,
+        &files.sig,
+        &files.pcrs,
+        &files.nonce,
+        files.hash,
+    )
+    .map_err(|e| anyhow::anyhow!("the quote does not check out: {e}"))?;
+    let check = |key: &Spki| {
+        verifier::checkquote::check_quote(
+            key,
+            &files.msg,
+            &files.sig,
+            &files.pcrs,
+            &files.nonce,
+            files.hash,
+        )
+        .map(|_| ())
+        .map_err(|e| verifier::Error::Config(e.to_string()))
+    };
+    let whole = bench::repeat(seconds, || {
+        let key = Spki::from_pem(&files.ak_pem)
+            .map_err(|e| verifier::Error::Config(format!("AK: {e}")))?;
+        check(&key)
+    })?;
+    let parsed_once = bench::repeat(seconds, || check(&key))?;
+    let report = serde_json::json!({
+        "checks_per_s": whole.per_second().round(),
+        "us_per_check": round2(whole.micros()),
+        "checks_per_s_ak_parsed_once": parsed_once.per_second().round(),
+        "us_per_check_ak_parsed_once": round2(parsed_once.micros()),
+        "checks": whole.count,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "tresor check_quote: {:.1} µs per check ({:.0}/s), {:.1} µs with the AK parsed once",
+            whole.micros(),
+            whole.per_second(),
+            parsed_once.micros()
         );
     }
     Ok(ExitCode::SUCCESS)
