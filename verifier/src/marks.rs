@@ -2,9 +2,11 @@
 //! where every appraisal reads and raises its device's mark under one lock, and written
 //! behind to the store by a flusher thread. An appraisal never waits for the disk; a mark
 //! reaches it at most one flush interval (100 ms by default) plus one fsync after it rose.
-//! A crash loses at most the marks raised in that window, and `docs/appraisal.md` argues why
-//! that is safe: the wall-time check measures a restored TPM state against an older mark
-//! almost as tightly as against the lost one.
+//! A crash loses at most the marks raised in that window; `docs/appraisal.md` ("What a
+//! crash of the PVA can lose") argues what that can loosen: with equal counters the
+//! wall-time check measures a restored TPM state against the older mark almost as tightly
+//! as against the lost one; a lost counter raise leaves a copy of the previous boot cycle
+//! to the wall-time check instead of the counters.
 //!
 //! A mark is raised only by a quote that passed the wall-time check: a restored state whose
 //! clock lags must not become the reference its next quotes are measured against.
