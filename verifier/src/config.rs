@@ -10,6 +10,7 @@ use protocol::ear::EarProfile;
 use serde::Deserialize;
 
 use crate::error::Error;
+use crate::pva::ClockTolerance;
 
 /// How the PVA's TLS server treats client certificates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
@@ -51,6 +52,13 @@ struct RawConfig {
     listen: Option<String>,
     #[serde(default)]
     ear_profile: EarProfile,
+    open_enrolment: bool,
+    #[serde(default = "default_enrol_roles")]
+    enrol_roles: Vec<String>,
+    #[serde(default = "default_clock_drift")]
+    clock_drift_percent: u8,
+    #[serde(default = "default_clock_slack")]
+    clock_slack_ms: u64,
 }
 
 fn default_nonce_ttl() -> u64 {
@@ -61,6 +69,15 @@ fn default_enrolment_ttl() -> u64 {
 }
 fn default_max_outstanding() -> u32 {
     crate::nonce::DEFAULT_MAX_OUTSTANDING
+}
+fn default_enrol_roles() -> Vec<String> {
+    crate::pva::EnrolmentAccess::default().roles
+}
+fn default_clock_drift() -> u8 {
+    ClockTolerance::default().drift_percent
+}
+fn default_clock_slack() -> u64 {
+    u64::try_from(ClockTolerance::default().slack.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A checked configuration with absolute paths.
@@ -92,6 +109,12 @@ pub struct Config {
     /// default) or `veraison` (draft-ietf-rats-ear-00, for relying parties that speak only
     /// Veraison's profile). tresor's relying parties read both.
     pub ear_profile: EarProfile,
+    /// Enrolment for anyone, also without a client certificate (default: off).
+    pub open_enrolment: bool,
+    /// Otherwise the roles (client certificates) that may enrol devices.
+    pub enrol_roles: Vec<String>,
+    /// How far a running TPM's clock may lag the wall time (`docs/appraisal.md` "Clock").
+    pub clock: ClockTolerance,
 }
 
 impl Config {
@@ -122,6 +145,21 @@ impl Config {
         if raw.client_auth != ClientAuth::None && raw.client_ca.is_none() {
             return Err(Error::Config("client_auth needs client_ca (the CI root)".into()));
         }
+        if !raw.open_enrolment
+            && (raw.client_auth == ClientAuth::None || raw.enrol_roles.is_empty())
+        {
+            return Err(Error::Config(
+                "enrolment needs client certificates (client_auth optional or required) and \
+                 enrol_roles, or open_enrolment = true"
+                    .into(),
+            ));
+        }
+        if raw.clock_drift_percent > 50 {
+            return Err(Error::Config("clock_drift_percent must be 0 to 50".into()));
+        }
+        if raw.clock_slack_ms > 600_000 {
+            return Err(Error::Config("clock_slack_ms must be 0 to 600000".into()));
+        }
         Ok(Self {
             database: abs(raw.database),
             tls_certificate: abs(raw.tls_certificate),
@@ -138,6 +176,12 @@ impl Config {
             max_outstanding_challenges: raw.max_outstanding_challenges,
             listen: raw.listen,
             ear_profile: raw.ear_profile,
+            open_enrolment: raw.open_enrolment,
+            enrol_roles: raw.enrol_roles,
+            clock: ClockTolerance {
+                drift_percent: raw.clock_drift_percent,
+                slack: Duration::from_millis(raw.clock_slack_ms),
+            },
         })
     }
 
@@ -180,6 +224,13 @@ policies = ["policy.toml"]
         assert_eq!(c.nonce_ttl, Duration::from_secs(60));
         assert_eq!(c.client_auth, ClientAuth::Optional);
         assert_eq!(c.ear_profile, EarProfile::Ietf);
+        assert!(!c.open_enrolment);
+        assert_eq!(c.enrol_roles, ["ro", "mno-a", "mno-b"]);
+        assert_eq!(c.clock, ClockTolerance::default());
+        let open = format!("{MINIMAL}open_enrolment = true\nenrol_roles = [\"ro\"]\n");
+        let c = Config::from_toml(&open, Path::new("/")).unwrap();
+        assert!(c.open_enrolment);
+        assert_eq!(c.enrol_roles, ["ro"]);
     }
 
     #[test]
@@ -209,5 +260,15 @@ policies = ["policy.toml"]
         assert!(Config::from_toml(&long, Path::new("/")).is_err());
         let no_signing_key = MINIMAL.replace("signing_key = \"pki/pva.key\"\n", "");
         assert!(Config::from_toml(&no_signing_key, Path::new("/")).is_err());
+        // Enrolment closed to everyone, by mistake: refused at start.
+        for closed in ["client_auth = \"none\"\n", "enrol_roles = []\n"] {
+            let text = format!("{MINIMAL}{closed}");
+            assert!(Config::from_toml(&text, Path::new("/")).is_err(), "{closed}");
+            let open = format!("{text}open_enrolment = true\n");
+            assert!(Config::from_toml(&open, Path::new("/")).is_ok(), "{closed}");
+        }
+        for bad in ["clock_drift_percent = 51\n", "clock_slack_ms = 600001\n"] {
+            assert!(Config::from_toml(&format!("{MINIMAL}{bad}"), Path::new("/")).is_err());
+        }
     }
 }
