@@ -52,6 +52,7 @@ struct RawConfig {
     listen: Option<String>,
     #[serde(default)]
     ear_profile: EarProfile,
+    #[serde(default)]
     open_enrolment: bool,
     #[serde(default = "default_enrol_roles")]
     enrol_roles: Vec<String>,

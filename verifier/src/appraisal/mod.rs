@@ -148,10 +148,10 @@ pub fn evaluate_event_log(
         refs.policy().selection.banks().iter().map(|b| b.hash()).collect();
     banks.sort();
     banks.dedup();
-    let mut failures = Vec::new();
+    let mut failures = failures::Failures::default();
     eventlog::check(log, &banks, refs, &mut failures);
     pcrs::check_reference(&replayed, refs, &mut failures);
-    Ok(failures)
+    Ok(failures.into_parts().0)
 }
 
 /// The trustworthiness vector of an appraisal that passed authentication: every claim tresor
