@@ -1,4 +1,4 @@
-//! The encrypted bundle (outer): the DPF encrypts MNO-B's signed profile to the device's
+//! The encrypted bundle (outer): MNO-B encrypts its signed profile to the device's
 //! bundle key, the device decrypts (a software ECDH key stands in for TPM2_ECDH_ZGen) and
 //! checks it. Issue 7, attack 12: replayed, meant for another device, tampered ciphertext
 //! or AAD, signed by MNO-A or an unknown operator: each refused with its own error. A relay
