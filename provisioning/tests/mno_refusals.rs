@@ -10,7 +10,7 @@ mod mno_common;
 use std::time::{Duration, SystemTime};
 
 use mno_common::*;
-use protocol::ear::{Claim, unix, value};
+use protocol::ear::{BundleKey, Claim, unix, value};
 use provisioning::mno::api::{DeviceStage, ImsiList, ImsiListEntry, Report, ReportOutcome};
 use provisioning::mno::{MnoClient, SubscriberStatus};
 use provisioning::pki::Role;
@@ -170,6 +170,9 @@ async fn an_ear_that_does_not_verify_gets_no_profile() {
     no_counter.appraisal.rollback_counter = None;
     let mut no_key = ear_claims(dev, affirming());
     no_key.appraisal.bundle_key = None;
+    // A bundle key that is no P-256 point: nothing can be encrypted to it, nothing is issued.
+    let mut off_curve = ear_claims(dev, affirming());
+    off_curve.appraisal.bundle_key = Some(BundleKey::new([1; 32], [2; 32], vec![0, 0x0B, 3]));
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (other_device, 403, "ear-other-device"),
         (sign_ear(pki, Role::Pva, &expired), 403, "ear-expired"),
@@ -178,6 +181,7 @@ async fn an_ear_that_does_not_verify_gets_no_profile() {
         (sign_ear(pki, Role::MnoA, &ear_claims(dev, affirming())), 403, "ear-signer-not-allowed"),
         (sign_ear(pki, Role::Pva, &no_counter), 403, "ear-missing-rollback-counter"),
         (sign_ear(pki, Role::Pva, &no_key), 403, "ear-missing-bundle-key"),
+        (sign_ear(pki, Role::Pva, &off_curve), 403, "ear-bundle-key-invalid"),
         (vec![0xd2, 0x84, 0x40], 400, "ear-malformed"),
     ];
     for (ear, status, slug) in cases {

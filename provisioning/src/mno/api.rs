@@ -215,6 +215,29 @@ pub struct RegisterResponse {
     pub ear_signers: Vec<String>,
 }
 
+/// The answer to `POST …/attestation` (CBOR, steps 10–11): the new subscription end to end
+/// to the device (issue 12, "Trust boundaries"), and the facts the DPF needs to check the
+/// device's install receipt. Nothing here is secret: K, OPc and the OTA keys travel only
+/// inside `bundle`, which the operator signed and encrypted itself to the bundle key of the
+/// EAR it verified, so only the attested device's TPM can open it; the RO relays it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationResponse {
+    /// COSE_Encrypt (`protocol::bundle::encrypt_bundle`) of the signed profile, to the EAR's
+    /// bundle key, bound to the device id and SHA-256 of the EAR.
+    pub bundle: ByteBuf,
+    /// The device the profile names.
+    pub device_id: DeviceId,
+    /// The ICCID the campaign pairs the device with (its current, old profile), as this
+    /// operator was told it.
+    pub campaign_iccid: Iccid,
+    /// The new profile's ICCID and IMSI, as the install receipt names them.
+    pub iccid: Iccid,
+    pub imsi: Imsi,
+    /// The profile's anti-rollback sequence: the EAR's rollback counter + 1.
+    pub sequence: u64,
+}
+
 /// The answer to `POST …/aka-challenge` (CBOR, step 12): RAND and AUTN for the USIM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -10,9 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    self, ActivateTreResponse, AkaChallenge, AkaVerdict, CampaignId, CampaignRequest,
-    CampaignStatus, Health, ImsiList, ImsiListAck, PrepareResponse, RegisterResponse, Report,
-    ReportAck, path,
+    self, ActivateTreResponse, AkaChallenge, AkaVerdict, AttestationResponse, CampaignId,
+    CampaignRequest, CampaignStatus, Health, ImsiList, ImsiListAck, PrepareResponse,
+    RegisterResponse, Report, ReportAck, path,
 };
 use super::records::SubscriberView;
 use transport::Error;
@@ -83,20 +83,20 @@ impl MnoClient {
         json(self.http.post(self.url(&path::device(id, device, "register"))).send().await?).await
     }
 
-    /// Step 9 (RO → new operator): the EAR as the PVA signed it; returns the signed profile.
+    /// Steps 9–11 (RO → new operator): the EAR as the PVA signed it; returns the bundle the
+    /// operator encrypted to the EAR's bundle key, with the profile's non-secret facts.
     pub async fn attestation(
         &self,
         id: &CampaignId,
         device: &DeviceId,
         ear: &[u8],
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<AttestationResponse, Error> {
         let request = cbor_request(
             &self.http,
             self.url(&path::device(id, device, "attestation")),
             ear.to_vec(),
         );
-        let response = check(request.send().await?).await?;
-        Ok(read_limited(response, protocol::bundle::MAX_SIGNED_PROFILE_LEN).await?.to_vec())
+        decode(request.send().await?).await
     }
 
     /// Step 12 (RO → new operator).

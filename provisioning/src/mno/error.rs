@@ -90,8 +90,12 @@ pub enum MnoError {
     EarWithoutRollbackCounter,
     #[error("no profile has been issued for device {0}")]
     ProfileNotIssued(String),
+    #[error("the EAR's bundle key is not a P-256 point: no bundle can be encrypted to it")]
+    EarBundleKeyInvalid,
     #[error("profile could not be signed: {0}")]
     ProfileSigning(String),
+    #[error("bundle could not be encrypted: {0}")]
+    BundleEncryption(String),
     #[error("OTA command could not be made: {0}")]
     Ota(#[from] protocol::ota::OtaError),
     #[error("SQN space of subscriber {0} is exhausted")]
@@ -181,6 +185,7 @@ impl MnoError {
             E::NotRegistered(_) => (S::CONFLICT, "not-registered"),
             E::Ear(e) => ear_status_and_slug(e),
             E::EarWithoutRollbackCounter => (S::FORBIDDEN, "ear-missing-rollback-counter"),
+            E::EarBundleKeyInvalid => (S::FORBIDDEN, "ear-bundle-key-invalid"),
             E::ProfileNotIssued(_) => (S::CONFLICT, "profile-not-issued"),
             E::AkaNoChallenge(_) => (S::CONFLICT, "aka-no-challenge"),
             E::AkaResMismatch => (S::FORBIDDEN, "aka-res-mismatch"),
@@ -191,6 +196,7 @@ impl MnoError {
             E::SqnExhausted(_) => (S::CONFLICT, "sqn-exhausted"),
             E::Config(_)
             | E::ProfileSigning(_)
+            | E::BundleEncryption(_)
             | E::Ota(_)
             | E::WrongStorageKey
             | E::SchemaVersion { .. }

@@ -183,11 +183,12 @@ async fn attestation(
     ro_only(&peer)?;
     let (id, device) = params.device()?;
     let ear = body.cose()?;
-    let signed = blocking(move || {
-        at("attestation", || op.attestation(&id, &device, &ear, SystemTime::now()))
-    })
-    .await?;
-    Ok(([(header::CONTENT_TYPE, CBOR)], signed).into_response())
+    cbor(
+        &blocking(move || {
+            at("attestation", || op.attestation(&id, &device, &ear, SystemTime::now()))
+        })
+        .await?,
+    )
 }
 
 async fn aka_challenge(

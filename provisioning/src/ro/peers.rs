@@ -15,8 +15,8 @@ use super::config::RoConfig;
 use super::error::RoError;
 use super::store::CampaignRow;
 use crate::mno::api::{
-    self as mno_api, ActivateTreResponse, AkaChallenge, AkaVerdict, CampaignId, CampaignRequest,
-    PrepareResponse, RegisterResponse, path as mno_path,
+    self as mno_api, ActivateTreResponse, AkaChallenge, AkaVerdict, AttestationResponse,
+    CampaignId, CampaignRequest, PrepareResponse, RegisterResponse, path as mno_path,
 };
 
 /// Largest response the RO reads from a peer.
@@ -191,15 +191,23 @@ impl Peers {
         Ok(())
     }
 
-    /// Steps 9–10: the EAR to the new operator; its answer is the profile it signed.
+    /// Steps 9–11: the EAR to the new operator; its answer is the bundle it encrypted to the
+    /// EAR's bundle key, with the profile's non-secret facts.
     pub async fn attestation(
         &self,
         campaign: &CampaignRow,
         device: &DeviceId,
         ear: &[u8],
-    ) -> Result<Vec<u8>, RoError> {
-        let url = self.device_url(&campaign.to, &campaign.id, device, "attestation")?;
-        self.post(&campaign.to, &url, "application/cose", ear.to_vec()).await
+    ) -> Result<AttestationResponse, RoError> {
+        self.device_call(
+            &campaign.to,
+            &campaign.id,
+            device,
+            "attestation",
+            "application/cose",
+            ear.to_vec(),
+        )
+        .await
     }
 
     /// Step 12: the AuC's challenge for the new USIM.

@@ -42,7 +42,8 @@ pub enum DeviceState {
     Appraising { nonce: Nonce, evidence: ByteBuf },
     /// Step 9: the PVA's EAR (checked by the DPF), to be sent to the new operator.
     Attested { ear: ByteBuf, bundle_key: ByteBuf },
-    /// Steps 10–11: the DPF released the bundle; the receipt must name `expected`.
+    /// Steps 10–11: the DPF took MNO-B's bundle (encrypted to the device) for release; the
+    /// receipt must name `expected`.
     /// `bundle_key` is the TPM name of the certified bundle key: the device's answer to the
     /// install is signed for it (`protocol::receipt::AnswerStatement::install_task`).
     Delivering {
@@ -151,7 +152,7 @@ pub const STEP_NAMES: [&str; 12] = [
     "validation requested",
     "challenge, evidence, appraisal",
     "attestation result to MNO-B",
-    "profile signed, released by DPF",
+    "bundle checked, relayed by DPF",
     "download and install",
     "receipt, AKA, commit, reports",
 ];

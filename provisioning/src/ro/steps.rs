@@ -233,8 +233,9 @@ impl Ro {
         ))
     }
 
-    /// Steps 9–11: the EAR to the new operator, its signed profile through the DPF's checks
-    /// into an encrypted bundle.
+    /// Steps 9–11: the EAR to the new operator (checked again first: it may have expired
+    /// while a peer was down), its bundle through the DPF's checks. The bundle is encrypted
+    /// to the device's bundle key by the operator itself; the RO never holds the profile.
     async fn release(
         &self,
         row: &DeviceRow,
@@ -248,17 +249,10 @@ impl Ro {
             .verify(ear, SystemTime::now(), &row.device_id, None)
             .map_err(|e| RoError::Release(format!("attestation result: {e}")))?;
         let timer = Instant::now();
-        let signed_profile = self.peers.attestation(&campaign, &row.device_id, ear).await?;
+        let answer = self.peers.attestation(&campaign, &row.device_id, ear).await?;
         self.store.record_step(&row.campaign_id, &row.device_id, 9, ms(timer))?;
         let timer = Instant::now();
-        let release = self.dpf.release(
-            &verified,
-            ear,
-            &campaign.to,
-            &row.device_id,
-            &signed_profile,
-            SystemTime::now(),
-        )?;
+        let release = self.dpf.accept(&verified, ear, &row.device_id, &row.iccid, answer)?;
         self.store.record_step(&row.campaign_id, &row.device_id, 10, ms(timer))?;
         Ok((
             DeviceState::Delivering {
