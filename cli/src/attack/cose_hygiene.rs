@@ -61,8 +61,8 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             "profile-malleated-signature",
             12,
             Network,
-            "re-encodes MNO-B's signed profile with the other valid ECDSA signature (r, n − s) on its way to the DPF",
-            Expect::at(Stage::Dpf, "BundleError::NonCanonicalSignature"),
+            "re-encodes MNO-B's signed profile with the other valid ECDSA signature (r, n − s) before it reaches the TRE",
+            Expect::at(Stage::Tre, "BundleError::NonCanonicalSignature"),
             |ctx| altered_profile(ctx, Alteration::HighS),
         ),
         Scenario::new(
@@ -70,7 +70,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             12,
             Network,
             "adds an algorithm (ES384) to the unsigned, unprotected header of MNO-B's signed profile",
-            Expect::at(Stage::Dpf, "BundleError::UnprotectedAlgorithm"),
+            Expect::at(Stage::Tre, "BundleError::UnprotectedAlgorithm"),
             |ctx| altered_profile(ctx, Alteration::UnprotectedAlg),
         ),
     ]
@@ -151,7 +151,7 @@ fn altered_profile(ctx: &Ctx, alteration: Alteration) -> Result<Observed> {
     let key = software_bundle_key()?;
     let ear = pva_ear(ctx, &device, &nonce, key.clone())?;
     let now = SystemTime::now();
-    let verified = EarVerifier::new(ctx.ci.clone()).verify(&ear, now, &device, Some(&nonce))?;
+    EarVerifier::new(ctx.ci.clone()).verify(&ear, now, &device, Some(&nonce))?;
     let pki = ctx.lab.dir.join("pki");
     let cert = der_of(&std::fs::read_to_string(pki.join("mno-b.pem"))?)?;
     let signer = ProfileSigner::from_pkcs8_pem(
@@ -172,17 +172,20 @@ fn altered_profile(ctx: &Ctx, alteration: Alteration) -> Result<Observed> {
         ear_hash: protocol::bundle::ear_hash(&ear),
     };
     let signed = signer.sign(&payload)?;
-    let dpf = Dpf::new(ctx.ci.clone());
-    // The genuine profile is released: only the alteration is refused.
-    dpf.release(&verified, &ear, "mno-b", &device, &signed, now)?;
+    // The TRE's check of the signed profile (the DPF only relays MNO-B's encrypted bundle):
+    // the genuine profile passes, only the alteration is refused.
+    let check = |bytes: &[u8]| {
+        protocol::bundle::verify_profile(bytes, &ctx.ci, now, "mno-b", &device)
+            .and_then(|p| p.check_ear_hash(&protocol::bundle::ear_hash(&ear)).map(|()| p))
+    };
+    check(&signed)?;
     let altered = alter(&signed, alteration, iana::Algorithm::ES384)?;
-    let layer = match dpf.release(&verified, &ear, "mno-b", &device, &altered, now) {
-        Ok(_) => Layer::accepted(Stage::Dpf, "the DPF would release this profile"),
-        Err(RoError::Release(message)) => {
-            let reason = message.strip_prefix("profile: ").unwrap_or(&message);
-            Layer::rejected(Stage::Dpf, vec![profile_check(reason)], message.clone())
+    let layer = match check(&altered) {
+        Ok(_) => Layer::accepted(Stage::Tre, "the TRE would install this profile"),
+        Err(e) => {
+            let message = e.to_string();
+            Layer::rejected(Stage::Tre, vec![profile_check(&message)], message)
         }
-        Err(other) => Layer::rejected(Stage::Dpf, vec![other.to_string()], other.to_string()),
     };
     Ok(Observed::new(layer))
 }
