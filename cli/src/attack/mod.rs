@@ -24,7 +24,9 @@
 //!   `bundle`, `ota`, `operators`, `malformed`, `answers` (forged device answers, found
 //!   while building the matrix), `orders` (the commit point of issue 11: forged commit
 //!   and abort answers, an unsigned acknowledgement claiming a commit, a forged final word
-//!   to the device) and `signed_orders` (forged commit and abort orders to the device).
+//!   to the device), `signed_orders` (forged commit and abort orders to the device) and
+//!   `iccid` (issue 12's trust boundaries: a campaign pairing a device with another card's
+//!   ICCID, an install task naming another operator than MNO-A's command).
 
 mod answers;
 mod bundle;
@@ -34,6 +36,7 @@ mod device;
 mod ear;
 mod evidence;
 mod forge;
+mod iccid;
 mod identity;
 mod malformed;
 mod observe;
@@ -280,7 +283,7 @@ pub struct Scenario {
     /// Stable, kebab-case: the matrix's key.
     pub name: &'static str,
     /// The item of issue 7's list it belongs to (1–16; 17: found while building the matrix;
-    /// 18: the commit point of issue 11).
+    /// 18: the commit point of issue 11; 19: the trust boundaries of issue 12).
     pub item: u8,
     pub attacker: Attacker,
     /// What the attacker does.
@@ -321,7 +324,7 @@ impl Scenario {
     }
 }
 
-/// Every scenario, in the order of issue 7's list (then 17 and 18).
+/// Every scenario, in the order of issue 7's list (then 17, 18 and 19).
 pub fn scenarios() -> Vec<Scenario> {
     let mut all = Vec::new();
     all.extend(evidence::scenarios());
@@ -336,6 +339,7 @@ pub fn scenarios() -> Vec<Scenario> {
     all.extend(answers::scenarios());
     all.extend(orders::scenarios());
     all.extend(signed_orders::scenarios());
+    all.extend(iccid::scenarios());
     all.sort_by_key(|s| s.item);
     all
 }
@@ -607,7 +611,7 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(names.len(), before, "duplicate scenario names");
-        for item in 1..=18u8 {
+        for item in 1..=19u8 {
             assert!(all.iter().any(|s| s.item == item), "no scenario for item {item}");
         }
         for s in &all {
