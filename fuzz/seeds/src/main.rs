@@ -315,10 +315,12 @@ async fn main() -> Result<()> {
 
     // ---- api_messages (first byte selects the type, see fuzz_targets/api_messages.rs)
     let nonce = Nonce::from_bytes(&[0x42; 32])?;
+    let activation = protocol::ota::Activation::new("c1", "mno-b")?;
     let ota = protocol::ota::seal_activate_tre(
         &OtaKey::new(card_profile::KID),
         &card_profile::ICCID.parse()?,
         1,
+        &activation,
     )?;
     let tasks = [
         ("idle", DeviceTask::Idle),
@@ -367,6 +369,7 @@ async fn main() -> Result<()> {
         ek_certificate: ByteBuf::from(first.ek_cert.clone()),
         ek_public: ByteBuf::from(first.ek_public.clone()),
         tre_active: true,
+        activation_proof: ByteBuf::from(vec![0x01, 0x01, 0, 0, 0, 0, 1, 0x00]),
     };
     corpus.put("api_messages", "01-attach", &tagged(1, &device_api::to_cbor(&attach)?))?;
     let installed = InstallResult::Installed { receipt: ByteBuf::from(first.receipt.clone()) };
@@ -377,7 +380,12 @@ async fn main() -> Result<()> {
     )?;
     let aka = AkaResult::Res { res: ByteBuf::from(vec![3; 8]) };
     corpus.put("api_messages", "03-aka-result", &tagged(3, &device_api::to_cbor(&aka)?))?;
-    let ack = AbortAck { usim_active: true, tre_active: false, imsi: card_profile::IMSI.into() };
+    let ack = AbortAck {
+        usim_active: true,
+        tre_active: false,
+        imsi: card_profile::IMSI.into(),
+        committed: false,
+    };
     corpus.put("api_messages", "04-abort-ack", &tagged(4, &device_api::to_cbor(&ack)?))?;
     let enrol = EnrolRequest::new(
         device_id.clone(),
@@ -647,10 +655,12 @@ fn apdu_seeds(corpus: &Corpus) -> Result<()> {
         &frames(&[&h(select_usim), &pin_apdu, &auth, &h("00c0000000"), &gsm, &h("00c0000000")]),
     )?;
 
-    let ota = protocol::ota::seal_activate_tre(&OtaKey::new(card_profile::KID), &p.iccid, 1)?;
-    let again = protocol::ota::seal_activate_tre(&OtaKey::new(card_profile::KID), &p.iccid, 2)?;
+    let kid = OtaKey::new(card_profile::KID);
+    let activation = protocol::ota::Activation::new("c1", "mno-b")?;
+    let ota = protocol::ota::seal_activate_tre(&kid, &p.iccid, 1, &activation)?;
+    let again = protocol::ota::seal_activate_tre(&kid, &p.iccid, 2, &activation)?;
     let off = protocol::ota::seal(
-        protocol::ota::OtaCommand::DeactivateTre,
+        &protocol::ota::Action::DeactivateTre,
         &OtaKey::new(card_profile::KID),
         &p.iccid,
         3,
