@@ -62,15 +62,26 @@ async fn a_campaign_moves_two_devices_from_mno_a_to_mno_b() {
         assert_eq!(d.new_imsi.as_ref(), Some(&listed.imsi));
     }
 
-    // Step 4: the activate-TRE command verifies on the card, once.
+    // Step 4: the activate-TRE command verifies on the card, once; it names the campaign
+    // and its new operator, and the card's MACed answer proves the activation to MNO-A.
     for (device, profile, card) in &mut devices {
         let command = ro_a.activate_tre(&id, device).await.unwrap();
         assert_eq!(command.counter, profile.ota.counter + 1);
         assert_eq!(ro_a.activate_tre(&id, device).await.unwrap(), command, "idempotent");
-        card.ota(&command.command).unwrap();
+        let proof = card.ota(&command.command).unwrap();
         assert!(card.tre_active() && !card.usim_active());
+        let activation = card.tre_activation().unwrap();
+        assert_eq!((activation.campaign(), activation.operator()), ("c1", "mno-b"));
         assert!(matches!(card.ota(&command.command), Err(UiccError::Ota(OtaError::Replay { .. }))));
+        let ack = ro_a.tre_activated(&id, device, &proof).await.unwrap();
+        assert_eq!(
+            (&ack.iccid, &ack.imsi, ack.counter),
+            (&profile.iccid, &profile.imsi, command.counter)
+        );
+        assert_eq!(ro_a.tre_activated(&id, device, &proof).await.unwrap(), ack, "idempotent");
     }
+    let a = ro_a.campaign(&id).await.unwrap();
+    assert!(a.devices.iter().all(|d| d.stage == DeviceStage::TreActivated));
 
     for (device, _, card) in &mut devices {
         // Steps 6–7.
@@ -124,7 +135,7 @@ async fn a_campaign_moves_two_devices_from_mno_a_to_mno_b() {
         // Step 11 (the TRE's part): install on the card.
         card.install_on_trial(
             verified.payload.profile.clone(),
-            uicc::ChangeRef { campaign: "test".into(), sequence: 1, fallback_at: u64::MAX },
+            uicc::ChangeRef { campaign: "c1".into(), sequence: 1, fallback_at: u64::MAX },
         )
         .unwrap();
         assert_eq!(card.imsi(), new_imsi);
@@ -201,7 +212,7 @@ async fn a_stale_sqn_on_the_card_is_resynchronised() {
     let profile = open(&world.pki, &answer, key, &ear).payload.profile;
     card.install_on_trial(
         profile.clone(),
-        uicc::ChangeRef { campaign: "test".into(), sequence: 1, fallback_at: u64::MAX },
+        uicc::ChangeRef { campaign: "resync".into(), sequence: 1, fallback_at: u64::MAX },
     )
     .unwrap();
 

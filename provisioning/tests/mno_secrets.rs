@@ -77,7 +77,8 @@ async fn no_secret_reaches_a_log_line_or_the_stores() {
     let mut answers = Vec::new();
     let mut profiles: Vec<SubscriptionProfile> = devices.iter().map(|d| d.1.clone()).collect();
     for (device, _, card) in &mut devices {
-        card.ota(&ro_a.activate_tre(&id, device).await.unwrap().command).unwrap();
+        let proof = card.ota(&ro_a.activate_tre(&id, device).await.unwrap().command).unwrap();
+        ro_a.tre_activated(&id, device, &proof).await.unwrap();
         ro_b.register(&id, device).await.unwrap();
         // A refusal on the way (its log line and problem must not leak either).
         let _ = ro_b
@@ -93,7 +94,7 @@ async fn no_secret_reaches_a_log_line_or_the_stores() {
         let profile = open(&world.pki, &answer, key, &ear).payload.profile;
         card.install_on_trial(
             profile.clone(),
-            uicc::ChangeRef { campaign: "test".into(), sequence: 1, fallback_at: u64::MAX },
+            uicc::ChangeRef { campaign: "c1".into(), sequence: 1, fallback_at: u64::MAX },
         )
         .unwrap();
         profiles.push(profile);

@@ -66,7 +66,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             Peer,
             "MNO-A signs a profile for the device with its own CI certificate and encrypts it to the device's attested bundle key",
             tre("BundleError::WrongSigner"),
-            |ctx| rogue_profile(ctx, Signer::MnoA),
+            |ctx| rogue_profile(ctx, Signer::MnoA, None),
         ),
         Scenario::new(
             "bundle-signed-by-unknown-operator",
@@ -74,7 +74,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             Peer,
             "an operator the CI never certified (an \"mno-b\" certificate of its own CA) signs a profile and encrypts it to the device's bundle key",
             tre("BundleError::SignerChain(UnknownIssuer)"),
-            |ctx| rogue_profile(ctx, Signer::Unknown),
+            |ctx| rogue_profile(ctx, Signer::Unknown, None),
         ),
         Scenario::new(
             "pcr-extended-after-attestation",
@@ -182,14 +182,19 @@ fn another_device(ctx: &Ctx) -> Result<Observed> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Signer {
+pub(super) enum Signer {
     MnoA,
     Unknown,
 }
 
 /// A rogue operator's own profile, encrypted to the device's attested bundle key with the
-/// genuine EAR's hash, delivered instead of MNO-B's.
-fn rogue_profile(ctx: &Ctx, who: Signer) -> Result<Observed> {
+/// genuine EAR's hash, delivered instead of MNO-B's, in a task naming `task_operator` if
+/// given (else the campaign's).
+pub(super) fn rogue_profile(
+    ctx: &Ctx,
+    who: Signer,
+    task_operator: Option<&str>,
+) -> Result<Observed> {
     let signer = match who {
         Signer::MnoA => {
             let pki = ctx.lab.dir.join("pki");
@@ -225,6 +230,7 @@ fn rogue_profile(ctx: &Ctx, who: Signer) -> Result<Observed> {
         };
         let signed = signer.sign(&payload)?;
         let bundle = bundle::encrypt_bundle(&signed, key.x(), key.y(), &d.id, &ear_hash)?;
+        let operator = task_operator.map_or(operator, str::to_owned);
         Ok(install(campaign, operator, bundle, ear))
     })?
     .observed()

@@ -26,7 +26,9 @@
 //!   and abort answers, an unsigned acknowledgement claiming a commit, a forged final word
 //!   to the device), `signed_orders` (forged commit and abort orders to the device) and
 //!   `cose_hygiene` (issue 12: malleated signatures and unprotected headers on EARs and
-//!   profiles) and `end_to_end` (issue 12: an EAR replayed to MNO-B by a rogue RO).
+//!   profiles), `end_to_end` (issue 12: an EAR replayed to MNO-B by a rogue RO) and
+//!   `iccid` (issue 12: a campaign pairing a device with another card's ICCID, an install
+//!   task naming another operator than MNO-A's command).
 
 mod answers;
 mod bundle;
@@ -38,6 +40,7 @@ mod ear;
 mod end_to_end;
 mod evidence;
 mod forge;
+mod iccid;
 mod identity;
 mod malformed;
 mod observe;
@@ -344,6 +347,7 @@ pub fn scenarios() -> Vec<Scenario> {
     all.extend(orders::scenarios());
     all.extend(signed_orders::scenarios());
     all.extend(end_to_end::scenarios());
+    all.extend(iccid::scenarios());
     all.sort_by_key(|s| s.item);
     all
 }

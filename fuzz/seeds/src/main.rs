@@ -326,10 +326,12 @@ async fn main() -> Result<()> {
 
     // ---- api_messages (first byte selects the type, see fuzz_targets/api_messages.rs)
     let nonce = Nonce::from_bytes(&[0x42; 32])?;
+    let activation = protocol::ota::Activation::new("c1", "mno-b")?;
     let ota = protocol::ota::seal_activate_tre(
         &OtaKey::new(card_profile::KID),
         &card_profile::ICCID.parse()?,
         1,
+        &activation,
     )?;
     let tasks = [
         ("idle", DeviceTask::Idle),
@@ -382,6 +384,7 @@ async fn main() -> Result<()> {
         ek_certificate: ByteBuf::from(first.ek_cert.clone()),
         ek_public: ByteBuf::from(first.ek_public.clone()),
         tre_active: true,
+        activation_proof: ByteBuf::from(vec![0x01, 0x01, 0, 0, 0, 0, 1, 0x00]),
     };
     corpus.put("api_messages", "01-attach", &tagged(1, &device_api::to_cbor(&attach)?))?;
     let installed = InstallResult::Installed { receipt: ByteBuf::from(first.receipt.clone()) };
@@ -667,10 +670,12 @@ fn apdu_seeds(corpus: &Corpus) -> Result<()> {
         &frames(&[&h(select_usim), &pin_apdu, &auth, &h("00c0000000"), &gsm, &h("00c0000000")]),
     )?;
 
-    let ota = protocol::ota::seal_activate_tre(&OtaKey::new(card_profile::KID), &p.iccid, 1)?;
-    let again = protocol::ota::seal_activate_tre(&OtaKey::new(card_profile::KID), &p.iccid, 2)?;
+    let kid = OtaKey::new(card_profile::KID);
+    let activation = protocol::ota::Activation::new("c1", "mno-b")?;
+    let ota = protocol::ota::seal_activate_tre(&kid, &p.iccid, 1, &activation)?;
+    let again = protocol::ota::seal_activate_tre(&kid, &p.iccid, 2, &activation)?;
     let off = protocol::ota::seal(
-        protocol::ota::OtaCommand::DeactivateTre,
+        &protocol::ota::Action::DeactivateTre,
         &OtaKey::new(card_profile::KID),
         &p.iccid,
         3,

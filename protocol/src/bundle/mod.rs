@@ -174,7 +174,8 @@ pub struct BundleExpectations<'a> {
     pub ci_roots: &'a TrustAnchors,
     /// The time the validity windows are checked at.
     pub now: SystemTime,
-    /// The new operator's role name (the task's `operator`).
+    /// The new operator's role name: on the device, the one MNO-A's authenticated
+    /// activate-TRE command named (the card's TRE activation), never what a task says.
     pub operator: &'a str,
     /// This device.
     pub device_id: &'a DeviceId,

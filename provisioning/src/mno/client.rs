@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use super::api::{
     self, ActivateTreResponse, AkaChallenge, AkaVerdict, AttestationResponse, CampaignId,
     CampaignRequest, CampaignStatus, Health, ImsiList, ImsiListAck, PrepareResponse,
-    RegisterResponse, Report, ReportAck, path,
+    RegisterResponse, Report, ReportAck, TreActivated, TreActivatedAck, path,
 };
 use super::records::SubscriberView;
 use transport::Error;
@@ -72,6 +72,17 @@ impl MnoClient {
         device: &DeviceId,
     ) -> Result<ActivateTreResponse, Error> {
         self.cbor_empty(&path::device(id, device, "activate-tre")).await
+    }
+
+    /// Step 4 confirmed (RO → old operator): the card's MACed answer to the command.
+    pub async fn tre_activated(
+        &self,
+        id: &CampaignId,
+        device: &DeviceId,
+        response: &[u8],
+    ) -> Result<TreActivatedAck, Error> {
+        let body = TreActivated { response: serde_bytes::ByteBuf::from(response.to_vec()) };
+        self.cbor(&path::device(id, device, "tre-activated"), &body).await
     }
 
     /// Step 6 (RO's DRF → new operator).

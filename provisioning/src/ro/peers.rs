@@ -16,7 +16,8 @@ use super::error::RoError;
 use super::store::CampaignRow;
 use crate::mno::api::{
     self as mno_api, ActivateTreResponse, AkaChallenge, AkaVerdict, AttestationResponse,
-    CampaignId, CampaignRequest, PrepareResponse, RegisterResponse, path as mno_path,
+    CampaignId, CampaignRequest, PrepareResponse, RegisterResponse, TreActivated, TreActivatedAck,
+    path as mno_path,
 };
 
 /// Largest response the RO reads from a peer.
@@ -170,6 +171,22 @@ impl Peers {
             )
             .await?;
         Ok(answer.command.into_vec())
+    }
+
+    /// Step 4 confirmed: the card's MACed answer to the activate-TRE command, to the old
+    /// operator, which checks it with the card's KID.
+    pub async fn tre_activated(
+        &self,
+        campaign: &CampaignRow,
+        device: &DeviceId,
+        proof: &[u8],
+    ) -> Result<(), RoError> {
+        let body = mno_api::to_cbor(&TreActivated { response: ByteBuf::from(proof.to_vec()) })
+            .map_err(|e| RoError::Decode(e.to_string()))?;
+        let _: TreActivatedAck = self
+            .device_call(&campaign.from, &campaign.id, device, "tre-activated", mno_api::CBOR, body)
+            .await?;
+        Ok(())
     }
 
     /// Steps 6–7: registration with the new operator, which asks for validation.

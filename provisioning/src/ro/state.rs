@@ -28,6 +28,10 @@ pub enum DeviceState {
     Pending,
     /// Step 4: MNO-A's activate-TRE command, handed to the device until it attaches.
     TreActivation { command: ByteBuf },
+    /// Step 5, then 4 confirmed: the DRF checked the attaching device's identity; the card's
+    /// MACed answer to the command (`protocol::ota::response`) goes to MNO-A, which checks
+    /// that the card the campaign pairs with the device ran it. Next: attached.
+    TreActivated { proof: ByteBuf },
     /// Step 5: the DRF checked the device's identity; next the new operator registers it.
     Attached,
     /// Steps 6–7: registered with the new operator, which asked for validation.
@@ -85,6 +89,7 @@ impl DeviceState {
         match self {
             DeviceState::Pending => "pending",
             DeviceState::TreActivation { .. } => "tre-activation-issued",
+            DeviceState::TreActivated { .. } => "tre-activated",
             DeviceState::Attached => "attached",
             DeviceState::Registered => "registered",
             DeviceState::Enrolling { .. } => "enrolling",
@@ -125,6 +130,7 @@ impl DeviceState {
         match self {
             DeviceState::Pending => 4,
             DeviceState::TreActivation { .. } => 5,
+            DeviceState::TreActivated { .. } => 4,
             DeviceState::Attached => 6,
             DeviceState::Registered | DeviceState::Enrolling { .. } | DeviceState::Enrolled => 8,
             DeviceState::Attesting { .. } | DeviceState::Appraising { .. } => 8,
@@ -175,6 +181,7 @@ mod tests {
         let states = [
             DeviceState::Pending,
             DeviceState::TreActivation { command: ByteBuf::from(vec![1, 2, 3]) },
+            DeviceState::TreActivated { proof: ByteBuf::from(vec![4, 5]) },
             DeviceState::Attesting {
                 nonce: Nonce::from_bytes(&[4; 32]).unwrap(),
                 pcr_selection: "sha256:0,2".into(),
