@@ -17,9 +17,7 @@ use anyhow::Result;
 use coset::{CoseSign1, TaggedCborSerializable, iana};
 use protocol::bundle::{ProfilePayload, ProfileSigner};
 use protocol::device_api::DeviceTask;
-use protocol::ear::{
-    Appraisal, BundleKey, Claim, EarClaims, EarVerifier, TrustVector, VerifierId, unix, value,
-};
+use protocol::ear::{BundleKey, EarVerifier, unix};
 use protocol::{DeviceId, Iccid, Imsi, Nonce};
 use provisioning::pki::Role;
 use provisioning::ro::{Dpf, RoError};
@@ -203,32 +201,7 @@ fn profile_check(message: &str) -> String {
 
 /// An affirming EAR for `device`, signed with the lab's PVA key as the PVA signs them.
 fn pva_ear(ctx: &Ctx, device: &DeviceId, nonce: &Nonce, key: BundleKey) -> Result<Vec<u8>> {
-    let mut vector = TrustVector::new();
-    vector
-        .set(Claim::InstanceIdentity, value::RECOGNIZED_INSTANCE)
-        .set(Claim::Configuration, value::APPROVED_CONFIG)
-        .set(Claim::Executables, value::APPROVED_BOOT)
-        .set(Claim::Hardware, value::GENUINE_HARDWARE)
-        .set(Claim::StorageOpaque, value::HW_KEYS_ENCRYPTED_SECRETS);
-    let policy = verifier::ReferenceValues::parse(&std::fs::read_to_string(
-        ctx.lab.dir.join("pva/reference-values.toml"),
-    )?)?
-    .id()
-    .to_owned();
-    let mut appraisal = Appraisal::new(vector, policy, device.clone());
-    appraisal.bundle_key = Some(key);
-    appraisal.rollback_counter = Some(0);
-    let now = unix(SystemTime::now());
-    let claims = EarClaims {
-        issued_at: now,
-        expires_at: now + 300,
-        nonce: Some(*nonce),
-        verifier_id: VerifierId {
-            developer: "https://example.invalid/tresor".into(),
-            build: format!("tresor-pva/{}", env!("CARGO_PKG_VERSION")),
-        },
-        appraisal,
-    };
+    let claims = super::ear::pva_claims(ctx, super::ear::affirming_vector(), device, nonce, key)?;
     let pki = ctx.lab.dir.join("pki");
     Ok(EarSigner::load(&pki.join("pva.pem"), &pki.join("pva.key"))?.sign(&claims)?)
 }
