@@ -52,6 +52,7 @@ fn the_ro_killed_at_every_durable_write() {
     ];
     points.extend([
         "ro.tre-activation-issued",
+        "ro.tre-activated",
         "ro.attached",
         "ro.registered",
         "ro.enrolling",
@@ -74,7 +75,13 @@ fn the_ro_killed_at_every_durable_write() {
 
 #[test]
 fn the_operators_killed_at_every_durable_write() {
-    let a = kills(&["mno.campaign", "mno.imsi-list", "mno.activate-tre", "mno.report"]);
+    let a = kills(&[
+        "mno.campaign",
+        "mno.imsi-list",
+        "mno.activate-tre",
+        "mno.tre-activated",
+        "mno.report",
+    ]);
     let b = kills(&[
         "mno.campaign",
         "mno.prepare",

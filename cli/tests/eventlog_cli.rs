@@ -1,7 +1,10 @@
 //! `tresor eventlog` end to end: the real binary on real firmware logs, compared with
-//! `tpm2_eventlog`, on malformed input, and on a device image.
+//! `tpm2_eventlog`, on malformed input, and on a device image; reference values from a
+//! golden log, loaded by `tresor serve pva` and appraised against the log and a modified one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +15,7 @@ fn tresor(args: &[&str]) -> Output {
 }
 
 fn logs_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/eventlogs")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/eventlogs")
 }
 
 fn temp(name: &str) -> PathBuf {
@@ -153,4 +156,100 @@ fn measure_writes_a_log_that_replays_to_the_prediction() {
     assert_eq!(json_pcrs(&replay.stdout), (10, predicted.clone()));
     assert_eq!(predicted, oracle);
     assert_eq!(predicted["sha256"].keys().copied().collect::<Vec<_>>(), [0, 2, 4, 8, 9]);
+}
+
+/// Reference values from tpm2-tss's H-CRTM log of a real machine (SHA-1, SHA-256, SM3_256):
+/// `tresor serve pva` starts with them as its policy; the log's event-log appraisal (the
+/// PVA's `appraisal::evaluate_event_log`, since no swtpm can quote a foreign log) passes,
+/// and a log with one boot application changed fails.
+#[test]
+fn refvalues_from_a_golden_log_serve_in_the_pva_and_catch_a_changed_boot() {
+    use protocol::eventlog::{EventLog, EventType};
+    use protocol::tpm::HashAlg;
+    use verifier::AppraisalError;
+    use verifier::appraisal::evaluate_event_log;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    support::prepare(d);
+    let log_path = logs_dir().join("tpm2-tss/binary_measurements_hcrtm.bin");
+    let golden_path = d.join("golden.toml");
+    let out = tresor(&[
+        "eventlog",
+        "refvalues",
+        log_path.to_str().unwrap(),
+        "--out",
+        golden_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("reference values \"eventlog-binary_measurements_hcrtm\" written to"));
+    let text = std::fs::read_to_string(&golden_path).unwrap();
+    // Without --out the same text goes to standard output.
+    let stdout = tresor(&["eventlog", "refvalues", log_path.to_str().unwrap()]);
+    assert_eq!(String::from_utf8(stdout.stdout).unwrap(), text);
+    assert!(text.contains("banks = [\"sha256\", \"sm3_256\"]"), "{text}");
+    assert!(text.contains("\"0\" = \"15f4e6ca457d1af6bc49511a93ba3500ad69acc5\""));
+
+    // The PVA starts with it as its only policy.
+    support::edit(
+        &d.join("pva.toml"),
+        &[
+            ("127.0.0.1:8440", "127.0.0.1:0"),
+            ("policies = [\"reference-values.toml\"]", "policies = [\"golden.toml\"]"),
+        ],
+    );
+    let (pva, url) = support::serve(d, "pva", "pva", "pva.toml");
+    assert!(url.starts_with("https://"), "{url}");
+    drop(pva);
+
+    let refs = verifier::ReferenceValues::load(&golden_path).unwrap();
+    let golden = EventLog::parse(&std::fs::read(&log_path).unwrap()).unwrap();
+    assert_eq!(evaluate_event_log(&golden, &refs).unwrap(), []);
+    let mut measurements = golden.measurements();
+    let app = measurements
+        .iter_mut()
+        .find(|m| m.event_type == EventType::EV_EFI_BOOT_SERVICES_APPLICATION)
+        .unwrap();
+    for d in &mut app.digests {
+        d.value[0] ^= 0x80;
+    }
+    let changed = EventLog::from_measurements(&golden.banks(), &measurements).unwrap();
+    let failures = evaluate_event_log(&changed, &refs).unwrap();
+    assert!(
+        failures.iter().any(|f| matches!(
+            f,
+            AppraisalError::EventNotInReferenceValues {
+                pcr: 4,
+                event_type: EventType::EV_EFI_BOOT_SERVICES_APPLICATION,
+                ..
+            }
+        )),
+        "{failures:?}"
+    );
+    assert!(
+        failures.contains(&AppraisalError::PcrNotReferenceValue { bank: HashAlg::Sha256, pcr: 4 })
+    );
+}
+
+#[test]
+fn refvalues_of_a_malformed_log_fail_with_the_reason() {
+    let bytes = std::fs::read(logs_dir().join("event.bin")).unwrap();
+    let truncated = temp("refvalues-truncated.bin");
+    std::fs::write(&truncated, &bytes[..100]).unwrap();
+    let out = tresor(&["eventlog", "refvalues", truncated.to_str().unwrap()]);
+    std::fs::remove_file(&truncated).unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("malformed event log: truncated at offset 91"), "{err}");
+    assert!(out.stdout.is_empty());
+    let out = tresor(&[
+        "eventlog",
+        "refvalues",
+        logs_dir().join("event.bin").to_str().unwrap(),
+        "--id",
+        "not an id",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr).unwrap().contains("cannot derive reference values"));
 }

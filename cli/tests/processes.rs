@@ -110,8 +110,18 @@ fn every_role_as_its_own_process() {
         assert_eq!(outcome["tre_active"], false);
         assert!(outcome["imsi"].as_str().unwrap().starts_with("00102"), "{outcome}");
     }
-    let status = tresor(dir, &["campaign", "status", &id, "--ro", &ro, "--json"]);
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    // The final reports leave the RO's outbox in the background, after the device heard
+    // it switched: wait for them (bounded), then every device must have been reported.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let status = tresor(dir, &["campaign", "status", &id, "--ro", &ro, "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        let reported = status["devices"].as_array().unwrap().iter().all(|d| d["reported"] == true);
+        if reported || std::time::Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert_eq!(status["summary"]["switched"], 2, "{status}");
     for device in status["devices"].as_array().unwrap() {
         assert_eq!(device["reported"], true, "both operators got the report: {device}");

@@ -85,7 +85,10 @@ pub fn sign_es256(pkcs8: &[u8], cert: &[u8], payload: &[u8]) -> Vec<u8> {
     CoseSign1Builder::new()
         .protected(protected)
         .payload(payload.to_vec())
-        .create_signature(&[], |tbs| key.sign(&rng, tbs).unwrap().as_ref().to_vec())
+        // Low S, as every tresor signer makes it: verifiers refuse the other encoding.
+        .create_signature(&[], |tbs| {
+            protocol::es256::to_low_s(key.sign(&rng, tbs).unwrap().as_ref())
+        })
         .build()
         .to_tagged_vec()
         .unwrap()

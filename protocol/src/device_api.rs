@@ -65,6 +65,11 @@ pub struct AttachRequest {
     pub ek_public: ByteBuf,
     /// Whether the UICC accepted the activate-TRE command (TRE active, USIM inactive).
     pub tre_active: bool,
+    /// The card's MACed answer to MNO-A's activate-TRE command (`protocol::ota::response`),
+    /// which the RO forwards to MNO-A: the card's proof of its ICCID, its IMSI and the
+    /// campaign it activated the TRE for. Empty when the card gave none.
+    #[serde(default)]
+    pub activation_proof: ByteBuf,
 }
 
 /// Step 11/12: how the installation went on the device.

@@ -43,7 +43,7 @@ pub struct SignedAttest {
     pub signature: ByteBuf,
 }
 
-/// The key the DPF encrypts the subscription bundle to, with the TPM's word for it.
+/// The key the new operator encrypts the subscription bundle to, with the TPM's word for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundleKeyEvidence {

@@ -263,6 +263,16 @@ impl Iccid {
     }
 }
 
+/// Whether `s` is a campaign id as the RO chooses them: 1 to 64 of `A–Z a–z 0–9 . _ -`,
+/// neither `.` nor `..`, so it is safe in a URL path and a log line. The operators' API
+/// type (`provisioning::mno::CampaignId`) and MNO-A's OTA command both hold to it.
+pub fn valid_campaign_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && s != "."
+        && s != ".."
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -398,8 +398,7 @@ fn digest_file(
     if !file.metadata().map_err(io)?.is_file() {
         return Err(ImageError::NotAFile { component: c.name.clone(), path: c.file.clone() });
     }
-    let mut contexts: Vec<_> =
-        banks.iter().map(|alg| ring::digest::Context::new(alg.ring())).collect();
+    let mut contexts: Vec<_> = banks.iter().map(|alg| alg.hasher()).collect();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = file.read(&mut buf).map_err(io)?;
@@ -414,7 +413,7 @@ fn digest_file(
     Ok(banks
         .iter()
         .zip(contexts)
-        .map(|(&alg, ctx)| BankDigest { alg, value: ctx.finish().as_ref().to_vec() })
+        .map(|(&alg, ctx)| BankDigest { alg, value: ctx.finish() })
         .collect())
 }
 

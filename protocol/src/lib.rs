@@ -6,6 +6,7 @@
 //! - [`device_auth`]: the device channel: AK-signed requests with RO nonces, AK binding by credential activation.
 //! - [`ear`]: EAT attestation results (EAR): claims, COSE signing, relying-party verification.
 //! - [`ekcert`]: TCG EK certificates: TPM manufacturer/model/version, validation, encoders.
+//! - [`es256`]: ES256 signatures in their one accepted encoding (low S).
 //! - [`evidence`]: the evidence the TRE presents to the PVA (CBOR, versioned).
 //! - [`fault`]: named fault points for the crash-safety tests (`TRESOR_FAULT`).
 //! - [`eventlog`]: TCG PC Client event logs: parse, write, replay to PCR values.
@@ -29,6 +30,7 @@ pub mod device_api;
 pub mod device_auth;
 pub mod ear;
 pub mod ekcert;
+pub mod es256;
 pub mod eventlog;
 pub mod evidence;
 pub mod fault;

@@ -1,7 +1,8 @@
-//! The encrypted bundle (outer): the DPF encrypts MNO-B's signed profile to the device's
+//! The encrypted bundle (outer): MNO-B encrypts its signed profile to the device's
 //! bundle key, the device decrypts (a software ECDH key stands in for TPM2_ECDH_ZGen) and
 //! checks it. Issue 7, attack 12: replayed, meant for another device, tampered ciphertext
-//! or AAD, signed by MNO-A or an unknown operator: each refused with its own error.
+//! or AAD, signed by MNO-A or an unknown operator: each refused with its own error. A relay
+//! that cannot open the bundle (the RO's DPF) checks its binding to the device and the EAR.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,8 +15,8 @@ use coset::cbor::value::Value;
 use coset::{CoseEncrypt, ProtectedHeader, TaggedCborSerializable};
 use protocol::bundle::{
     BundleError, BundleExpectations, HEADER_DEVICE_ID, HEADER_EAR_HASH, MAX_BUNDLE_LEN,
-    SoftwareRecipient, check_sequence, decrypt_bundle, ear_hash, encrypt_bundle, external_aad,
-    open_bundle,
+    SoftwareRecipient, check_bundle_binding, check_sequence, decrypt_bundle, ear_hash,
+    encrypt_bundle, external_aad, open_bundle,
 };
 use protocol::x509::{ChainError, TrustAnchors};
 use zeroize::Zeroizing;
@@ -108,6 +109,43 @@ fn two_encryptions_differ() {
     let w = world();
     let key = SoftwareRecipient::generate().unwrap();
     assert_ne!(encrypt_to(&key, &w.signed, &w.ear_hash), encrypt_to(&key, &w.signed, &w.ear_hash));
+}
+
+#[test]
+fn a_relay_checks_the_binding_without_the_key() {
+    let w = world();
+    let key = SoftwareRecipient::generate().unwrap();
+    let bundle = encrypt_to(&key, &w.signed, &w.ear_hash);
+    check_bundle_binding(&bundle, &device(1), &w.ear_hash).unwrap();
+    assert_eq!(
+        check_bundle_binding(&bundle, &device(2), &w.ear_hash),
+        Err(BundleError::BundleForAnotherDevice { expected: device(2), found: device(1) })
+    );
+    assert!(matches!(
+        check_bundle_binding(&bundle, &device(1), &ear_hash(b"another EAR")),
+        Err(BundleError::BundleForAnotherEar { .. })
+    ));
+    // A signed profile is not a bundle; neither is a bundle without its binding headers.
+    assert!(matches!(
+        check_bundle_binding(&w.signed, &device(1), &w.ear_hash),
+        Err(BundleError::MalformedEncrypt(_))
+    ));
+    let unbound = edit(&bundle, |m| {
+        let mut h = m.protected.header.clone();
+        h.rest.clear();
+        m.protected = ProtectedHeader { original_data: None, header: h };
+    });
+    assert_eq!(
+        check_bundle_binding(&unbound, &device(1), &w.ear_hash),
+        Err(BundleError::MissingHeader("device id (-65537)"))
+    );
+    let huge = vec![0u8; MAX_BUNDLE_LEN + 1];
+    assert!(matches!(
+        check_bundle_binding(&huge, &device(1), &w.ear_hash),
+        Err(BundleError::TooLarge { .. })
+    ));
+    // The binding says nothing about who may open it: the device still decrypts.
+    key.decrypt(&bundle, &device(1), &w.ear_hash).unwrap();
 }
 
 #[test]
@@ -392,6 +430,35 @@ fn structural_checks_before_key_agreement() {
         }
     });
     assert_eq!(d(&off_curve), Err(BundleError::EphemeralKeyNotOnCurve));
+}
+
+#[test]
+fn the_unprotected_headers_name_no_algorithm_and_nothing_is_critical() {
+    // Issue 12: neither the COSE_Encrypt's nor its recipient's unprotected header may name
+    // an algorithm, and neither may hold crit, whatever the protected headers say.
+    let w = world();
+    let key = SoftwareRecipient::generate().unwrap();
+    let bundle = encrypt_to(&key, &w.signed, &w.ear_hash);
+    let never = |_: &[u8; 32], _: &[u8; 32]| -> Result<Zeroizing<Vec<u8>>, BundleError> {
+        panic!("zgen must not run")
+    };
+    let d = |b: &[u8]| decrypt_bundle(b, &device(1), &w.ear_hash, never);
+    let a256 = || Some(coset::Algorithm::Assigned(coset::iana::Algorithm::A256GCM));
+    let content = edit(&bundle, |m| m.unprotected.alg = a256());
+    assert_eq!(d(&content), Err(BundleError::UnprotectedAlgorithm { structure: "COSE_Encrypt" }));
+    let recipient = edit(&bundle, |m| {
+        m.recipients[0].unprotected.alg =
+            Some(coset::Algorithm::Assigned(coset::iana::Algorithm::ECDH_ES_HKDF_256));
+    });
+    assert_eq!(
+        d(&recipient),
+        Err(BundleError::UnprotectedAlgorithm { structure: "COSE_recipient" })
+    );
+    let label = || vec![coset::RegisteredLabelWithPrivate::PrivateUse(HEADER_DEVICE_ID)];
+    let crit = edit(&bundle, |m| m.unprotected.crit = label());
+    assert_eq!(d(&crit), Err(BundleError::UnsupportedCriticalHeader));
+    let crit = edit(&bundle, |m| m.recipients[0].unprotected.crit = label());
+    assert_eq!(d(&crit), Err(BundleError::UnsupportedCriticalHeader));
 }
 
 #[test]

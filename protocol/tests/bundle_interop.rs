@@ -187,6 +187,7 @@ fn ear_claims() -> protocol::ear::EarClaims {
 
 #[test]
 fn tresor_ears_verify_in_pycose() {
+    use protocol::ear::EarProfile;
     if !pycose_available() {
         return;
     }
@@ -199,46 +200,52 @@ fn tresor_ears_verify_in_pycose() {
         &ring::rand::SystemRandom::new(),
     )
     .unwrap();
-    let ear = claims
-        .sign(std::slice::from_ref(&pva.der), |tbs| {
-            key.sign(&ring::rand::SystemRandom::new(), tbs).map(|s| s.as_ref().to_vec())
-        })
-        .unwrap();
-    let answer =
-        call(&json!({"op": "verify_sign1", "cose": hex::encode(&ear)})).expect("pycose verifies");
-    let payload = field(&answer, "payload");
-    assert_eq!(payload, claims.to_cbor().unwrap());
-    // The claims set reads as a CWT with the draft's keys: eat_profile (265), submods (266).
-    let value: ciborium::Value = ciborium::from_reader(&payload[..]).unwrap();
-    let map = value.as_map().unwrap();
-    let profile = map.iter().find(|(k, _)| k.as_integer() == Some(265.into())).unwrap();
-    assert_eq!(profile.1.as_text(), Some(protocol::ear::EAR_PROFILE));
-    assert!(map.iter().any(|(k, _)| k.as_integer() == Some(266.into())));
+    for profile in EarProfile::ALL {
+        let ear = claims
+            .sign_as(profile, std::slice::from_ref(&pva.der), |tbs| {
+                key.sign(&ring::rand::SystemRandom::new(), tbs).map(|s| s.as_ref().to_vec())
+            })
+            .unwrap();
+        let answer = call(&json!({"op": "verify_sign1", "cose": hex::encode(&ear)}))
+            .expect("pycose verifies");
+        let payload = field(&answer, "payload");
+        assert_eq!(payload, claims.to_cbor_as(profile).unwrap());
+        // The claims set reads as a CWT with the draft's keys: eat_profile (265), submods (266).
+        let value: ciborium::Value = ciborium::from_reader(&payload[..]).unwrap();
+        let map = value.as_map().unwrap();
+        let uri = map.iter().find(|(k, _)| k.as_integer() == Some(265.into())).unwrap();
+        assert_eq!(uri.1.as_text(), Some(profile.uri()));
+        assert!(map.iter().any(|(k, _)| k.as_integer() == Some(266.into())));
+    }
 }
 
 #[test]
 fn pycose_signed_ears_verify_in_tresor() {
+    use protocol::ear::EarProfile;
     if !pycose_available() {
         return;
     }
     let ci = Ci::new("tresor CI");
     let pva = ci.role("pva");
     let claims = ear_claims();
-    let answer = call(&json!({
-        "op": "sign1",
-        "payload": hex::encode(claims.to_cbor().unwrap()),
-        "key_pem": pva.key_pem,
-        "x5chain": [hex::encode(&pva.der)],
-    }))
-    .expect("pycose signs");
-    let ear = field(&answer, "cose");
-    let verified = protocol::ear::VerifiedEar::verify(
-        &ear,
-        &ci.anchors(),
-        SystemTime::now(),
-        &device(1),
-        claims.nonce.as_ref(),
-    )
-    .unwrap();
-    assert_eq!(verified.claims(), &claims);
+    for profile in EarProfile::ALL {
+        let answer = call(&json!({
+            "op": "sign1",
+            "payload": hex::encode(claims.to_cbor_as(profile).unwrap()),
+            "key_pem": pva.key_pem,
+            "x5chain": [hex::encode(&pva.der)],
+        }))
+        .expect("pycose signs");
+        let ear = field(&answer, "cose");
+        let verified = protocol::ear::VerifiedEar::verify(
+            &ear,
+            &ci.anchors(),
+            SystemTime::now(),
+            &device(1),
+            claims.nonce.as_ref(),
+        )
+        .unwrap();
+        assert_eq!(verified.claims(), &claims);
+        assert_eq!(verified.profile(), profile);
+    }
 }

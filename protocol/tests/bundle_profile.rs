@@ -222,6 +222,14 @@ fn header_checks() {
     let signed = sign_raw(key, h, u, body.clone(), None);
     assert_eq!(
         verify(&w, &signed).unwrap_err(),
+        BundleError::UnprotectedAlgorithm { structure: "COSE_Sign1" }
+    );
+    // No algorithm at all.
+    let mut h = es256_x5chain(cert);
+    h.alg = None;
+    let signed = sign_raw(key, h, Default::default(), body.clone(), None);
+    assert_eq!(
+        verify(&w, &signed).unwrap_err(),
         BundleError::SignatureAlgorithm { found: "none".into() }
     );
 
@@ -256,6 +264,46 @@ fn header_checks() {
         .build();
     let signed = sign_raw(key, crit, Default::default(), body.clone(), None);
     assert_eq!(verify(&w, &signed).unwrap_err(), BundleError::UnsupportedCriticalHeader);
+}
+
+#[test]
+fn the_unsigned_header_decides_nothing() {
+    // Issue 12: the unprotected header is outside the signature. A genuine profile whose
+    // unprotected header an attacker filled with alg or crit still verifies as a signature,
+    // and is refused.
+    let w = world();
+    let signed = w.mno_b.signer().sign(&payload(&device(1), "mno-b")).unwrap();
+    verify(&w, &signed).unwrap();
+    for alg in [iana::Algorithm::ES256, iana::Algorithm::ES384] {
+        let forged =
+            edit_sign1(&signed, |s| s.unprotected.alg = Some(coset::Algorithm::Assigned(alg)));
+        assert_eq!(
+            verify(&w, &forged).unwrap_err(),
+            BundleError::UnprotectedAlgorithm { structure: "COSE_Sign1" }
+        );
+    }
+    let forged = edit_sign1(&signed, |s| {
+        s.unprotected.crit =
+            vec![coset::RegisteredLabelWithPrivate::Assigned(iana::HeaderParameter::ContentType)];
+    });
+    assert_eq!(verify(&w, &forged).unwrap_err(), BundleError::UnsupportedCriticalHeader);
+}
+
+#[test]
+fn only_the_low_s_signature_is_accepted_and_profiles_are_signed_low_s() {
+    let w = world();
+    for sequence in 0..16 {
+        let mut p = payload(&device(1), "mno-b");
+        p.sequence = sequence + 1;
+        let signed = w.mno_b.signer().sign(&p).unwrap();
+        let sign1 = <coset::CoseSign1 as coset::TaggedCborSerializable>::from_tagged_slice(&signed)
+            .unwrap();
+        assert!(protocol::es256::is_low_s(&sign1.signature), "ProfileSigner signs low-S");
+        verify(&w, &signed).unwrap();
+        // The other ECDSA encoding of the same signature.
+        let twin = edit_sign1(&signed, |s| s.signature = protocol::es256::flip_s(&s.signature));
+        assert_eq!(verify(&w, &twin).unwrap_err(), BundleError::NonCanonicalSignature);
+    }
 }
 
 #[test]

@@ -10,6 +10,11 @@ use protocol::eventlog::{EventLog, EventLogError, EventType, LogFormat, MAX_EVEN
 use protocol::tpm::HashAlg;
 
 const SM3_256: u16 = 0x0012;
+/// TPM_ALG_SHA3_256: registered, but not an algorithm tresor computes.
+const SHA3_256: u16 = 0x0027;
+const EV_NO_ACTION: u32 = 3;
+const EV_POST_CODE: u32 = 1;
+const EV_EFI_HCRTM_EVENT: u32 = 0x8000_0010;
 
 fn u32le(v: u32) -> [u8; 4] {
     v.to_le_bytes()
@@ -85,7 +90,7 @@ fn empty_and_oversized_logs() {
 
 #[test]
 fn every_prefix_of_a_real_log_is_an_error_or_a_shorter_log() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/eventlogs");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/eventlogs");
     for name in [
         "event.bin",
         "event-uefiaction.bin",
@@ -186,7 +191,16 @@ fn spec_id_event_defects() {
     );
     assert_eq!(
         parse(&header(&[(SM3_256, 0)])),
-        Err(EventLogError::BadDigestSize { offset: at + 4, alg_id: SM3_256, size: 0 })
+        Err(EventLogError::WrongDigestSize {
+            offset: at + 4,
+            alg: HashAlg::Sm3_256,
+            declared: 0,
+            expected: 32
+        })
+    );
+    assert_eq!(
+        parse(&header(&[(SHA3_256, 0)])),
+        Err(EventLogError::BadDigestSize { offset: at + 4, alg_id: SHA3_256, size: 0 })
     );
     assert_eq!(
         parse(&header(&[(0x7777, 65)])),
@@ -244,6 +258,19 @@ fn record_defects() {
         parse(&with(event2(0, 1, &[(SM3_256, vec![0; 32])], b""))),
         Err(EventLogError::UndeclaredAlgorithm { offset: at + 12, alg_id: SM3_256 })
     );
+    // PCR 0xFFFFFFFF is accepted on EV_NO_ACTION only; PCR 24 on nothing.
+    assert_eq!(
+        parse(&with(event2(u32::MAX, EV_POST_CODE, &[sha256(1)], b""))),
+        Err(EventLogError::PcrOutOfRange { offset: at, pcr: u32::MAX })
+    );
+    assert_eq!(
+        parse(&with(event2(24, EV_NO_ACTION, &[sha256(0)], b""))),
+        Err(EventLogError::PcrOutOfRange { offset: at, pcr: 24 })
+    );
+    assert_eq!(
+        parse(&with(event2(u32::MAX - 1, EV_NO_ACTION, &[sha256(0)], b""))),
+        Err(EventLogError::PcrOutOfRange { offset: at, pcr: u32::MAX - 1 })
+    );
     let two = header(&[(0x000B, 32), (0x0004, 20)]);
     let at2 = two.len();
     assert_eq!(
@@ -254,6 +281,11 @@ fn record_defects() {
     assert_eq!(
         parse(&event1(31, 1, [0; 20], b"")),
         Err(EventLogError::PcrOutOfRange { offset: 0, pcr: 31 })
+    );
+    let crtm = event1(0, 8, [5; 20], b"crtm");
+    assert_eq!(
+        parse(&[crtm.clone(), event1(u32::MAX, 4, [0; 20], b"")].concat()),
+        Err(EventLogError::PcrOutOfRange { offset: crtm.len(), pcr: u32::MAX })
     );
 }
 
@@ -285,12 +317,12 @@ fn zero_length_event_data_is_fine() {
 
 #[test]
 fn unknown_declared_algorithms_are_parsed_and_not_replayed() {
-    let h = header(&[(SM3_256, 32), (0x000B, 32)]);
-    let bytes = [h, event2(3, 1, &[(SM3_256, vec![9; 32]), sha256(1)], b"x")].concat();
+    let h = header(&[(SHA3_256, 32), (0x000B, 32)]);
+    let bytes = [h, event2(3, 1, &[(SHA3_256, vec![9; 32]), sha256(1)], b"x")].concat();
     let log = parse(&bytes).unwrap();
     assert_eq!(log.banks(), [HashAlg::Sha256]);
     let event = &log.events()[0];
-    assert_eq!(event.digests[0].alg_id, SM3_256);
+    assert_eq!(event.digests[0].alg_id, SHA3_256);
     assert_eq!(event.digests[0].alg(), None);
     assert_eq!(event.digests[0].digest, vec![9; 32]);
     let replayed = log.replay().unwrap();
@@ -400,4 +432,119 @@ fn sha1_logs_without_spec_id_event03() {
     let expected = HashAlg::Sha1.digest_parts(&[&[0; 20], &[5; 20]]);
     assert_eq!(log.replay().unwrap().value(HashAlg::Sha1, 0).unwrap(), expected);
     assert_eq!(log.to_bytes(), bytes);
+}
+
+#[test]
+fn sm3_256_is_replayed() {
+    let h = header(&[(SM3_256, 32), (0x000B, 32)]);
+    let bytes = [h, event2(3, 1, &[(SM3_256, vec![9; 32]), sha256(1)], b"x")].concat();
+    let log = parse(&bytes).unwrap();
+    assert_eq!(log.banks(), [HashAlg::Sm3_256, HashAlg::Sha256]);
+    assert_eq!(log.events()[0].digests[0].alg(), Some(HashAlg::Sm3_256));
+    let replayed = log.replay().unwrap();
+    // SM3(0³² ‖ 09³²), computed with OpenSSL 3.0 (`openssl dgst -sm3`).
+    assert_eq!(
+        hex::encode(replayed.value(HashAlg::Sm3_256, 3).unwrap()),
+        "c4aa94af06848457ff1fd7eb03a2f8d859153b73f30a0b4bc64a19e9c8a801d2"
+    );
+    assert!(replayed.bank(HashAlg::Sm3_256).unwrap().is_measured(3));
+}
+
+#[test]
+fn windows_no_action_records_for_pcr_0xffffffff_are_parsed_and_skipped() {
+    let windows = event2(u32::MAX, EV_NO_ACTION, &[sha256(0xAB)], b"Windows boot configuration");
+    let bytes = [sha256_header(), windows.clone(), event2(4, 1, &[sha256(1)], b"")].concat();
+    let log = parse(&bytes).unwrap();
+    assert_eq!(log.events()[0].pcr, protocol::eventlog::NO_ACTION_PCR);
+    let replayed = log.replay().unwrap();
+    let bank = replayed.bank(HashAlg::Sha256).unwrap();
+    assert_eq!(bank.measured().map(|(i, _)| i).collect::<Vec<_>>(), [4]);
+    assert_eq!(log.to_bytes(), bytes);
+    // A StartupLocality event there is not one for PCR 0.
+    let mut loc = b"StartupLocality\0".to_vec();
+    loc.push(3);
+    let log =
+        parse(&[sha256_header(), event2(u32::MAX, EV_NO_ACTION, &[sha256(0)], &loc)].concat())
+            .unwrap();
+    assert!(matches!(log.replay(), Err(EventLogError::StartupLocalityMalformed { .. })));
+}
+
+/// The record at offset 72361 of go-attestation's Windows log, retyped from EV_NO_ACTION to
+/// EV_SEPARATOR: the same PCR index is then refused.
+#[test]
+fn a_real_windows_record_for_pcr_0xffffffff_is_refused_unless_no_action() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/eventlogs/go-attestation");
+    let mut bytes = std::fs::read(dir.join("option_rom_eventlog.bin")).unwrap();
+    assert!(parse(&bytes).is_ok());
+    assert_eq!(bytes[72361..72369], [0xff, 0xff, 0xff, 0xff, 3, 0, 0, 0]);
+    bytes[72365] = 4;
+    assert_eq!(parse(&bytes), Err(EventLogError::PcrOutOfRange { offset: 72361, pcr: u32::MAX }));
+}
+
+fn hcrtm_event(pcr: u32, d: u8) -> Vec<u8> {
+    event2(pcr, EV_EFI_HCRTM_EVENT, &[sha256(d)], b"HCRTM")
+}
+
+fn after_hcrtm(d: u8, rest: &[u8]) -> Vec<u8> {
+    let mut pcr0 = [0u8; 32];
+    pcr0[31] = 4;
+    let pcr0 = HashAlg::Sha256.digest_parts(&[&pcr0, &[d; 32]]);
+    HashAlg::Sha256.digest_parts(&[&pcr0, rest])
+}
+
+#[test]
+fn an_hcrtm_event_first_starts_pcr0_at_locality_4() {
+    let h = sha256_header();
+    let crtm = event2(0, 8, &[sha256(1)], b"v");
+    let replay = |events: &[Vec<u8>]| {
+        parse(&[vec![h.clone()], events.to_vec()].concat().concat()).unwrap().replay()
+    };
+    let expected = after_hcrtm(7, &[1; 32]);
+    let pcr0 = |r: Result<protocol::eventlog::PcrBanks, EventLogError>| {
+        r.unwrap().value(HashAlg::Sha256, 0).unwrap().to_vec()
+    };
+    // Without a StartupLocality event (tpm2-tss's H-CRTM log) and with one saying 4 before
+    // it (what the PFP has firmware log): the same PCR 0.
+    assert_eq!(pcr0(replay(&[hcrtm_event(0, 7), crtm.clone()])), expected);
+    assert_eq!(pcr0(replay(&[locality_event(4), hcrtm_event(0, 7), crtm.clone()])), expected);
+    // TPM2_Startup after the H-CRTM leaves PCR 0 alone, whatever its locality.
+    assert_eq!(pcr0(replay(&[hcrtm_event(0, 7), locality_event(3), crtm.clone()])), expected);
+    assert_eq!(pcr0(replay(&[locality_event(3), hcrtm_event(0, 7), crtm.clone()])), expected);
+    // NO_ACTION records before it are not measurements.
+    let other = event2(5, EV_NO_ACTION, &[sha256(0)], b"note");
+    assert_eq!(pcr0(replay(&[other, hcrtm_event(0, 7), crtm.clone()])), expected);
+    // The same digest under another type is an ordinary extend from zero.
+    let retyped = event2(0, EV_POST_CODE, &[sha256(7)], b"HCRTM");
+    assert_eq!(
+        pcr0(replay(&[retyped, crtm.clone()])),
+        HashAlg::Sha256
+            .digest_parts(&[&HashAlg::Sha256.digest_parts(&[&[0; 32], &[7; 32]]), &[1; 32]])
+    );
+}
+
+#[test]
+fn an_hcrtm_event_anywhere_else_is_refused() {
+    let h = sha256_header();
+    let at = h.len();
+    let crtm = event2(0, 8, &[sha256(1)], b"v");
+    let replay = |events: &[Vec<u8>]| {
+        parse(&[vec![h.clone()], events.to_vec()].concat().concat()).unwrap().replay()
+    };
+    let misplaced = |r: Result<protocol::eventlog::PcrBanks, EventLogError>| match r {
+        Err(EventLogError::HcrtmEventMisplaced { offset, .. }) => offset,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(misplaced(replay(&[crtm.clone(), hcrtm_event(0, 7)])), at + crtm.len());
+    let pcr7 = event2(7, 1, &[sha256(1)], b"");
+    assert_eq!(misplaced(replay(&[pcr7.clone(), hcrtm_event(0, 7)])), at + pcr7.len());
+    let first = hcrtm_event(0, 7);
+    assert_eq!(misplaced(replay(&[first.clone(), hcrtm_event(0, 8)])), at + first.len());
+    assert_eq!(misplaced(replay(&[hcrtm_event(1, 7)])), at);
+    // A StartupLocality event after a post-startup measurement of PCR 0 is still refused.
+    assert_eq!(
+        replay(&[hcrtm_event(0, 7), crtm.clone(), locality_event(4)]),
+        Err(EventLogError::StartupLocalityAfterMeasurement {
+            offset: at + first.len() + crtm.len()
+        })
+    );
 }

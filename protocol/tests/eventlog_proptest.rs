@@ -10,11 +10,15 @@ use proptest::prelude::*;
 use protocol::eventlog::{BankDigest, EventLog, EventType, Measurement};
 use protocol::tpm::HashAlg;
 
+/// Every log of `testdata/eventlogs`, the other projects' ones in its subdirectories too.
 fn real_logs() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/eventlogs");
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/eventlogs");
+    let entries = |d: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).collect()
+    };
+    let mut names: Vec<_> = entries(&dir)
+        .into_iter()
+        .flat_map(|p| if p.is_dir() { entries(&p) } else { vec![p] })
         .filter(|p| p.extension().is_some_and(|e| e == "bin"))
         .collect();
     names.sort();
@@ -107,7 +111,7 @@ fn measurement(banks: Vec<HashAlg>) -> impl Strategy<Value = Measurement> {
 }
 
 fn banks_and_measurements() -> impl Strategy<Value = (Vec<HashAlg>, Vec<Measurement>)> {
-    proptest::sample::subsequence(HashAlg::ALL.to_vec(), 1..=4).prop_shuffle().prop_flat_map(
+    proptest::sample::subsequence(HashAlg::KNOWN.to_vec(), 1..=5).prop_shuffle().prop_flat_map(
         |banks| {
             let m = proptest::collection::vec(measurement(banks.clone()), 0..24);
             (Just(banks), m)
@@ -126,7 +130,7 @@ proptest! {
     /// Random records behind a valid header, so the record parser is reached.
     #[test]
     fn random_records_after_a_header_never_panic(
-        banks in proptest::sample::subsequence(HashAlg::ALL.to_vec(), 1..=4),
+        banks in proptest::sample::subsequence(HashAlg::KNOWN.to_vec(), 1..=5),
         tail in proptest::collection::vec(any::<u8>(), 0..512),
     ) {
         let mut bytes = EventLog::new(&banks).unwrap().to_bytes();
@@ -164,8 +168,11 @@ proptest! {
         }
         // Replay equals a direct extend of every non-EV_NO_ACTION measurement.
         let replayed = parsed.replay();
+        // StartupLocality and H-CRTM events change PCR 0's initial value; eventlog_hostile
+        // tests those.
         let has_locality = measurements.iter().any(|m| m.event_type == EventType::EV_NO_ACTION && m.data.starts_with(b"StartupLocality\0"));
-        if !has_locality {
+        let has_hcrtm = measurements.iter().any(|m| m.event_type == EventType::EV_EFI_HCRTM_EVENT);
+        if !has_locality && !has_hcrtm {
             let replayed = replayed.unwrap();
             for &alg in &banks {
                 let mut pcrs = vec![vec![0u8; alg.size()]; 24];

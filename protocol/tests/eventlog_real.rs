@@ -1,6 +1,8 @@
-//! Real firmware event logs (`../shared/testdata/eventlogs`, from the tpm2-tools test
-//! fixtures) against an independent oracle: the PCR values `tpm2_eventlog FILE` prints
-//! under `pcrs:`, bank by bank, PCR by PCR. Also: every real log writes back byte for byte.
+//! Real firmware event logs against independent oracles. The tpm2-tools test fixtures
+//! (`testdata/eventlogs/*.bin`): the PCR values `tpm2_eventlog FILE` prints under `pcrs:`,
+//! bank by bank, PCR by PCR. Two logs from other projects' test suites
+//! (`testdata/eventlogs/tpm2-tss`, `…/go-attestation`): the PCR values those projects record
+//! as the real machine's. Also: every real log writes back byte for byte.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,12 +17,12 @@ use protocol::tpm::HashAlg;
 type Pcrs = BTreeMap<String, BTreeMap<u32, String>>;
 
 fn logs_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/eventlogs")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/eventlogs")
 }
 
 fn real_logs() -> Vec<PathBuf> {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(logs_dir())
-        .expect("the real event logs are in ../shared/testdata/eventlogs")
+        .expect("the real event logs are in testdata/eventlogs")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "bin"))
         .collect();
@@ -167,4 +169,87 @@ fn tpm2_eventlog_reads_the_logs_we_write() {
         predicted.bank(HashAlg::Sha256).unwrap().measured().map(|(i, _)| i).collect::<Vec<_>>(),
         [0, 2, 4, 8, 9]
     );
+}
+
+/// tpm2-tss's `test/data/fapi/eventlog/binary_measurements_hcrtm` (a Hygon "Dhyana" machine
+/// with an H-CRTM and SHA-1, SHA-256 and SM3_256 banks): the log starts with
+/// EV_EFI_HCRTM_EVENT and has no StartupLocality event. Its PCR 0 must be what the real
+/// machine read, which tpm2-tss records in `test/unit/fapi-eventlog.c`
+/// (`check_eventlog_pcr0`, "the pcr0 value got from system with HCRTM events"); a replay
+/// from zero gives 2162942d…, the value tpm2_eventlog before 5.6 prints.
+#[test]
+fn hcrtm_log_replays_pcr0_to_what_the_machine_read() {
+    let path = logs_dir().join("tpm2-tss/binary_measurements_hcrtm.bin");
+    let bytes = std::fs::read(&path).unwrap();
+    let log = EventLog::parse(&bytes).unwrap();
+    assert_eq!(log.banks(), [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sm3_256]);
+    assert_eq!(log.events().len(), 203);
+    assert_eq!(log.events()[0].event_type, EventType::EV_EFI_HCRTM_EVENT);
+    assert_eq!(log.events()[0].data, b"HCRTM");
+    let replayed = log.replay().unwrap();
+    assert_eq!(
+        hex::encode(replayed.value(HashAlg::Sha1, 0).unwrap()),
+        "15f4e6ca457d1af6bc49511a93ba3500ad69acc5"
+    );
+    // PCR 0 = H(0…04 ‖ H-CRTM digest ‖ the rest of PCR 0's digests), in every bank.
+    for bank in replayed.iter() {
+        let mut pcr0 = vec![0u8; bank.alg().size()];
+        pcr0[bank.alg().size() - 1] = 4;
+        for e in log.events().iter().filter(|e| e.pcr == 0) {
+            if e.event_type != EventType::EV_NO_ACTION {
+                bank.alg().extend(&mut pcr0, e.digest(bank.alg()).unwrap());
+            }
+        }
+        assert_eq!(bank.value(0).unwrap(), pcr0, "{}", bank.alg());
+    }
+    // Every other PCR, SM3_256 included, is what tpm2_eventlog prints; PCR 0 too from
+    // tpm2-tools 5.6 on, which knows the H-CRTM rule.
+    let mut oracle = tpm2_eventlog_pcrs(&path).unwrap();
+    let mut ours = ours(&replayed);
+    assert_eq!(oracle.keys().collect::<Vec<_>>(), ["sha1", "sha256", "sm3_256"]);
+    if tpm2_tools_version() < (5, 6) {
+        assert_eq!(oracle["sha1"][&0], "2162942d20f3d5fbe8121fe462f5b7a5568bccd2");
+        for bank in oracle.values_mut().chain(ours.values_mut()) {
+            bank.remove(&0);
+        }
+    }
+    assert_eq!(ours, oracle);
+    assert_eq!(ours["sm3_256"].len(), if tpm2_tools_version() < (5, 6) { 9 } else { 10 });
+    assert_eq!(log.to_bytes(), bytes);
+}
+
+/// go-attestation's `attest/testdata/option_rom_eventlog`: a Windows SHA-1 log with an
+/// option ROM, whose record at offset 72361 is an EV_NO_ACTION for PCR 0xFFFFFFFF. The
+/// expected values are the eight PCRs go-attestation's `TestSecureBootOptionRom`
+/// (`attest/secureboot_test.go`) verifies the log against, the real machine's (base64
+/// there, hex here).
+#[test]
+fn windows_sha1_log_replays_to_the_real_pcrs() {
+    let bytes = std::fs::read(logs_dir().join("go-attestation/option_rom_eventlog.bin")).unwrap();
+    let log = EventLog::parse(&bytes).unwrap();
+    assert_eq!(log.format(), &LogFormat::Sha1);
+    assert_eq!(log.events().len(), 61);
+    let windows = &log.events()[60];
+    assert_eq!(
+        (windows.offset, windows.pcr, windows.event_type),
+        (72361, protocol::eventlog::NO_ACTION_PCR, EventType::EV_NO_ACTION)
+    );
+    let replayed = log.replay().unwrap();
+    let real = [
+        "01518aedc87a0ef505d27261ef835809e7da0086",
+        "bebff4c08a6677473ab604cedefb82f850cde883",
+        "366a31a0c075368f0e10857333ea2ed6e8a00fd3",
+        "b2a83b0ebf2f8374299a5b2bdfc31ea955ad7236",
+        "39f388c3959e904694726f4c015b6dceae0680a1",
+        "723a0520cf7f2978548742bd1541706b2446459e",
+        "b2a83b0ebf2f8374299a5b2bdfc31ea955ad7236",
+        "20de7dfba6bcdfccadad7e3eb099c91d4d97c5ad",
+    ];
+    for (pcr, expected) in (0u32..).zip(real) {
+        assert_eq!(hex::encode(replayed.value(HashAlg::Sha1, pcr).unwrap()), expected, "PCR {pcr}");
+    }
+    let measured: Vec<u32> =
+        replayed.bank(HashAlg::Sha1).unwrap().measured().map(|(i, _)| i).collect();
+    assert_eq!(measured, [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14]);
+    assert_eq!(log.to_bytes(), bytes);
 }

@@ -7,17 +7,23 @@
 
 mod mno_common;
 
-use std::time::SystemTime;
-
 use mno_common::*;
+use protocol::bundle::{BundleError, SoftwareRecipient};
 use protocol::device_api::AkaResult;
 use protocol::milenage::{Autn, Rand};
 use protocol::ota::OtaError;
 use provisioning::mno::SubscriberStatus;
-use provisioning::mno::api::{AkaVerdict, DeviceStage, Party, Report, ReportOutcome};
+use provisioning::mno::api::{
+    AkaVerdict, AttestationResponse, CampaignRequest, DeviceStage, Party, Report, ReportOutcome,
+};
 use serde_bytes::ByteBuf;
 use uicc::UiccError;
 use uicc::auth::Outcome;
+
+/// The ICCID `request` pairs `device` with.
+fn request_iccid(request: &CampaignRequest, device: &protocol::DeviceId) -> protocol::Iccid {
+    request.devices.iter().find(|d| &d.device_id == device).unwrap().iccid.clone()
+}
 
 fn report(id: &str, device: &protocol::DeviceId, outcome: ReportOutcome) -> Report {
     Report { campaign: cid(id), device_id: device.clone(), outcome, step: None, reason: None }
@@ -56,46 +62,80 @@ async fn a_campaign_moves_two_devices_from_mno_a_to_mno_b() {
         assert_eq!(d.new_imsi.as_ref(), Some(&listed.imsi));
     }
 
-    // Step 4: the activate-TRE command verifies on the card, once.
+    // Step 4: the activate-TRE command verifies on the card, once; it names the campaign
+    // and its new operator, and the card's MACed answer proves the activation to MNO-A.
     for (device, profile, card) in &mut devices {
         let command = ro_a.activate_tre(&id, device).await.unwrap();
         assert_eq!(command.counter, profile.ota.counter + 1);
         assert_eq!(ro_a.activate_tre(&id, device).await.unwrap(), command, "idempotent");
-        card.ota(&command.command).unwrap();
+        let proof = card.ota(&command.command).unwrap();
         assert!(card.tre_active() && !card.usim_active());
+        let activation = card.tre_activation().unwrap();
+        assert_eq!((activation.campaign(), activation.operator()), ("c1", "mno-b"));
         assert!(matches!(card.ota(&command.command), Err(UiccError::Ota(OtaError::Replay { .. }))));
+        let ack = ro_a.tre_activated(&id, device, &proof).await.unwrap();
+        assert_eq!(
+            (&ack.iccid, &ack.imsi, ack.counter),
+            (&profile.iccid, &profile.imsi, command.counter)
+        );
+        assert_eq!(ro_a.tre_activated(&id, device, &proof).await.unwrap(), ack, "idempotent");
     }
+    let a = ro_a.campaign(&id).await.unwrap();
+    assert!(a.devices.iter().all(|d| d.stage == DeviceStage::TreActivated));
 
-    let anchors = world.pki.ci_trust_anchors().unwrap();
     for (device, _, card) in &mut devices {
         // Steps 6–7.
         let registered = ro_b.register(&id, device).await.unwrap();
         assert!(registered.validation_required);
         assert_eq!(registered.ear_signers, ["pva"]);
 
-        // Steps 9–10: a verified EAR gets a profile signed by MNO-B, bound to that EAR.
-        let ear = ear(&world.pki, device);
-        let signed = ro_b.attestation(&id, device, &ear).await.unwrap();
-        let verified =
-            protocol::bundle::verify_profile(&signed, &anchors, SystemTime::now(), "mno-b", device)
-                .unwrap();
-        verified.check_ear_hash(&protocol::bundle::ear_hash(&ear)).unwrap();
+        // Steps 9–11: a verified EAR gets a profile signed by MNO-B, bound to that EAR and
+        // encrypted to its bundle key; only that key opens it (`open` checks signer, device
+        // and EAR hash as the TRE does).
+        let (ear, key) = attested(&world.pki, device);
+        let answer = ro_b.attestation(&id, device, &ear).await.unwrap();
+        let verified = open(&world.pki, &answer, key, &ear);
         assert_eq!(verified.sequence(), 8, "EAR rollback counter 7 + 1");
         assert_eq!(verified.payload.campaign, "c1");
         let new_imsi = &prepared.entries.iter().find(|e| &e.device_id == device).unwrap().imsi;
         assert_eq!(&verified.payload.profile.imsi, new_imsi);
+        // The answer's facts are the profile's (what the DPF expects the receipt to name).
+        assert_eq!(&answer.device_id, device);
+        assert_eq!(answer.campaign_iccid, request_iccid(&request, device));
+        assert_eq!(answer.iccid, verified.payload.profile.iccid);
+        assert_eq!(&answer.imsi, new_imsi);
+        assert_eq!(answer.sequence, verified.sequence());
+        // Another key gets nothing out of it.
         assert_eq!(
-            ro_b.attestation(&id, device, &ear).await.unwrap(),
-            signed,
+            SoftwareRecipient::generate()
+                .unwrap()
+                .decrypt(&answer.bundle, device, &protocol::bundle::ear_hash(&ear))
+                .unwrap_err(),
+            BundleError::DecryptionFailed
+        );
+        // The same EAR again: the same signed profile (the same facts, the same length),
+        // encrypted anew (a fresh ephemeral key and IV).
+        let again = ro_b.attestation(&id, device, &ear).await.unwrap();
+        assert_eq!(
+            AttestationResponse { bundle: answer.bundle.clone(), ..again.clone() },
+            answer,
             "the same EAR, the same profile"
         );
+        assert_ne!(again.bundle, answer.bundle, "a fresh envelope");
+        assert_eq!(again.bundle.len(), answer.bundle.len());
+        protocol::bundle::check_bundle_binding(
+            &again.bundle,
+            device,
+            &protocol::bundle::ear_hash(&ear),
+        )
+        .unwrap();
         let pending = ro_b.subscriber(new_imsi).await.unwrap();
         assert_eq!(pending.status, SubscriberStatus::Pending);
 
         // Step 11 (the TRE's part): install on the card.
         card.install_on_trial(
             verified.payload.profile.clone(),
-            uicc::ChangeRef { campaign: "test".into(), sequence: 1, fallback_at: u64::MAX },
+            uicc::ChangeRef { campaign: "c1".into(), sequence: 1, fallback_at: u64::MAX },
         )
         .unwrap();
         assert_eq!(card.imsi(), new_imsi);
@@ -167,16 +207,12 @@ async fn a_stale_sqn_on_the_card_is_resynchronised() {
     let (device, _, card) = &mut devices[0];
     card.ota(&ro_a.activate_tre(&id, device).await.unwrap().command).unwrap();
     ro_b.register(&id, device).await.unwrap();
-    let signed = ro_b.attestation(&id, device, &ear(&world.pki, device)).await.unwrap();
-    let anchors = world.pki.ci_trust_anchors().unwrap();
-    let profile =
-        protocol::bundle::verify_profile(&signed, &anchors, SystemTime::now(), "mno-b", device)
-            .unwrap()
-            .payload
-            .profile;
+    let (ear, key) = attested(&world.pki, device);
+    let answer = ro_b.attestation(&id, device, &ear).await.unwrap();
+    let profile = open(&world.pki, &answer, key, &ear).payload.profile;
     card.install_on_trial(
         profile.clone(),
-        uicc::ChangeRef { campaign: "test".into(), sequence: 1, fallback_at: u64::MAX },
+        uicc::ChangeRef { campaign: "resync".into(), sequence: 1, fallback_at: u64::MAX },
     )
     .unwrap();
 

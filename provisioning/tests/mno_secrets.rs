@@ -1,7 +1,9 @@
 //! Secret hygiene of the operators (issue 7, "Secret hygiene"): a full campaign with a
 //! refusal or two, every log line captured at TRACE level, then every issued K, OPc, KIc and
 //! KID — of MNO-A's manufactured profiles and MNO-B's new ones — searched for (raw, hex,
-//! HEX) in the logs and in both SQLite stores, together with OP and the storage keys.
+//! HEX) in the logs and in both SQLite stores, together with OP and the storage keys — and
+//! in MNO-B's answers to the RO's attestation calls, which carry the profile only encrypted
+//! to the device's bundle key (issue 12).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,13 +11,12 @@ mod mno_common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use mno_common::*;
 use protocol::SubscriptionProfile;
 use protocol::device_api::AkaResult;
 use protocol::milenage::{Autn, Rand};
-use provisioning::mno::api::{Report, ReportOutcome};
+use provisioning::mno::api::{Report, ReportOutcome, to_cbor};
 use provisioning::pki::Role;
 use serde_bytes::ByteBuf;
 use uicc::auth::Outcome;
@@ -73,10 +74,11 @@ async fn no_secret_reaches_a_log_line_or_the_stores() {
     ro_a.create_campaign(&request).await.unwrap();
     ro_b.create_campaign(&request).await.unwrap();
     ro_b.prepare(&id).await.unwrap();
-    let anchors = world.pki.ci_trust_anchors().unwrap();
+    let mut answers = Vec::new();
     let mut profiles: Vec<SubscriptionProfile> = devices.iter().map(|d| d.1.clone()).collect();
     for (device, _, card) in &mut devices {
-        card.ota(&ro_a.activate_tre(&id, device).await.unwrap().command).unwrap();
+        let proof = card.ota(&ro_a.activate_tre(&id, device).await.unwrap().command).unwrap();
+        ro_a.tre_activated(&id, device, &proof).await.unwrap();
         ro_b.register(&id, device).await.unwrap();
         // A refusal on the way (its log line and problem must not leak either).
         let _ = ro_b
@@ -86,15 +88,13 @@ async fn no_secret_reaches_a_log_line_or_the_stores() {
                 &sign_ear(&world.pki, Role::MnoA, &ear_claims(device, affirming())),
             )
             .await;
-        let signed = ro_b.attestation(&id, device, &ear(&world.pki, device)).await.unwrap();
-        let profile =
-            protocol::bundle::verify_profile(&signed, &anchors, SystemTime::now(), "mno-b", device)
-                .unwrap()
-                .payload
-                .profile;
+        let (ear, key) = attested(&world.pki, device);
+        let answer = ro_b.attestation(&id, device, &ear).await.unwrap();
+        answers.push(to_cbor(&answer).unwrap());
+        let profile = open(&world.pki, &answer, key, &ear).payload.profile;
         card.install_on_trial(
             profile.clone(),
-            uicc::ChangeRef { campaign: "test".into(), sequence: 1, fallback_at: u64::MAX },
+            uicc::ChangeRef { campaign: "c1".into(), sequence: 1, fallback_at: u64::MAX },
         )
         .unwrap();
         profiles.push(profile);
@@ -138,6 +138,10 @@ async fn no_secret_reaches_a_log_line_or_the_stores() {
         }
     }
     assert!(stores.len() >= 2);
+    assert_eq!(answers.len(), 2);
+    for (i, answer) in answers.into_iter().enumerate() {
+        stores.push((format!("MNO-B's attestation answer {i}"), answer));
+    }
     for (what, needle) in secrets(&profiles) {
         assert!(!logs.windows(needle.len()).any(|w| w == needle.as_slice()), "{what} in the logs");
         for (file, bytes) in &stores {

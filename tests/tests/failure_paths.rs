@@ -91,8 +91,11 @@ async fn a_tampered_component_gets_no_bundle() {
 struct FailingInstall(Card);
 
 impl Uicc for FailingInstall {
-    fn ota(&mut self, apdu: &[u8]) -> Result<(), UiccError> {
-        self.0.ota(apdu).map(drop)
+    fn ota(&mut self, apdu: &[u8]) -> Result<Vec<u8>, UiccError> {
+        self.0.ota(apdu)
+    }
+    fn tre_activation(&self) -> Option<uicc::TreActivation> {
+        self.0.tre_activation().cloned()
     }
     fn install_on_trial(
         &mut self,

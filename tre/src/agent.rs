@@ -4,9 +4,11 @@
 //! operator's AKA, commit — or restore the old profile with the USIM active.
 //!
 //! The install is where the device's own checks live: the bundle opens only inside the TPM
-//! in the attested PCR state (TPM2_ECDH_ZGen under PolicyPCR), the profile must be signed by
-//! the expected new operator under the CI root, and its sequence must exceed the TPM's
-//! anti-rollback counter. Any failure leaves the old profile active with the USIM.
+//! in the attested PCR state (TPM2_ECDH_ZGen under PolicyPCR), the profile must be signed
+//! under the CI root by the new operator that MNO-A's MACed activate-TRE command named (the
+//! card's TRE activation, never what a task says), for the campaign it named, and its
+//! sequence must exceed the TPM's anti-rollback counter. Any failure leaves the old profile
+//! active with the USIM.
 //!
 //! Every answer is a function of durable state — the card's state file (which profile runs,
 //! whether the change is on trial, committed or fell back), the TPM's NV counter and the
@@ -299,7 +301,7 @@ impl<C: Uicc> Agent<C> {
             DeviceTask::Idle | DeviceTask::Done { .. } => Ok(()),
             DeviceTask::ActivateTre { campaign, command } => {
                 self.journal.set_campaign(&campaign)?;
-                self.activate_tre(&command).await
+                self.activate_tre(&campaign, &command).await
             }
             DeviceTask::Enrol => {
                 let request = self.attester.enrolment_request()?;
@@ -334,13 +336,14 @@ impl<C: Uicc> Agent<C> {
                 self.keep("evidence.cbor", &bytes)?;
                 self.post_raw("evidence", bytes).await
             }
-            DeviceTask::Install { operator, bundle, ear, .. } => {
+            // The task's `operator` is not trusted: the card's activation names the signer.
+            DeviceTask::Install { bundle, ear, .. } => {
                 // The answer is signed for the bundle key this device attested, which the
                 // RO knows too, whatever happened to the task on its way here.
                 let task = AnswerStatement::install_task(&self.bundle_key_name()?);
                 self.keep("ear.cbor", &ear)?;
                 self.keep("bundle.cose", &bundle)?;
-                let result = match self.install(&operator, &bundle, &ear) {
+                let result = match self.install(&bundle, &ear) {
                     Ok(receipt) => {
                         self.keep("receipt.cbor", &receipt)?;
                         InstallResult::Installed { receipt: ByteBuf::from(receipt) }
@@ -433,30 +436,44 @@ impl<C: Uicc> Agent<C> {
         }
     }
 
-    /// Step 4 on the card, then step 5: attach with the EK certificate.
-    async fn activate_tre(&mut self, command: &[u8]) -> Result<()> {
-        if !self.card.tre_active() {
-            // A command the card refuses (bad MAC, replayed counter) leaves the USIM active;
-            // the DRF learns it from `tre_active` and the campaign fails for this device.
-            if let Err(e) = self.card.ota(command) {
-                tracing::warn!(device = %self.device_id, error = %e, "activate-TRE refused by the UICC");
-            }
+    /// Step 4 on the card, then step 5: attach with the EK certificate and the card's MACed
+    /// response to the command, which the RO forwards to MNO-A as the card's proof of its
+    /// ICCID, IMSI and the campaign.
+    async fn activate_tre(&mut self, campaign: &str, command: &[u8]) -> Result<()> {
+        let activated = |card: &C| {
+            card.tre_activation().filter(|a| card.tre_active() && a.campaign() == campaign)
+        };
+        // Carried out before (its attach was lost, or the agent restarted): the card's
+        // response stands. Otherwise the card runs the command; one it refuses (bad MAC,
+        // replayed counter, another card's) leaves the USIM active and gives no proof: the
+        // DRF learns it from `tre_active`, MNO-A from the missing proof.
+        if activated(&self.card).is_none()
+            && let Err(e) = self.card.ota(command)
+        {
+            tracing::warn!(device = %self.device_id, error = %e, "activate-TRE refused by the UICC");
         }
+        let proof = activated(&self.card).map(|a| a.response().to_vec()).unwrap_or_default();
         let request = self.attester.enrolment_request()?;
         let attach = AttachRequest {
             device_id: request.device_id,
             ek_certificate: ByteBuf::from(request.ek_certificate),
             ek_public: ByteBuf::from(request.ek_public),
             tre_active: self.card.tre_active(),
+            activation_proof: ByteBuf::from(proof),
         };
         let body =
             protocol::device_api::to_cbor(&attach).map_err(|e| Error::Protocol(e.to_string()))?;
         self.post_raw("attach", body).await
     }
 
-    /// Step 11: open the bundle inside the TPM, check it, install it on trial; returns the
+    /// Step 11: open the bundle inside the TPM, check it — signed by the new operator the
+    /// card's TRE activation names, for its campaign — and install it on trial; returns the
     /// signed receipt (CBOR). A bundle already installed is answered from the journal.
-    fn install(&mut self, operator: &str, bundle_bytes: &[u8], ear: &[u8]) -> Result<Vec<u8>> {
+    fn install(&mut self, bundle_bytes: &[u8], ear: &[u8]) -> Result<Vec<u8>> {
+        let activation = self.card.tre_activation().ok_or_else(|| {
+            Error::Bundle("the card holds no TRE activation naming the new operator".into())
+        })?;
+        let operator = activation.operator().to_owned();
         let ear_hash = bundle::ear_hash(ear);
         let selection = self.attester.selection().clone();
         let device_id = self.device_id.clone();
@@ -465,7 +482,7 @@ impl<C: Uicc> Agent<C> {
         let expected = bundle::BundleExpectations {
             ci_roots: &self.config.ci_roots,
             now: SystemTime::now(),
-            operator,
+            operator: &operator,
             device_id: &device_id,
             ear_hash: &ear_hash,
         };
@@ -476,6 +493,12 @@ impl<C: Uicc> Agent<C> {
         let sequence = verified.sequence();
         let campaign = verified.payload.campaign.clone();
         let profile = verified.payload.profile.clone();
+        if campaign != activation.campaign() {
+            return Err(Error::Bundle(format!(
+                "the profile is for campaign {campaign:?}, the TRE is activated for {:?}",
+                activation.campaign()
+            )));
+        }
         if let Some(change) = self.card.change()
             && change.campaign == campaign
             && change.sequence == sequence
@@ -815,7 +838,9 @@ fn not_installed(e: &UiccError) -> bool {
         UiccError::TreNotActive
         | UiccError::ChangeOnTrial { .. }
         | UiccError::ChangeMismatch { .. }
-        | UiccError::ChangeSettled { .. } => true,
+        | UiccError::ChangeSettled { .. }
+        | UiccError::NotActivated
+        | UiccError::ActivationMismatch { .. } => true,
         _ => false,
     }
 }

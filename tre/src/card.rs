@@ -1,18 +1,23 @@
 //! What the agent asks of its UICC (TR 33.812 §5.4.4.3): the operator's OTA command that
-//! activates the TRE, the install of a new profile *on trial* with the old one kept as
-//! fallback, the commit that makes it permanent, the fall-back that restores the old one,
-//! and the USIM's AKA. [`uicc::Card`] is the implementation; the trait lets end-to-end tests
+//! activates the TRE (with the card's MACed response, the proof MNO-A checks, and the
+//! activation it leaves: which campaign and new operator MNO-A named), the install of a new
+//! profile *on trial* with the old one kept as fallback, the commit that makes it permanent,
+//! the fall-back that restores the old one, and the USIM's AKA. [`uicc::Card`] is the implementation; the trait lets end-to-end tests
 //! wrap a real card to make one operation fail and watch the system's reaction.
 
 use protocol::milenage::{Autn, Rand};
 use protocol::{Iccid, Imsi, SubscriptionProfile};
 use uicc::auth::Outcome as AkaOutcome;
-use uicc::{Card, Change, ChangeRef, FallBack, Phase, UiccError};
+use uicc::{Card, Change, ChangeRef, FallBack, Phase, TreActivation, UiccError};
 
 /// The card operations the agent uses.
 pub trait Uicc {
-    /// The operator's OTA command (activate TRE): MAC and counter checked by the card.
-    fn ota(&mut self, apdu: &[u8]) -> Result<(), UiccError>;
+    /// The operator's OTA command (activate TRE): MAC and counter checked by the card, which
+    /// answers with its MACed response packet (`protocol::ota::response`).
+    fn ota(&mut self, apdu: &[u8]) -> Result<Vec<u8>, UiccError>;
+    /// The TRE activation in force: the campaign and new operator MNO-A's command named,
+    /// and the card's response to it.
+    fn tre_activation(&self) -> Option<TreActivation>;
     /// The new profile on trial: the USIM runs it, the old profile is kept as fallback.
     fn install_on_trial(
         &mut self,
@@ -36,8 +41,11 @@ pub trait Uicc {
 }
 
 impl Uicc for Card {
-    fn ota(&mut self, apdu: &[u8]) -> Result<(), UiccError> {
-        Card::ota(self, apdu).map(drop)
+    fn ota(&mut self, apdu: &[u8]) -> Result<Vec<u8>, UiccError> {
+        Card::ota(self, apdu)
+    }
+    fn tre_activation(&self) -> Option<TreActivation> {
+        Card::tre_activation(self).cloned()
     }
     fn install_on_trial(
         &mut self,

@@ -1,7 +1,8 @@
 //! Manufacturing, as the M2M equipment supplier (M2MES, TR 33.812 §5.1) does it on a fresh
 //! TPM: create the EK from the TCG default template and make it persistent, certify it
-//! under the TPM manufacturer CA (TCG EK Credential Profile 2.x §3), write the certificate
-//! into the TCG NV index, and define the TRE's anti-rollback counter.
+//! under the TPM manufacturer CA (TCG EK Credential Profile 2.x §3, with the TPM's
+//! specification in subjectDirectoryAttributes, §3.2.11), write the certificate into the
+//! TCG NV index, and define the TRE's anti-rollback counter.
 //!
 //! Reading the certificate back works the same for certificates that `swtpm_setup
 //! --create-ek-cert` (swtpm-localca) wrote, so ordinary swtpm setups can be enrolled too.
@@ -69,6 +70,9 @@ pub fn manufacture(
         .map_err(|e| Error::Structure(format!("EK public key: {e}")))?;
 
     let info = tpm.info()?;
+    // The TPM's own TPM_PT_FAMILY_INDICATOR, _LEVEL and _REVISION: swtpm's libtpms reports
+    // family "2.0", level 0 and the revision of the specification it implements.
+    let specification = tpm.specification()?;
     let tpm_info = TpmInfo {
         manufacturer: format!("id:{:08X}", info.manufacturer),
         model: options.model.clone().unwrap_or_else(|| model_of(&info.vendor)),
@@ -77,7 +81,7 @@ pub fn manufacture(
     let ek_certificate = ca.issue(&EkCertRequest {
         ek_public_spki: &spki,
         tpm: &tpm_info,
-        specification: None,
+        specification: Some(&specification),
         not_before: SystemTime::now(),
         not_after: options.not_after,
     })?;

@@ -129,3 +129,50 @@ fn verification_fails_closed() {
     let err = verify_ek(&mut tpm3, KeyAlg::Ecc, &[], &roots(&cert), SystemTime::now()).unwrap_err();
     assert!(err.to_string().to_lowercase().contains("key"), "{err}");
 }
+
+#[test]
+fn a_manufactured_ek_certificate_states_the_tpm_specification() {
+    // TCG EK Credential Profile 2.x §3.2.11: subjectDirectoryAttributes (2.5.29.9), not
+    // critical, with the TPMSpecification attribute (2.23.133.2.16) {family "2.0", level,
+    // revision}, here the values the swtpm itself reports.
+    let (cert, key) = manufacturer_ca("tresor test TPM manufacturer");
+    let ca = ManufacturerCa::from_pem(&cert, &key).unwrap();
+    let swtpm = Swtpm::start_temp(&SwtpmConfig::load().unwrap()).unwrap();
+    let mut tpm = Tpm::connect(&swtpm.tcti()).unwrap();
+    let reported = tpm.specification().unwrap();
+    assert_eq!(reported.family, "2.0");
+    assert!(reported.revision >= 100, "revision ×100, e.g. 164 for 1.64: {reported:?}");
+    let made = manufacture(&mut tpm, &ca, &ManufactureOptions::default()).unwrap();
+
+    // x509-parser sees the extension, non-critical, and its attribute.
+    use x509_parser::prelude::FromDer;
+    let (_, parsed) =
+        x509_parser::certificate::X509Certificate::from_der(&made.ek_certificate).unwrap();
+    let sda = parsed
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == "2.5.29.9")
+        .expect("subjectDirectoryAttributes");
+    assert!(!sda.critical);
+    let tpm_specification_oid = [0x06, 0x05, 0x67, 0x81, 0x05, 0x02, 0x10]; // 2.23.133.2.16
+    assert!(sda.value.windows(7).any(|w| w == tpm_specification_oid));
+    // tresor's own reader agrees, after the whole profile check.
+    let verified = verify_ek(&mut tpm, KeyAlg::Ecc, &[], &roots(&cert), SystemTime::now()).unwrap();
+    assert_eq!(verified.specification, Some(reported.clone()));
+
+    // And OpenSSL, where it is installed, prints the extension.
+    let dir = tempfile::tempdir().unwrap();
+    let der = dir.path().join("ek.der");
+    std::fs::write(&der, &made.ek_certificate).unwrap();
+    match std::process::Command::new("openssl")
+        .args(["x509", "-inform", "DER", "-noout", "-text", "-in"])
+        .arg(&der)
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("Subject Directory Attributes"), "{text}");
+        }
+        _ => eprintln!("SKIPPED: no openssl to print the certificate"),
+    }
+}

@@ -1,7 +1,7 @@
-//! The card: its state file, its session (what a reset clears), the OTA "activate TRE"
-//! command, and the one durable write every state change goes through (with the fault
-//! points of [`protocol::fault`] around it). The subscription change — install on trial,
-//! commit, fall back — is in [`crate::change`]. Together they keep the invariant of
+//! The card: its state file, its session (what a reset clears), and the one durable write
+//! every state change goes through (with the fault points of [`protocol::fault`] around
+//! it). The OTA "activate TRE" command is in [`crate::activation`], the subscription change
+//! — install on trial, commit, fall back — in [`crate::change`]. Together they keep the invariant of
 //! TR 33.812 §5.4.4.3: exactly one of the TRE and the USIM is active, after every operation
 //! and across restarts.
 //!
@@ -14,7 +14,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use protocol::fault;
-use protocol::ota::{self, OtaCommand};
 use protocol::{Iccid, Imsi, SubscriptionProfile};
 
 use crate::apdu::{Command, respond};
@@ -107,6 +106,10 @@ impl fmt::Debug for Card {
             .field("iccid", &self.state.profile.iccid)
             .field("imsi", &self.state.profile.imsi)
             .field("active", &self.state.active)
+            .field(
+                "activation",
+                &self.state.activation.as_ref().map(|a| (a.campaign(), a.operator(), a.counter())),
+            )
             .field(
                 "change",
                 &self.state.change.as_ref().map(|c| (&c.campaign, c.sequence, c.phase())),
@@ -210,42 +213,6 @@ impl Card {
     /// The last OTA counter the card accepted; MNO-A's next command must exceed it.
     pub fn ota_counter(&self) -> u64 {
         self.state.profile.ota.counter
-    }
-
-    /// Runs an operator OTA command (the APDU of [`protocol::ota`]): verifies it with the
-    /// current profile's KID and counter, then activates or deactivates the TRE. The new
-    /// counter and mode are saved together; if that fails before the rename nothing changes.
-    /// While a change is on trial the TRE cannot be activated (`ChangeOnTrial`, nothing
-    /// saved).
-    pub fn ota(&mut self, apdu: &[u8]) -> Result<OtaCommand, UiccError> {
-        self.ota_with(apdu, &FaultPlan::default())
-    }
-
-    pub(crate) fn ota_with(
-        &mut self,
-        apdu: &[u8],
-        faults: &FaultPlan,
-    ) -> Result<OtaCommand, UiccError> {
-        let profile = &self.state.profile;
-        let verified = ota::verify(apdu, &profile.ota.kid, &profile.iccid, profile.ota.counter)?;
-        if verified.command == OtaCommand::ActivateTre
-            && let Some(change) = self.state.change.as_ref().filter(|c| c.on_trial())
-        {
-            // §5.4.4.3 during a trial: the USIM runs the new profile until the change is
-            // committed or falls back; the TRE may not take over in between.
-            let (campaign, sequence) = (change.campaign.clone(), change.sequence);
-            return Err(UiccError::ChangeOnTrial { campaign, sequence });
-        }
-        let mut next = self.state.clone();
-        next.profile.ota.counter = verified.counter;
-        next.active = match verified.command {
-            OtaCommand::ActivateTre => Active::Tre,
-            OtaCommand::DeactivateTre => Active::Usim,
-        };
-        self.save(next, faults, OTA).map_err(persist_error)?;
-        let (command, counter) = (verified.command, verified.counter);
-        tracing::info!(?command, counter, "OTA command accepted");
-        Ok(verified.command)
     }
 
     /// Writes `next` and switches to it, between the fault points of `points`. If the write

@@ -10,6 +10,7 @@ use protocol::ota::{self, OtaCommand};
 
 use super::*;
 use crate::Sw;
+use crate::activation::TreActivation;
 use crate::auth::{self, Outcome};
 use crate::state::tests::profile;
 
@@ -289,31 +290,76 @@ pub(crate) fn kid(card: &Card) -> protocol::OtaKey {
     card.state.profile.ota.kid.clone()
 }
 
+fn activation(campaign: &str) -> ota::Activation {
+    ota::Activation::new(campaign, "mno-b").unwrap()
+}
+
+/// The response a card with `profile` owes for "activate TRE" number `counter`.
+fn expected_response(p: &SubscriptionProfile, counter: u64, campaign: &str) -> ota::Response {
+    ota::Response {
+        command: OtaCommand::ActivateTre,
+        counter,
+        status: ota::ResponseStatus::PorOk,
+        iccid: p.iccid.clone(),
+        imsi: p.imsi.clone(),
+        activation: Some(activation(campaign)),
+    }
+}
+
 #[test]
-fn ota_activates_tre_and_refuses_replay() {
+fn ota_activates_tre_answers_with_its_proof_and_refuses_replay() {
     let (_d, path, mut card) = new_card();
     let p = profile("89883030000000000015", "001010123456789");
     let mut auc = Auc::new(&p);
-    let cmd = ota::seal_activate_tre(&kid(&card), card.iccid(), 1).unwrap();
-    assert_eq!(hex::encode(card.transmit(&cmd)), "9000");
+    let cmd = ota::seal_activate_tre(&kid(&card), card.iccid(), 1, &activation("c1")).unwrap();
+    // Case 3: the response packet waits for GET RESPONSE.
+    let sw = hex::encode(card.transmit(&cmd));
+    assert!(sw.starts_with("61"), "{sw}");
+    let answer = card.transmit(&hex::decode(format!("00c00000{}", &sw[2..])).unwrap());
+    let (response, ok) = answer.split_at(answer.len() - 2);
+    assert_eq!(ok, [0x90, 0x00]);
+    assert_eq!(
+        ota::verify_response(response, &kid(&card), &expected_response(&p, 1, "c1")),
+        Ok(())
+    );
     assert!(card.tre_active() && !card.usim_active());
+    let a = card.tre_activation().unwrap();
+    assert_eq!((a.campaign(), a.operator(), a.counter()), ("c1", "mno-b", 1));
+    assert_eq!(a.response(), response);
     assert_eq!(hex::encode(card.transmit(&cmd)), "6985");
     let v = auc.vector(protocol::Amf([0x80, 0]));
     assert_eq!(card.run_aka(&v.rand, &v.autn), Outcome::Refused(Sw::CONDITIONS_NOT_SATISFIED));
     // Wrong key and wrong card have their own status words.
-    let bad = ota::seal_activate_tre(&protocol::OtaKey::new([9; 16]), card.iccid(), 2).unwrap();
+    let bad =
+        ota::seal_activate_tre(&protocol::OtaKey::new([9; 16]), card.iccid(), 2, &activation("c1"))
+            .unwrap();
     assert_eq!(hex::encode(card.transmit(&bad)), "6982");
-    let other =
-        ota::seal_activate_tre(&kid(&card), &"89883030000000000023".parse().unwrap(), 2).unwrap();
+    let other = "89883030000000000023".parse().unwrap();
+    let other = ota::seal_activate_tre(&kid(&card), &other, 2, &activation("c1")).unwrap();
     assert_eq!(hex::encode(card.transmit(&other)), "6a88");
-    // Persistent across restart.
+    // Persistent across restart, the proof with it.
     drop(card);
     let mut card = Card::open(&path).unwrap();
     assert!(card.tre_active());
     assert_eq!(card.ota_counter(), 1);
-    let off = ota::seal(OtaCommand::DeactivateTre, &kid(&card), card.iccid(), 2).unwrap();
-    assert_eq!(card.ota(&off).unwrap(), OtaCommand::DeactivateTre);
-    assert!(card.usim_active());
+    assert_eq!(card.tre_activation().map(TreActivation::response), Some(response));
+    // A second activation (another campaign) replaces the first.
+    let again = ota::seal_activate_tre(&kid(&card), card.iccid(), 2, &activation("c2")).unwrap();
+    let response = card.ota(&again).unwrap();
+    assert_eq!(
+        ota::verify_response(&response, &kid(&card), &expected_response(&p, 2, "c2")),
+        Ok(())
+    );
+    assert_eq!(card.tre_activation().map(TreActivation::campaign), Some("c2"));
+    let off = ota::seal(&ota::Action::DeactivateTre, &kid(&card), card.iccid(), 3).unwrap();
+    let response = card.ota(&off).unwrap();
+    let expected = ota::Response {
+        command: OtaCommand::DeactivateTre,
+        activation: None,
+        ..expected_response(&p, 3, "c2")
+    };
+    assert_eq!(ota::verify_response(&response, &kid(&card), &expected), Ok(()));
+    assert!(card.usim_active() && card.tre_activation().is_none());
     assert!(matches!(card.run_aka(&v.rand, &v.autn), Outcome::Success { .. }));
 }
 
@@ -392,7 +438,7 @@ fn as_version_1(path: &Path) -> serde_json::Value {
 }
 
 #[test]
-fn a_version_1_file_is_read_and_written_as_version_2_on_the_next_save() {
+fn a_version_1_file_is_read_and_written_as_version_3_on_the_next_save() {
     let (_d, path, card) = new_card();
     drop(card);
     std::fs::write(&path, serde_json::to_vec_pretty(&as_version_1(&path)).unwrap()).unwrap();
@@ -400,10 +446,11 @@ fn a_version_1_file_is_read_and_written_as_version_2_on_the_next_save() {
     assert_eq!(card.state.version, crate::state::VERSION);
     assert!(card.change().is_none() && card.usim_active());
     assert!(file_text(&path).contains("\"version\": 1"));
-    // A wrong PIN1 is saved before the answer: the file becomes version 2.
+    // A wrong PIN1 is saved before the answer: the file becomes version 3.
     assert_eq!(send(&mut card, "0020000108 31313131ffffffff"), "63c2");
     let text = file_text(&path);
-    assert!(text.contains("\"version\": 2") && text.contains("\"integrity\": \""), "{text}");
+    assert!(text.contains("\"version\": 3") && text.contains("\"integrity\": \""), "{text}");
+    assert!(!text.contains("\"activation\""), "written only while one is in force");
     assert!(text.contains("\"change\": null"));
     drop(card);
     let card = Card::open(&path).unwrap();
@@ -420,9 +467,79 @@ fn a_version_1_file_is_read_and_written_as_version_2_on_the_next_save() {
         std::fs::write(&path, v1.to_string()).unwrap();
         assert!(matches!(Card::open(&path), Err(UiccError::BadState { .. })), "{field}");
     }
-    let mut v3 = as_version_1(&path);
-    v3["version"] = 3.into();
-    std::fs::write(&path, v3.to_string()).unwrap();
+    let mut v4 = as_version_1(&path);
+    v4["version"] = 4.into();
+    std::fs::write(&path, v4.to_string()).unwrap();
     let err = Card::open(&path).unwrap_err();
-    assert!(err.to_string().ends_with("version 3 is not supported (this build reads 1 and 2)"));
+    assert!(err.to_string().ends_with("version 4 is not supported (this build reads 1 to 3)"));
+}
+
+/// The state as version 2 wrote it: no activation, its integrity check over that.
+fn as_version_2(state: &crate::state::State) -> Vec<u8> {
+    let mut v2 = state.clone();
+    v2.version = crate::state::VERSION_2;
+    v2.activation = None;
+    v2.to_bytes().unwrap().to_vec()
+}
+
+#[test]
+fn a_version_2_file_keeps_its_tre_but_installs_nothing_under_it() {
+    let (_d, path, mut card) = new_card();
+    let cmd = ota::seal_activate_tre(&kid(&card), card.iccid(), 1, &activation("c1")).unwrap();
+    card.ota(&cmd).unwrap();
+    let state = card.state.clone();
+    drop(card);
+    std::fs::write(&path, as_version_2(&state)).unwrap();
+    let mut card = Card::open(&path).unwrap();
+    assert_eq!(card.state.version, crate::state::VERSION);
+    assert!(card.tre_active() && card.tre_activation().is_none());
+    let change = crate::ChangeRef { campaign: "c1".into(), sequence: 1, fallback_at: 1 };
+    let new = profile("89883030000000000023", "001010000000002");
+    assert!(matches!(card.install_on_trial(new, change), Err(UiccError::NotActivated)));
+    // Giving the TRE up works as before; the next save writes version 3.
+    assert_eq!(card.fall_back("no activation").unwrap(), crate::FallBack::UsimReactivated);
+    assert!(file_text(&path).contains("\"version\": 3"));
+    drop(card);
+
+    // Version 2 had no activation: a file that says 2 and carries one is refused.
+    let mut v2: serde_json::Value = serde_json::from_slice(&as_version_2(&state)).unwrap();
+    v2["activation"] = serde_json::to_value(&state.activation).unwrap();
+    std::fs::write(&path, v2.to_string()).unwrap();
+    let err = Card::open(&path).unwrap_err();
+    assert!(err.to_string().ends_with("version 2 has no activation field"), "{err}");
+}
+
+#[test]
+fn an_activation_that_does_not_fit_its_state_is_refused() {
+    let (_d, path, mut card) = new_card();
+    let cmd = ota::seal_activate_tre(&kid(&card), card.iccid(), 1, &activation("c1")).unwrap();
+    card.ota(&cmd).unwrap();
+    let state = card.state.clone();
+    drop(card);
+    let reseal = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = serde_json::to_value(&state).unwrap();
+        edit(&mut v);
+        let edited: crate::state::State = serde_json::from_value(v).unwrap();
+        std::fs::write(&path, edited.to_bytes().unwrap()).unwrap();
+        match Card::open(&path) {
+            Err(UiccError::BadState { reason, .. }) => reason,
+            other => panic!("opened: {other:?}"),
+        }
+    };
+    // Another campaign or operator than the card answered for: its response does not fit.
+    let reason = reseal(&|v| v["activation"]["activation"]["campaign"] = "c2".into());
+    assert!(reason.contains("response does not fit its profile"), "{reason}");
+    let reason = reseal(&|v| v["activation"]["activation"]["operator"] = "mno-c".into());
+    assert!(reason.contains("operator"), "{reason}");
+    let reason = reseal(&|v| v["activation"]["counter"] = 2.into());
+    assert!(reason.contains("counter"), "{reason}");
+    let reason = reseal(&|v| v["activation"]["response"] = "00".into());
+    assert!(reason.contains("response does not fit"), "{reason}");
+    // An activation kept while the USIM runs outside a trial.
+    let reason = reseal(&|v| v["active"] = "usim".into());
+    assert_eq!(reason, "an activation outlives neither its TRE nor its trial");
+    // A malformed campaign never loads.
+    let mut v = serde_json::to_value(&state).unwrap();
+    v["activation"]["activation"]["campaign"] = "c 1".into();
+    assert!(serde_json::from_value::<crate::state::State>(v).is_err());
 }

@@ -150,6 +150,14 @@ impl Change {
                 if fallback.profile.ota.counter > protocol::ota::COUNTER_MAX {
                     return Err("fallback OTA counter exceeds 5 bytes".into());
                 }
+                // The activation the change was installed under (absent only for a trial
+                // begun under state version 2): for this campaign, by the old profile.
+                if let Some(activation) = &state.activation {
+                    if activation.campaign() != self.campaign {
+                        return Err("the change on trial is not the activated campaign's".into());
+                    }
+                    activation.validate(&fallback.profile)?;
+                }
                 let expected = fs::EFS
                     .iter()
                     .filter(|e| e.source == fs::Source::Stored && fs::is_per_subscription(e));
@@ -201,12 +209,14 @@ impl State {
         next
     }
 
-    /// The state with the change on trial committed: the fallback is gone.
+    /// The state with the change on trial committed: the fallback is gone, and with it the
+    /// activation the change ran under.
     fn committed(&self) -> State {
         let mut next = self.clone();
         if let Some(change) = next.change.as_mut() {
             change.phase = Stage::Committed;
         }
+        next.activation = None;
         next
     }
 
@@ -223,6 +233,7 @@ impl State {
         next.sqn = sqn;
         next.files.extend(files);
         next.active = Active::Usim;
+        next.activation = None;
         Some(next)
     }
 }
@@ -235,7 +246,9 @@ impl Card {
     /// The same change again while it is on trial, with the same subscription, is `Ok` and
     /// changes nothing (a re-delivery). Checked in this order: a change on trial
     /// (`ChangeMismatch` for the same change with another subscription, `ChangeOnTrial` for
-    /// another change), a change already settled (`ChangeSettled`), then `TreNotActive`.
+    /// another change), a change already settled (`ChangeSettled`), `TreNotActive`, then
+    /// the TRE's activation ([`Card::tre_activation`]): none (`NotActivated`), or for
+    /// another campaign (`ActivationMismatch`).
     ///
     /// A write that fails before the rename leaves the old profile and aborts the TRE: the
     /// USIM is active again — unless even that cannot be saved (a full disk): then the TRE
@@ -271,6 +284,16 @@ impl Card {
         }
         if !self.tre_active() {
             return Err(UiccError::TreNotActive);
+        }
+        match self.tre_activation() {
+            None => return Err(UiccError::NotActivated),
+            Some(a) if a.campaign() != change.campaign => {
+                return Err(UiccError::ActivationMismatch {
+                    activated: a.campaign().to_owned(),
+                    campaign: change.campaign,
+                });
+            }
+            Some(_) => {}
         }
         let next = self.state.on_trial(profile, change);
         match self.save(next, faults, card::INSTALL) {
@@ -351,6 +374,7 @@ impl Card {
         if self.tre_active() {
             let mut next = self.state.clone();
             next.active = Active::Usim;
+            next.activation = None;
             self.save(next, faults, card::FALL_BACK).map_err(card::persist_error)?;
             tracing::info!(reason, "TRE aborted, USIM active");
             return Ok(FallBack::UsimReactivated);

@@ -9,6 +9,8 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use protocol::ota::{self, OtaCommand};
+
+use crate::activation::TreActivation;
 use protocol::{Iccid, SubscriberKey, SubscriptionProfile};
 
 use super::*;
@@ -34,9 +36,26 @@ fn change_ref(campaign: &str, sequence: u64) -> ChangeRef {
     ChangeRef { campaign: campaign.into(), sequence, fallback_at: 1_700_000_000 + sequence }
 }
 
+/// MNO-A's activate-TRE for campaign `c1`, the campaign of most tests' changes.
 fn activate(card: &mut Card) {
-    let cmd = ota::seal_activate_tre(&kid(card), card.iccid(), card.ota_counter() + 1).unwrap();
-    assert_eq!(card.ota(&cmd).unwrap(), OtaCommand::ActivateTre);
+    activate_for(card, "c1");
+}
+
+fn activation(campaign: &str) -> ota::Activation {
+    ota::Activation::new(campaign, "mno-b").unwrap()
+}
+
+fn activate_for(card: &mut Card, campaign: &str) {
+    let cmd = ota::seal_activate_tre(
+        &kid(card),
+        card.iccid(),
+        card.ota_counter() + 1,
+        &activation(campaign),
+    )
+    .unwrap();
+    card.ota(&cmd).unwrap();
+    assert!(card.tre_active());
+    assert_eq!(card.tre_activation().map(TreActivation::campaign), Some(campaign));
 }
 
 fn subscription_files(state: &State) -> BTreeMap<String, HexBytes> {
@@ -97,6 +116,40 @@ fn install_on_trial_needs_the_tre_and_keeps_the_old_subscription() {
 }
 
 #[test]
+fn an_install_must_be_for_the_activated_campaign() {
+    let (_d, path, mut card) = new_card();
+    activate_for(&mut card, "c2");
+    let before = disk(&path);
+    let err = card.install_on_trial(numbered_profile(2), change_ref("c1", 1)).unwrap_err();
+    assert!(
+        matches!(&err, UiccError::ActivationMismatch { activated, campaign }
+            if activated == "c2" && campaign == "c1"),
+        "{err}"
+    );
+    assert!(card.tre_active() && card.change().is_none());
+    assert_eq!(disk(&path), before, "a refused install writes nothing");
+    // The activated campaign installs; its activation stays through the trial, also on disk.
+    card.install_on_trial(numbered_profile(2), change_ref("c2", 1)).unwrap();
+    drop(card);
+    let mut card = Card::open(&path).unwrap();
+    assert_eq!(card.tre_activation().map(TreActivation::campaign), Some("c2"));
+    assert_eq!(card.tre_activation().map(TreActivation::operator), Some("mno-b"));
+    // The change ends: the activation with it (here a commit).
+    assert_eq!(card.commit_change("c2", 1).unwrap(), Phase::Committed);
+    assert!(card.tre_activation().is_none());
+    // A fall-back from the trial, and giving the TRE up, end it too.
+    activate_for(&mut card, "c1");
+    assert_eq!(card.fall_back("gave up").unwrap(), FallBack::UsimReactivated);
+    assert!(card.tre_activation().is_none());
+    activate_for(&mut card, "c1");
+    card.install_on_trial(numbered_profile(3), change_ref("c1", 2)).unwrap();
+    assert_eq!(card.fall_back("timer").unwrap(), FallBack::RestoredOldProfile);
+    assert!(card.tre_activation().is_none());
+    drop(card);
+    assert!(Card::open(&path).unwrap().tre_activation().is_none());
+}
+
+#[test]
 fn redelivery_is_idempotent_and_another_change_waits() {
     let (_d, path, mut card) = new_card();
     activate(&mut card);
@@ -113,7 +166,8 @@ fn redelivery_is_idempotent_and_another_change_waits() {
     assert!(matches!(&err, UiccError::ChangeOnTrial { campaign, sequence: 1 } if campaign == "c1"));
     // No TRE during a trial: the OTA command is refused and its counter not consumed.
     let counter = card.ota_counter();
-    let cmd = ota::seal_activate_tre(&kid(&card), card.iccid(), counter + 1).unwrap();
+    let cmd =
+        ota::seal_activate_tre(&kid(&card), card.iccid(), counter + 1, &activation("c1")).unwrap();
     assert_eq!(hex::encode(card.transmit(&cmd)), "6985");
     assert!(matches!(card.ota(&cmd), Err(UiccError::ChangeOnTrial { .. })));
     assert_eq!(card.ota_counter(), counter);
@@ -312,7 +366,8 @@ fn change_debug_and_errors_hold_no_secrets() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Activate(Option<WriteStep>),
+    /// For campaign `c1` (`true`) or `c2`.
+    Activate(bool, Option<WriteStep>),
     ActivateReplayed,
     ActivateForged,
     Deactivate,
@@ -331,7 +386,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let fault = || prop::option::weighted(0.3, prop::sample::select(WriteStep::ALL.to_vec()));
     prop_oneof![
-        4 => fault().prop_map(Op::Activate),
+        4 => (prop::bool::weighted(0.7), fault()).prop_map(|(c1, f)| Op::Activate(c1, f)),
         1 => Just(Op::ActivateReplayed),
         1 => Just(Op::ActivateForged),
         1 => Just(Op::Deactivate),
@@ -384,6 +439,8 @@ struct Model {
     sub: Sub,
     tre: bool,
     last_activation: Option<Vec<u8>>,
+    /// The campaign of the TRE activation in force.
+    activated: Option<String>,
     change: Option<ModelChange>,
 }
 
@@ -392,10 +449,10 @@ impl Model {
         self.change.as_ref().filter(|c| c.old.is_some())
     }
 
-    fn activation(&mut self, command: OtaCommand) -> Vec<u8> {
+    fn activation(&mut self, action: &ota::Action) -> Vec<u8> {
         let p = &mut self.sub.profile;
         p.ota.counter += 1;
-        ota::seal(command, &p.ota.kid, &p.iccid, p.ota.counter).unwrap()
+        ota::seal(action, &p.ota.kid, &p.iccid, p.ota.counter).unwrap()
     }
 
     fn adopt_trial(&mut self, before: &State, new: SubscriptionProfile, change: ChangeRef) {
@@ -410,7 +467,7 @@ impl Model {
             old: Some(old),
         });
         self.tre = false;
-        // Its commands were MACed for the old profile.
+        // Its commands were MACed for the old profile; the activation stays with the trial.
         self.last_activation = None;
     }
 
@@ -425,6 +482,7 @@ impl Model {
         self.sub = old.sub;
         self.tre = false;
         self.last_activation = None;
+        self.activated = None;
     }
 
     fn committed(&mut self) {
@@ -432,26 +490,41 @@ impl Model {
             change.phase = Phase::Committed;
             change.old = None;
         }
+        self.activated = None;
     }
 }
 
 fn step(model: &mut Model, card: &mut Card, op: Op) {
     let plan = |f: Option<WriteStep>| f.map(FaultPlan::fail_at).unwrap_or_default();
     match op {
-        Op::Activate(fault) => {
-            let cmd = model.activation(OtaCommand::ActivateTre);
+        Op::Activate(c1, fault) => {
+            let campaign = if c1 { "c1" } else { "c2" };
+            let cmd = model.activation(&ota::Action::ActivateTre(activation(campaign)));
             let r = card.ota_with(&cmd, &plan(fault));
             match (model.trial().is_some(), fault, r) {
                 (true, _, Err(UiccError::ChangeOnTrial { .. })) => {
                     model.sub.profile.ota.counter -= 1
                 }
-                (false, None, Ok(OtaCommand::ActivateTre)) => {
+                (false, None, Ok(response)) => {
+                    // The card's answer proves the command to MNO-A, under the KID it used.
+                    let p = &model.sub.profile;
+                    let expected = ota::Response {
+                        command: OtaCommand::ActivateTre,
+                        counter: p.ota.counter,
+                        status: ota::ResponseStatus::PorOk,
+                        iccid: p.iccid.clone(),
+                        imsi: p.imsi.clone(),
+                        activation: Some(activation(campaign)),
+                    };
+                    assert_eq!(ota::verify_response(&response, &p.ota.kid, &expected), Ok(()));
                     model.tre = true;
+                    model.activated = Some(campaign.into());
                     model.last_activation = Some(cmd);
                 }
                 (false, Some(at), Err(UiccError::Persist { step, .. })) if at == step => {
                     if at.committed() {
                         model.tre = true;
+                        model.activated = Some(campaign.into());
                     } else {
                         // Not stored: the operator may send the same counter again later.
                         model.sub.profile.ota.counter -= 1;
@@ -468,13 +541,22 @@ fn step(model: &mut Model, card: &mut Card, op: Op) {
         Op::ActivateForged => {
             let p = &model.sub.profile;
             let forged = protocol::OtaKey::new(p.ota.kid.expose().map(|b| !b));
-            let cmd = ota::seal_activate_tre(&forged, &p.iccid, p.ota.counter + 1).unwrap();
+            let cmd =
+                ota::seal_activate_tre(&forged, &p.iccid, p.ota.counter + 1, &activation("c1"))
+                    .unwrap();
             assert_eq!(card.transmit(&cmd), [0x69, 0x82]);
         }
         Op::Deactivate => {
-            let cmd = model.activation(OtaCommand::DeactivateTre);
-            assert_eq!(card.transmit(&cmd), [0x90, 0x00]);
+            let mut cmd = model.activation(&ota::Action::DeactivateTre);
+            // Case 4: the response packet comes at once, with 9000.
+            cmd.push(0x00);
+            let answer = card.transmit(&cmd);
+            assert_eq!(answer.get(answer.len() - 2..), Some(&[0x90, 0x00][..]));
+            assert!(answer.len() > 2);
             model.tre = false;
+            if model.trial().is_none() {
+                model.activated = None;
+            }
         }
         Op::Install(n, c, fault) => {
             let new = numbered_profile(n);
@@ -501,15 +583,31 @@ fn step(model: &mut Model, card: &mut Card, op: Op) {
                     panic!("install of a known change: {r:?}")
                 }
                 (_, Err(UiccError::TreNotActive)) if !model.tre => {}
-                (_, Ok(())) if model.tre && fault.is_none() => {
+                // Only the activated campaign installs.
+                (_, Err(UiccError::ActivationMismatch { activated, campaign }))
+                    if model.tre && model.activated.as_deref() != Some(&change.campaign) =>
+                {
+                    assert_eq!(Some(activated), model.activated.clone());
+                    assert_eq!(campaign, change.campaign);
+                }
+                (_, Ok(()))
+                    if model.tre
+                        && fault.is_none()
+                        && model.activated.as_deref() == Some(&change.campaign) =>
+                {
                     model.adopt_trial(&before, new, change)
                 }
                 (_, Err(UiccError::InstallFailed { step, committed, .. }))
-                    if model.tre && fault == Some(step) && committed == step.committed() =>
+                    if model.tre
+                        && fault == Some(step)
+                        && committed == step.committed()
+                        && model.activated.as_deref() == Some(&change.campaign) =>
                 {
                     model.tre = false;
                     if committed {
                         model.adopt_trial(&before, new, change);
+                    } else {
+                        model.activated = None;
                     }
                 }
                 (_, r) => panic!("install with TRE {}, fault {fault:?}: {r:?}", model.tre),
@@ -561,10 +659,14 @@ fn step(model: &mut Model, card: &mut Card, op: Op) {
                         model.fell_back(card, "test");
                     }
                 }
-                (_, true, None, Ok(FallBack::UsimReactivated)) => model.tre = false,
+                (_, true, None, Ok(FallBack::UsimReactivated)) => {
+                    model.tre = false;
+                    model.activated = None;
+                }
                 (_, true, Some(at), Err(UiccError::Persist { step, .. })) if at == step => {
                     if at.committed() {
                         model.tre = false;
+                        model.activated = None;
                     }
                 }
                 (Some(Phase::Committed), false, _, Err(UiccError::AlreadyCommitted { .. })) => {}
@@ -592,6 +694,15 @@ fn check(model: &mut Model, card: &mut Card, path: &Path) {
     assert!(card.tre_active() != card.usim_active());
     assert_eq!(card.tre_active(), model.tre);
     assert_eq!(card.state.profile, model.sub.profile);
+    // The activation lives from its command to the end of its change, and a change on
+    // trial is always the activated campaign's.
+    assert_eq!(card.tre_activation().map(TreActivation::campaign), model.activated.as_deref());
+    if let Some(trial) = model.trial() {
+        assert_eq!(model.activated.as_ref(), Some(&trial.change.campaign));
+    }
+    if model.activated.is_some() {
+        assert!(model.tre || model.trial().is_some());
+    }
     // What a crash now would leave is what the card runs.
     let on_disk = State::load(path).unwrap();
     assert!(
@@ -650,6 +761,7 @@ proptest! {
             sub: Sub::new(card.state.profile.clone()),
             tre: false,
             last_activation: None,
+            activated: None,
             change: None,
         };
         check(&mut model, &mut card, &path);

@@ -450,7 +450,8 @@ impl Card {
         let mut apdu = vec![cmd.cla, cmd.ins, cmd.p1, cmd.p2, lc];
         apdu.extend_from_slice(cmd.data);
         match self.ota(&apdu) {
-            Ok(_) => Sw::OK.into(),
+            // The response packet: directly with a case 4 command, else through 61xx.
+            Ok(response) => Reply::Data(response),
             Err(crate::UiccError::Ota(e)) => {
                 tracing::warn!(error = %e, "OTA command rejected");
                 ota_status(&e).into()
@@ -528,7 +529,10 @@ fn ota_status(e: &ota::OtaError) -> Sw {
     use ota::OtaError as E;
     match e {
         E::Malformed(_) | E::UnknownVersion(_) | E::UnknownCommand(_) | E::NotOta => Sw::WRONG_DATA,
-        E::CounterRange => Sw::WRONG_DATA,
+        E::CounterRange | E::BadParameter(_) => Sw::WRONG_DATA,
+        // Checks of a response, which a card makes but never reads.
+        E::ResponseMalformed(_) | E::ResponseBadMac | E::ResponseStatus(_) => Sw::WRONG_DATA,
+        E::ResponseMismatch(_) => Sw::WRONG_DATA,
         E::WrongIccid => Sw::REFERENCED_DATA_NOT_FOUND,
         E::BadMac => Sw::SECURITY_NOT_SATISFIED,
         E::Replay { .. } => Sw::CONDITIONS_NOT_SATISFIED,

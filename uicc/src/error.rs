@@ -36,6 +36,13 @@ pub enum UiccError {
         if *committed { "new profile on trial" } else { "old profile" }
     )]
     InstallFailed { step: WriteStep, committed: bool, source: io::Error },
+    /// The TRE runs without an authenticated activation (one made under state version 2,
+    /// whose command named no campaign): nothing installs under it.
+    #[error("the TRE's activation names no campaign: activate it again to install")]
+    NotActivated,
+    /// The install is for another campaign than MNO-A activated the TRE for.
+    #[error("the TRE is activated for campaign {activated:?}, not {campaign:?}")]
+    ActivationMismatch { activated: String, campaign: String },
     /// Another change is on trial: it must be committed or fall back first. Also the answer
     /// to an OTA "activate TRE" during a trial.
     #[error("change {sequence} of campaign {campaign:?} is on trial: commit it or fall back first")]

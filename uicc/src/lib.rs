@@ -11,7 +11,8 @@
 //! - [`fs`]: the file tree, EF encodings (IMSI, ICCID, DIR, ARR) and FCP templates.
 //! - `commands`: SELECT, STATUS, READ/UPDATE BINARY and RECORD, VERIFY, GET RESPONSE.
 //! - [`auth`]: AUTHENTICATE (3G and GSM contexts) and its terminal side for tests.
-//! - [`card`]: the card, its lifecycle, the OTA command and the durable write.
+//! - [`card`]: the card, its lifecycle and the durable write.
+//! - [`activation`]: the OTA commands, their MACed response, the TRE activation they leave.
 //! - [`change`]: the subscription change: install on trial, commit, fall back.
 //! - [`state`]: the persistent state and its file format.
 //! - [`store`]: atomic, durable state file replacement and the card lock.
@@ -20,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod activation;
 pub mod apdu;
 pub mod auth;
 pub mod card;
@@ -31,6 +33,7 @@ pub mod state;
 pub mod store;
 pub mod vpcd;
 
+pub use activation::TreActivation;
 pub use apdu::Sw;
 pub use card::{ATR, Card, CardOptions};
 pub use change::{Change, ChangeRef, FallBack, Phase};

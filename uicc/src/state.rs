@@ -1,15 +1,20 @@
 //! The card's persistent state and its file format (JSON, one file, mode 0600): the active
 //! subscription profile, which of USIM and TRE is active, the SQN array of TS 33.102
-//! Annex C, PIN1 and ADM1 with their retry counters, the stored EFs, and the record of the
-//! last subscription change with, while it is on trial, the old subscription to fall back to
-//! (see [`crate::change`]).
+//! Annex C, PIN1 and ADM1 with their retry counters, the stored EFs, the record of the last
+//! subscription change with, while it is on trial, the old subscription to fall back to (see
+//! [`crate::change`]), and the authenticated TRE activation in force (see
+//! [`crate::activation`]).
 //!
 //! Every file carries an integrity check: `integrity` is the SHA-256 of the canonical
 //! serialization of all the other fields (compact JSON in field order, as this build writes
 //! it), written on every save and verified at every load. It catches corruption and stray
 //! edits; it is not a MAC, so it does not stop someone who can rewrite the file and
-//! recompute it. Version 1 files (no check, no change record) are still read and are
-//! written as version 2 on the next save.
+//! recompute it.
+//!
+//! Versions: 3 (this build) adds `activation`, written only while one is in force. Older
+//! files are read and written as version 3 on the next save: version 2 (integrity check and
+//! change record, no activation: a TRE it left active has no activation, so nothing installs
+//! under it) and version 1 (neither check nor change record).
 //!
 //! This file is the only place where K, OPc, KIc, KID and the PINs are kept in the clear.
 //! Errors about it never quote its content.
@@ -24,14 +29,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::activation::TreActivation;
 use crate::change::Change;
 use crate::error::UiccError;
 use crate::fs::{self, Source};
 
 /// The `format` field of every state file.
 pub const FORMAT: &str = "tresor-uicc-state";
-/// The state file version this build writes. It also reads [`VERSION_1`].
-pub const VERSION: u32 = 2;
+/// The state file version this build writes. It also reads [`VERSION_2`] and [`VERSION_1`].
+pub const VERSION: u32 = 3;
+/// The second version: integrity check and change record, no TRE activation.
+pub const VERSION_2: u32 = 2;
 /// The first version: no integrity check, no change record.
 pub const VERSION_1: u32 = 1;
 
@@ -198,6 +206,11 @@ pub struct State {
     /// install; `null` before the first. Absent in version 1 files.
     #[serde(default)]
     pub change: Option<Change>,
+    /// The TRE activation in force (campaign, new operator, counter, the card's response).
+    /// Absent when there is none, so a version 2 file's integrity check covers the same
+    /// serialization as it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<TreActivation>,
 }
 
 /// What is written: the state and, last, its integrity check.
@@ -248,6 +261,7 @@ impl State {
             mnc_len,
             files,
             change: None,
+            activation: None,
         }
     }
 
@@ -296,8 +310,8 @@ impl State {
     }
 
     /// Parses, checks the integrity and validates; the error names the problem and its
-    /// position, never the content. A version 1 state comes back as version 2, so the next
-    /// save migrates the file.
+    /// position, never the content. A version 1 or 2 state comes back as version 3, so the
+    /// next save migrates the file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
         let mut state: State = serde_json::from_slice(bytes).map_err(json_error)?;
         let seal: Seal = serde_json::from_slice(bytes).map_err(json_error)?;
@@ -306,14 +320,21 @@ impl State {
         }
         match (state.version, seal.integrity) {
             (VERSION, Some(integrity)) => state.check_integrity(&integrity)?,
-            (VERSION, None) => return Err("integrity field is missing".into()),
-            (VERSION_1, None) if state.change.is_none() => state.version = VERSION,
+            (VERSION | VERSION_2, None) => return Err("integrity field is missing".into()),
+            (VERSION_2, Some(integrity)) if state.activation.is_none() => {
+                state.check_integrity(&integrity)?;
+                state.version = VERSION;
+            }
+            (VERSION_2, Some(_)) => return Err("version 2 has no activation field".into()),
+            (VERSION_1, None) if state.change.is_none() && state.activation.is_none() => {
+                state.version = VERSION;
+            }
             (VERSION_1, _) => {
-                return Err("version 1 has neither an integrity field nor a change record".into());
+                return Err("version 1 has no integrity field, change record or activation".into());
             }
             (v, _) => {
                 return Err(format!(
-                    "version {v} is not supported (this build reads {VERSION_1} and {VERSION})"
+                    "version {v} is not supported (this build reads {VERSION_1} to {VERSION})"
                 ));
             }
         }
@@ -362,6 +383,16 @@ impl State {
         }
         if let Some(change) = &self.change {
             change.validate(self)?;
+        }
+        let on_trial = self.change.as_ref().is_some_and(Change::on_trial);
+        match (&self.activation, self.active, on_trial) {
+            (None, _, _) => {}
+            (Some(activation), Active::Tre, _) => activation.validate(&self.profile)?,
+            // The change on trial checks it against the profile kept as its fallback.
+            (Some(_), Active::Usim, true) => {}
+            (Some(_), Active::Usim, false) => {
+                return Err("an activation outlives neither its TRE nor its trial".into());
+            }
         }
         Ok(())
     }

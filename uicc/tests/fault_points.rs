@@ -34,8 +34,13 @@ fn change() -> ChangeRef {
     ChangeRef { campaign: "campaign-1".into(), sequence: 7, fallback_at: 1_700_000_000 }
 }
 
+fn activation() -> ota::Activation {
+    ota::Activation::new("campaign-1", "mno-b").unwrap()
+}
+
 fn activate(card: &mut Card, kid: &OtaKey) {
-    card.ota(&ota::seal_activate_tre(kid, card.iccid(), card.ota_counter() + 1).unwrap()).unwrap();
+    let apdu = ota::seal_activate_tre(kid, card.iccid(), card.ota_counter() + 1, &activation());
+    card.ota(&apdu.unwrap()).unwrap();
 }
 
 /// Runs one operation on the card in `TRESOR_UICC_FAULT_TEST_DIR` and prints its outcome.
@@ -46,8 +51,8 @@ fn child() {
     let mut card = Card::open(&Path::new(&dir).join("card.json")).unwrap();
     let outcome = match op.as_str() {
         "ota" => {
-            let apdu = ota::seal_activate_tre(&profile(1).ota.kid, card.iccid(), 1).unwrap();
-            format!("{:?}", card.ota(&apdu).map_err(|e| e.to_string()))
+            let apdu = ota::seal_activate_tre(&profile(1).ota.kid, card.iccid(), 1, &activation());
+            format!("{:?}", card.ota(&apdu.unwrap()).map(drop).map_err(|e| e.to_string()))
         }
         "install" => {
             format!("{:?}", card.install_on_trial(profile(2), change()).map_err(|e| e.to_string()))

@@ -1,8 +1,10 @@
 //! Throughput of the appraisal, for `tresor bench appraisal` and `docs/appraisal.md`. The
-//! caller supplies recorded evidence from a real TPM; before every appraisal its nonce is
-//! issued again ([`Pva::reissue_nonce_for_benchmark`]), so each appraisal does the whole
-//! work a fresh one does: decode, both signature verifications, the event log, every check,
-//! the nonce consumption in the store, the EAR and its signature.
+//! caller supplies evidence a real TPM made for a nonce of the PVA under test; before every
+//! appraisal that nonce is made outstanding again ([`Pva::reissue_nonce_for_benchmark`]), so
+//! each appraisal does the whole work a fresh one does: decode, both signature
+//! verifications, the event log, every check, the nonce consumption, the clock mark, the
+//! EAR and its signature. The evidence repeats, so its clock mark rises only once:
+//! [`mark_write_behind`] measures separately what writing a risen mark behind costs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,6 +21,7 @@ use ring::signature::{
 use crate::appraisal;
 use crate::error::Error;
 use crate::pva::Pva;
+use crate::store;
 
 /// Operations counted over a wall-clock time.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -30,6 +33,11 @@ pub struct Rate {
 impl Rate {
     pub fn per_second(&self) -> f64 {
         if self.seconds > 0.0 { self.count as f64 / self.seconds } else { 0.0 }
+    }
+
+    /// Both measurements together.
+    pub fn plus(self, other: Rate) -> Rate {
+        Rate { count: self.count + other.count, seconds: self.seconds + other.seconds }
     }
 
     /// Mean microseconds per operation.
@@ -52,6 +60,12 @@ fn measure(duration: Duration, mut op: impl FnMut() -> Result<(), Error>) -> Res
             return Ok(Rate { count, seconds: elapsed.as_secs_f64() });
         }
     }
+}
+
+/// Runs `op` until `duration` has passed: the loop of every figure here, for benchmarks of
+/// other parts (`tresor bench quote-check`).
+pub fn repeat(duration: Duration, op: impl FnMut() -> Result<(), Error>) -> Result<Rate, Error> {
+    measure(duration, op)
 }
 
 /// ring ECDSA P-256 SHA-256 verifications of a 150-byte message (a quote's size) per second.
@@ -93,9 +107,8 @@ pub struct Recorded {
 pub fn appraisals(pva: &Pva, recorded: &Recorded, duration: Duration) -> Result<Rate, Error> {
     let mut first = true;
     measure(duration, || {
-        let now = SystemTime::now();
-        pva.reissue_nonce_for_benchmark(&recorded.device, recorded.nonce, now)?;
-        let appraised = pva.appraise(&recorded.evidence, now)?;
+        pva.reissue_nonce_for_benchmark(&recorded.device, recorded.nonce)?;
+        let appraised = pva.appraise(&recorded.evidence, SystemTime::now())?;
         if first && appraised.status() != TrustTier::Affirming {
             return Err(Error::Config(format!(
                 "benchmark evidence is not affirming: {:?}",
@@ -142,7 +155,8 @@ pub struct Breakdown {
     pub evaluate_us: f64,
     /// EAR claims, CBOR and the ES256 signature.
     pub sign_us: f64,
-    /// Issuing and consuming the nonce in the store (two transactions).
+    /// Making the nonce outstanding again, consuming it, reading and raising the clock
+    /// mark: all in memory.
     pub store_us: f64,
 }
 
@@ -177,15 +191,9 @@ pub fn breakdown(pva: &Pva, recorded: &Recorded, duration: Duration) -> Result<B
     })?;
     let store = measure(duration, || {
         let now = SystemTime::now();
-        pva.reissue_nonce_for_benchmark(&recorded.device, recorded.nonce, now)?;
-        crate::nonce::consume(
-            pva.store(),
-            &recorded.device,
-            &recorded.nonce,
-            auth.clock_mark(),
-            now,
-        )
-        .map(|_| ())
+        pva.reissue_nonce_for_benchmark(&recorded.device, recorded.nonce)?;
+        let consumed = pva.nonces().consume(&recorded.device, &recorded.nonce, now)?;
+        pva.observe_clock(&auth, consumed.issued_at_ms, now).map(|_| ())
     })?;
     Ok(Breakdown {
         decode_us: decode.micros(),
@@ -194,4 +202,77 @@ pub fn breakdown(pva: &Pva, recorded: &Recorded, duration: Duration) -> Result<B
         sign_us: sign.micros(),
         store_us: store.micros(),
     })
+}
+
+/// What writing risen clock marks behind costs, per mark.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WriteBehind {
+    /// Marks per flush (one transaction, one fsync).
+    pub batch: usize,
+    /// Wall time per mark: the transaction and its fsync, divided by the batch.
+    pub wall_us: f64,
+    /// CPU time per mark of the thread that wrote (user and system, from
+    /// `/proc/thread-self/schedstat`; `None` where that file is missing).
+    pub cpu_us: Option<f64>,
+}
+
+/// Flushes of `batch` risen marks of distinct devices, as the PVA's flusher writes them, into
+/// `pva`'s store: `batch` synthetic devices are enrolled in it first. Only for a scratch
+/// store.
+pub fn mark_write_behind(pva: &Pva, batch: usize, rounds: u32) -> Result<WriteBehind, Error> {
+    let store = pva.store().clone();
+    let devices: Vec<DeviceId> = (0..batch)
+        .map(|i| {
+            let mut name = vec![0x00, 0x0B];
+            name.extend(ring::digest::digest(&ring::digest::SHA256, &i.to_be_bytes()).as_ref());
+            DeviceId::from_name(&name).map_err(|e| Error::Config(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let records = devices.clone();
+    store.call(move |c| {
+        for id in &records {
+            let record = store::DeviceRecord {
+                device_id: id.clone(),
+                ek_public: vec![0],
+                ek_certificate: vec![0],
+                ak_public: vec![0],
+                ak_name: vec![0],
+                enrolled_at: 0,
+            };
+            store::put_device(c, &record, Some("bench"))?;
+        }
+        Ok(())
+    })?;
+    let (cpu_before, start) = (thread_cpu_ns(), Instant::now());
+    for round in 1..=rounds.max(1) {
+        let ids = devices.clone();
+        store.call(move |c| {
+            for id in &ids {
+                let mark =
+                    store::ClockMark { reset_count: 1, restart_count: 0, clock: u64::from(round) };
+                store::raise_clock_mark(
+                    c,
+                    id,
+                    store::SeenClock { mark, seen_at_ms: u64::from(round) },
+                )?;
+            }
+            Ok(())
+        })?;
+    }
+    let marks = (batch as f64) * f64::from(rounds.max(1));
+    let wall_us = start.elapsed().as_secs_f64() * 1e6 / marks;
+    let cpu_us = cpu_before
+        .zip(thread_cpu_ns())
+        .map(|(before, after)| after.saturating_sub(before) as f64 / 1e3 / marks);
+    Ok(WriteBehind { batch, wall_us, cpu_us })
+}
+
+/// Nanoseconds the calling thread ran on a CPU (Linux `schedstat`, first field).
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::ear::EarProfile;
+use protocol::role::Role;
 use serde::Deserialize;
 
 use crate::error::Error;
+use crate::pva::ClockTolerance;
 
 /// How the PVA's TLS server treats client certificates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
@@ -48,6 +51,16 @@ struct RawConfig {
     max_outstanding_challenges: u32,
     #[serde(default)]
     listen: Option<String>,
+    #[serde(default)]
+    ear_profile: EarProfile,
+    #[serde(default)]
+    open_enrolment: bool,
+    #[serde(default = "default_enrol_roles")]
+    enrol_roles: Vec<String>,
+    #[serde(default = "default_clock_drift")]
+    clock_drift_percent: u8,
+    #[serde(default = "default_clock_slack")]
+    clock_slack_ms: u64,
 }
 
 fn default_nonce_ttl() -> u64 {
@@ -58,6 +71,15 @@ fn default_enrolment_ttl() -> u64 {
 }
 fn default_max_outstanding() -> u32 {
     crate::nonce::DEFAULT_MAX_OUTSTANDING
+}
+fn default_enrol_roles() -> Vec<String> {
+    crate::pva::EnrolmentAccess::default().roles.iter().map(ToString::to_string).collect()
+}
+fn default_clock_drift() -> u8 {
+    ClockTolerance::default().drift_percent
+}
+fn default_clock_slack() -> u64 {
+    u64::try_from(ClockTolerance::default().slack.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A checked configuration with absolute paths.
@@ -85,6 +107,16 @@ pub struct Config {
     pub max_outstanding_challenges: u32,
     /// Socket address for `tresor` to bind (the library takes a listener instead).
     pub listen: Option<String>,
+    /// The encoding of the EARs this PVA signs: `ietf` (draft-ietf-rats-ear-04, the
+    /// default) or `veraison` (draft-ietf-rats-ear-00, for relying parties that speak only
+    /// Veraison's profile). tresor's relying parties read both.
+    pub ear_profile: EarProfile,
+    /// Enrolment for anyone, also without a client certificate (default: off).
+    pub open_enrolment: bool,
+    /// Otherwise the roles (of client certificates) that may enrol devices.
+    pub enrol_roles: Vec<Role>,
+    /// How far a running TPM's clock may lag the wall time (`docs/appraisal.md` "Clock").
+    pub clock: ClockTolerance,
 }
 
 impl Config {
@@ -115,6 +147,27 @@ impl Config {
         if raw.client_auth != ClientAuth::None && raw.client_ca.is_none() {
             return Err(Error::Config("client_auth needs client_ca (the CI root)".into()));
         }
+        if !raw.open_enrolment
+            && (raw.client_auth == ClientAuth::None || raw.enrol_roles.is_empty())
+        {
+            return Err(Error::Config(
+                "enrolment needs client certificates (client_auth optional or required) and \
+                 enrol_roles, or open_enrolment = true"
+                    .into(),
+            ));
+        }
+        let enrol_roles = raw
+            .enrol_roles
+            .iter()
+            .map(|r| r.parse::<Role>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("enrol_roles: {e} (roles: pva, ro, operator)")))?;
+        if raw.clock_drift_percent > 50 {
+            return Err(Error::Config("clock_drift_percent must be 0 to 50".into()));
+        }
+        if raw.clock_slack_ms > 600_000 {
+            return Err(Error::Config("clock_slack_ms must be 0 to 600000".into()));
+        }
         Ok(Self {
             database: abs(raw.database),
             tls_certificate: abs(raw.tls_certificate),
@@ -130,6 +183,13 @@ impl Config {
             enrolment_ttl: Duration::from_secs(raw.enrolment_ttl_seconds),
             max_outstanding_challenges: raw.max_outstanding_challenges,
             listen: raw.listen,
+            ear_profile: raw.ear_profile,
+            open_enrolment: raw.open_enrolment,
+            enrol_roles,
+            clock: ClockTolerance {
+                drift_percent: raw.clock_drift_percent,
+                slack: Duration::from_millis(raw.clock_slack_ms),
+            },
         })
     }
 
@@ -171,6 +231,31 @@ policies = ["policy.toml"]
         assert_eq!(c.policies, [Path::new("/etc/tresor/policy.toml")]);
         assert_eq!(c.nonce_ttl, Duration::from_secs(60));
         assert_eq!(c.client_auth, ClientAuth::Optional);
+        assert_eq!(c.ear_profile, EarProfile::Ietf);
+        assert!(!c.open_enrolment);
+        assert_eq!(c.enrol_roles, [Role::Ro, Role::Operator]);
+        assert_eq!(c.clock, ClockTolerance::default());
+        let open = format!("{MINIMAL}open_enrolment = true\nenrol_roles = [\"ro\"]\n");
+        let c = Config::from_toml(&open, Path::new("/")).unwrap();
+        assert!(c.open_enrolment);
+        assert_eq!(c.enrol_roles, [Role::Ro]);
+        let wrong = format!("{MINIMAL}enrol_roles = [\"mno-a\"]\n");
+        let e = Config::from_toml(&wrong, Path::new("/")).unwrap_err().to_string();
+        assert!(e.contains("enrol_roles") && e.contains("mno-a"), "{e}");
+    }
+
+    #[test]
+    fn the_ear_profile_is_a_setting() {
+        for (text, profile) in [("ietf", EarProfile::Ietf), ("veraison", EarProfile::Veraison)] {
+            let c =
+                Config::from_toml(&format!("{MINIMAL}ear_profile = \"{text}\"\n"), Path::new("/"))
+                    .unwrap();
+            assert_eq!(c.ear_profile, profile);
+        }
+        for bad in ["\"IETF\"", "\"draft-00\"", "1"] {
+            let text = format!("{MINIMAL}ear_profile = {bad}\n");
+            assert!(Config::from_toml(&text, Path::new("/")).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -186,5 +271,15 @@ policies = ["policy.toml"]
         assert!(Config::from_toml(&long, Path::new("/")).is_err());
         let no_signing_key = MINIMAL.replace("signing_key = \"pki/pva.key\"\n", "");
         assert!(Config::from_toml(&no_signing_key, Path::new("/")).is_err());
+        // Enrolment closed to everyone, by mistake: refused at start.
+        for closed in ["client_auth = \"none\"\n", "enrol_roles = []\n"] {
+            let text = format!("{MINIMAL}{closed}");
+            assert!(Config::from_toml(&text, Path::new("/")).is_err(), "{closed}");
+            let open = format!("{text}open_enrolment = true\n");
+            assert!(Config::from_toml(&open, Path::new("/")).is_ok(), "{closed}");
+        }
+        for bad in ["clock_drift_percent = 51\n", "clock_slack_ms = 600001\n"] {
+            assert!(Config::from_toml(&format!("{MINIMAL}{bad}"), Path::new("/")).is_err());
+        }
     }
 }

@@ -1,6 +1,12 @@
-//! Signing attestation results (draft-ietf-rats-ear, `docs/ear.md`): the PVA's EAR claims
-//! from an appraisal, signed ES256 with ring under the PVA's key, the PVA's certificate
-//! chain in the x5chain header so relying parties can check it against the CI root.
+//! Signing attestation results (draft-ietf-rats-ear-04, `docs/ear.md`): the PVA's EAR
+//! claims from an appraisal, signed ES256 with ring under the PVA's key (the signature
+//! normalised to low S by `protocol::ear`), the PVA's certificate chain in the x5chain
+//! header so relying parties can check it against the CI root, in the profile the PVA is
+//! configured for (`ear_profile`: the IETF draft's by default, or Veraison's).
+//!
+//! An appraisal that fails is also logged, once, at info level: the device, the policy, the
+//! status and each failure's detail (PCR, bank, event, component) — what the EAR's failure
+//! details say, and nothing more (no digest, no event data, no key).
 //!
 //! The signing key is mandatory: a PVA without one does not start (no throw-away key, unlike
 //! trustee's default). The key must belong to the certificate, and the certificate must be
@@ -9,7 +15,9 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use protocol::ear::{Appraisal, BundleKey, EarClaims, VerifierId, unix};
+use protocol::ear::{
+    Appraisal, BundleKey, EarClaims, EarProfile, MAX_FAILURE_DETAILS, VerifierId, unix,
+};
 use protocol::tpm::Spki;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
@@ -27,12 +35,14 @@ pub struct EarSigner {
     key: EcdsaKeyPair,
     x5chain: Vec<Vec<u8>>,
     rng: SystemRandom,
+    profile: EarProfile,
 }
 
 impl std::fmt::Debug for EarSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EarSigner")
             .field("chain_len", &self.x5chain.len())
+            .field("profile", &self.profile)
             .field("key", &"(redacted)")
             .finish()
     }
@@ -74,7 +84,18 @@ impl EarSigner {
         if !cert.validity().is_valid() {
             return Err(bad("the certificate is not valid now".into()));
         }
-        Ok(Self { key, x5chain: chain, rng: SystemRandom::new() })
+        Ok(Self { key, x5chain: chain, rng: SystemRandom::new(), profile: EarProfile::default() })
+    }
+
+    /// Signs in `profile` from now on (the PVA's `ear_profile` setting).
+    pub fn with_profile(mut self, profile: EarProfile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// The profile EARs are signed in.
+    pub fn profile(&self) -> EarProfile {
+        self.profile
     }
 
     /// The x5chain (DER, signer first).
@@ -82,10 +103,10 @@ impl EarSigner {
         &self.x5chain
     }
 
-    /// COSE_Sign1 of `claims`.
+    /// COSE_Sign1 of `claims` in this signer's profile.
     pub fn sign(&self, claims: &EarClaims) -> Result<Vec<u8>, Error> {
         claims
-            .sign(&self.x5chain, |tbs| {
+            .sign_as(self.profile, &self.x5chain, |tbs| {
                 self.key
                     .sign(&self.rng, tbs)
                     .map(|s| s.as_ref().to_vec())
@@ -110,7 +131,7 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
     Ok(bytes)
 }
 
-/// The EAR claims of an appraisal.
+/// The EAR claims of an appraisal; a failed appraisal is logged here (one info line).
 pub fn claims(
     auth: &Authenticated,
     findings: &Findings,
@@ -125,6 +146,11 @@ pub fn claims(
         .and_then(|s| BundleKey::from_spki(&s, auth.bundle_key.name().as_bytes().to_vec()).ok());
     appraisal.rollback_counter = Some(auth.rollback_counter);
     appraisal.failed_checks = findings.failures.iter().map(|f| f.slug().to_owned()).collect();
+    appraisal.failure_details =
+        findings.details.iter().take(MAX_FAILURE_DETAILS).cloned().collect();
+    if !findings.failures.is_empty() {
+        log_failed(&appraisal);
+    }
     let issued_at = unix(now);
     Ok(EarClaims {
         issued_at,
@@ -133,4 +159,19 @@ pub fn claims(
         verifier_id: verifier_id.clone(),
         appraisal,
     })
+}
+
+/// The PVA's one line about a failed appraisal: which checks failed, and where.
+fn log_failed(appraisal: &Appraisal) {
+    let details: Vec<String> = appraisal.failure_details.iter().map(ToString::to_string).collect();
+    let more = appraisal.failed_checks.len().saturating_sub(details.len());
+    tracing::info!(
+        device = %appraisal.device_id,
+        policy = %appraisal.policy_id,
+        status = %appraisal.status(),
+        failures = appraisal.failed_checks.len(),
+        "appraisal failed: {}{}",
+        details.join("; "),
+        if more > 0 { format!("; and {more} more") } else { String::new() },
+    );
 }

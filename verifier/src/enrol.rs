@@ -14,6 +14,11 @@
 //!    SHA-256 is stored, with an expiry;
 //! 6. activation: one attempt per credential (the pending record is deleted whatever the
 //!    outcome), unexpired, constant-time comparison of the secret.
+//!
+//! An activation enrols the AK and appends the enrolment to the device's history; it never
+//! touches the device's TPM-clock mark (`store::put_device`), so enrolling a known EK again
+//! cannot make an older TPM state acceptable. Who may ask for an enrolment is the HTTP
+//! service's decision (`service`: authenticated relying parties unless `open_enrolment`).
 
 use std::time::{Duration, SystemTime};
 
@@ -74,6 +79,7 @@ pub(crate) fn begin(
     store: &Store,
     roots: &TrustAnchors,
     req: &EnrolRequest,
+    requested_by: Option<&str>,
     now: SystemTime,
     ttl: Duration,
 ) -> Result<EnrolResponse, Error> {
@@ -103,7 +109,7 @@ pub(crate) fn begin(
     let device_id = req.device_id.clone();
     let ek_public = req.ek_public.to_vec();
     let existing = store.call(move |c| store::get_device(c, &device_id))?;
-    if existing.is_some_and(|d| d.ek_public != ek_public) {
+    if existing.is_some_and(|(d, _)| d.ek_public != ek_public) {
         return Err(EnrolmentError::DeviceBoundToAnotherEk(req.device_id.clone()).into());
     }
 
@@ -119,6 +125,7 @@ pub(crate) fn begin(
         ek_certificate: req.ek_certificate.to_vec(),
         ak_public: req.ak_public.to_vec(),
         secret_hash: sha256(secret.expose()),
+        requested_by: requested_by.map(str::to_owned),
     };
     store.call(move |c| put_pending(c, &pending, now_s, expires_at))?;
     Ok(EnrolResponse {
@@ -151,7 +158,7 @@ pub(crate) fn activate(
             if !bool::from(pending.secret_hash.ct_eq(&presented)) {
                 return Ok(Err(EnrolmentError::WrongSecret));
             }
-            if let Some(existing) = store::get_device(c, &device_id)?
+            if let Some((existing, _)) = store::get_device(c, &device_id)?
                 && existing.ek_public != pending.ek_public
             {
                 return Ok(Err(EnrolmentError::DeviceBoundToAnotherEk(device_id)));
@@ -164,7 +171,7 @@ pub(crate) fn activate(
                 ak_name: pending.ak_name,
                 enrolled_at: now_s,
             };
-            store::put_device(c, &record)?;
+            store::put_device(c, &record, pending.requested_by.as_deref())?;
             Ok(Ok(record))
         })?;
     Ok(outcome?)
@@ -232,6 +239,7 @@ struct Pending {
     ek_certificate: Vec<u8>,
     ak_public: Vec<u8>,
     secret_hash: Vec<u8>,
+    requested_by: Option<String>,
 }
 
 fn put_pending(
@@ -245,8 +253,9 @@ fn put_pending(
         .execute(params![to_i64(now)])?;
     c.prepare_cached(
         "INSERT OR REPLACE INTO pending_enrolments
-         (device_id, ak_name, ek_public, ek_certificate, ak_public, secret_hash, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         (device_id, ak_name, ek_public, ek_certificate, ak_public, secret_hash, created_at,
+          expires_at, requested_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         p.device_id.as_bytes(),
@@ -256,7 +265,8 @@ fn put_pending(
         p.ak_public,
         p.secret_hash,
         to_i64(now),
-        to_i64(expires_at)
+        to_i64(expires_at),
+        p.requested_by
     ])?;
     // Keep the newest few per device, so that a flood of enrolments for one id cannot grow
     // the table (see docs/pva-api.md on enrolment denial of service).
@@ -277,7 +287,7 @@ fn take_pending(
 ) -> Result<Option<(Pending, u64)>, StoreError> {
     let row = c
         .prepare_cached(
-            "SELECT ek_public, ek_certificate, ak_public, secret_hash, expires_at
+            "SELECT ek_public, ek_certificate, ak_public, secret_hash, expires_at, requested_by
              FROM pending_enrolments WHERE device_id = ?1 AND ak_name = ?2",
         )?
         .query_row(params![device_id.as_bytes(), ak_name], |r| {
@@ -289,6 +299,7 @@ fn take_pending(
                     ek_certificate: r.get(1)?,
                     ak_public: r.get(2)?,
                     secret_hash: r.get(3)?,
+                    requested_by: r.get(5)?,
                 },
                 u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
             ))

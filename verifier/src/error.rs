@@ -136,6 +136,11 @@ pub enum AppraisalError {
     RestartCountWentBackwards { last: u32, got: u32 },
     #[error("the TPM clock went backwards: {got} ms after {last} ms in the same TPM boot cycle")]
     ClockWentBackwards { last: u64, got: u64 },
+    #[error(
+        "the TPM clock reads {got} ms, behind the {minimum} ms that the wall time since its last quote \
+         ({last} ms) requires in the same TPM boot cycle: a TPM state restored from a copy"
+    )]
+    ClockBehindWallTime { last: u64, got: u64, minimum: u64 },
     #[error("the TPM clock is not safe (it may have gone backwards)")]
     ClockNotSafe,
     #[error("the quote and the certification report different resets, restarts or firmware")]
@@ -193,6 +198,7 @@ impl AppraisalError {
             ResetCountWentBackwards { .. } => "reset-count-went-backwards",
             RestartCountWentBackwards { .. } => "restart-count-went-backwards",
             ClockWentBackwards { .. } => "clock-went-backwards",
+            ClockBehindWallTime { .. } => "clock-behind-wall-time",
             ClockNotSafe => "clock-not-safe",
             ClockInfoInconsistent => "clock-info-inconsistent",
             BundleKeyAttributes { .. } => "bundle-key-attributes",
@@ -230,6 +236,7 @@ impl AppraisalError {
             ResetCountWentBackwards { .. }
             | RestartCountWentBackwards { .. }
             | ClockWentBackwards { .. }
+            | ClockBehindWallTime { .. }
             | ClockNotSafe
             | ClockInfoInconsistent => degrades(Claim::Hardware, value::CONTRAINDICATED_HARDWARE),
             BundleKeyAttributes { .. } | BundleKeyAlgorithm(_) | BundleKeyPolicyMismatch => {

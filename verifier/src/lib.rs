@@ -7,15 +7,16 @@
 //! Stricter than Keylime, go-attestation and trustee where they are lenient: the AK is the
 //! enrolled one, never the one in the evidence; every check fails closed with its own
 //! error ([`AppraisalError`]); policy can only add restrictions; a PVA without its signing
-//! key does not start; nonces are durable and single-use across restarts. `docs/appraisal.md`
-//! lists each check, its error and the attack it stops.
+//! key does not start; nonces are single-use, and a restart refuses every nonce issued
+//! before it. `docs/appraisal.md` lists each check, its error and the attack it stops.
 //!
 //! Layout:
 //! - [`config`]: the configuration file.
 //! - [`store`]: SQLite (WAL, synchronous=FULL, group commit), schema versioned; opened
 //!   under `storage`'s policy (an empty or foreign file is refused).
-//! - [`enrol`]: EK certificate validation, AK checks, MakeCredential, activation.
-//! - [`nonce`]: challenges: issue, consume (atomically with the clock mark).
+//! - [`enrol`]: EK certificate validation, AK checks, MakeCredential, activation, history.
+//! - [`nonce`]: challenges: MACed under a key held in memory only; issue, consume.
+//! - [`marks`]: the devices' TPM-clock high-water marks, in memory, written behind.
 //! - [`appraisal`]: the checks, one module per family (quote, PCRs, event log, clock,
 //!   bundle key).
 //! - [`refvalues`]: reference values (TOML), their derivation from an image, predictions.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod ear;
 pub mod enrol;
 pub mod error;
+pub mod marks;
 pub mod nonce;
 pub mod policy;
 pub mod pva;

@@ -1,171 +1,390 @@
-//! Challenges (DESIGN.md §2 step 8): 32-byte nonces from the system CSPRNG, bound to one
+//! Challenges (DESIGN.md §2 step 8; `docs/appraisal.md` "Freshness"): nonces bound to one
 //! device and one appraisal policy, valid for a short time (60 s by default), used at most
-//! once. They live in SQLite, so a restart cannot make a used nonce usable again.
+//! once, and kept only in memory.
 //!
-//! A nonce is looked up by its SHA-256, then compared with the presented one in constant
-//! time, so the lookup's timing depends on a hash, not on how many nonce bytes matched.
-//! Consuming marks it used in the same transaction that raises the device's TPM-clock
-//! high-water mark; the caller gets the answer only after that transaction committed (with
-//! fsync), and signs an EAR only then. Issuing does not wait for the disk: a nonce lost in
-//! a crash is unknown afterwards, which fails closed.
+//! A nonce is 32 bytes, the size of the quote's qualifying data:
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 0..2 | instance: which PVA issued it (0 for a lone PVA; issue 15 routes on it) |
+//! | 2..8 | serial: the number of nonces this PVA issued before it (big-endian) |
+//! | 8..14 | issued: Unix milliseconds at issue (big-endian) |
+//! | 14..16 | policy: index of the appraisal policy in the PVA's configuration |
+//! | 16..32 | tag: the first 16 bytes of HMAC-SHA-256(key, label ‖ bytes 0..16) |
+//!
+//! The key is drawn from the system CSPRNG when the PVA starts and never leaves its memory
+//! (not stored, not logged, no `Debug`). A tag that verifies therefore proves this PVA
+//! process issued the nonce, with exactly this serial, issue time and policy; the tag's 128
+//! bits are what an attacker cannot predict. Outstanding nonces (issued, unused, unexpired)
+//! are kept in a map by serial with the device they were issued for: consuming one removes
+//! it, so a nonce with a valid tag, unexpired, that is not outstanding was used — replays
+//! are recognised without remembering used nonces. A restart draws a new key: every nonce
+//! of the previous process, outstanding or used, no longer verifies and is refused as
+//! unknown, with nothing written to disk on the way.
 
-use std::time::{Duration, SystemTime};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protocol::{DeviceId, Nonce};
-use rusqlite::{OptionalExtension, params};
+use ring::hmac;
+use ring::rand::SecureRandom;
+use subtle::ConstantTimeEq;
 
-use crate::enrol::sha256;
-use crate::error::{AppraisalError, ChallengeError, Error, StoreError};
-use crate::store::{self, ClockMark, Store};
+use crate::error::{AppraisalError, ChallengeError, Error};
 
 /// Default lifetime of a nonce.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// Default bound on unused, unexpired nonces per device.
 pub const DEFAULT_MAX_OUTSTANDING: u32 = 16;
-/// How long used and expired nonces are kept before they are deleted: long enough that a
-/// replay is reported as a replay; after that it is reported as unknown (still refused).
-pub const RETENTION: Duration = Duration::from_secs(3600);
+
+/// Domain separation of the tag: this key signs nothing else, but the label keeps it so.
+const TAG_LABEL: &[u8] = b"tresor PVA nonce v1";
+/// Serials and issue times are 48-bit fields.
+const FIELD_48: u64 = (1 << 48) - 1;
 
 /// A nonce as issued.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Challenge {
     pub device_id: DeviceId,
     pub nonce: Nonce,
-    /// Seconds since the Unix epoch.
-    pub expires_at: u64,
-    pub policy_id: String,
+    /// Unix milliseconds from which the nonce is refused.
+    pub expires_at_ms: u64,
 }
 
 /// What consuming a nonce tells the appraisal.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Consumed {
-    pub policy_id: String,
-    /// The device's TPM-clock high-water mark before this evidence.
-    pub previous_clock: Option<ClockMark>,
+    /// Index of the policy the nonce was issued under.
+    pub policy: u16,
+    /// Unix milliseconds at which the nonce was issued: the quote answering it was made
+    /// after this instant.
+    pub issued_at_ms: u64,
 }
 
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+/// The authenticated fields of a nonce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fields {
+    instance: u16,
+    serial: u64,
+    issued_at_ms: u64,
+    policy: u16,
 }
 
-/// Issues a nonce for `device` under `policy_id`.
-pub(crate) fn issue(
-    store: &Store,
-    device: &DeviceId,
-    policy_id: &str,
-    ttl: Duration,
+impl Fields {
+    fn to_bytes(self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[0..2].copy_from_slice(&self.instance.to_be_bytes());
+        out[2..8].copy_from_slice(&self.serial.to_be_bytes()[2..]);
+        out[8..14].copy_from_slice(&self.issued_at_ms.to_be_bytes()[2..]);
+        out[14..16].copy_from_slice(&self.policy.to_be_bytes());
+        out
+    }
+
+    fn from_bytes(b: &[u8; 32]) -> Self {
+        let u48 = |s: &[u8]| s.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
+        Self {
+            instance: u16::from_be_bytes([b[0], b[1]]),
+            serial: u48(&b[2..8]),
+            issued_at_ms: u48(&b[8..14]),
+            policy: u16::from_be_bytes([b[14], b[15]]),
+        }
+    }
+}
+
+struct Outstanding {
+    device: DeviceId,
+    expires_at_ms: u64,
+}
+
+#[derive(Default)]
+struct Book {
+    next_serial: u64,
+    outstanding: HashMap<u64, Outstanding>,
+    per_device: HashMap<DeviceId, u32>,
+    /// (expiry, serial) in issue order, which is expiry order: swept from the front.
+    expiry: VecDeque<(u64, u64)>,
+}
+
+impl Book {
+    fn remove(&mut self, serial: u64) -> Option<Outstanding> {
+        let o = self.outstanding.remove(&serial)?;
+        if let Some(n) = self.per_device.get_mut(&o.device) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_device.remove(&o.device);
+            }
+        }
+        Some(o)
+    }
+
+    fn insert(&mut self, serial: u64, o: Outstanding) {
+        let device = o.device.clone();
+        if self.outstanding.insert(serial, o).is_none() {
+            *self.per_device.entry(device).or_insert(0) += 1;
+        }
+    }
+
+    /// Forgets the nonces that expired by `now_ms`.
+    fn sweep(&mut self, now_ms: u64) {
+        while let Some(&(expires, serial)) = self.expiry.front() {
+            if expires > now_ms {
+                break;
+            }
+            self.expiry.pop_front();
+            if self.outstanding.get(&serial).is_some_and(|o| o.expires_at_ms <= now_ms) {
+                self.remove(serial);
+            }
+        }
+    }
+}
+
+/// One PVA process's nonces: the key and the outstanding ones.
+pub(crate) struct Nonces {
+    key: hmac::Key,
+    instance: u16,
+    ttl_ms: u64,
     max_outstanding: u32,
-    now: SystemTime,
-    cleanup: bool,
-) -> Result<Challenge, Error> {
-    let nonce = Nonce::random().map_err(|_| Error::Random)?;
-    let now_s = protocol::ear::unix(now);
-    let challenge = Challenge {
-        device_id: device.clone(),
-        nonce,
-        expires_at: now_s.saturating_add(ttl.as_secs()),
-        policy_id: policy_id.to_owned(),
-    };
-    let c2 = challenge.clone();
-    // Lazy: a crash that loses an issued nonce makes it unknown, which fails closed.
-    let outcome = store.call_lazy(move |c| -> Result<Result<(), ChallengeError>, StoreError> {
-        if cleanup {
-            c.prepare_cached("DELETE FROM nonces WHERE expires_at < ?1")?
-                .execute(params![i64_of(now_s.saturating_sub(RETENTION.as_secs()))])?;
-        }
-        let outstanding: i64 = c
-            .prepare_cached(
-                "SELECT count(*) FROM nonces WHERE device_id = ?1 AND used_at IS NULL AND expires_at > ?2",
-            )?
-            .query_row(params![c2.device_id.as_bytes(), i64_of(now_s)], |r| r.get(0))?;
-        if outstanding >= i64::from(max_outstanding) {
-            return Ok(Err(ChallengeError::TooManyOutstanding {
-                device: c2.device_id.clone(),
-                max: max_outstanding,
-            }));
-        }
-        insert(c, &c2)?;
-        Ok(Ok(()))
-    })?;
-    outcome?;
-    Ok(challenge)
+    book: Mutex<Book>,
 }
 
-fn insert(c: &rusqlite::Connection, ch: &Challenge) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "INSERT OR REPLACE INTO nonces (nonce_hash, nonce, device_id, policy_id, expires_at, used_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-    )?
-    .execute(params![
-        sha256(ch.nonce.as_bytes()),
-        ch.nonce.as_bytes().as_slice(),
-        ch.device_id.as_bytes(),
-        ch.policy_id,
-        i64_of(ch.expires_at)
-    ])?;
-    Ok(())
+impl std::fmt::Debug for Nonces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nonces").field("instance", &self.instance).finish_non_exhaustive()
+    }
 }
 
-/// Registers a nonce chosen by the caller as freshly issued. Only for benchmarks and tests
-/// that appraise recorded evidence again; the service never calls it.
-pub(crate) fn reissue(store: &Store, challenge: Challenge) -> Result<(), Error> {
-    store.call_lazy(move |c| insert(c, &challenge))?;
-    Ok(())
+/// Unix milliseconds of `t` (0 before the epoch).
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Consumes `nonce` for `device` and raises the device's clock mark to `seen`; returns the
-/// policy the nonce was issued under and the mark as it was before.
-pub(crate) fn consume(
-    store: &Store,
-    device: &DeviceId,
-    nonce: &Nonce,
-    seen: ClockMark,
-    now: SystemTime,
-) -> Result<Consumed, Error> {
-    let device = device.clone();
-    let nonce = *nonce;
-    let now_s = protocol::ear::unix(now);
-    let outcome = store.call(move |c| -> Result<Result<Consumed, AppraisalError>, StoreError> {
-        let hash = sha256(nonce.as_bytes());
-        let row = c
-            .prepare_cached(
-                "SELECT nonce, device_id, policy_id, expires_at, used_at FROM nonces WHERE nonce_hash = ?1",
-            )?
-            .query_row(params![hash], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                ))
-            })
-            .optional()?;
-        let Some((stored, stored_device, policy_id, expires_at, used_at)) = row else {
-            return Ok(Err(AppraisalError::NonceUnknown));
+impl Nonces {
+    /// A fresh key from the system CSPRNG.
+    pub(crate) fn new(ttl: Duration, max_outstanding: u32) -> Result<Self, Error> {
+        let mut key = [0u8; 32];
+        ring::rand::SystemRandom::new().fill(&mut key).map_err(|_| Error::Random)?;
+        let nonces = Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            instance: 0,
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            max_outstanding,
+            book: Mutex::new(Book::default()),
         };
-        let stored = Nonce::from_bytes(&stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // Constant time (Nonce's PartialEq).
-        if stored != nonce {
-            return Ok(Err(AppraisalError::NonceUnknown));
+        zeroize::Zeroize::zeroize(&mut key);
+        Ok(nonces)
+    }
+
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tag(&self, fields: &[u8; 16]) -> [u8; 16] {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(TAG_LABEL);
+        ctx.update(fields);
+        let full = ctx.sign();
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&full.as_ref()[..16]);
+        tag
+    }
+
+    fn nonce_of(&self, fields: Fields) -> Result<Nonce, Error> {
+        let head = fields.to_bytes();
+        let mut bytes = [0u8; Nonce::LEN];
+        bytes[..16].copy_from_slice(&head);
+        bytes[16..].copy_from_slice(&self.tag(&head));
+        Nonce::from_bytes(&bytes).map_err(|e| Error::Config(format!("nonce encoding: {e}")))
+    }
+
+    /// The fields of `nonce` if this process issued it (constant-time tag comparison).
+    fn verify(&self, nonce: &Nonce) -> Option<Fields> {
+        let bytes = nonce.as_bytes();
+        let mut head = [0u8; 16];
+        head.copy_from_slice(&bytes[..16]);
+        let ok = bool::from(self.tag(&head).ct_eq(&bytes[16..]));
+        let fields = Fields::from_bytes(bytes);
+        (ok && fields.instance == self.instance).then_some(fields)
+    }
+
+    /// Issues a nonce for `device` under the policy with index `policy`.
+    pub(crate) fn issue(
+        &self,
+        device: &DeviceId,
+        policy: u16,
+        now: SystemTime,
+    ) -> Result<Challenge, Error> {
+        let now_ms = unix_ms(now).min(FIELD_48);
+        let expires_at_ms = now_ms.saturating_add(self.ttl_ms);
+        let serial = {
+            let mut book = self.book();
+            book.sweep(now_ms);
+            if book.per_device.get(device).copied().unwrap_or(0) >= self.max_outstanding {
+                return Err(ChallengeError::TooManyOutstanding {
+                    device: device.clone(),
+                    max: self.max_outstanding,
+                }
+                .into());
+            }
+            let serial = book.next_serial;
+            if serial > FIELD_48 {
+                return Err(Error::Config("nonce serials exhausted: restart the PVA".into()));
+            }
+            book.next_serial += 1;
+            book.insert(serial, Outstanding { device: device.clone(), expires_at_ms });
+            book.expiry.push_back((expires_at_ms, serial));
+            serial
+        };
+        let fields = Fields { instance: self.instance, serial, issued_at_ms: now_ms, policy };
+        Ok(Challenge { device_id: device.clone(), nonce: self.nonce_of(fields)?, expires_at_ms })
+    }
+
+    /// Consumes `nonce` for `device`: after `Ok`, it can never be consumed again.
+    pub(crate) fn consume(
+        &self,
+        device: &DeviceId,
+        nonce: &Nonce,
+        now: SystemTime,
+    ) -> Result<Consumed, AppraisalError> {
+        let fields = self.verify(nonce).ok_or(AppraisalError::NonceUnknown)?;
+        let expires_at_ms = fields.issued_at_ms.saturating_add(self.ttl_ms);
+        let mut book = self.book();
+        if expires_at_ms <= unix_ms(now) {
+            if book.outstanding.get(&fields.serial).is_some_and(|o| o.device == *device) {
+                book.remove(fields.serial);
+            }
+            return Err(AppraisalError::NonceExpired);
         }
-        if stored_device != device.as_bytes() {
-            return Ok(Err(AppraisalError::NonceForAnotherDevice));
+        match book.outstanding.get(&fields.serial) {
+            // Issued by this process, unexpired, not outstanding: consumed before.
+            None => Err(AppraisalError::NonceReused),
+            Some(o) if o.device != *device => Err(AppraisalError::NonceForAnotherDevice),
+            Some(_) => {
+                book.remove(fields.serial);
+                Ok(Consumed { policy: fields.policy, issued_at_ms: fields.issued_at_ms })
+            }
         }
-        if used_at.is_some() {
-            return Ok(Err(AppraisalError::NonceReused));
+    }
+
+    /// Makes a nonce this process issued to `device` outstanding again. Only for benchmarks
+    /// and tests that appraise recorded evidence again; the service never calls it.
+    pub(crate) fn reissue(&self, device: &DeviceId, nonce: &Nonce) -> Result<(), AppraisalError> {
+        let fields = self.verify(nonce).ok_or(AppraisalError::NonceUnknown)?;
+        let expires_at_ms = fields.issued_at_ms.saturating_add(self.ttl_ms);
+        self.book().insert(fields.serial, Outstanding { device: device.clone(), expires_at_ms });
+        Ok(())
+    }
+
+    /// How many nonces are outstanding (for tests and the memory bound).
+    #[cfg(test)]
+    fn outstanding(&self) -> usize {
+        self.book().outstanding.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(b: u8) -> DeviceId {
+        let mut name = vec![0x00, 0x0B];
+        name.extend([b; 32]);
+        DeviceId::from_name(&name).unwrap()
+    }
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    const T0: u64 = 1_750_000_000_000;
+
+    #[test]
+    fn fields_round_trip_and_are_authenticated() {
+        let nonces = Nonces::new(DEFAULT_TTL, 4).unwrap();
+        let ch = nonces.issue(&device(1), 3, at(T0)).unwrap();
+        let fields = nonces.verify(&ch.nonce).unwrap();
+        assert_eq!(fields, Fields { instance: 0, serial: 0, issued_at_ms: T0, policy: 3 });
+        assert_eq!(ch.expires_at_ms, T0 + 60_000);
+        // Every single bit of the nonce is covered: a changed one is not ours.
+        for bit in 0..256 {
+            let mut bytes = *ch.nonce.as_bytes();
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            let changed = Nonce::from_bytes(&bytes).unwrap();
+            assert_eq!(nonces.verify(&changed), None, "bit {bit}");
+            assert_eq!(
+                nonces.consume(&device(1), &changed, at(T0)),
+                Err(AppraisalError::NonceUnknown)
+            );
         }
-        if expires_at <= i64_of(now_s) {
-            return Ok(Err(AppraisalError::NonceExpired));
-        }
-        let updated = c
-            .prepare_cached("UPDATE nonces SET used_at = ?2 WHERE nonce_hash = ?1 AND used_at IS NULL")?
-            .execute(params![hash, i64_of(now_s)])?;
-        if updated != 1 {
-            return Ok(Err(AppraisalError::NonceReused));
-        }
-        let previous_clock = store::raise_clock_mark(c, &device, seen)?;
-        Ok(Ok(Consumed { policy_id, previous_clock }))
-    })?;
-    Ok(outcome?)
+        assert_eq!(
+            nonces.consume(&device(1), &ch.nonce, at(T0 + 1)),
+            Ok(Consumed { policy: 3, issued_at_ms: T0 })
+        );
+    }
+
+    #[test]
+    fn a_nonce_is_consumed_once_by_its_device_before_it_expires() {
+        let nonces = Nonces::new(DEFAULT_TTL, 4).unwrap();
+        let (a, b) = (device(1), device(2));
+        let ch = nonces.issue(&a, 0, at(T0)).unwrap();
+        assert_eq!(
+            nonces.consume(&b, &ch.nonce, at(T0)),
+            Err(AppraisalError::NonceForAnotherDevice)
+        );
+        assert!(nonces.consume(&a, &ch.nonce, at(T0)).is_ok());
+        assert_eq!(nonces.consume(&a, &ch.nonce, at(T0)), Err(AppraisalError::NonceReused));
+        assert_eq!(nonces.consume(&b, &ch.nonce, at(T0)), Err(AppraisalError::NonceReused));
+
+        let late = nonces.issue(&a, 0, at(T0)).unwrap();
+        assert_eq!(
+            nonces.consume(&a, &late.nonce, at(T0 + 60_000)),
+            Err(AppraisalError::NonceExpired)
+        );
+        assert_eq!(nonces.outstanding(), 0);
+        // Random bytes, and a nonce of another PVA process (another key).
+        let random = Nonce::random().unwrap();
+        assert_eq!(nonces.consume(&a, &random, at(T0)), Err(AppraisalError::NonceUnknown));
+        let other = Nonces::new(DEFAULT_TTL, 4).unwrap();
+        let foreign = other.issue(&a, 0, at(T0)).unwrap();
+        assert_eq!(nonces.consume(&a, &foreign.nonce, at(T0)), Err(AppraisalError::NonceUnknown));
+    }
+
+    #[test]
+    fn outstanding_nonces_are_bounded_per_device_and_expire_from_memory() {
+        let nonces = Nonces::new(DEFAULT_TTL, 2).unwrap();
+        let a = device(1);
+        let first = nonces.issue(&a, 0, at(T0)).unwrap();
+        nonces.issue(&a, 0, at(T0)).unwrap();
+        assert!(matches!(
+            nonces.issue(&a, 0, at(T0)),
+            Err(Error::Challenge(ChallengeError::TooManyOutstanding { max: 2, .. }))
+        ));
+        nonces.issue(&device(2), 0, at(T0)).unwrap();
+        // Using one frees its place; expiry frees the rest.
+        nonces.consume(&a, &first.nonce, at(T0)).unwrap();
+        nonces.issue(&a, 0, at(T0)).unwrap();
+        assert_eq!(nonces.outstanding(), 3);
+        nonces.issue(&a, 0, at(T0 + 60_000)).unwrap();
+        assert_eq!(nonces.outstanding(), 1);
+    }
+
+    #[test]
+    fn reissue_only_takes_nonces_of_this_process() {
+        let nonces = Nonces::new(DEFAULT_TTL, 2).unwrap();
+        let a = device(1);
+        let ch = nonces.issue(&a, 0, at(T0)).unwrap();
+        nonces.consume(&a, &ch.nonce, at(T0)).unwrap();
+        nonces.reissue(&a, &ch.nonce).unwrap();
+        nonces.consume(&a, &ch.nonce, at(T0)).unwrap();
+        assert_eq!(
+            nonces.reissue(&a, &Nonce::random().unwrap()),
+            Err(AppraisalError::NonceUnknown)
+        );
+    }
+
+    #[test]
+    fn the_key_is_not_printed() {
+        let nonces = Nonces::new(DEFAULT_TTL, 2).unwrap();
+        assert_eq!(format!("{nonces:?}"), "Nonces { instance: 0, .. }");
+    }
 }

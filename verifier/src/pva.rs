@@ -4,10 +4,11 @@
 //! current time so that expiry can be tested without waiting.
 //!
 //! Cached per device, never per evidence: the parsed enrolment (AK public area) stays in
-//! memory after its first use.
+//! memory after its first use. Held in memory only: the nonce key and the outstanding
+//! nonces (`nonce`), and the devices' clock marks, which are written behind (`marks`).
+//! Nothing on the appraisal path waits for the disk.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -17,18 +18,36 @@ use protocol::pva_api::{
     ActivateRequest, ActivateResponse, ChallengeRequest, ChallengeResponse, EnrolRequest,
     EnrolResponse,
 };
+use protocol::role::Role;
 use protocol::x509::TrustAnchors;
 use protocol::{DeviceId, Nonce};
 use serde_bytes::ByteBuf;
 
+pub use crate::appraisal::clock::ClockTolerance;
 use crate::appraisal::{self, Findings};
 use crate::config::Config;
 use crate::ear::{self as ear_signing, EarSigner};
 use crate::enrol::{self, EnrolledDevice};
 use crate::error::{AppraisalError, ChallengeError, Error};
-use crate::nonce::{self, Challenge};
+use crate::marks::{self, ClockMarks};
+use crate::nonce::{self, Nonces};
 use crate::refvalues::ReferenceValues;
-use crate::store::{self, OpenMode, Store};
+use crate::store::{self, EnrolmentRecord, OpenMode, SeenClock, Store};
+
+/// Who may reach enrolment (`/v1/enrol`, `/v1/activate`) over HTTPS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrolmentAccess {
+    /// Anyone, with or without a client certificate (`open_enrolment = true`).
+    pub open: bool,
+    /// Otherwise: clients whose certificate carries one of these roles (`enrol_roles`).
+    pub roles: Vec<Role>,
+}
+
+impl Default for EnrolmentAccess {
+    fn default() -> Self {
+        Self { open: false, roles: vec![Role::Ro, Role::Operator] }
+    }
+}
 
 /// Tunables of a PVA.
 #[derive(Clone, Debug)]
@@ -39,6 +58,11 @@ pub struct Settings {
     /// The policy a challenge gets when it names none; `None`: the only one configured.
     pub default_policy: Option<String>,
     pub verifier_id: VerifierId,
+    pub enrolment: EnrolmentAccess,
+    /// How far a running TPM's clock may lag the wall time (`docs/appraisal.md` "Clock").
+    pub clock: ClockTolerance,
+    /// Time between two writes of raised clock marks to the store.
+    pub mark_flush_interval: Duration,
 }
 
 impl Default for Settings {
@@ -48,6 +72,9 @@ impl Default for Settings {
             enrolment_ttl: Duration::from_secs(300),
             max_outstanding_challenges: nonce::DEFAULT_MAX_OUTSTANDING,
             default_policy: None,
+            enrolment: EnrolmentAccess::default(),
+            clock: ClockTolerance::default(),
+            mark_flush_interval: marks::DEFAULT_FLUSH_INTERVAL,
             verifier_id: VerifierId {
                 developer: "https://example.invalid/tresor".into(),
                 build: concat!("tresor-pva/", env!("CARGO_PKG_VERSION")).into(),
@@ -72,19 +99,19 @@ impl Appraised {
     }
 }
 
-/// Every cleanup of expired nonces runs after this many issued.
-const CLEANUP_EVERY: u64 = 256;
-
 /// A platform validation authority.
 pub struct Pva {
-    store: Store,
+    store: Arc<Store>,
     manufacturer_roots: TrustAnchors,
-    policies: BTreeMap<String, Arc<ReferenceValues>>,
+    /// By id, each with its index in `policy_list` (the index a nonce carries).
+    policies: BTreeMap<String, (u16, Arc<ReferenceValues>)>,
+    policy_list: Vec<Arc<ReferenceValues>>,
     default_policy: String,
     signer: EarSigner,
     settings: Settings,
     devices: RwLock<HashMap<DeviceId, Arc<EnrolledDevice>>>,
-    issued: AtomicU64,
+    nonces: Nonces,
+    marks: ClockMarks,
 }
 
 impl std::fmt::Debug for Pva {
@@ -105,12 +132,19 @@ impl Pva {
         if manufacturer_roots.is_empty() {
             return Err(Error::Config("no TPM manufacturer roots".into()));
         }
-        let mut map = BTreeMap::new();
+        let mut by_id = BTreeMap::new();
         for p in policies {
             let id = p.id().to_owned();
-            if map.insert(id.clone(), Arc::new(p)).is_some() {
+            if by_id.insert(id.clone(), Arc::new(p)).is_some() {
                 return Err(Error::Config(format!("policy id {id:?} configured twice")));
             }
+        }
+        let policy_list: Vec<_> = by_id.values().cloned().collect();
+        let mut map = BTreeMap::new();
+        for (i, (id, p)) in by_id.into_iter().enumerate() {
+            let index = u16::try_from(i)
+                .map_err(|_| Error::Config("more than 65536 policies configured".into()))?;
+            map.insert(id, (index, p));
         }
         let default_policy = match &settings.default_policy {
             Some(id) if map.contains_key(id) => id.clone(),
@@ -120,15 +154,20 @@ impl Pva {
             None if map.len() == 1 => map.keys().next().cloned().unwrap_or_default(),
             None => return Err(Error::Config("several policies: name the default one".into())),
         };
+        let store = Arc::new(store);
+        let nonces = Nonces::new(settings.nonce_ttl, settings.max_outstanding_challenges)?;
+        let marks = ClockMarks::start(store.clone(), settings.mark_flush_interval)?;
         Ok(Self {
             store,
             manufacturer_roots,
             policies: map,
+            policy_list,
             default_policy,
             signer,
             settings,
             devices: RwLock::new(HashMap::new()),
-            issued: AtomicU64::new(0),
+            nonces,
+            marks,
         })
     }
 
@@ -140,7 +179,8 @@ impl Pva {
     /// [`Pva::from_config`], opening the store with `mode` (`--init` initialises an empty
     /// store file).
     pub fn from_config_with(config: &Config, mode: OpenMode) -> Result<Self, Error> {
-        let signer = EarSigner::load(&config.signing_certificate, &config.signing_key)?;
+        let signer = EarSigner::load(&config.signing_certificate, &config.signing_key)?
+            .with_profile(config.ear_profile);
         let roots = TrustAnchors::from_dir(&config.manufacturer_roots)
             .map_err(|e| Error::Config(format!("manufacturer roots: {e}")))?;
         let policies = config
@@ -154,13 +194,18 @@ impl Pva {
             enrolment_ttl: config.enrolment_ttl,
             max_outstanding_challenges: config.max_outstanding_challenges,
             default_policy: config.default_policy.clone(),
+            enrolment: EnrolmentAccess {
+                open: config.open_enrolment,
+                roles: config.enrol_roles.clone(),
+            },
+            clock: config.clock,
             ..Settings::default()
         };
         Self::new(store, roots, policies, signer, settings)
     }
 
     pub fn policy(&self, id: &str) -> Option<&ReferenceValues> {
-        self.policies.get(id).map(Arc::as_ref)
+        self.policies.get(id).map(|(_, p)| p.as_ref())
     }
 
     pub fn default_policy(&self) -> &str {
@@ -169,7 +214,25 @@ impl Pva {
 
     /// Step 5: validate the EK and AK, answer with a credential for the AK.
     pub fn enrol(&self, req: &EnrolRequest, now: SystemTime) -> Result<EnrolResponse, Error> {
-        enrol::begin(&self.store, &self.manufacturer_roots, req, now, self.settings.enrolment_ttl)
+        self.enrol_for(req, None, now)
+    }
+
+    /// [`Pva::enrol`] asked for by the relying party with role `requested_by` (the HTTP
+    /// service passes the client certificate's); the device's history records it.
+    pub fn enrol_for(
+        &self,
+        req: &EnrolRequest,
+        requested_by: Option<&str>,
+        now: SystemTime,
+    ) -> Result<EnrolResponse, Error> {
+        enrol::begin(
+            &self.store,
+            &self.manufacturer_roots,
+            req,
+            requested_by,
+            now,
+            self.settings.enrolment_ttl,
+        )
     }
 
     /// Step 5, second half: the secret came back; the AK is enrolled.
@@ -184,6 +247,19 @@ impl Pva {
         Ok(ActivateResponse { device_id: record.device_id, ak_name: ByteBuf::from(record.ak_name) })
     }
 
+    /// Every enrolment of `device` the store holds, oldest first.
+    pub fn enrolments(&self, device: &DeviceId) -> Result<Vec<EnrolmentRecord>, Error> {
+        let id = device.clone();
+        Ok(self.store.call(move |c| store::enrolments(c, &id))?)
+    }
+
+    /// The device's TPM-clock high-water mark as this PVA holds it (in memory; the store's
+    /// copy may be up to one flush interval older).
+    pub fn clock_mark(&self, device: &DeviceId) -> Result<Option<SeenClock>, Error> {
+        self.device(device)?;
+        Ok(self.marks.get(device))
+    }
+
     /// Step 8: a nonce for an enrolled device.
     pub fn challenge(
         &self,
@@ -191,7 +267,7 @@ impl Pva {
         now: SystemTime,
     ) -> Result<ChallengeResponse, Error> {
         let policy_id = req.policy_id.as_deref().unwrap_or(&self.default_policy);
-        let policy = self
+        let (index, policy) = self
             .policies
             .get(policy_id)
             .ok_or_else(|| ChallengeError::UnknownPolicy(policy_id.into()))?;
@@ -202,21 +278,12 @@ impl Pva {
             }
             Err(other) => return Err(other),
         }
-        let cleanup = self.issued.fetch_add(1, Ordering::Relaxed).is_multiple_of(CLEANUP_EVERY);
-        let ch = nonce::issue(
-            &self.store,
-            &req.device_id,
-            policy.id(),
-            self.settings.nonce_ttl,
-            self.settings.max_outstanding_challenges,
-            now,
-            cleanup,
-        )?;
+        let ch = self.nonces.issue(&req.device_id, *index, now)?;
         Ok(ChallengeResponse {
             device_id: ch.device_id,
             nonce: ch.nonce,
-            expires_at: ch.expires_at,
-            policy_id: ch.policy_id,
+            expires_at: ch.expires_at_ms / 1000,
+            policy_id: policy.id().to_owned(),
             pcr_selection: policy.policy().selection.to_string(),
         })
     }
@@ -237,48 +304,66 @@ impl Pva {
     ) -> Result<Appraised, Error> {
         let device = self.device(&evidence.device_id)?;
         let auth = appraisal::authenticate(evidence, &device)?;
-        let consumed =
-            nonce::consume(&self.store, &auth.device_id, &auth.nonce, auth.clock_mark(), now)?;
-        // The nonce is durably used from here on: whatever happens next, it cannot be
-        // presented again.
-        let refs = self.policies.get(&consumed.policy_id).ok_or_else(|| {
-            Error::Config(format!("policy {:?} is no longer configured", consumed.policy_id))
+        let consumed = self.nonces.consume(&auth.device_id, &auth.nonce, now)?;
+        // The nonce is used from here on: whatever happens next, this process never accepts
+        // it again, and no other process ever accepted it (its key died with it).
+        let refs = self.policy_list.get(usize::from(consumed.policy)).ok_or_else(|| {
+            Error::Config(format!("policy index {} is not configured", consumed.policy))
         })?;
-        let findings: Findings = appraisal::evaluate(&auth, refs, consumed.previous_clock);
+        let observed = self.observe_clock(&auth, consumed.issued_at_ms, now)?;
+        let mut findings: Findings =
+            appraisal::evaluate(&auth, refs, observed.previous.map(|p| p.mark));
+        if let Some(behind) = observed.behind {
+            findings.failures.push(behind);
+            findings.vector = appraisal::vector_of(&findings.failures);
+        }
         let claims = ear_signing::claims(&auth, &findings, refs, &self.settings.verifier_id, now)?;
         let ear = self.signer.sign(&claims)?;
         Ok(Appraised { ear, claims, failures: findings.failures })
     }
 
-    /// Registers `nonce` as freshly issued for `device` under the default policy, so that
-    /// recorded evidence qualified with it can be appraised again. For benchmarks and tests
-    /// only: it defeats freshness, and the HTTP service never calls it.
+    /// Makes `nonce`, which this PVA issued to `device`, outstanding again, so that recorded
+    /// evidence qualified with it can be appraised again (until the nonce expires). For
+    /// benchmarks and tests only: it defeats single use, and the HTTP service never calls
+    /// it. A nonce this PVA did not issue is refused ([`AppraisalError::NonceUnknown`]).
     #[doc(hidden)]
     pub fn reissue_nonce_for_benchmark(
         &self,
         device: &DeviceId,
         nonce: Nonce,
-        now: SystemTime,
     ) -> Result<(), Error> {
-        nonce::reissue(
-            &self.store,
-            Challenge {
-                device_id: device.clone(),
-                nonce,
-                expires_at: protocol::ear::unix(now)
-                    .saturating_add(self.settings.nonce_ttl.as_secs()),
-                policy_id: self.default_policy.clone(),
-            },
-        )
+        Ok(self.nonces.reissue(device, &nonce)?)
+    }
+
+    /// Reads the device's clock mark, checks the quote's clock against it and the wall time,
+    /// and raises it.
+    pub(crate) fn observe_clock(
+        &self,
+        auth: &appraisal::Authenticated,
+        issued_at_ms: u64,
+        now: SystemTime,
+    ) -> Result<marks::Observed, Error> {
+        Ok(self.marks.observe(
+            &auth.device_id,
+            auth.clock_mark(),
+            issued_at_ms,
+            nonce::unix_ms(now),
+            self.settings.clock,
+        )?)
+    }
+
+    /// The store (benchmarks measure its writes).
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub(crate) fn nonces(&self) -> &Nonces {
+        &self.nonces
     }
 
     /// Whether the store answers (for health checks).
     pub fn store_healthy(&self) -> bool {
         self.store.call(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).is_ok()
-    }
-
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
     }
 
     pub(crate) fn signer(&self) -> &EarSigner {
@@ -295,10 +380,11 @@ impl Pva {
             return Ok(d.clone());
         }
         let key = id.clone();
-        let record = self
+        let (record, mark) = self
             .store
             .call(move |c| store::get_device(c, &key))?
             .ok_or_else(|| AppraisalError::UnknownDevice(id.clone()))?;
+        self.marks.load(id, mark);
         let device = Arc::new(EnrolledDevice::from_record(&record)?);
         self.devices_write().insert(id.clone(), device.clone());
         Ok(device)

@@ -6,18 +6,24 @@
 //! PolicyPCR over the policy's selection).
 //!
 //! [`derive`] writes such a file from an image directory with `protocol::image::measure`, the
-//! code the TRE measures with, so the two cannot drift apart.
+//! code the TRE measures with, so the two cannot drift apart. [`derive_from_log`]
+//! (`from_log`) writes one from a golden event log of a real machine instead, as Keylime's
+//! `create_mb_refstate` does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use protocol::eventlog::{BankDigest, EventLog, EventType, Measurement};
+use protocol::eventlog::{BankDigest, EventLog, EventType, Measurement, PcrBanks};
 use protocol::image::{self, Manifest};
 use protocol::tpm::{HashAlg, PcrValues, policy_pcr};
 use serde::Deserialize;
 
 use crate::policy::{Policy, RawPolicy};
+
+mod from_log;
+
+pub use from_log::{derive_from_log, policy_id_for_log};
 
 /// The only reference-values format defined.
 pub const FORMAT: u32 = 1;
@@ -51,6 +57,16 @@ pub enum RefValuesError {
     TooManyEvents,
     #[error("cannot predict the PCR values: {0}")]
     Prediction(String),
+    #[error("startup_locality {0} is not a locality TPM2_Startup or an H-CRTM gives (0, 3, 4)")]
+    BadStartupLocality(u8),
+    #[error("pcr_values: {0}")]
+    PcrValues(String),
+    #[error(
+        "the reference values would be {size} bytes, more than the {MAX_FILE_SIZE} a PVA loads"
+    )]
+    TooLarge { size: usize },
+    #[error("event log: {0}")]
+    EventLog(String),
     #[error("image: {0}")]
     Image(String),
 }
@@ -64,8 +80,13 @@ struct RawFile {
     description: Option<String>,
     #[serde(default)]
     image: Option<RawImage>,
+    #[serde(default)]
+    startup_locality: Option<u8>,
     pcr_map: BTreeMap<String, String>,
     policy: RawPolicy,
+    /// bank name → PCR index → hex value: what the events must replay to.
+    #[serde(default)]
+    pcr_values: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(default)]
     event: Vec<RawEvent>,
 }
@@ -95,6 +116,8 @@ struct RawEvent {
     sha384: Option<String>,
     #[serde(default)]
     sha512: Option<String>,
+    #[serde(default)]
+    sm3_256: Option<String>,
 }
 
 /// One known-good measurement.
@@ -123,6 +146,7 @@ pub struct ReferenceValues {
     image: Option<(String, String)>,
     pcr_map: BTreeMap<u8, String>,
     policy: Policy,
+    startup_locality: u8,
     events: Vec<ReferenceEvent>,
     /// bank → digest → indices of the events with that digest.
     index: HashMap<HashAlg, HashMap<Vec<u8>, Vec<usize>>>,
@@ -203,13 +227,20 @@ impl ReferenceValues {
                 index.entry(*bank).or_default().entry(digest.clone()).or_default().push(i);
             }
         }
-        let (predicted, expected_auth_policy) = predict(&events, &policy)?;
+        let startup_locality = raw.startup_locality.unwrap_or(0);
+        if !matches!(startup_locality, 0 | 3 | 4) {
+            return Err(RefValuesError::BadStartupLocality(startup_locality));
+        }
+        let pcr_values = pcr_values(raw.pcr_values, &pcr_map)?;
+        let (predicted, expected_auth_policy) =
+            predict(&events, &policy, startup_locality, &pcr_values)?;
         Ok(Self {
             id: raw.id,
             description: raw.description,
             image: raw.image.map(|i| (i.name, i.version)),
             pcr_map,
             policy,
+            startup_locality,
             events,
             index,
             predicted,
@@ -241,6 +272,12 @@ impl ReferenceValues {
 
     pub fn events(&self) -> &[ReferenceEvent] {
         &self.events
+    }
+
+    /// The locality PCR 0 starts from before the events (0 unless the golden log had a
+    /// StartupLocality event saying 3 or 4).
+    pub fn startup_locality(&self) -> u8 {
+        self.startup_locality
     }
 
     /// Whether any reference event records a digest in `bank`.
@@ -316,6 +353,7 @@ fn reference_event(
         (HashAlg::Sha256, raw.sha256),
         (HashAlg::Sha384, raw.sha384),
         (HashAlg::Sha512, raw.sha512),
+        (HashAlg::Sm3_256, raw.sm3_256),
     ] {
         let Some(hex_digest) = hex_digest else { continue };
         let digest =
@@ -349,28 +387,92 @@ fn label_ok(s: &str) -> bool {
     (1..=64).contains(&s.len()) && !s.contains(char::is_whitespace)
 }
 
-/// The predicted values of the policy selection and the bundle key's expected authPolicy.
+/// `[pcr_values.BANK]` checked: known banks, PCRs of the PCR map, values of the bank's size.
+fn pcr_values(
+    raw: BTreeMap<String, BTreeMap<String, String>>,
+    pcr_map: &BTreeMap<u8, String>,
+) -> Result<BTreeMap<HashAlg, BTreeMap<u8, Vec<u8>>>, RefValuesError> {
+    let bad = |reason: String| RefValuesError::PcrValues(reason);
+    let mut out = BTreeMap::new();
+    for (bank, values) in raw {
+        let alg: HashAlg = bank.parse().map_err(|e| bad(format!("{e}")))?;
+        let mut checked = BTreeMap::new();
+        for (pcr, value) in values {
+            let index = pcr.parse::<u8>().ok().filter(|p| pcr_map.contains_key(p) && *p < 24);
+            let Some(index) = index.filter(|p| pcr == p.to_string()) else {
+                return Err(bad(format!("{bank}: PCR {pcr:?} is not in the pcr_map")));
+            };
+            let value = hex::decode(&value).map_err(|_| bad(format!("{bank}:{pcr} is not hex")))?;
+            if value.len() != alg.size() {
+                return Err(bad(format!(
+                    "{bank}:{pcr} has {} bytes, not {}",
+                    value.len(),
+                    alg.size()
+                )));
+            }
+            checked.insert(index, value);
+        }
+        out.insert(alg, checked);
+    }
+    Ok(out)
+}
+
+/// The reference events replayed in file order from `startup_locality`, in the policy's
+/// banks and those of `pcr_values` (every event must carry a digest in each): the PCR
+/// values a device booted this way holds.
+fn replay(
+    events: &[ReferenceEvent],
+    policy: &Policy,
+    startup_locality: u8,
+    pcr_values: &BTreeMap<HashAlg, BTreeMap<u8, Vec<u8>>>,
+) -> Result<PcrBanks, RefValuesError> {
+    let err = |e: &dyn std::fmt::Display| RefValuesError::Prediction(e.to_string());
+    let mut banks = policy.banks.clone();
+    banks.extend(pcr_values.keys().filter(|b| !policy.banks.contains(b)));
+    let mut log = EventLog::new(&banks).map_err(|e| err(&e))?;
+    if startup_locality != 0 {
+        log.push_measurement(&Measurement::startup_locality(startup_locality, &banks))
+            .map_err(|e| err(&e))?;
+    }
+    for (index, e) in events.iter().enumerate() {
+        let mut digests = Vec::with_capacity(banks.len());
+        for &bank in &banks {
+            let Some(d) = e.digest(bank) else {
+                return Err(RefValuesError::Event {
+                    index,
+                    reason: format!("no {bank} digest, but pcr_values gives that bank"),
+                });
+            };
+            digests.push(BankDigest { alg: bank, value: d.to_vec() });
+        }
+        let m = Measurement { pcr: e.pcr, event_type: e.event_type, data: Vec::new(), digests };
+        log.push_measurement(&m).map_err(|e| err(&e))?;
+    }
+    log.replay().map_err(|e| err(&e))
+}
+
+/// The predicted values of the policy selection and the bundle key's expected authPolicy;
+/// every value `pcr_values` gives must be the prediction.
 fn predict(
     events: &[ReferenceEvent],
     policy: &Policy,
+    startup_locality: u8,
+    pcr_values: &BTreeMap<HashAlg, BTreeMap<u8, Vec<u8>>>,
 ) -> Result<(PcrValues, Vec<u8>), RefValuesError> {
     let err = |e: &dyn std::fmt::Display| RefValuesError::Prediction(e.to_string());
-    let measurements: Vec<Measurement> = events
-        .iter()
-        .map(|e| Measurement {
-            pcr: e.pcr,
-            event_type: e.event_type,
-            data: Vec::new(),
-            digests: policy
-                .banks
-                .iter()
-                .filter_map(|b| e.digest(*b).map(|d| BankDigest { alg: *b, value: d.to_vec() }))
-                .collect(),
-        })
-        .collect();
-    let banks = EventLog::from_measurements(&policy.banks, &measurements)
-        .and_then(|log| log.replay())
-        .map_err(|e| err(&e))?;
+    let banks = replay(events, policy, startup_locality, pcr_values)?;
+    for (bank, values) in pcr_values {
+        for (pcr, value) in values {
+            let predicted = banks.value(*bank, u32::from(*pcr)).unwrap_or_default();
+            if predicted != value.as_slice() {
+                return Err(RefValuesError::PcrValues(format!(
+                    "{bank}:{pcr} is {} but the events replay to {}",
+                    hex::encode(value),
+                    hex::encode(predicted)
+                )));
+            }
+        }
+    }
     let mut values = PcrValues::new();
     for (bank, pcr) in policy.selection.iter() {
         let value = banks.value(bank, u32::from(pcr)).ok_or_else(|| err(&"no value"))?;
@@ -392,7 +494,7 @@ pub fn parse_event_type(s: &str) -> Option<EventType> {
         .find(|t| t.name() == Some(s))
 }
 
-fn event_type_text(t: EventType) -> String {
+pub(crate) fn event_type_text(t: EventType) -> String {
     t.name().map_or_else(|| format!("0x{:08x}", t.0), str::to_owned)
 }
 

@@ -4,10 +4,16 @@
 //! what the peer did wrong; store and signing failures are logged here and answered with a
 //! bare 503/500, never with their internals.
 //!
+//! Enrolment (`/v1/enrol`, `/v1/activate`) is for authenticated relying parties: a client
+//! certificate (verified by TLS under the CI) whose role is one of `enrol_roles`, unless the
+//! PVA runs with `open_enrolment = true`. Challenges and appraisals stay open to anyone:
+//! evidence authenticates itself.
+//!
 //! Status codes: 400 malformed input, 401 evidence or credential not authentic or not fresh
-//! (not attested), 403 refused by policy, 404 unknown device, policy or pending enrolment,
-//! 409 device bound to another EK, 410 credential expired, 413 body too large, 415 not
-//! CBOR, 429 too many outstanding challenges, 500/503 the PVA's own failures.
+//! (not attested), or enrolment without a client certificate, 403 refused by policy or a
+//! role that may not enrol, 404 unknown device, policy or pending enrolment, 409 device
+//! bound to another EK, 410 credential expired, 413 body too large, 415 not CBOR, 429 too
+//! many outstanding challenges, 500/503 the PVA's own failures.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -23,9 +29,10 @@ use protocol::pva_api::{
     AppraiseRequest, AppraiseResponse, CBOR_MEDIA_TYPE, ChallengeRequest, EnrolRequest,
     MAX_REQUEST_SIZE, Message, path,
 };
+use protocol::role::Expected;
 use serde_bytes::ByteBuf;
-use transport::Problem;
-use transport::problem::problem_type;
+use transport::problem::{CLIENT_CERTIFICATE_REQUIRED, problem_type};
+use transport::{PeerIdentity, Problem};
 
 use crate::error::{AppraisalError, ChallengeError, EnrolmentError, Error};
 use crate::pva::Pva;
@@ -44,13 +51,52 @@ pub fn router(pva: Arc<Pva>) -> Router {
     transport::limit_body(routes, MAX_REQUEST_SIZE)
 }
 
-async fn enrol(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {
-    run("enrol", pva, &headers, &body, |pva, req: EnrolRequest, now| pva.enrol(&req, now)).await
+async fn enrol(
+    State(pva): State<Arc<Pva>>,
+    peer: Option<PeerIdentity>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let requested_by = match may_enrol(&pva, peer.as_ref()) {
+        Ok(role) => role,
+        Err(p) => return p.into_response(),
+    };
+    run("enrol", pva, &headers, &body, move |pva, req: EnrolRequest, now| {
+        pva.enrol_for(&req, requested_by.as_deref(), now)
+    })
+    .await
 }
 
-async fn activate(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn activate(
+    State(pva): State<Arc<Pva>>,
+    peer: Option<PeerIdentity>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(p) = may_enrol(&pva, peer.as_ref()) {
+        return p.into_response();
+    }
     run("activate", pva, &headers, &body, |pva, req: ActivateRequest, now| pva.activate(&req, now))
         .await
+}
+
+/// Whether `peer` may reach enrolment; answers with the role to record in the device's
+/// history. Anonymous clients get 401, certificates of other roles 403.
+fn may_enrol(pva: &Pva, peer: Option<&PeerIdentity>) -> Result<Option<String>, Problem> {
+    let access = &pva.settings().enrolment;
+    if access.open {
+        return Ok(peer.and_then(|p| p.common_name.clone()));
+    }
+    let peer = peer.ok_or_else(|| {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            CLIENT_CERTIFICATE_REQUIRED,
+            "Client certificate required",
+        )
+        .with_detail("enrolment is open to authenticated relying parties only")
+    })?;
+    let allowed: Vec<Expected> = access.roles.iter().copied().map(Expected::role).collect();
+    peer.require(&allowed).map(|name| Some(name.to_owned()))
 }
 
 async fn challenge(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -105,7 +151,7 @@ async fn run<Req, Resp>(
     pva: Arc<Pva>,
     headers: &HeaderMap,
     body: &Bytes,
-    op: fn(&Pva, Req, SystemTime) -> Result<Resp, Error>,
+    op: impl FnOnce(&Pva, Req, SystemTime) -> Result<Resp, Error> + Send + 'static,
 ) -> Response
 where
     Req: Message + Send + 'static,

@@ -1,21 +1,20 @@
-//! The PVA's durable state in SQLite (DESIGN.md §5): enrolled devices (EK, AK, clock
-//! high-water mark), pending credential activations and issued nonces. Opened under the
-//! policy of `storage::open_sqlite`: WAL journal, `synchronous=FULL`, created only where no
-//! file exists (or in an empty file with [`OpenMode::Init`]), stamped as the `pva` store,
-//! schema versioned with `PRAGMA user_version`; an empty, foreign or newer file is refused.
+//! The PVA's durable state in SQLite (DESIGN.md §5): enrolled devices (EK, AK, TPM-clock
+//! high-water mark), the history of their enrolments, and pending credential activations.
+//! Nonces are not here: they live in memory only (`nonce`). Opened under the policy of
+//! `storage::open_sqlite`: WAL journal, `synchronous=FULL`, created only where no file
+//! exists (or in an empty file with [`OpenMode::Init`]), stamped as the `pva` store, schema
+//! versioned with `PRAGMA user_version`; an empty, foreign, older or newer file is refused.
 //!
 //! Operations commit in groups, leader/follower style: a caller queues its operation; if no
 //! commit is under way it becomes the leader and runs everything queued in one transaction
 //! (each operation in its own savepoint, so one failing does not undo the others), sharing
 //! one fsync; otherwise it waits for the leader. An uncontended call therefore runs on the
 //! caller's thread with no hand-off, and concurrent calls share commits. An operation's
-//! result is handed back only after its transaction committed, so nothing a caller releases
-//! (an EAR after a nonce was consumed) can outlive a crash that loses the write.
+//! result is handed back only after its transaction committed durably.
 //!
-//! Durability per operation: [`Store::call`] commits with `synchronous=FULL` (fsync before
-//! the answer); [`Store::call_lazy`] with `synchronous=NORMAL` (WAL stays consistent, the
-//! last commits may be lost in a power failure). Only issuing nonces is lazy: losing an
-//! issued nonce makes it unknown, which fails closed.
+//! What is written when: an enrolment (device, history row) commits before the activation
+//! is answered; the clock marks are written behind the appraisals by `marks` (at most one
+//! flush interval later), with [`raise_clock_mark`], which never lowers a stored mark.
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -28,7 +27,11 @@ use storage::Schema;
 use crate::error::StoreError;
 
 /// The schema this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+///
+/// 2: nonces left the store (memory only); the clock mark records when it was seen; every
+/// enrolment is kept in `enrolments`. A version 1 store is refused (no migration: its
+/// devices enrol again, which version 1 would have let reset their marks anyway).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The PVA's store as `storage` opens it.
 const SCHEMA: Schema = Schema { role: "pva", version: SCHEMA_VERSION, ddl: DDL };
@@ -41,11 +44,23 @@ CREATE TABLE devices (
     ak_public      BLOB NOT NULL,
     ak_name        BLOB NOT NULL,
     enrolled_at    INTEGER NOT NULL,
-    -- high-water mark of the TPM clock seen in appraisals; NULL before the first
+    -- high-water mark of the TPM clock seen in appraisals, and the PVA's Unix milliseconds
+    -- when it was seen; NULL before the first. Never lowered, also not by an enrolment.
     reset_count    INTEGER,
     restart_count  INTEGER,
-    clock          INTEGER
+    clock          INTEGER,
+    clock_seen_at  INTEGER
 );
+-- Every enrolment ever activated, oldest first: append-only.
+CREATE TABLE enrolments (
+    device_id      BLOB NOT NULL,
+    ak_name        BLOB NOT NULL,
+    ak_public      BLOB NOT NULL,
+    enrolled_at    INTEGER NOT NULL,
+    -- the role of the relying party that asked for it (its TLS client certificate), if any
+    requested_by   TEXT
+);
+CREATE INDEX enrolments_by_device ON enrolments (device_id, enrolled_at);
 CREATE TABLE pending_enrolments (
     device_id      BLOB NOT NULL,
     ak_name        BLOB NOT NULL,
@@ -56,19 +71,9 @@ CREATE TABLE pending_enrolments (
     secret_hash    BLOB NOT NULL,
     created_at     INTEGER NOT NULL,
     expires_at     INTEGER NOT NULL,
+    requested_by   TEXT,
     PRIMARY KEY (device_id, ak_name)
 );
-CREATE TABLE nonces (
-    -- SHA-256 of the nonce: lookups never compare the nonce itself
-    nonce_hash  BLOB PRIMARY KEY,
-    nonce       BLOB NOT NULL,
-    device_id   BLOB NOT NULL,
-    policy_id   TEXT NOT NULL,
-    expires_at  INTEGER NOT NULL,
-    used_at     INTEGER
-);
-CREATE INDEX nonces_by_device ON nonces (device_id, used_at, expires_at);
-CREATE INDEX nonces_by_expiry ON nonces (expires_at);
 ";
 
 type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
@@ -79,7 +84,6 @@ type Run = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
 struct Job {
     run: Run,
     abort: Deliver,
-    durable: bool,
 }
 
 struct Queue {
@@ -89,10 +93,6 @@ struct Queue {
 
 struct Writer {
     conn: Connection,
-    /// A file database (in memory, `synchronous` means nothing).
-    file: bool,
-    /// The connection's current `synchronous` setting is FULL.
-    full: bool,
 }
 
 /// A handle to the store; share it behind an `Arc`.
@@ -122,22 +122,22 @@ impl Store {
     /// [`Store::open`]; with [`OpenMode::Init`] an existing empty file is initialised too
     /// (`tresor serve pva --init`).
     pub fn open_with(path: &Path, mode: OpenMode) -> Result<Self, StoreError> {
-        Self::start(storage::open_sqlite(path, &SCHEMA, mode)?, true)
+        Self::start(storage::open_sqlite(path, &SCHEMA, mode)?)
     }
 
     /// A store that lives in memory only: not durable. For tests and for measuring the
     /// appraisal core without the disk (`tresor bench appraisal`).
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::start(storage::open_sqlite_in_memory(&SCHEMA)?, false)
+        Self::start(storage::open_sqlite_in_memory(&SCHEMA)?)
     }
 
-    fn start(conn: Connection, file: bool) -> Result<Self, StoreError> {
+    fn start(conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Self {
             queue: Mutex::new(Queue { jobs: Vec::new(), committing: false }),
             done: Condvar::new(),
-            writer: Mutex::new(Writer { conn, file, full: true }),
+            writer: Mutex::new(Writer { conn }),
         })
     }
 
@@ -145,23 +145,6 @@ impl Store {
     /// durably (fsync). An `Err` from `op` rolls back what `op` wrote.
     pub fn call<R: Send + 'static>(
         &self,
-        op: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
-        self.submit(true, op)
-    }
-
-    /// [`Store::call`] without waiting for the disk: the commit is consistent but may be
-    /// lost in a power failure. Only for writes whose loss fails closed.
-    pub fn call_lazy<R: Send + 'static>(
-        &self,
-        op: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
-        self.submit(false, op)
-    }
-
-    fn submit<R: Send + 'static>(
-        &self,
-        durable: bool,
         op: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let slot: Arc<Mutex<Option<Result<R, StoreError>>>> = Arc::new(Mutex::new(None));
@@ -181,7 +164,6 @@ impl Store {
             abort: Box::new(move |e| {
                 *lock(&abort_slot) = Some(Err(e.cloned().unwrap_or(StoreError::Closed)));
             }),
-            durable,
         };
         let mut queue = lock(&self.queue);
         queue.jobs.push(job);
@@ -218,18 +200,6 @@ impl Drop for Leading<'_> {
 
 /// One group commit: every job in its savepoint, one COMMIT, then the answers.
 fn run_batch(writer: &mut Writer, batch: Vec<Job>) {
-    let durable = batch.iter().any(|j| j.durable);
-    if writer.file && writer.full != durable {
-        let mode = if durable { "FULL" } else { "NORMAL" };
-        match writer.conn.pragma_update(None, "synchronous", mode) {
-            Ok(()) => writer.full = durable,
-            Err(e) => {
-                let e = StoreError::from(e);
-                batch.into_iter().for_each(|job| (job.abort)(Some(&e)));
-                return;
-            }
-        }
-    }
     let conn = &writer.conn;
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let e = StoreError::from(e);
@@ -281,7 +251,7 @@ pub struct DeviceRecord {
     pub enrolled_at: u64,
 }
 
-/// The highest TPM clock state seen for a device: (resetCount, restartCount, clock).
+/// A TPM clock state: (resetCount, restartCount, clock), ordered the way a TPM's only grows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ClockMark {
     pub reset_count: u32,
@@ -289,37 +259,94 @@ pub struct ClockMark {
     pub clock: u64,
 }
 
+/// The highest clock state seen for a device, and when the PVA saw it: the quote that
+/// reported it was made no later than `seen_at_ms` (the PVA's Unix milliseconds when it
+/// appraised it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeenClock {
+    pub mark: ClockMark,
+    pub seen_at_ms: u64,
+}
+
+/// One activated enrolment, as the history keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrolmentRecord {
+    pub ak_name: Vec<u8>,
+    pub ak_public: Vec<u8>,
+    /// Unix seconds.
+    pub enrolled_at: u64,
+    /// The role of the relying party that asked for the enrolment (its TLS client
+    /// certificate), when known.
+    pub requested_by: Option<String>,
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u64_of(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(what.into()))
+}
+
+/// The device and its clock mark.
 pub(crate) fn get_device(
     conn: &Connection,
     id: &DeviceId,
-) -> Result<Option<DeviceRecord>, StoreError> {
-    conn.prepare_cached(
-        "SELECT ek_public, ek_certificate, ak_public, ak_name, enrolled_at FROM devices WHERE device_id = ?1",
-    )?
-    .query_row(params![id.as_bytes()], |r| {
-        Ok(DeviceRecord {
-            device_id: id.clone(),
-            ek_public: r.get(0)?,
-            ek_certificate: r.get(1)?,
-            ak_public: r.get(2)?,
-            ak_name: r.get(3)?,
-            enrolled_at: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+) -> Result<Option<(DeviceRecord, Option<SeenClock>)>, StoreError> {
+    type Row = (DeviceRecord, [Option<i64>; 4]);
+    let row: Option<Row> = conn
+        .prepare_cached(
+            "SELECT ek_public, ek_certificate, ak_public, ak_name, enrolled_at,
+                    reset_count, restart_count, clock, clock_seen_at
+             FROM devices WHERE device_id = ?1",
+        )?
+        .query_row(params![id.as_bytes()], |r| {
+            Ok((
+                DeviceRecord {
+                    device_id: id.clone(),
+                    ek_public: r.get(0)?,
+                    ek_certificate: r.get(1)?,
+                    ak_public: r.get(2)?,
+                    ak_name: r.get(3)?,
+                    enrolled_at: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                },
+                [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?],
+            ))
         })
-    })
-    .optional()
-    .map_err(StoreError::from)
+        .optional()?;
+    let Some((record, mark)) = row else { return Ok(None) };
+    let seen = match mark {
+        [Some(reset), Some(restart), Some(clock), Some(at)] => Some(SeenClock {
+            mark: ClockMark {
+                reset_count: u32::try_from(reset)
+                    .map_err(|_| StoreError::Corrupt("reset_count".into()))?,
+                restart_count: u32::try_from(restart)
+                    .map_err(|_| StoreError::Corrupt("restart_count".into()))?,
+                clock: u64_of(clock, "clock")?,
+            },
+            seen_at_ms: u64_of(at, "clock_seen_at")?,
+        }),
+        [None, None, None, None] => None,
+        _ => return Err(StoreError::Corrupt("clock mark partly missing".into())),
+    };
+    Ok(Some((record, seen)))
 }
 
-/// Inserts or replaces a device; a new AK starts a new clock history.
-pub(crate) fn put_device(conn: &Connection, d: &DeviceRecord) -> Result<(), StoreError> {
+/// Enrols a device (or enrols it again: another AK, or the same) and appends the enrolment
+/// to its history. The clock mark is kept as it is: the TPM's counters belong to the TPM,
+/// not to the AK, and an enrolment must not make an older TPM state acceptable again.
+pub(crate) fn put_device(
+    conn: &Connection,
+    d: &DeviceRecord,
+    requested_by: Option<&str>,
+) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO devices (device_id, ek_public, ek_certificate, ak_public, ak_name, enrolled_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (device_id) DO UPDATE SET
             ek_public = excluded.ek_public, ek_certificate = excluded.ek_certificate,
             ak_public = excluded.ak_public, ak_name = excluded.ak_name,
-            enrolled_at = excluded.enrolled_at,
-            reset_count = NULL, restart_count = NULL, clock = NULL",
+            enrolled_at = excluded.enrolled_at",
     )?
     .execute(params![
         d.device_id.as_bytes(),
@@ -327,52 +354,63 @@ pub(crate) fn put_device(conn: &Connection, d: &DeviceRecord) -> Result<(), Stor
         d.ek_certificate,
         d.ak_public,
         d.ak_name,
-        i64::try_from(d.enrolled_at).unwrap_or(i64::MAX)
+        i64_of(d.enrolled_at)
+    ])?;
+    conn.prepare_cached(
+        "INSERT INTO enrolments (device_id, ak_name, ak_public, enrolled_at, requested_by)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        d.device_id.as_bytes(),
+        d.ak_name,
+        d.ak_public,
+        i64_of(d.enrolled_at),
+        requested_by
     ])?;
     Ok(())
 }
 
-/// Raises the device's clock high-water mark to `seen` if it is higher, and returns the
-/// mark as it was before.
+/// Every enrolment of a device, oldest first.
+pub(crate) fn enrolments(
+    conn: &Connection,
+    id: &DeviceId,
+) -> Result<Vec<EnrolmentRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ak_name, ak_public, enrolled_at, requested_by FROM enrolments
+         WHERE device_id = ?1 ORDER BY enrolled_at, rowid",
+    )?;
+    let rows = stmt.query_map(params![id.as_bytes()], |r| {
+        Ok(EnrolmentRecord {
+            ak_name: r.get(0)?,
+            ak_public: r.get(1)?,
+            enrolled_at: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+            requested_by: r.get(3)?,
+        })
+    })?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::from)
+}
+
+/// Raises the stored clock mark of a device to `seen` if `seen` is higher; a lower or
+/// equal one leaves it as it is, so marks written late or twice never lower it.
 pub(crate) fn raise_clock_mark(
     conn: &Connection,
     id: &DeviceId,
-    seen: ClockMark,
-) -> Result<Option<ClockMark>, StoreError> {
-    let previous = conn
-        .prepare_cached(
-            "SELECT reset_count, restart_count, clock FROM devices WHERE device_id = ?1",
-        )?
-        .query_row(params![id.as_bytes()], |r| {
-            Ok((
-                r.get::<_, Option<i64>>(0)?,
-                r.get::<_, Option<i64>>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-            ))
-        })
-        .optional()?;
-    let previous = match previous {
-        Some((Some(reset), Some(restart), Some(clock))) => Some(ClockMark {
-            reset_count: u32::try_from(reset)
-                .map_err(|_| StoreError::Corrupt("reset_count".into()))?,
-            restart_count: u32::try_from(restart)
-                .map_err(|_| StoreError::Corrupt("restart_count".into()))?,
-            clock: u64::try_from(clock).map_err(|_| StoreError::Corrupt("clock".into()))?,
-        }),
-        _ => None,
-    };
-    if previous.is_none_or(|p| seen > p) {
-        conn.prepare_cached(
-            "UPDATE devices SET reset_count = ?2, restart_count = ?3, clock = ?4 WHERE device_id = ?1",
-        )?
-        .execute(params![
-            id.as_bytes(),
-            i64::from(seen.reset_count),
-            i64::from(seen.restart_count),
-            i64::try_from(seen.clock).unwrap_or(i64::MAX)
-        ])?;
-    }
-    Ok(previous)
+    seen: SeenClock,
+) -> Result<(), StoreError> {
+    let m = seen.mark;
+    conn.prepare_cached(
+        "UPDATE devices SET reset_count = ?2, restart_count = ?3, clock = ?4, clock_seen_at = ?5
+         WHERE device_id = ?1
+           AND (reset_count IS NULL OR (reset_count, restart_count, clock) < (?2, ?3, ?4))",
+    )?
+    .execute(params![
+        id.as_bytes(),
+        i64::from(m.reset_count),
+        i64::from(m.restart_count),
+        i64_of(m.clock),
+        i64_of(seen.seen_at_ms)
+    ])?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -396,73 +434,107 @@ mod tests {
         }
     }
 
+    fn seen(reset: u32, restart: u32, clock: u64, at: u64) -> SeenClock {
+        SeenClock {
+            mark: ClockMark { reset_count: reset, restart_count: restart, clock },
+            seen_at_ms: at,
+        }
+    }
+
     #[test]
     fn creates_the_schema_once_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pva.sqlite");
         {
             let store = Store::open(&path).unwrap();
-            store.call(|c| put_device(c, &record(1))).unwrap();
+            store.call(|c| put_device(c, &record(1), Some("ro"))).unwrap();
         }
         let store = Store::open(&path).unwrap();
         let got = store.call(|c| get_device(c, &device(1))).unwrap();
-        assert_eq!(got, Some(record(1)));
+        assert_eq!(got, Some((record(1), None)));
         let mode: String =
             store.call(|c| Ok(c.pragma_query_value(None, "journal_mode", |r| r.get(0))?)).unwrap();
         assert_eq!(mode, "wal");
+        let sync: i64 =
+            store.call(|c| Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?)).unwrap();
+        assert_eq!(sync, 2, "FULL");
         drop(store);
-        // A newer schema is refused, not silently used.
+        // A newer schema is refused, not silently used; so is the older one.
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
         assert!(matches!(Store::open(&path), Err(StoreError::SchemaTooNew { found: 99, .. })));
-    }
-
-    #[test]
-    fn lazy_and_durable_commits_both_persist_across_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pva.sqlite");
-        {
-            let store = Store::open(&path).unwrap();
-            store.call_lazy(|c| put_device(c, &record(7))).unwrap();
-            store.call(|c| put_device(c, &record(8))).unwrap();
-            store.call_lazy(|c| put_device(c, &record(9))).unwrap();
-        }
-        let store = Store::open(&path).unwrap();
-        for b in [7, 8, 9] {
-            assert!(store.call(move |c| get_device(c, &device(b))).unwrap().is_some(), "{b}");
-        }
-        let mode: i64 =
-            store.call(|c| Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?)).unwrap();
-        assert_eq!(mode, 2, "FULL after a durable call");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+        assert!(matches!(Store::open(&path), Err(StoreError::Open(_))));
     }
 
     #[test]
     fn a_failing_operation_rolls_back_only_itself() {
         let store = Store::open_in_memory().unwrap();
         let result: Result<(), _> = store.call(|c| {
-            put_device(c, &record(2))?;
+            put_device(c, &record(2), None)?;
             Err(StoreError::Corrupt("on purpose".into()))
         });
         assert!(result.is_err());
         assert_eq!(store.call(|c| get_device(c, &device(2))).unwrap(), None);
-        store.call(|c| put_device(c, &record(3))).unwrap();
+        assert_eq!(store.call(|c| enrolments(c, &device(2))).unwrap(), []);
+        store.call(|c| put_device(c, &record(3), None)).unwrap();
         assert!(store.call(|c| get_device(c, &device(3))).unwrap().is_some());
     }
 
     #[test]
-    fn clock_mark_only_rises_and_resets_with_a_new_ak() {
+    fn the_stored_mark_only_rises_and_enrolling_again_keeps_it_and_the_history() {
         let store = Store::open_in_memory().unwrap();
-        store.call(|c| put_device(c, &record(4))).unwrap();
-        let mark =
-            |reset, restart, clock| ClockMark { reset_count: reset, restart_count: restart, clock };
-        let raise = |m: ClockMark| store.call(move |c| raise_clock_mark(c, &device(4), m)).unwrap();
-        assert_eq!(raise(mark(2, 0, 100)), None);
-        assert_eq!(raise(mark(1, 9, 999)), Some(mark(2, 0, 100)));
-        assert_eq!(raise(mark(2, 1, 5)), Some(mark(2, 0, 100)));
-        assert_eq!(raise(mark(2, 1, 6)), Some(mark(2, 1, 5)));
-        store.call(|c| put_device(c, &record(4))).unwrap();
-        assert_eq!(raise(mark(0, 0, 0)), None);
+        store.call(|c| put_device(c, &record(4), Some("ro"))).unwrap();
+        let raise = |m: SeenClock| store.call(move |c| raise_clock_mark(c, &device(4), m)).unwrap();
+        let mark = || store.call(|c| get_device(c, &device(4))).unwrap().unwrap().1;
+        assert_eq!(mark(), None);
+        raise(seen(2, 0, 100, 10));
+        assert_eq!(mark(), Some(seen(2, 0, 100, 10)));
+        // Lower or equal marks, written late, leave it.
+        for lower in [seen(1, 9, 999, 20), seen(2, 0, 99, 30), seen(2, 0, 100, 40)] {
+            raise(lower);
+            assert_eq!(mark(), Some(seen(2, 0, 100, 10)));
+        }
+        raise(seen(2, 1, 5, 50));
+        assert_eq!(mark(), Some(seen(2, 1, 5, 50)));
+        // A new enrolment (another AK) neither lowers the mark nor forgets the first one.
+        let mut again = record(4);
+        again.ak_name = vec![9];
+        again.ak_public = vec![8];
+        again.enrolled_at = 6;
+        store.call(move |c| put_device(c, &again, None)).unwrap();
+        assert_eq!(mark(), Some(seen(2, 1, 5, 50)));
+        raise(seen(0, 0, 0, 60));
+        assert_eq!(mark(), Some(seen(2, 1, 5, 50)));
+        let history = store.call(|c| enrolments(c, &device(4))).unwrap();
+        assert_eq!(
+            history,
+            [
+                EnrolmentRecord {
+                    ak_name: vec![4],
+                    ak_public: vec![3],
+                    enrolled_at: 5,
+                    requested_by: Some("ro".into())
+                },
+                EnrolmentRecord {
+                    ak_name: vec![9],
+                    ak_public: vec![8],
+                    enrolled_at: 6,
+                    requested_by: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_partly_missing_mark_is_corrupt() {
+        let store = Store::open_in_memory().unwrap();
+        store.call(|c| put_device(c, &record(5), None)).unwrap();
+        store.call(|c| Ok(c.execute("UPDATE devices SET reset_count = 1", [])?)).unwrap();
+        assert!(matches!(store.call(|c| get_device(c, &device(5))), Err(StoreError::Corrupt(_))));
     }
 
     #[test]
@@ -474,7 +546,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for j in 0..20u8 {
                         let r = record(i.wrapping_mul(20).wrapping_add(j));
-                        store.call(move |c| put_device(c, &r)).unwrap();
+                        store.call(move |c| put_device(c, &r, None)).unwrap();
                     }
                 })
             })

@@ -266,7 +266,7 @@ fn malformed_evidence_is_refused_without_panic() {
 }
 
 #[test]
-fn a_restart_does_not_make_a_used_nonce_usable_again() {
+fn a_restart_refuses_every_nonce_issued_before_it() {
     let lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("pva.sqlite");
@@ -276,14 +276,27 @@ fn a_restart_does_not_make_a_used_nonce_usable_again() {
     device.enrol(&pva);
     let used = device.evidence(&pva);
     pva.appraise_evidence(&used, SystemTime::now()).unwrap();
+    assert_eq!(refused(&pva, &used), AppraisalError::NonceReused);
     let pending = device.challenge(&pva);
+    let answered_late = device.attester().evidence(&pending).unwrap();
     drop(pva);
 
+    // A new PVA on the same store: the enrolment is there, no nonce of the old one is.
     let pva = lab.pva_with(&lab.refvalues, Store::open(&db).unwrap());
-    assert_eq!(refused(&pva, &used), AppraisalError::NonceReused);
-    // The enrolment and the nonce issued before the restart are still there.
-    let evidence = device.attester().evidence(&pending).unwrap();
+    assert_eq!(refused(&pva, &used), AppraisalError::NonceUnknown);
+    assert_eq!(refused(&pva, &answered_late), AppraisalError::NonceUnknown);
+    // Not even the benchmark's back door takes them.
+    assert!(matches!(
+        pva.reissue_nonce_for_benchmark(&device.id, pending),
+        Err(Error::Appraisal(AppraisalError::NonceUnknown))
+    ));
+    // A fresh challenge works, once.
+    let evidence = device.evidence(&pva);
     pva.appraise_evidence(&evidence, SystemTime::now()).unwrap();
+    assert_eq!(refused(&pva, &evidence), AppraisalError::NonceReused);
+    drop(pva);
+    let pva = lab.pva_with(&lab.refvalues, Store::open(&db).unwrap());
+    assert_eq!(refused(&pva, &evidence), AppraisalError::NonceUnknown);
 }
 
 #[test]
@@ -331,7 +344,7 @@ fn byte_changes_of_real_evidence_never_panic_and_are_never_affirming_where_signe
     for at in (0..bytes.len()).step_by(3) {
         let mut changed = bytes.clone();
         changed[at] ^= 0x04;
-        pva.reissue_nonce_for_benchmark(&device.id, nonce, SystemTime::now()).unwrap();
+        pva.reissue_nonce_for_benchmark(&device.id, nonce).unwrap();
         match pva.appraise(&changed, SystemTime::now()) {
             Err(Error::Appraisal(e)) => {
                 assert!(e.is_refusal());

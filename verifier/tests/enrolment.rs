@@ -2,6 +2,9 @@
 //! manufacturer root and certify the EK presented, the device id must be the EK's name,
 //! the AK must be a restricted signing key of an accepted algorithm, and only the TPM
 //! holding both the EK and the AK can recover the credential, once, before it expires.
+//! Enrolling a known EK again keeps its history: every enrolment is recorded, and the TPM's
+//! clock high-water mark is never lowered, so a TPM state restored from an old copy and
+//! enrolled again is still caught.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -17,11 +20,11 @@ use protocol::tpm::{HashAlg, Marshal, ObjectAttributes, Public, PublicKey, Unmar
 use protocol::x509::ChainError;
 use rcgen::{CertificateParams, KeyPair};
 use serde_bytes::ByteBuf;
-use support::{Ca, Lab, example_image};
+use support::{Ca, Lab, Restorable, clock_of, example_image};
 use tre::attester::AttesterOptions;
 use tre::manufacture::ManufactureOptions;
 use verifier::store::Store;
-use verifier::{EnrolmentError, Error, Pva, ReferenceValues, Settings};
+use verifier::{AppraisalError, EnrolmentError, Error, Pva, ReferenceValues, Settings};
 
 fn refused(result: Result<impl std::fmt::Debug, Error>) -> EnrolmentError {
     match result {
@@ -253,4 +256,55 @@ fn aks_must_be_restricted_signing_keys_of_accepted_algorithms() {
         refused(pva.enrol(&r, SystemTime::now())),
         EnrolmentError::EkPublicMalformed(_)
     ));
+}
+
+#[test]
+fn a_state_two_resets_old_enrolled_again_is_still_caught_and_the_history_is_kept() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pva.sqlite");
+    let pva = lab.pva_with(&lab.refvalues, Store::open(&db).unwrap());
+    let mut tpm = Restorable::new(&lab);
+    let id = tpm.device().id.clone();
+    tpm.device().enrol(&pva);
+
+    // The attacker copies the state; two TPM Resets later the device attests.
+    let copy = tpm.copy_state();
+    tpm.reset();
+    let last = tpm.device().evidence(&pva);
+    assert!(pva.appraise_evidence(&last, SystemTime::now()).unwrap().failures.is_empty());
+    let mark = pva.clock_mark(&id).unwrap().unwrap();
+    assert_eq!(mark.mark.reset_count, clock_of(&last).reset_count);
+
+    // The copy is put back (its resetCount one below the mark) and enrolled again: the
+    // same EK, the same AK (a primary key of the endorsement hierarchy), a valid credential
+    // activation. The enrolment succeeds, and changes nothing about the TPM's history.
+    tpm.restore(&copy);
+    tpm.device().enrol(&pva);
+    assert_eq!(pva.clock_mark(&id).unwrap(), Some(mark));
+    let restored = tpm.device().evidence(&pva);
+    let got = clock_of(&restored).reset_count;
+    assert_eq!(got + 1, mark.mark.reset_count);
+    let a = pva.appraise_evidence(&restored, SystemTime::now()).unwrap();
+    let backwards = AppraisalError::ResetCountWentBackwards { last: mark.mark.reset_count, got };
+    assert_eq!(a.failures, std::slice::from_ref(&backwards));
+
+    // Nor does a restart of the PVA: the mark was written behind before it stopped.
+    drop(pva);
+    let pva = lab.pva_with(&lab.refvalues, Store::open(&db).unwrap());
+    assert_eq!(failures(&pva, &mut tpm), std::slice::from_ref(&backwards));
+    tpm.device().enrol(&pva);
+    assert_eq!(failures(&pva, &mut tpm), [backwards]);
+
+    // Every enrolment is on record, in order, with its AK.
+    let history = pva.enrolments(&id).unwrap();
+    assert_eq!(history.len(), 3);
+    let ak_name = tpm.device().attester().ak_name().unwrap();
+    assert!(history.iter().all(|e| e.ak_name == ak_name && e.requested_by.is_none()));
+    assert!(history.windows(2).all(|w| w[0].enrolled_at <= w[1].enrolled_at));
+}
+
+fn failures(pva: &Pva, tpm: &mut Restorable) -> Vec<AppraisalError> {
+    let evidence = tpm.device().evidence(pva);
+    pva.appraise_evidence(&evidence, SystemTime::now()).unwrap().failures
 }

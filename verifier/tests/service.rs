@@ -1,6 +1,8 @@
 //! The PVA's HTTPS service end to end: `verifier::serve` on 127.0.0.1:0 with a
-//! configuration file, a real swtpm device enrolling, answering a challenge and getting an
-//! EAR that verifies against the CI root; errors as problem documents with stable types.
+//! configuration file, a real swtpm device enrolled by a relying party with its client
+//! certificate (the RO), answering a challenge and getting an EAR that verifies against the
+//! CI root; enrolment refused to anonymous clients and other roles unless the PVA opens it;
+//! errors as problem documents with stable types.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -24,7 +26,11 @@ use transport::Problem;
 
 struct Server {
     base: String,
+    /// Anonymous, as a device or anyone is.
     client: reqwest::Client,
+    /// With the RO's client certificate.
+    ro: reqwest::Client,
+    pva: std::sync::Arc<verifier::Pva>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), verifier::Error>>,
     _dir: tempfile::TempDir,
@@ -52,12 +58,33 @@ policies = ["policy.toml"]
 }
 
 async fn start(lab: &Lab) -> Server {
+    start_with(lab, "").await
+}
+
+/// A client with a certificate of `role` under the lab's CI.
+fn client_as(lab: &Lab, role: &str) -> reqwest::Client {
+    let (chain, key) = lab.ci.role(role);
+    let identity = transport::Identity::from_pem(chain.as_bytes(), key.as_bytes()).unwrap();
+    transport::client::client(
+        &[CertificateDer::from(lab.ci.der.clone())],
+        Some(&identity),
+        &transport::ServerRole::AnyRole,
+    )
+    .unwrap()
+}
+
+/// The PVA with `extra` appended to its configuration file.
+async fn start_with(lab: &Lab, extra: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let config = verifier::Config::load(&write_config(lab, dir.path())).unwrap();
+    let path = write_config(lab, dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}{extra}")).unwrap();
+    let config = verifier::Config::load(&path).unwrap();
+    let (pva, tls) = verifier::start(config, verifier::OpenMode::CreateIfMissing).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(verifier::serve(config, listener, async {
+    let task = tokio::spawn(verifier::serve_pva(pva.clone(), tls, listener, async {
         let _ = stopped.await;
     }));
     let client = transport::client::client(
@@ -66,12 +93,22 @@ async fn start(lab: &Lab) -> Server {
         &transport::ServerRole::AnyRole,
     )
     .unwrap();
-    Server { base, client, stop: Some(stop), task, _dir: dir }
+    Server { base, client, ro: client_as(lab, "ro"), pva, stop: Some(stop), task, _dir: dir }
 }
 
 impl Server {
     async fn post(&self, route: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
-        self.client
+        self.post_as(&self.client, route, content_type, body).await
+    }
+
+    async fn post_as(
+        &self,
+        client: &reqwest::Client,
+        route: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        client
             .post(format!("{}{route}", self.base))
             .header("content-type", content_type)
             .body(body)
@@ -85,7 +122,16 @@ impl Server {
         route: &str,
         req: &Req,
     ) -> Result<Resp, Problem> {
-        let resp = self.post(route, CBOR_MEDIA_TYPE, req.to_cbor().unwrap()).await;
+        self.call_as(&self.client, route, req).await
+    }
+
+    async fn call_as<Req: Message, Resp: Message>(
+        &self,
+        client: &reqwest::Client,
+        route: &str,
+        req: &Req,
+    ) -> Result<Resp, Problem> {
+        let resp = self.post_as(client, route, CBOR_MEDIA_TYPE, req.to_cbor().unwrap()).await;
         if resp.status().is_success() {
             assert_eq!(resp.headers()["content-type"], CBOR_MEDIA_TYPE);
             Ok(Resp::from_cbor(&resp.bytes().await.unwrap()).unwrap())
@@ -118,7 +164,8 @@ async fn a_device_enrols_and_is_appraised_over_https() {
     let server = start(&lab).await;
     let mut device = lab.device();
 
-    let enrolled: EnrolResponse = server.call(path::ENROL, &device.enrol_request()).await.unwrap();
+    let enrolled: EnrolResponse =
+        server.call_as(&server.ro, path::ENROL, &device.enrol_request()).await.unwrap();
     let secret = device
         .attester()
         .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
@@ -128,8 +175,12 @@ async fn a_device_enrols_and_is_appraised_over_https() {
         ak_name: enrolled.ak_name.clone(),
         secret: CredentialSecret::from_slice(&secret).unwrap(),
     };
-    let activated: ActivateResponse = server.call(path::ACTIVATE, &activate).await.unwrap();
+    let activated: ActivateResponse =
+        server.call_as(&server.ro, path::ACTIVATE, &activate).await.unwrap();
     assert_eq!(activated.ak_name, enrolled.ak_name);
+    let history = server.pva.enrolments(&device.id).unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].requested_by.as_deref(), Some("ro"));
 
     let challenge = ChallengeRequest { device_id: device.id.clone(), policy_id: None };
     let ch: ChallengeResponse = server.call(path::CHALLENGE, &challenge).await.unwrap();
@@ -153,7 +204,10 @@ async fn a_device_enrols_and_is_appraised_over_https() {
     let p = server.call::<_, AppraiseResponse>(path::APPRAISE, &req).await.unwrap_err();
     assert_eq!((p.status, p.type_uri.as_str()), (401, pva_type("nonce-reused").as_str()));
     // A second activation of the used credential.
-    let p = server.call::<_, ActivateResponse>(path::ACTIVATE, &activate).await.unwrap_err();
+    let p = server
+        .call_as::<_, ActivateResponse>(&server.ro, path::ACTIVATE, &activate)
+        .await
+        .unwrap_err();
     assert_eq!((p.status, p.type_uri), (404, pva_type("no-pending-enrolment")));
     // Evidence from an unknown nonce, and a challenge for an unknown device.
     let forged = device.attester().evidence(&Nonce::random().unwrap()).unwrap();
@@ -186,6 +240,63 @@ async fn a_device_enrols_and_is_appraised_over_https() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn enrolment_is_for_authenticated_relying_parties_unless_opened() {
+    let lab = Lab::new();
+    let server = start(&lab).await;
+    let mut device = lab.device();
+    let req = device.enrol_request();
+    let client_certificate_required = "https://tresor.example/problems/client-certificate-required";
+
+    // Anonymous: refused before the request is read, on both enrolment routes.
+    let p = server.call::<_, EnrolResponse>(path::ENROL, &req).await.unwrap_err();
+    assert_eq!((p.status, p.type_uri.as_str()), (401, client_certificate_required));
+    let guess = ActivateRequest {
+        device_id: device.id.clone(),
+        ak_name: ByteBuf::from(device.attester().ak_name().unwrap()),
+        secret: CredentialSecret::new([0; 32]),
+    };
+    let p = server.call::<_, ActivateResponse>(path::ACTIVATE, &guess).await.unwrap_err();
+    assert_eq!((p.status, p.type_uri.as_str()), (401, client_certificate_required));
+    // A certificate under the CI, of a role that does not enrol devices.
+    let other = client_as(&lab, "pva");
+    let p = server.call_as::<_, EnrolResponse>(&other, path::ENROL, &req).await.unwrap_err();
+    assert_eq!((p.status, p.type_uri.as_str()), (403, transport::problem::ROLE_NOT_ALLOWED));
+    // Nothing of it reached the store.
+    assert!(server.pva.enrolments(&device.id).unwrap().is_empty());
+    // An operator may.
+    let mno_b = client_as(&lab, "mno-b");
+    let enrolled: EnrolResponse = server.call_as(&mno_b, path::ENROL, &req).await.unwrap();
+    let secret = device
+        .attester()
+        .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
+        .unwrap();
+    let activate = ActivateRequest {
+        device_id: device.id.clone(),
+        ak_name: enrolled.ak_name,
+        secret: CredentialSecret::from_slice(&secret).unwrap(),
+    };
+    let _: ActivateResponse = server.call_as(&mno_b, path::ACTIVATE, &activate).await.unwrap();
+    let history = server.pva.enrolments(&device.id).unwrap();
+    assert_eq!(history[0].requested_by.as_deref(), Some("mno-b"));
+    server.shutdown().await;
+
+    // `open_enrolment = true`: anyone.
+    let server = start_with(&lab, "open_enrolment = true\n").await;
+    let enrolled: EnrolResponse = server.call(path::ENROL, &req).await.unwrap();
+    let secret = device
+        .attester()
+        .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
+        .unwrap();
+    let activate = ActivateRequest {
+        device_id: device.id.clone(),
+        ak_name: enrolled.ak_name,
+        secret: CredentialSecret::from_slice(&secret).unwrap(),
+    };
+    let _: ActivateResponse = server.call(path::ACTIVATE, &activate).await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_clean_problems() {
     let lab = Lab::new();
     let server = start(&lab).await;
@@ -201,7 +312,7 @@ async fn bad_requests_get_clean_problems() {
     assert_eq!(problem(resp).await.type_uri, pva_type("unsupported-media-type"));
 
     for garbage in [vec![], vec![0xFF; 10], b"not cbor at all".to_vec()] {
-        let resp = server.post(path::ENROL, CBOR_MEDIA_TYPE, garbage).await;
+        let resp = server.post_as(&server.ro, path::ENROL, CBOR_MEDIA_TYPE, garbage).await;
         assert_eq!(resp.status(), 400);
         assert_eq!(problem(resp).await.type_uri, pva_type("malformed-request"));
     }

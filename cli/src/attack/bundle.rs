@@ -3,7 +3,8 @@
 //! and a local attacker who changes the device after it attested. The device runs the
 //! genuine TRE: the attacker changes the install task on its way to the device (a network
 //! attacker, or a rogue operator delivering its own bundle), and the TRE and its TPM decide.
-//! Where the DPF would see the same profile, its release check is run on it too.
+//! The DPF never sees a profile (MNO-B encrypts it to the device, issue 12): the TRE's checks
+//! of signer, device and EAR are the only ones.
 
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
@@ -13,16 +14,15 @@ use coset::{CoseEncrypt, TaggedCborSerializable};
 use protocol::bundle::{self, ProfilePayload, ProfileSigner};
 use protocol::device_api::DeviceTask;
 use protocol::ear::{EarVerifier, unix};
-use protocol::{DeviceId, Iccid, Imsi};
-use provisioning::ro::{Dpf, RoError};
+use protocol::{Iccid, Imsi};
 use serde_bytes::ByteBuf;
 
 use super::device::{
     Act, Attacked, Hostile, Target, attack_one, campaign, edited_evidence, runtime,
 };
 use super::forge::{RogueCa, der_of, random_profile, replace_once};
-use super::observe::{self, bundle_check, card_layer, ro_layer};
-use super::{Attacker, Ctx, Expect, Layer, Observed, Scenario, Stage};
+use super::observe::{self, card_layer, ro_layer};
+use super::{Attacker, Ctx, Expect, Observed, Scenario, Stage};
 
 pub(super) fn scenarios() -> Vec<Scenario> {
     use Attacker::{Device, Local, Network, Peer};
@@ -66,7 +66,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             Peer,
             "MNO-A signs a profile for the device with its own CI certificate and encrypts it to the device's attested bundle key",
             tre("BundleError::WrongSigner"),
-            |ctx| rogue_profile(ctx, Signer::MnoA),
+            |ctx| rogue_profile(ctx, Signer::MnoA, None),
         ),
         Scenario::new(
             "bundle-signed-by-unknown-operator",
@@ -74,7 +74,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             Peer,
             "an operator the CI never certified (an \"mno-b\" certificate of its own CA) signs a profile and encrypts it to the device's bundle key",
             tre("BundleError::SignerChain(UnknownIssuer)"),
-            |ctx| rogue_profile(ctx, Signer::Unknown),
+            |ctx| rogue_profile(ctx, Signer::Unknown, None),
         ),
         Scenario::new(
             "pcr-extended-after-attestation",
@@ -182,14 +182,19 @@ fn another_device(ctx: &Ctx) -> Result<Observed> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Signer {
+pub(super) enum Signer {
     MnoA,
     Unknown,
 }
 
 /// A rogue operator's own profile, encrypted to the device's attested bundle key with the
-/// genuine EAR's hash, delivered instead of MNO-B's; the DPF is shown the same profile.
-fn rogue_profile(ctx: &Ctx, who: Signer) -> Result<Observed> {
+/// genuine EAR's hash, delivered instead of MNO-B's, in a task naming `task_operator` if
+/// given (else the campaign's).
+pub(super) fn rogue_profile(
+    ctx: &Ctx,
+    who: Signer,
+    task_operator: Option<&str>,
+) -> Result<Observed> {
     let signer = match who {
         Signer::MnoA => {
             let pki = ctx.lab.dir.join("pki");
@@ -204,8 +209,7 @@ fn rogue_profile(ctx: &Ctx, who: Signer) -> Result<Observed> {
             ProfileSigner::from_pkcs8_pem(&key, vec![der_of(&cert)?])?
         }
     };
-    let mut dpf = None;
-    let attacked = edited_install(ctx, |d, campaign, operator, _, ear| {
+    edited_install(ctx, |d, campaign, operator, _, ear| {
         let now = SystemTime::now();
         let verified = EarVerifier::new(ctx.ci.clone()).verify(&ear, now, &d.id, None)?;
         let key = verified.bundle_key()?.clone();
@@ -225,41 +229,11 @@ fn rogue_profile(ctx: &Ctx, who: Signer) -> Result<Observed> {
             ear_hash,
         };
         let signed = signer.sign(&payload)?;
-        dpf = Some(dpf_layer(ctx, &verified, &ear, &operator, &d.id, &signed));
         let bundle = bundle::encrypt_bundle(&signed, key.x(), key.y(), &d.id, &ear_hash)?;
+        let operator = task_operator.map_or(operator, str::to_owned);
         Ok(install(campaign, operator, bundle, ear))
-    })?;
-    let observed = attacked.observed()?;
-    Ok(match dpf {
-        Some(layer) => observed.with(layer),
-        None => observed,
-    })
-}
-
-/// The DPF's release check of `signed_profile` for the campaign's new operator.
-fn dpf_layer(
-    ctx: &Ctx,
-    ear: &protocol::ear::VerifiedEar,
-    ear_bytes: &[u8],
-    operator: &str,
-    device: &DeviceId,
-    signed_profile: &[u8],
-) -> Layer {
-    match Dpf::new(ctx.ci.clone()).release(
-        ear,
-        ear_bytes,
-        operator,
-        device,
-        signed_profile,
-        SystemTime::now(),
-    ) {
-        Ok(_) => Layer::accepted(Stage::Dpf, "the DPF would release this profile"),
-        Err(RoError::Release(message)) => {
-            let reason = message.strip_prefix("profile: ").unwrap_or(&message);
-            Layer::rejected(Stage::Dpf, vec![bundle_check(reason)], message.clone())
-        }
-        Err(other) => Layer::rejected(Stage::Dpf, vec![other.to_string()], other.to_string()),
-    }
+    })?
+    .observed()
 }
 
 fn old_sequence(ctx: &Ctx) -> Result<Observed> {

@@ -1,5 +1,5 @@
 //! Attacks on the bundle key (issue 7, item 10; `docs/appraisal.md` "Bundle key
-//! certification", "Bundle key"): the key the DPF encrypts the new subscription to must be
+//! certification", "Bundle key"): the key MNO-B encrypts the new subscription to must be
 //! made by this device's TPM, certified by its enrolled AK for this nonce, and usable only
 //! under PolicyPCR over the reference PCR values. A compromised device would like the bundle
 //! sealed to a key it can use outside the attested state.

@@ -212,14 +212,17 @@ impl Hostile {
         Ok(attester.evidence(nonce)?)
     }
 
-    /// The attach request the genuine device would send.
+    /// The attach request the genuine device would send, with its card's answer to the
+    /// activate-TRE command it ran (if any).
     pub fn attach_request(&mut self, tre_active: bool) -> Result<AttachRequest> {
         let request = self.agent.attester().enrolment_request()?;
+        let proof = self.agent.card().tre_activation().map(|a| a.response().to_vec());
         Ok(AttachRequest {
             device_id: request.device_id,
             ek_certificate: serde_bytes::ByteBuf::from(request.ek_certificate),
             ek_public: serde_bytes::ByteBuf::from(request.ek_public),
             tre_active,
+            activation_proof: serde_bytes::ByteBuf::from(proof.unwrap_or_default()),
         })
     }
 

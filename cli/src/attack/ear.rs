@@ -159,13 +159,7 @@ fn claims(
     nonce: &Nonce,
     key: BundleKey,
 ) -> Result<EarClaims> {
-    let mut vector = TrustVector::new();
-    vector
-        .set(Claim::InstanceIdentity, value::RECOGNIZED_INSTANCE)
-        .set(Claim::Configuration, value::APPROVED_CONFIG)
-        .set(Claim::Executables, value::APPROVED_BOOT)
-        .set(Claim::Hardware, value::GENUINE_HARDWARE)
-        .set(Claim::StorageOpaque, value::HW_KEYS_ENCRYPTED_SECRETS);
+    let mut vector = affirming_vector();
     let failed: &[&str] = match forgery {
         Forgery::Warning => {
             vector.set(Claim::Executables, value::UNSAFE_RUNTIME);
@@ -177,6 +171,35 @@ fn claims(
         }
         _ => &[],
     };
+    let mut claims = pva_claims(ctx, vector, device, nonce, key)?;
+    claims.appraisal.failed_checks = failed.iter().map(|s| (*s).to_owned()).collect();
+    if forgery == Forgery::Expired {
+        (claims.issued_at, claims.expires_at) = (claims.issued_at - 600, claims.issued_at - 300);
+    }
+    Ok(claims)
+}
+
+/// Every claim tresor assesses at its affirming value.
+pub(super) fn affirming_vector() -> TrustVector {
+    let mut vector = TrustVector::new();
+    vector
+        .set(Claim::InstanceIdentity, value::RECOGNIZED_INSTANCE)
+        .set(Claim::Configuration, value::APPROVED_CONFIG)
+        .set(Claim::Executables, value::APPROVED_BOOT)
+        .set(Claim::Hardware, value::GENUINE_HARDWARE)
+        .set(Claim::StorageOpaque, value::HW_KEYS_ENCRYPTED_SECRETS);
+    vector
+}
+
+/// The claims the lab's PVA signs for `device` under its reference values, with `vector`
+/// (the status follows from it), rollback counter 0, valid for five minutes from now.
+pub(super) fn pva_claims(
+    ctx: &Ctx,
+    vector: TrustVector,
+    device: &DeviceId,
+    nonce: &Nonce,
+    key: BundleKey,
+) -> Result<EarClaims> {
     let policy = verifier::ReferenceValues::parse(&std::fs::read_to_string(
         ctx.lab.dir.join("pva/reference-values.toml"),
     )?)?
@@ -185,15 +208,10 @@ fn claims(
     let mut appraisal = Appraisal::new(vector, policy, device.clone());
     appraisal.bundle_key = Some(key);
     appraisal.rollback_counter = Some(0);
-    appraisal.failed_checks = failed.iter().map(|s| (*s).to_owned()).collect();
     let now = unix(SystemTime::now());
-    let (issued_at, expires_at) = match forgery {
-        Forgery::Expired => (now - 600, now - 300),
-        _ => (now, now + 300),
-    };
     Ok(EarClaims {
-        issued_at,
-        expires_at,
+        issued_at: now,
+        expires_at: now + 300,
         nonce: Some(*nonce),
         verifier_id: VerifierId {
             developer: "https://example.invalid/tresor".into(),

@@ -204,6 +204,7 @@ fn ro_device_api(ctx: &Ctx) -> Result<Observed> {
         ek_certificate: ByteBuf::from(vec![0x30, 0x82, 0xFF, 0xFF]),
         ek_public: ByteBuf::from(vec![0x00, 0x23]),
         tre_active: true,
+        activation_proof: ByteBuf::from(vec![0x01, 0x01]),
     })?;
     for (what, body) in cbor_bodies(&attach) {
         add(format!("/v1/attach: {what}"), Method::POST, format!("{ro}/v1/attach"), body);

@@ -24,16 +24,23 @@
 //!   `bundle`, `ota`, `operators`, `malformed`, `answers` (forged device answers, found
 //!   while building the matrix), `orders` (the commit point of issue 11: forged commit
 //!   and abort answers, an unsigned acknowledgement claiming a commit, a forged final word
-//!   to the device) and `signed_orders` (forged commit and abort orders to the device).
+//!   to the device), `signed_orders` (forged commit and abort orders to the device) and
+//!   `cose_hygiene` (issue 12: malleated signatures and unprotected headers on EARs and
+//!   profiles), `end_to_end` (issue 12: an EAR replayed to MNO-B by a rogue RO) and
+//!   `iccid` (issue 12: a campaign pairing a device with another card's ICCID, an install
+//!   task naming another operator than MNO-A's command).
 
 mod answers;
 mod bundle;
 mod bundle_key;
 mod clock;
+mod cose_hygiene;
 mod device;
 mod ear;
+mod end_to_end;
 mod evidence;
 mod forge;
+mod iccid;
 mod identity;
 mod malformed;
 mod observe;
@@ -100,10 +107,12 @@ pub enum Stage {
     Pva,
     /// The old operator (IMSI list sender).
     MnoA,
-    /// The new operator: its own verification of the EAR before it signs a profile.
+    /// The new operator: its own verification of the EAR before it signs a profile, and the
+    /// profile's encryption to the EAR's bundle key (end to end to the device).
     MnoB,
-    /// The RO's DPF: release only against a verified EAR for this device, nonce and bundle
-    /// key, and a profile of the campaign's new operator.
+    /// The RO's DPF: asks for the profile only against a verified EAR for this device, nonce
+    /// and bundle key; relays a bundle bound to this device and EAR, whose facts fit the
+    /// campaign (it never sees the profile).
     Dpf,
     /// The device's TRE: the bundle's headers, AEAD, signer and anti-rollback sequence.
     Tre,
@@ -280,7 +289,7 @@ pub struct Scenario {
     /// Stable, kebab-case: the matrix's key.
     pub name: &'static str,
     /// The item of issue 7's list it belongs to (1–16; 17: found while building the matrix;
-    /// 18: the commit point of issue 11).
+    /// 18: the commit point of issue 11; 19: the trust boundaries of issue 12).
     pub item: u8,
     pub attacker: Attacker,
     /// What the attacker does.
@@ -321,7 +330,7 @@ impl Scenario {
     }
 }
 
-/// Every scenario, in the order of issue 7's list (then 17 and 18).
+/// Every scenario, in the order of issue 7's list (then 17, 18 and 19).
 pub fn scenarios() -> Vec<Scenario> {
     let mut all = Vec::new();
     all.extend(evidence::scenarios());
@@ -329,6 +338,7 @@ pub fn scenarios() -> Vec<Scenario> {
     all.extend(clock::scenarios());
     all.extend(bundle_key::scenarios());
     all.extend(ear::scenarios());
+    all.extend(cose_hygiene::scenarios());
     all.extend(bundle::scenarios());
     all.extend(ota::scenarios());
     all.extend(operators::scenarios());
@@ -336,6 +346,8 @@ pub fn scenarios() -> Vec<Scenario> {
     all.extend(answers::scenarios());
     all.extend(orders::scenarios());
     all.extend(signed_orders::scenarios());
+    all.extend(end_to_end::scenarios());
+    all.extend(iccid::scenarios());
     all.sort_by_key(|s| s.item);
     all
 }
@@ -607,7 +619,7 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(names.len(), before, "duplicate scenario names");
-        for item in 1..=18u8 {
+        for item in 1..=19u8 {
             assert!(all.iter().any(|s| s.item == item), "no scenario for item {item}");
         }
         for s in &all {

@@ -290,6 +290,7 @@ fn unsigned_committed_abort_ack(ctx: &Ctx) -> Result<Observed> {
                 ek_certificate: ByteBuf::new(),
                 ek_public: ByteBuf::new(),
                 tre_active: false,
+                activation_proof: ByteBuf::new(),
             };
             let attached = attach_as_attacker(ctx, &attach)?;
             let aborting = ro_state(ctx, &id, &d.id)?;

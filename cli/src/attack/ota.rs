@@ -39,7 +39,8 @@ fn wrong_mac(ctx: &Ctx) -> Result<Observed> {
         let card = super::observe::open_card(&target.card)?;
         (card.iccid().clone(), card.ota_counter())
     };
-    let command = protocol::ota::seal_activate_tre(&guess, &iccid, counter + 1)?;
+    let activation = protocol::ota::Activation::new("guessed", "mno-b")?;
+    let command = protocol::ota::seal_activate_tre(&guess, &iccid, counter + 1, &activation)?;
     present(&target, &command)
 }
 

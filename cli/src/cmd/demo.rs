@@ -297,7 +297,7 @@ async fn follow(
 fn progress(state: &str) -> u8 {
     match state {
         "pending" => 3,
-        "tre-activation-issued" => 4,
+        "tre-activation-issued" | "tre-activated" => 4,
         "registered" => 6,
         "enrolling" | "enrolled" => 7,
         "attesting" => 8,

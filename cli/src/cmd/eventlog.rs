@@ -5,6 +5,9 @@
 //! - `measure --image DIR [--bank ALG]… [--out FILE] [--json]`: measure a device image,
 //!   print its events and the PCR values a freshly reset TPM would hold afterwards, and
 //!   write the event log the TRE would write.
+//! - `refvalues FILE [--id ID] [--out FILE]`: reference values and a starting policy
+//!   (`docs/reference-values.md`) from a golden log of a real machine, which `tresor serve
+//!   pva` loads like those derived from an image (`verifier::refvalues::derive_from_log`).
 
 use std::fs::File;
 use std::io::Read;
@@ -48,6 +51,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Derive reference values and a policy from a golden event log.
+    Refvalues {
+        /// The log of a boot known to be good (binary_bios_measurements).
+        file: PathBuf,
+        /// The policy id (default: eventlog- and the file name).
+        #[arg(long)]
+        id: Option<String>,
+        /// Write the TOML here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -56,6 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Measure { image, banks, out, json } => {
             measure(&image, &banks, out.as_deref(), json)
         }
+        Command::Refvalues { file, id, out } => refvalues(&file, id, out.as_deref()),
     }
 }
 
@@ -113,6 +128,25 @@ fn measure(
     print_banks(&pcrs);
     if let Some(out) = out {
         println!("event log written to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn refvalues(file: &Path, id: Option<String>, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let bytes = read_log(file)?;
+    let log = EventLog::parse(&bytes)
+        .with_context(|| format!("{}: malformed event log", file.display()))?;
+    let name = file.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let id = id.unwrap_or_else(|| verifier::refvalues::policy_id_for_log(&name));
+    let text = verifier::refvalues::derive_from_log(&log, &id, &file.display().to_string())
+        .with_context(|| format!("{}: cannot derive reference values", file.display()))?;
+    match out {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("reference values {id:?} written to {}", path.display());
+        }
+        None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -41,7 +41,7 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-struct CheckQuoteArgs {
+pub(super) struct CheckQuoteArgs {
     /// The AK's public key, PEM (tpm2_readpublic -f pem).
     #[arg(long, short = 'u')]
     ak: PathBuf,
@@ -89,13 +89,40 @@ fn reference_values(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The inputs of `tpm2_checkquote`, read.
+pub(super) struct QuoteFiles {
+    pub ak_pem: String,
+    pub msg: Vec<u8>,
+    pub sig: Vec<u8>,
+    pub pcrs: Vec<u8>,
+    pub nonce: Vec<u8>,
+    pub hash: HashAlg,
+    ak_path: PathBuf,
+}
+
+impl QuoteFiles {
+    pub fn read(args: &CheckQuoteArgs) -> anyhow::Result<Self> {
+        Ok(Self {
+            ak_pem: String::from_utf8(read(&args.ak)?).context("--ak is not PEM text")?,
+            msg: read(&args.msg)?,
+            sig: read(&args.sig)?,
+            pcrs: read(&args.pcrs)?,
+            nonce: hex::decode(args.nonce.trim()).context("--nonce is not hex")?,
+            hash: args.hash,
+            ak_path: args.ak.clone(),
+        })
+    }
+
+    pub fn key(&self) -> anyhow::Result<Spki> {
+        Spki::from_pem(&self.ak_pem)
+            .with_context(|| format!("{}: not a public key", self.ak_path.display()))
+    }
+}
+
 fn check_quote(args: &CheckQuoteArgs) -> anyhow::Result<ExitCode> {
-    let nonce = hex::decode(args.nonce.trim()).context("--nonce is not hex")?;
-    let pem = String::from_utf8(read(&args.ak)?).context("--ak is not PEM text")?;
-    let key =
-        Spki::from_pem(&pem).with_context(|| format!("{}: not a public key", args.ak.display()))?;
-    let (msg, sig, pcrs) = (read(&args.msg)?, read(&args.sig)?, read(&args.pcrs)?);
-    match verifier::checkquote::check_quote(&key, &msg, &sig, &pcrs, &nonce, args.hash) {
+    let f = QuoteFiles::read(args)?;
+    let key = f.key()?;
+    match verifier::checkquote::check_quote(&key, &f.msg, &f.sig, &f.pcrs, &f.nonce, f.hash) {
         Ok(q) => {
             println!(
                 "quote verified: {} signed by the AK, nonce and PCR digest match; resetCount {}, restartCount {}, clock {} ms{}",

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use protocol::milenage::{Milenage, Op, Rand, Sqn, opc_from_op};
-use protocol::ota::{self, OtaCommand};
+use protocol::ota;
 use protocol::{Amf, Iccid, Imsi, Opc, OtaKey, OtaKeys, SubscriberKey, SubscriptionProfile};
 use serde_json::json;
 use uicc::{Card, CardOptions, Pin};
@@ -103,6 +103,13 @@ struct OtaArgs {
     counter: u64,
     #[arg(long, value_enum, default_value = "activate-tre")]
     command: OtaKind,
+    /// activate-tre: the campaign the TRE is activated for (a campaign id of the RO).
+    #[arg(long)]
+    campaign: Option<String>,
+    /// activate-tre: the campaign's new operator, whose signature alone the TRE accepts on
+    /// the new profile (a role name such as `mno-b`).
+    #[arg(long)]
+    operator: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -170,11 +177,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Ota(a) => {
             let kid = OtaKey::from_hex(&a.kid).context("--kid")?;
-            let command = match a.command {
-                OtaKind::ActivateTre => OtaCommand::ActivateTre,
-                OtaKind::DeactivateTre => OtaCommand::DeactivateTre,
+            let action = match (a.command, &a.campaign, &a.operator) {
+                (OtaKind::ActivateTre, Some(campaign), Some(operator)) => {
+                    ota::Action::ActivateTre(ota::Activation::new(campaign, operator)?)
+                }
+                (OtaKind::ActivateTre, ..) => bail!("activate-tre needs --campaign and --operator"),
+                (OtaKind::DeactivateTre, None, None) => ota::Action::DeactivateTre,
+                (OtaKind::DeactivateTre, ..) => {
+                    bail!("deactivate-tre takes neither --campaign nor --operator")
+                }
             };
-            println!("{}", hex::encode(ota::seal(command, &kid, &a.iccid, a.counter)?));
+            println!("{}", hex::encode(ota::seal(&action, &kid, &a.iccid, a.counter)?));
         }
         Command::Milenage(a) => print_json(&milenage(&a)?),
     }

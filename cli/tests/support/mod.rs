@@ -85,6 +85,18 @@ pub fn spawn_serve(
     config: &str,
     extra: &[&str],
 ) -> Service {
+    spawn_serve_logging(dir, name, role, config, extra, "info")
+}
+
+/// [`spawn_serve`] with `RUST_LOG=rust_log`.
+pub fn spawn_serve_logging(
+    dir: &Path,
+    name: &'static str,
+    role: &str,
+    config: &str,
+    extra: &[&str],
+    rust_log: &str,
+) -> Service {
     let ready = dir.join(format!("{name}.url"));
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let child = Command::new(TRESOR)
@@ -93,7 +105,7 @@ pub fn spawn_serve(
         .args(extra)
         .arg("--ready-file")
         .arg(&ready)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -113,7 +125,23 @@ pub fn serve_with(
     config: &str,
     extra: &[&str],
 ) -> (Service, String) {
-    let mut service = spawn_serve(dir, name, role, config, extra);
+    wait_ready(dir, spawn_serve(dir, name, role, config, extra))
+}
+
+/// [`serve`] with `RUST_LOG=rust_log`.
+pub fn serve_logging(
+    dir: &Path,
+    name: &'static str,
+    role: &str,
+    config: &str,
+    rust_log: &str,
+) -> (Service, String) {
+    wait_ready(dir, spawn_serve_logging(dir, name, role, config, &[], rust_log))
+}
+
+/// Waits for the URL a served role reports in its ready file.
+fn wait_ready(dir: &Path, mut service: Service) -> (Service, String) {
+    let name = service.name;
     let ready = dir.join(format!("{name}.url"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

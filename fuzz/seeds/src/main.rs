@@ -3,7 +3,7 @@
 //! MNO-A and MNO-B on loopback HTTPS) switches two swtpm devices, one with an ECC and one
 //! with an RSA EK, from MNO-A to MNO-B and keeps their artifacts (`evidence.cbor`,
 //! `ear.cbor`, `bundle.cose`, `receipt.cbor`, `ek.pem`). The real event logs of
-//! `../shared/testdata/eventlogs` beside the repository (or `$TRESOR_EVENTLOGS`) are copied as they are.
+//! `testdata/eventlogs` of the repository (or `$TRESOR_EVENTLOGS`) are copied as they are.
 //!
 //! Not part of any test suite: run it by hand when a wire format changes, then rebuild
 //! the fuzz targets (they embed `fixtures/`):
@@ -45,8 +45,7 @@ use tresor::lab::{Lab, run_agent};
 #[path = "../../src/card_profile.rs"]
 mod card_profile;
 
-const DEFAULT_EVENTLOGS: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/eventlogs");
+const DEFAULT_EVENTLOGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/eventlogs");
 
 /// One lab device's artifacts.
 struct Device {
@@ -164,11 +163,23 @@ async fn main() -> Result<()> {
 
     // ---- eventlog ----
     let logs = std::env::var_os("TRESOR_EVENTLOGS").map_or(DEFAULT_EVENTLOGS.into(), PathBuf::from);
+    // The tpm2-tools fixtures at the top, other projects' logs one directory down.
+    let mut found = Vec::new();
     for entry in std::fs::read_dir(&logs).with_context(|| logs.display().to_string())? {
         let path = entry?.path();
+        if path.is_dir() {
+            let source = path.file_name().unwrap().to_string_lossy().into_owned();
+            for inner in std::fs::read_dir(&path)? {
+                found.push((format!("{source}-"), inner?.path()));
+            }
+        } else {
+            found.push((String::new(), path));
+        }
+    }
+    for (prefix, path) in found {
         if path.extension().is_some_and(|e| e == "bin") {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            corpus.put("eventlog", &format!("testdata-{name}"), &std::fs::read(&path)?)?;
+            corpus.put("eventlog", &format!("testdata-{prefix}{name}"), &std::fs::read(&path)?)?;
         }
     }
     corpus.put("eventlog", "lab-device.bin", &first.evidence.event_log)?;
@@ -315,10 +326,12 @@ async fn main() -> Result<()> {
 
     // ---- api_messages (first byte selects the type, see fuzz_targets/api_messages.rs)
     let nonce = Nonce::from_bytes(&[0x42; 32])?;
+    let activation = protocol::ota::Activation::new("c1", "mno-b")?;
     let ota = protocol::ota::seal_activate_tre(
         &OtaKey::new(card_profile::KID),
         &card_profile::ICCID.parse()?,
         1,
+        &activation,
     )?;
     let tasks = [
         ("idle", DeviceTask::Idle),
@@ -344,7 +357,11 @@ async fn main() -> Result<()> {
         ),
         (
             "commit",
-            DeviceTask::Commit { campaign: "c1".into(), sequence: 2, order: ByteBuf::from(vec![0xd2, 0x84]) },
+            DeviceTask::Commit {
+                campaign: "c1".into(),
+                sequence: 2,
+                order: ByteBuf::from(vec![0xd2, 0x84]),
+            },
         ),
         (
             "abort",
@@ -367,6 +384,7 @@ async fn main() -> Result<()> {
         ek_certificate: ByteBuf::from(first.ek_cert.clone()),
         ek_public: ByteBuf::from(first.ek_public.clone()),
         tre_active: true,
+        activation_proof: ByteBuf::from(vec![0x01, 0x01, 0, 0, 0, 0, 1, 0x00]),
     };
     corpus.put("api_messages", "01-attach", &tagged(1, &device_api::to_cbor(&attach)?))?;
     let installed = InstallResult::Installed { receipt: ByteBuf::from(first.receipt.clone()) };
@@ -377,7 +395,12 @@ async fn main() -> Result<()> {
     )?;
     let aka = AkaResult::Res { res: ByteBuf::from(vec![3; 8]) };
     corpus.put("api_messages", "03-aka-result", &tagged(3, &device_api::to_cbor(&aka)?))?;
-    let ack = AbortAck { usim_active: true, tre_active: false, imsi: card_profile::IMSI.into() };
+    let ack = AbortAck {
+        usim_active: true,
+        tre_active: false,
+        imsi: card_profile::IMSI.into(),
+        committed: false,
+    };
     corpus.put("api_messages", "04-abort-ack", &tagged(4, &device_api::to_cbor(&ack)?))?;
     let enrol = EnrolRequest::new(
         device_id.clone(),
@@ -647,10 +670,12 @@ fn apdu_seeds(corpus: &Corpus) -> Result<()> {
         &frames(&[&h(select_usim), &pin_apdu, &auth, &h("00c0000000"), &gsm, &h("00c0000000")]),
     )?;
 
-    let ota = protocol::ota::seal_activate_tre(&OtaKey::new(card_profile::KID), &p.iccid, 1)?;
-    let again = protocol::ota::seal_activate_tre(&OtaKey::new(card_profile::KID), &p.iccid, 2)?;
+    let kid = OtaKey::new(card_profile::KID);
+    let activation = protocol::ota::Activation::new("c1", "mno-b")?;
+    let ota = protocol::ota::seal_activate_tre(&kid, &p.iccid, 1, &activation)?;
+    let again = protocol::ota::seal_activate_tre(&kid, &p.iccid, 2, &activation)?;
     let off = protocol::ota::seal(
-        protocol::ota::OtaCommand::DeactivateTre,
+        &protocol::ota::Action::DeactivateTre,
         &OtaKey::new(card_profile::KID),
         &p.iccid,
         3,

@@ -231,7 +231,10 @@ pub(crate) fn open_direct_ecdh<E: std::fmt::Display>(
     zgen: impl FnOnce(&[u8; 32], &[u8; 32]) -> Result<Zeroizing<Vec<u8>>, E>,
 ) -> Result<Zeroizing<Vec<u8>>, BundleError> {
     let header = &message.protected.header;
-    if !has_alg(header, iana::Algorithm::A256GCM) || message.unprotected.alg.is_some() {
+    if message.unprotected.alg.is_some() {
+        return Err(BundleError::UnprotectedAlgorithm { structure: "COSE_Encrypt" });
+    }
+    if !has_alg(header, iana::Algorithm::A256GCM) {
         return Err(BundleError::ContentAlgorithm { found: alg_name(header) });
     }
     if !header.iv.is_empty()
@@ -251,8 +254,10 @@ pub(crate) fn open_direct_ecdh<E: std::fmt::Display>(
         return Err(BundleError::RecipientCount { count: message.recipients.len() });
     };
     let r_header = &recipient.protected.header;
-    if !has_alg(r_header, iana::Algorithm::ECDH_ES_HKDF_256) || recipient.unprotected.alg.is_some()
-    {
+    if recipient.unprotected.alg.is_some() {
+        return Err(BundleError::UnprotectedAlgorithm { structure: "COSE_recipient" });
+    }
+    if !has_alg(r_header, iana::Algorithm::ECDH_ES_HKDF_256) {
         return Err(BundleError::KeyAgreementAlgorithm { found: alg_name(r_header) });
     }
     if !recipient.recipients.is_empty() {

@@ -101,7 +101,8 @@ pub fn encrypt_bundle(
 /// Decrypts a bundle on the device. `zgen` computes Z, the x-coordinate of the ECDH shared
 /// point, from the ephemeral public key (x, y): on a device, TPM2_ECDH_ZGen with the bundle
 /// key under its PolicyPCR session. Checks, each with its own error, in this order: size,
-/// COSE_Encrypt structure (tagged), no critical headers, the content algorithm A256GCM, the
+/// COSE_Encrypt structure (tagged), no critical headers, no algorithm in an unprotected
+/// header, the content algorithm A256GCM, the
 /// bundle's device id and EAR hash parameters against `device_id` and `ear_hash`, the IV, one
 /// recipient with ECDH-ES + HKDF-256 and no ciphertext, the ephemeral key (EC2 P-256, on
 /// the curve); then Z, the CEK and the AEAD over the external AAD. Returns the plaintext,
@@ -112,6 +113,30 @@ pub fn decrypt_bundle<E: fmt::Display>(
     ear_hash: &[u8; 32],
     zgen: impl FnOnce(&[u8; 32], &[u8; 32]) -> Result<Zeroizing<Vec<u8>>, E>,
 ) -> Result<Zeroizing<Vec<u8>>, BundleError> {
+    let message = parse_bound(cose, device_id, ear_hash)?;
+    cose::open_direct_ecdh(&message, &external_aad(device_id, ear_hash), zgen)
+}
+
+/// What a relay that cannot open a bundle can check of it (the RO's DPF, docs/flow.md step
+/// 11): the first checks of [`decrypt_bundle`] — size, a tagged COSE_Encrypt, no critical
+/// header, A256GCM, and its device id and EAR hash parameters equal to `device_id` and
+/// `ear_hash`. These parameters are authenticated only by the AEAD, which the device checks:
+/// they tell the relay what the sender meant, and catch a bundle for another device or
+/// another EAR before it travels, not a forgery.
+pub fn check_bundle_binding(
+    cose: &[u8],
+    device_id: &DeviceId,
+    ear_hash: &[u8; 32],
+) -> Result<(), BundleError> {
+    parse_bound(cose, device_id, ear_hash).map(drop)
+}
+
+/// The bundle decoded, with the checks of [`check_bundle_binding`] passed.
+fn parse_bound(
+    cose: &[u8],
+    device_id: &DeviceId,
+    ear_hash: &[u8; 32],
+) -> Result<CoseEncrypt, BundleError> {
     if cose.len() > MAX_BUNDLE_LEN {
         return Err(BundleError::TooLarge { what: "bundle", len: cose.len(), max: MAX_BUNDLE_LEN });
     }
@@ -124,6 +149,9 @@ pub fn decrypt_bundle<E: fmt::Display>(
         .any(|h| !h.crit.is_empty());
     if any_crit {
         return Err(BundleError::UnsupportedCriticalHeader);
+    }
+    if message.unprotected.alg.is_some() {
+        return Err(BundleError::UnprotectedAlgorithm { structure: "COSE_Encrypt" });
     }
     if !has_alg(header, iana::Algorithm::A256GCM) {
         return Err(BundleError::ContentAlgorithm { found: alg_name(header) });
@@ -152,7 +180,7 @@ pub fn decrypt_bundle<E: fmt::Display>(
         }
         _ => return Err(BundleError::MissingHeader("EAR hash (-65538)")),
     }
-    cose::open_direct_ecdh(&message, &external_aad(device_id, ear_hash), zgen)
+    Ok(message)
 }
 
 /// A bundle key held in software, for tests and for hosts without a TPM: a P-256 key pair

@@ -9,10 +9,12 @@
 //!   computes Z in its TPM (TPM2_ECDH_ZGen under PolicyPCR), so [`decrypt_bundle`] takes Z
 //!   from a callback.
 //!
-//! Who calls what: MNO-B builds a [`ProfilePayload`] and signs it with a [`ProfileSigner`];
-//! the DPF checks it with [`verify_profile`] and encrypts it with [`encrypt_bundle`]; the
-//! device opens it with [`open_bundle`] (decrypt, verify, EAR hash) and checks
-//! [`check_sequence`] against its NV counter. `docs/bundle.md` documents every byte.
+//! Who calls what: MNO-B builds a [`ProfilePayload`], signs it with a [`ProfileSigner`] and
+//! encrypts it with [`encrypt_bundle`] to the bundle key of the EAR it verified, so the
+//! profile is end to end between MNO-B and the device (issue 12): the RO's DPF relays the
+//! bundle and can only check its binding ([`check_bundle_binding`]); the device opens it
+//! with [`open_bundle`] (decrypt, verify, EAR hash) and checks [`check_sequence`] against
+//! its NV counter. `docs/bundle.md` documents every byte.
 
 mod cbor;
 mod cose;
@@ -26,8 +28,8 @@ use std::time::SystemTime;
 use zeroize::Zeroizing;
 
 pub use encrypt::{
-    HEADER_DEVICE_ID, HEADER_EAR_HASH, SoftwareRecipient, decrypt_bundle, encrypt_bundle,
-    external_aad,
+    HEADER_DEVICE_ID, HEADER_EAR_HASH, SoftwareRecipient, check_bundle_binding, decrypt_bundle,
+    encrypt_bundle, external_aad,
 };
 pub use profile::{
     MAX_CLOCK_SKEW_SECS, ProfilePayload, ProfileSigner, VerifiedProfile, verify_profile,
@@ -73,6 +75,8 @@ pub enum BundleError {
     UnsupportedCriticalHeader,
     #[error("signature algorithm is {found}; ES256 (-7) in the protected header is required")]
     SignatureAlgorithm { found: String },
+    #[error("the {structure} names an algorithm in its unprotected header, which is not signed")]
+    UnprotectedAlgorithm { structure: &'static str },
     #[error("no x5chain (label 33) in the protected header")]
     MissingX5chain,
     #[error("x5chain: {0}")]
@@ -89,6 +93,8 @@ pub enum BundleError {
     SignerKeyType,
     #[error("COSE_Sign1 signature does not verify")]
     BadSignature,
+    #[error("the ES256 signature is not in its low-S form (s > n/2): another encoding of it")]
+    NonCanonicalSignature,
     #[error("no payload (detached payloads are not accepted)")]
     MissingPayload,
     #[error("profile payload: {0}")]
@@ -168,7 +174,8 @@ pub struct BundleExpectations<'a> {
     pub ci_roots: &'a TrustAnchors,
     /// The time the validity windows are checked at.
     pub now: SystemTime,
-    /// The new operator's role name (the task's `operator`).
+    /// The new operator's role name: on the device, the one MNO-A's authenticated
+    /// activate-TRE command named (the card's TRE activation), never what a task says.
     pub operator: &'a str,
     /// This device.
     pub device_id: &'a DeviceId,

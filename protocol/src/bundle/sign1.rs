@@ -94,7 +94,11 @@ impl CoseSigner {
             .protected(protected)
             .payload(payload.to_vec())
             .try_create_signature(&[], |tbs| {
-                self.key.sign(&rng, tbs).map(|s| s.as_ref().to_vec()).map_err(|_| BundleError::Rng)
+                // ring leaves s as it comes; verifiers accept the low-S form only.
+                self.key
+                    .sign(&rng, tbs)
+                    .map(|s| crate::es256::to_low_s(s.as_ref()))
+                    .map_err(|_| BundleError::Rng)
             })?
             .build();
         let out =
@@ -120,10 +124,10 @@ pub(crate) struct VerifiedSign1 {
 
 /// Verifies a COSE_Sign1 of at most `max_len` bytes (`what` names it in the size error).
 /// Checks, in order, each with its own error: size, COSE_Sign1 structure (tagged), no
-/// critical headers, algorithm ES256 in the protected header (none in the unprotected one),
-/// x5chain in the protected header, the certificate path to `ci_roots` valid at `now`, the
-/// signer's common name = `expected_signer`, its key usage and key type, the signature,
-/// the payload's presence.
+/// critical headers, no algorithm in the unprotected header, algorithm ES256 in the
+/// protected one, x5chain in the protected header, the certificate path to `ci_roots` valid
+/// at `now`, the signer's common name = `expected_signer`, its key usage and key type, the
+/// payload's presence, the signature's low-S form (`crate::es256`), the signature.
 pub(crate) fn verify_sign1(
     cose_bytes: &[u8],
     what: &'static str,
@@ -144,7 +148,10 @@ pub(crate) fn verify_sign1(
     if !header.crit.is_empty() || !sign1.unprotected.crit.is_empty() {
         return Err(BundleError::UnsupportedCriticalHeader);
     }
-    if !has_alg(header, iana::Algorithm::ES256) || sign1.unprotected.alg.is_some() {
+    if sign1.unprotected.alg.is_some() {
+        return Err(BundleError::UnprotectedAlgorithm { structure: "COSE_Sign1" });
+    }
+    if !has_alg(header, iana::Algorithm::ES256) {
         return Err(BundleError::SignatureAlgorithm { found: alg_name(header) });
     }
     if header_value(&sign1.unprotected, X5CHAIN).is_some() {
@@ -173,6 +180,11 @@ pub(crate) fn verify_sign1(
         &[],
         payload,
     ));
+    if sign1.signature.len() == crate::es256::SIGNATURE_LEN
+        && !crate::es256::is_low_s(&sign1.signature)
+    {
+        return Err(BundleError::NonCanonicalSignature);
+    }
     sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, point)
         .verify(&tbs, &sign1.signature)
         .map_err(|_| BundleError::BadSignature)?;

@@ -1,25 +1,39 @@
-//! EAT Attestation Results (draft-ietf-rats-ear): the claims the PVA signs after an
+//! EAT Attestation Results (draft-ietf-rats-ear-04): the claims the PVA signs after an
 //! appraisal, their CBOR encoding as a CWT claims set (RFC 8392) in a COSE_Sign1 (RFC 9052,
 //! ES256, certificate chain in the x5chain header of RFC 9360), and the verification every
 //! relying party (MNO-B, the DPF) runs before it believes one. `docs/ear.md` documents the
 //! format claim by claim.
 //!
+//! Two encodings ([`EarProfile`]), told apart by `eat_profile`:
+//! - [`EarProfile::Ietf`], the default: draft-ietf-rats-ear-04 (profile
+//!   `tag:ietf.org,2026:rats/ear#04`): the evidence nonce in the submodule, the submodule's
+//!   own `eat_profile` (tresor's appraisal claims, [`TRE_APPRAISAL_PROFILE`]), the appraisal
+//!   policy ids as an array, an overall `ear.status`.
+//! - [`EarProfile::Veraison`]: draft-fv-rats-ear / draft-ietf-rats-ear-00 as Veraison's
+//!   services still speak it (profile `tag:github.com,2023:veraison/ear`): the nonce at the
+//!   top level, the policy id as a text string, no submodule profile.
+//!
+//! A relying party accepts both, each by its own rules only: a claim where the other
+//! profile would put it is refused, not translated. Both carry `exp`, and it is enforced.
+//!
 //! Claim keys are the draft's (and RFC 9711's): eat_profile 265, iat 6, exp 4, eat_nonce 10,
-//! submods 266, ear.status 1000, ear.trustworthiness-vector 1001, ear.appraisal-policy-id
+//! submods 266, ear.status 1000, ear.trustworthiness-vector 1001, ear.appraisal-policy-id(s)
 //! 1003, ear.verifier-id 1004. The trustworthiness vector carries AR4SI claims
 //! (draft-ietf-rats-ar4si §2.3) with their registered keys and values. tresor's own claims
 //! use the CWT private-use range (below −65536): device id, bundle key (COSE_Key), rollback
-//! counter and the names of the checks that failed.
+//! counter, the names of the checks that failed and where each failed ([`FailureDetail`]).
 //!
 //! The status of an appraisal is computed from its vector (the worst tier of any claim),
 //! never set on its own, and a verifier refuses an EAR whose status is more trusting than
 //! its vector.
 //!
 //! Verification ([`EarVerifier::verify`], [`VerifiedEar::verify`]) fails closed with one
-//! [`EarError`] variant per check: COSE structure, ES256, the x5chain to a configured CI
-//! root, the signer's role (the PVA's certificate, not any certificate under the CI), the
-//! signature, the profile, the status/vector consistency, expiry, the device, the nonce,
-//! the bundle key and, unless asked otherwise, an affirming status.
+//! [`EarError`] variant per check: COSE structure and header hygiene (no `crit`, `alg` and
+//! x5chain only in the protected header), ES256, the x5chain to a configured CI root, the
+//! signer's role (the PVA's certificate, not any certificate under the CI), the signature
+//! in its one (low-S, [`crate::es256`]) encoding, the profile's rules, the status/vector
+//! consistency, expiry, the device, the nonce, the bundle key and, unless asked otherwise,
+//! an affirming status.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,13 +49,21 @@ use crate::tpm::spki::Spki;
 use crate::x509::ChainError;
 
 mod claims;
+mod detail;
 mod verify;
 
 pub use claims::{Appraisal, EarClaims, VerifierId};
+pub use detail::{FailureDetail, MAX_FAILURE_DETAILS};
 pub use verify::{EarVerifier, VerifiedEar};
 
-/// The EAR profile (draft-ietf-rats-ear §3.3).
-pub const EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
+/// eat_profile of draft-ietf-rats-ear-04 (§3).
+pub const IETF_EAR_PROFILE: &str = "tag:ietf.org,2026:rats/ear#04";
+/// eat_profile of draft-fv-rats-ear and draft-ietf-rats-ear-00, Veraison's.
+pub const VERAISON_EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
+/// eat_profile of the `tre` submodule in the IETF encoding (draft-ietf-rats-ear-04 §3.1: an
+/// appraisal with extensions names its profile): the tresor claims of `docs/ear.md`. The
+/// authority is `example.invalid`, as in tresor's ear.verifier-id.
+pub const TRE_APPRAISAL_PROFILE: &str = "tag:example.invalid,2026:tresor/ear/tre";
 /// The one submodule of a tresor EAR: the M2ME's TRE and the platform it measured.
 pub const SUBMOD: &str = "tre";
 /// The common name of the certificate an EAR must be signed with unless configured
@@ -54,6 +76,48 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 /// COSE header parameter x5chain (RFC 9360 §2).
 pub const X5CHAIN: i64 = 33;
 
+/// The encoding of an EAR claims set: which draft's rules it follows. The PVA signs in one
+/// (its `ear_profile` setting); relying parties read both.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EarProfile {
+    /// draft-ietf-rats-ear-04 ([`IETF_EAR_PROFILE`]).
+    #[default]
+    Ietf,
+    /// draft-fv-rats-ear / draft-ietf-rats-ear-00 ([`VERAISON_EAR_PROFILE`]).
+    Veraison,
+}
+
+impl EarProfile {
+    pub const ALL: [EarProfile; 2] = [EarProfile::Ietf, EarProfile::Veraison];
+
+    /// The eat_profile value.
+    pub const fn uri(self) -> &'static str {
+        match self {
+            Self::Ietf => IETF_EAR_PROFILE,
+            Self::Veraison => VERAISON_EAR_PROFILE,
+        }
+    }
+
+    pub fn from_uri(uri: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.uri() == uri)
+    }
+
+    /// The setting's value: `ietf` or `veraison`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ietf => "ietf",
+            Self::Veraison => "veraison",
+        }
+    }
+}
+
+impl fmt::Display for EarProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// CWT / EAR claim keys.
 pub mod key {
     pub const EXP: i64 = 4;
@@ -63,6 +127,8 @@ pub mod key {
     pub const SUBMODS: i64 = 266;
     pub const STATUS: i64 = 1000;
     pub const TRUSTWORTHINESS_VECTOR: i64 = 1001;
+    /// ear.appraisal-policy-id, a text string (Veraison); ear_appraisal_policy_ids, an array
+    /// of text strings (IETF).
     pub const APPRAISAL_POLICY_ID: i64 = 1003;
     pub const VERIFIER_ID: i64 = 1004;
     /// ear.verifier-id members.
@@ -73,6 +139,7 @@ pub mod key {
     pub const BUNDLE_KEY: i64 = -76_001;
     pub const ROLLBACK_COUNTER: i64 = -76_002;
     pub const FAILED_CHECKS: i64 = -76_003;
+    pub const FAILURE_DETAILS: i64 = -76_004;
 }
 
 /// Why an EAR could not be built, or was refused.
@@ -82,7 +149,7 @@ pub enum EarError {
     TooLarge { size: usize },
     #[error("EAR is malformed: {0}")]
     Malformed(String),
-    #[error("EAR is not signed with ES256")]
+    #[error("EAR is not signed with ES256 (named once, in the protected header)")]
     UnsupportedAlgorithm,
     #[error("EAR carries no x5chain in its protected header")]
     MissingCertificateChain,
@@ -92,7 +159,7 @@ pub enum EarError {
     SignerNotAllowed { subject: String },
     #[error("EAR signature does not verify")]
     BadSignature,
-    #[error("EAR profile {0:?} is not {EAR_PROFILE:?}")]
+    #[error("EAR profile {0:?} is neither {IETF_EAR_PROFILE:?} nor {VERAISON_EAR_PROFILE:?}")]
     WrongProfile(String),
     #[error("EAR status {status} is more trusting than its trustworthiness vector ({worst})")]
     StatusInconsistent { status: TrustTier, worst: TrustTier },

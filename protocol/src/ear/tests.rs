@@ -82,12 +82,37 @@ fn claims(vector: TrustVector, nonce: Nonce, now: SystemTime) -> EarClaims {
 }
 
 fn sign(claims: &EarClaims, signer: &(Vec<u8>, EcdsaKeyPair)) -> Vec<u8> {
+    sign_as(EarProfile::Ietf, claims, signer)
+}
+
+fn sign_as(profile: EarProfile, claims: &EarClaims, signer: &(Vec<u8>, EcdsaKeyPair)) -> Vec<u8> {
     let rng = SystemRandom::new();
     claims
-        .sign(std::slice::from_ref(&signer.0), |tbs| {
+        .sign_as(profile, std::slice::from_ref(&signer.0), |tbs| {
             signer.1.sign(&rng, tbs).map(|s| s.as_ref().to_vec()).map_err(|_| "sign")
         })
         .unwrap()
+}
+
+/// The top-level claims map of `c` in `profile`.
+fn top_map(c: &EarClaims, profile: EarProfile) -> Vec<(Value, Value)> {
+    let value: Value = ciborium::from_reader(&c.to_cbor_as(profile).unwrap()[..]).unwrap();
+    let Value::Map(top) = value else { panic!() };
+    top
+}
+
+fn encode(map: Vec<(Value, Value)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(&Value::Map(map), &mut out).unwrap();
+    out
+}
+
+/// The `tre` appraisal map inside a top-level map.
+fn submod(top: &mut [(Value, Value)]) -> &mut Vec<(Value, Value)> {
+    let (_, submods) = top.iter_mut().find(|(k, _)| *k == int(266)).unwrap();
+    let Value::Map(submods) = submods else { panic!() };
+    let Value::Map(appraisal) = &mut submods[0].1 else { panic!() };
+    appraisal
 }
 
 #[test]
@@ -114,20 +139,152 @@ fn an_affirming_ear_verifies_and_round_trips() {
     assert_eq!(v.digest().as_slice(), ring::digest::digest(&ring::digest::SHA256, &ear).as_ref());
 }
 
+fn keys(map: &[(Value, Value)]) -> Vec<i128> {
+    map.iter().map(|(k, _)| i128::from(k.as_integer().unwrap())).collect()
+}
+
 #[test]
 fn claim_keys_are_the_drafts() {
-    let c = claims(affirming_vector(), Nonce::random().unwrap(), SystemTime::now());
-    let value: Value = ciborium::from_reader(&c.to_cbor().unwrap()[..]).unwrap();
-    let Value::Map(top) = value else { panic!() };
-    let keys: Vec<i128> = top.iter().map(|(k, _)| i128::from(k.as_integer().unwrap())).collect();
-    assert_eq!(keys, [265, 6, 4, 1004, 266, 10]);
-    let submods = &top.iter().find(|(k, _)| *k == int(266)).unwrap().1;
-    let Value::Map(submods) = submods else { panic!() };
-    assert_eq!(submods[0].0, Value::Text("tre".into()));
-    let Value::Map(appraisal) = &submods[0].1 else { panic!() };
-    assert_eq!(appraisal[0], (int(1000), int(2)));
-    assert_eq!(appraisal[1].0, int(1001));
-    assert_eq!(appraisal[2].0, int(1003));
+    let nonce = Nonce::random().unwrap();
+    let c = claims(affirming_vector(), nonce, SystemTime::now());
+    let text = |t: &str| Value::Text(t.into());
+    // draft-ietf-rats-ear-04 §3, §3.1: the profile, an overall status, the evidence nonce and
+    // the policy ids (an array) in the submodule, which names its own profile.
+    let mut top = top_map(&c, EarProfile::Ietf);
+    assert_eq!(keys(&top), [265, 6, 4, 1004, 1000, 266]);
+    assert_eq!(top[0].1, text("tag:ietf.org,2026:rats/ear#04"));
+    assert_eq!(top[4].1, int(2));
+    let appraisal = submod(&mut top).clone();
+    assert_eq!(keys(&appraisal), [265, 1000, 1001, 1003, 10, -76000, -76001, -76002]);
+    assert_eq!(appraisal[0].1, text(TRE_APPRAISAL_PROFILE));
+    assert_eq!(appraisal[1].1, int(2));
+    assert_eq!(appraisal[3].1, Value::Array(vec![text("policy-1")]));
+    assert_eq!(appraisal[4].1, Value::Bytes(nonce.as_bytes().to_vec()));
+    // draft-ietf-rats-ear-00 (Veraison): the nonce at the top, the policy id a text string.
+    let mut top = top_map(&c, EarProfile::Veraison);
+    assert_eq!(keys(&top), [265, 6, 4, 1004, 266, 10]);
+    assert_eq!(top[0].1, text("tag:github.com,2023:veraison/ear"));
+    assert_eq!(top[5].1, Value::Bytes(nonce.as_bytes().to_vec()));
+    let appraisal = submod(&mut top).clone();
+    assert_eq!(keys(&appraisal), [1000, 1001, 1003, -76000, -76001, -76002]);
+    assert_eq!(appraisal[2].1, text("policy-1"));
+    // The default is the current draft.
+    assert_eq!(c.to_cbor().unwrap(), c.to_cbor_as(EarProfile::Ietf).unwrap());
+    assert_eq!(EarProfile::default(), EarProfile::Ietf);
+}
+
+#[test]
+fn both_profiles_round_trip_and_verify() {
+    let pki = pki();
+    let now = SystemTime::now();
+    let nonce = Nonce::random().unwrap();
+    let mut c = claims(affirming_vector(), nonce, now);
+    c.appraisal.failure_details = vec![FailureDetail::new("none-really")];
+    for profile in EarProfile::ALL {
+        let (p, back) = EarClaims::decode(&c.to_cbor_as(profile).unwrap()).unwrap();
+        assert_eq!((p, &back), (profile, &c), "{profile}");
+        let ear = sign_as(profile, &c, &pki.pva);
+        let v = VerifiedEar::verify(&ear, &pki.roots, now, &device(1), Some(&nonce)).unwrap();
+        assert_eq!(v.profile(), profile);
+        assert_eq!(v.claims(), &c);
+        assert_eq!(v.failure_details(), c.appraisal.failure_details.as_slice());
+        // exp is enforced in both.
+        let later = now + Duration::from_secs(301);
+        assert!(matches!(
+            VerifiedEar::verify(&ear, &pki.roots, later, &device(1), None),
+            Err(EarError::Expired { .. })
+        ));
+        // Another nonce, in both.
+        let other = Nonce::random().unwrap();
+        assert_eq!(
+            VerifiedEar::verify(&ear, &pki.roots, now, &device(1), Some(&other)),
+            Err(EarError::OtherNonce)
+        );
+    }
+}
+
+#[test]
+fn each_profile_is_read_by_its_own_rules_only() {
+    let nonce = Nonce::random().unwrap();
+    let c = claims(affirming_vector(), nonce, SystemTime::now());
+    let malformed = |bytes: &[u8], why: &str| match EarClaims::from_cbor(bytes) {
+        Err(EarError::Malformed(m)) => assert!(m.contains(why), "{m:?} lacks {why:?}"),
+        other => panic!("{why}: {other:?}"),
+    };
+    let nonce_value = Value::Bytes(nonce.as_bytes().to_vec());
+    let text = |t: &str| Value::Text(t.into());
+
+    // IETF with Veraison's shapes.
+    let ietf = || top_map(&c, EarProfile::Ietf);
+    let mut t = ietf();
+    submod(&mut t).retain(|(k, _)| *k != int(10));
+    t.push((int(10), nonce_value.clone()));
+    malformed(&encode(t), "top-level eat_nonce");
+    let mut t = ietf();
+    submod(&mut t)[3].1 = text("policy-1");
+    malformed(&encode(t), "text string");
+    let mut t = ietf();
+    submod(&mut t).remove(0);
+    malformed(&encode(t), "submod eat_profile missing");
+    let mut t = ietf();
+    submod(&mut t)[0].1 = text("tag:example.com,2026:other");
+    malformed(&encode(t), "submod profile");
+    let mut t = ietf();
+    submod(&mut t)[3].1 = Value::Array(vec![text("a"), text("b")]);
+    malformed(&encode(t), "one policy");
+    let mut t = ietf();
+    submod(&mut t)[3].1 = Value::Array(vec![]);
+    malformed(&encode(t), "one policy");
+    // Without the submodule's nonce an IETF EAR answers no challenge (a relying party that
+    // names its nonce gets OtherNonce).
+    let mut t = ietf();
+    submod(&mut t).retain(|(k, _)| *k != int(10));
+    let (_, no_nonce) = EarClaims::decode(&encode(t)).unwrap();
+    assert_eq!(no_nonce.nonce, None);
+
+    // Veraison with the IETF shapes.
+    let veraison = || top_map(&c, EarProfile::Veraison);
+    let mut t = veraison();
+    t.retain(|(k, _)| *k != int(10));
+    submod(&mut t).push((int(10), nonce_value.clone()));
+    malformed(&encode(t), "eat_nonce in the submod");
+    let mut t = veraison();
+    submod(&mut t)[2].1 = Value::Array(vec![text("policy-1")]);
+    malformed(&encode(t), "as an array");
+    let mut t = veraison();
+    submod(&mut t).insert(0, (int(265), text(TRE_APPRAISAL_PROFILE)));
+    malformed(&encode(t), "submod eat_profile");
+    let mut t = veraison();
+    t.insert(4, (int(1000), int(2)));
+    malformed(&encode(t), "top-level ear.status");
+
+    // Both: exp is required.
+    for profile in EarProfile::ALL {
+        let mut t = top_map(&c, profile);
+        t.retain(|(k, _)| *k != int(4));
+        malformed(&encode(t), "exp missing");
+    }
+}
+
+#[test]
+fn an_overall_status_more_trusting_than_the_submodule_is_refused() {
+    let mut warning = affirming_vector();
+    warning.set(Claim::Executables, value::UNSAFE_RUNTIME);
+    let c = claims(warning, Nonce::random().unwrap(), SystemTime::now());
+    let mut t = top_map(&c, EarProfile::Ietf);
+    assert_eq!(t[4], (int(1000), int(32)));
+    t[4].1 = int(2);
+    assert_eq!(
+        EarClaims::from_cbor(&encode(t)),
+        Err(EarError::StatusInconsistent {
+            status: TrustTier::Affirming,
+            worst: TrustTier::Warning
+        })
+    );
+    // Less trusting is allowed (-04 §3: "no higher trust than").
+    let mut t = top_map(&c, EarProfile::Ietf);
+    t[4].1 = int(96);
+    assert!(EarClaims::from_cbor(&encode(t)).is_ok());
 }
 
 #[test]
@@ -291,20 +448,103 @@ fn other_algorithms_and_missing_chains_are_refused() {
 #[test]
 fn wrong_profile_and_extra_submods_are_refused() {
     let c = claims(affirming_vector(), Nonce::random().unwrap(), SystemTime::now());
-    let value: Value = ciborium::from_reader(&c.to_cbor().unwrap()[..]).unwrap();
-    let Value::Map(mut top) = value else { panic!() };
-    top[0].1 = Value::Text("tag:example.com,2024:other".into());
-    let mut bytes = Vec::new();
-    ciborium::into_writer(&Value::Map(top.clone()), &mut bytes).unwrap();
-    assert!(matches!(EarClaims::from_cbor(&bytes), Err(EarError::WrongProfile(_))));
-    top[0].1 = Value::Text(EAR_PROFILE.into());
-    if let Value::Map(submods) = &mut top[4].1 {
-        let copy = submods[0].1.clone();
-        submods.push((Value::Text("other".into()), copy));
+    for profile in EarProfile::ALL {
+        let mut top = top_map(&c, profile);
+        top[0].1 = Value::Text("tag:example.com,2024:other".into());
+        assert!(matches!(EarClaims::from_cbor(&encode(top)), Err(EarError::WrongProfile(_))));
+        // draft-ietf-rats-ear-03's profile is not -04's.
+        let mut top = top_map(&c, profile);
+        top[0].1 = Value::Text("tag:ietf.org,2026:rats/ear#03".into());
+        assert!(matches!(EarClaims::from_cbor(&encode(top)), Err(EarError::WrongProfile(_))));
+        let mut top = top_map(&c, profile);
+        if let Some((_, Value::Map(submods))) = top.iter_mut().find(|(k, _)| *k == int(266)) {
+            let copy = submods[0].1.clone();
+            submods.push((Value::Text("other".into()), copy));
+        }
+        assert!(matches!(EarClaims::from_cbor(&encode(top)), Err(EarError::Malformed(_))));
     }
-    bytes.clear();
-    ciborium::into_writer(&Value::Map(top), &mut bytes).unwrap();
-    assert!(matches!(EarClaims::from_cbor(&bytes), Err(EarError::Malformed(_))));
+}
+
+/// `ear` re-encoded after `edit` changed its COSE_Sign1; the signature stays as it was.
+fn edit_sign1(ear: &[u8], edit: impl FnOnce(&mut coset::CoseSign1)) -> Vec<u8> {
+    let mut sign1 = coset::CoseSign1::from_tagged_slice(ear).unwrap();
+    edit(&mut sign1);
+    sign1.to_tagged_vec().unwrap()
+}
+
+#[test]
+fn unprotected_headers_decide_nothing() {
+    // The unprotected header is outside the signature: an EAR whose unprotected header
+    // carries alg, crit or an x5chain is refused although its signature still verifies.
+    let pki = pki();
+    let now = SystemTime::now();
+    let ear = sign(&claims(affirming_vector(), Nonce::random().unwrap(), now), &pki.pva);
+    let verify = |e: &[u8]| VerifiedEar::verify(e, &pki.roots, now, &device(1), None);
+    verify(&ear).unwrap();
+    let alg = edit_sign1(&ear, |s| {
+        s.unprotected.alg = Some(coset::Algorithm::Assigned(iana::Algorithm::ES256));
+    });
+    assert_eq!(verify(&alg), Err(EarError::UnsupportedAlgorithm));
+    let other_alg = edit_sign1(&ear, |s| {
+        s.unprotected.alg = Some(coset::Algorithm::Assigned(iana::Algorithm::EdDSA));
+    });
+    assert_eq!(verify(&other_alg), Err(EarError::UnsupportedAlgorithm));
+    let crit = edit_sign1(&ear, |s| {
+        s.unprotected.crit = vec![coset::RegisteredLabelWithPrivate::PrivateUse(-65_537)];
+    });
+    assert!(matches!(verify(&crit), Err(EarError::Malformed(m)) if m.contains("critical")));
+    let chain = edit_sign1(&ear, |s| {
+        s.unprotected.rest.push((coset::Label::Int(X5CHAIN), Value::Bytes(pki.pva.0.clone())));
+    });
+    assert!(matches!(verify(&chain), Err(EarError::Malformed(m)) if m.contains("x5chain")));
+}
+
+#[test]
+fn a_critical_protected_header_is_refused() {
+    let pki = pki();
+    let now = SystemTime::now();
+    let c = claims(affirming_vector(), Nonce::random().unwrap(), now);
+    let rng = SystemRandom::new();
+    let protected = HeaderBuilder::new()
+        .algorithm(iana::Algorithm::ES256)
+        .value(X5CHAIN, Value::Bytes(pki.pva.0.clone()))
+        .add_critical(iana::HeaderParameter::ContentType)
+        .build();
+    let signed = CoseSign1Builder::new()
+        .protected(protected)
+        .payload(c.to_cbor().unwrap())
+        .create_signature(&[], |tbs| {
+            crate::es256::to_low_s(pki.pva.1.sign(&rng, tbs).unwrap().as_ref())
+        })
+        .build()
+        .to_tagged_vec()
+        .unwrap();
+    assert!(matches!(
+        VerifiedEar::verify(&signed, &pki.roots, now, &device(1), None),
+        Err(EarError::Malformed(m)) if m.contains("critical")
+    ));
+}
+
+#[test]
+fn only_the_low_s_signature_is_accepted_and_tresor_signs_low_s() {
+    let pki = pki();
+    let now = SystemTime::now();
+    let c = claims(affirming_vector(), Nonce::random().unwrap(), now);
+    for profile in EarProfile::ALL {
+        for _ in 0..16 {
+            // ring gives a high s half the time; EarClaims::sign_as normalises it.
+            let ear = sign_as(profile, &c, &pki.pva);
+            let sign1 = coset::CoseSign1::from_tagged_slice(&ear).unwrap();
+            assert!(crate::es256::is_low_s(&sign1.signature));
+            VerifiedEar::verify(&ear, &pki.roots, now, &device(1), None).unwrap();
+            // (r, n − s) is as valid for ECDSA, and refused.
+            let twin = edit_sign1(&ear, |s| s.signature = crate::es256::flip_s(&s.signature));
+            assert!(matches!(
+                VerifiedEar::verify(&twin, &pki.roots, now, &device(1), None),
+                Err(EarError::Malformed(m)) if m.contains("low-S")
+            ));
+        }
+    }
 }
 
 mod properties {

@@ -1,7 +1,9 @@
 //! Relying-party verification of an EAR (`docs/ear.md` §Verification): COSE_Sign1 with
-//! ES256, the x5chain to a configured CI root (RFC 9360, `crate::x509`), the signer's role,
-//! the signature, then the claims: profile, status against vector, expiry, device, nonce,
-//! and an affirming status unless the caller asks for any.
+//! ES256 and clean headers (RFC 9052 §3.1: `alg` and the x5chain protected, no `crit`), the
+//! x5chain to a configured CI root (RFC 9360, `crate::x509`), the signer's role, the
+//! signature in its low-S encoding (`crate::es256`), then the claims: the rules of their
+//! profile (either [`EarProfile`]), status against vector, expiry, device, nonce, and an
+//! affirming status unless the caller asks for any.
 
 use std::time::{Duration, SystemTime};
 
@@ -9,8 +11,8 @@ use ciborium::Value;
 use coset::{CoseSign1, TaggedCborSerializable, iana};
 
 use super::{
-    BundleKey, DEFAULT_LEEWAY, DEFAULT_SIGNER, EarClaims, EarError, MAX_EAR_SIZE, TrustTier,
-    X5CHAIN, malformed, unix,
+    BundleKey, DEFAULT_LEEWAY, DEFAULT_SIGNER, EarClaims, EarError, EarProfile, FailureDetail,
+    MAX_EAR_SIZE, TrustTier, X5CHAIN, malformed, unix,
 };
 use crate::ids::{DeviceId, Nonce};
 use crate::tpm::public::EccCurve;
@@ -70,11 +72,18 @@ impl EarVerifier {
         }
         let sign1 = CoseSign1::from_tagged_slice(bytes).map_err(|e| malformed("COSE_Sign1", e))?;
         let header = &sign1.protected.header;
-        if header.alg != Some(coset::RegisteredLabelWithPrivate::Assigned(iana::Algorithm::ES256)) {
+        // The unprotected header is not signed: nothing there may decide how the EAR is read.
+        if !header.crit.is_empty() || !sign1.unprotected.crit.is_empty() {
+            return Err(EarError::Malformed("critical header parameters are not supported".into()));
+        }
+        if sign1.unprotected.alg.is_some()
+            || header.alg
+                != Some(coset::RegisteredLabelWithPrivate::Assigned(iana::Algorithm::ES256))
+        {
             return Err(EarError::UnsupportedAlgorithm);
         }
-        if !header.crit.is_empty() {
-            return Err(EarError::Malformed("critical header parameters are not supported".into()));
+        if header_value(&sign1.unprotected, X5CHAIN).is_some() {
+            return Err(EarError::Malformed("x5chain in the unprotected header".into()));
         }
         let chain = x5chain(header)?;
         let (leaf, intermediates) = chain.split_first().ok_or(EarError::MissingCertificateChain)?;
@@ -94,6 +103,12 @@ impl EarVerifier {
             &ring::signature::ECDSA_P256_SHA256_FIXED,
             point,
         );
+        // (r, n − s) verifies as well as (r, s) but is another EAR, with another hash.
+        if !crate::es256::is_low_s(&sign1.signature) {
+            return Err(EarError::Malformed(
+                "the ES256 signature is not in its low-S form (s > n/2)".into(),
+            ));
+        }
         sign1
             .verify_signature(&[], |sig, tbs| key.verify(tbs, sig))
             .map_err(|_| EarError::BadSignature)?;
@@ -101,7 +116,7 @@ impl EarVerifier {
             .payload
             .as_deref()
             .ok_or_else(|| EarError::Malformed("detached payload".into()))?;
-        let claims = EarClaims::from_cbor(payload)?;
+        let (profile, claims) = EarClaims::decode(payload)?;
 
         let now_s = unix(now);
         if claims.expires_at <= now_s {
@@ -130,13 +145,14 @@ impl EarVerifier {
         let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
         let mut hash = [0u8; 32];
         hash.copy_from_slice(digest.as_ref());
-        Ok(VerifiedEar { claims, signer: verified.subject, digest: hash })
+        Ok(VerifiedEar { profile, claims, signer: verified.subject, digest: hash })
     }
 }
 
 /// An EAR whose signature, signer, freshness and subject were checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedEar {
+    profile: EarProfile,
     claims: EarClaims,
     signer: String,
     digest: [u8; 32],
@@ -182,6 +198,16 @@ impl VerifiedEar {
         &self.claims.appraisal.failed_checks
     }
 
+    /// Where the failed checks failed (PCR, bank, event, component).
+    pub fn failure_details(&self) -> &[FailureDetail] {
+        &self.claims.appraisal.failure_details
+    }
+
+    /// The profile the EAR was encoded in.
+    pub fn profile(&self) -> EarProfile {
+        self.profile
+    }
+
     pub fn policy_id(&self) -> &str {
         &self.claims.appraisal.policy_id
     }
@@ -205,13 +231,12 @@ impl VerifiedEar {
     }
 }
 
+fn header_value(header: &coset::Header, label: i64) -> Option<&Value> {
+    header.rest.iter().find(|(l, _)| *l == coset::Label::Int(label)).map(|(_, v)| v)
+}
+
 fn x5chain(header: &coset::Header) -> Result<Vec<Vec<u8>>, EarError> {
-    let value = header
-        .rest
-        .iter()
-        .find(|(label, _)| *label == coset::Label::Int(X5CHAIN))
-        .map(|(_, v)| v)
-        .ok_or(EarError::MissingCertificateChain)?;
+    let value = header_value(header, X5CHAIN).ok_or(EarError::MissingCertificateChain)?;
     match value {
         Value::Bytes(one) => Ok(vec![one.clone()]),
         Value::Array(items) if !items.is_empty() && items.len() <= 1 + x509::MAX_INTERMEDIATES => {

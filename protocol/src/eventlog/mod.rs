@@ -34,8 +34,15 @@ pub use types::{
 
 use crate::tpm::HashAlg;
 
-/// PCRs 0–23: the PC Client PTP's PCR bank size, and the only indices a record may name.
+/// PCRs 0–23: the PC Client PTP's PCR bank size, and the only indices a record that
+/// extends a PCR may name.
 pub const PCR_COUNT: u32 = 24;
+
+/// The PCR index 0xFFFFFFFF that Windows gives EV_NO_ACTION records it logs for itself
+/// (its boot configuration log carries them next to the firmware's). Such a record
+/// extends nothing (PFP 1.05 §10.4.1), so the index names no PCR; it is accepted on
+/// EV_NO_ACTION records only.
+pub const NO_ACTION_PCR: u32 = u32::MAX;
 
 /// Largest log accepted (and written). Linux firmware logs are tens of kilobytes; 8 MiB
 /// leaves two orders of magnitude of headroom while bounding what a hostile log can cost.
@@ -89,7 +96,9 @@ pub enum EventLogError {
         "Spec ID event at offset {offset} declares unknown algorithm 0x{alg_id:04x} with {size}-byte digests (must be 1 to 64)"
     )]
     BadDigestSize { offset: usize, alg_id: u16, size: u16 },
-    #[error("record at offset {offset} names PCR {pcr}; PCRs are 0 to 23")]
+    #[error(
+        "record at offset {offset} names PCR {pcr}; PCRs are 0 to 23 (0xffffffff only on EV_NO_ACTION)"
+    )]
     PcrOutOfRange { offset: usize, pcr: u32 },
     #[error("record at offset {offset} carries no digest")]
     NoDigests { offset: usize },
@@ -111,6 +120,8 @@ pub enum EventLogError {
     StartupLocalityAfterMeasurement { offset: usize },
     #[error("second StartupLocality event at offset {offset}")]
     DuplicateStartupLocality { offset: usize },
+    #[error("EV_EFI_HCRTM_EVENT at offset {offset} is {problem}")]
+    HcrtmEventMisplaced { offset: usize, problem: &'static str },
     #[error("a log needs at least one PCR bank")]
     NoBanks,
     #[error("PCR bank {alg} given twice")]

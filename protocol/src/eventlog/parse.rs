@@ -9,7 +9,10 @@ use super::reader::Reader;
 use super::types::{
     AlgorithmSize, Event, EventDigest, EventLog, EventType, LogFormat, SpecIdEvent,
 };
-use super::{EventLogError, MAX_ALGORITHMS, MAX_DIGEST_SIZE, MAX_EVENTS, MAX_LOG_SIZE, PCR_COUNT};
+use super::{
+    EventLogError, MAX_ALGORITHMS, MAX_DIGEST_SIZE, MAX_EVENTS, MAX_LOG_SIZE, NO_ACTION_PCR,
+    PCR_COUNT,
+};
 use crate::tpm::HashAlg;
 
 const SHA1_SIZE: usize = 20;
@@ -57,14 +60,27 @@ impl EventLog {
     }
 }
 
+/// pcrIndex and eventType, which every record starts with. The PCR must be 0–23, except
+/// that an EV_NO_ACTION record, which extends nothing, may name [`NO_ACTION_PCR`] as
+/// Windows writes it; any other type naming a PCR beyond 23 is refused.
+fn read_pcr_and_type(r: &mut Reader<'_>) -> Result<(u32, EventType), EventLogError> {
+    let offset = r.offset();
+    let pcr = r.u32("pcrIndex")?;
+    let out_of_range = EventLogError::PcrOutOfRange { offset, pcr };
+    if pcr >= PCR_COUNT && pcr != NO_ACTION_PCR {
+        return Err(out_of_range);
+    }
+    let event_type = EventType(r.u32("eventType")?);
+    if pcr == NO_ACTION_PCR && event_type != EventType::EV_NO_ACTION {
+        return Err(out_of_range);
+    }
+    Ok((pcr, event_type))
+}
+
 /// TCG_PCR_EVENT: pcrIndex, eventType, digest[20], eventSize, event[eventSize].
 fn read_sha1_record(r: &mut Reader<'_>) -> Result<Event, EventLogError> {
     let offset = r.offset();
-    let pcr = r.u32("pcrIndex")?;
-    if pcr >= PCR_COUNT {
-        return Err(EventLogError::PcrOutOfRange { offset, pcr });
-    }
-    let event_type = EventType(r.u32("eventType")?);
+    let (pcr, event_type) = read_pcr_and_type(r)?;
     let digest = r.take(SHA1_SIZE, "SHA-1 digest")?.to_vec();
     let data = r.sized("event data")?.to_vec();
     let digests = vec![EventDigest { alg_id: HashAlg::Sha1.id(), digest }];
@@ -157,11 +173,7 @@ fn parse_spec_id(header: &Event) -> Result<SpecIdEvent, EventLogError> {
 /// digest per entry, sized from the Spec ID event), eventSize, event[eventSize].
 fn read_agile_record(r: &mut Reader<'_>, spec_id: &SpecIdEvent) -> Result<Event, EventLogError> {
     let offset = r.offset();
-    let pcr = r.u32("pcrIndex")?;
-    if pcr >= PCR_COUNT {
-        return Err(EventLogError::PcrOutOfRange { offset, pcr });
-    }
-    let event_type = EventType(r.u32("eventType")?);
+    let (pcr, event_type) = read_pcr_and_type(r)?;
     let count = r.u32("digest count")?;
     if count == 0 {
         return Err(EventLogError::NoDigests { offset });

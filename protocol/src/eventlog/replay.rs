@@ -5,7 +5,17 @@
 //!   StartupLocality event (§10.4.5.3: EV_NO_ACTION in PCR 0 whose data is
 //!   "StartupLocality\0" and one byte) sets the last byte of PCR 0 to the locality (3, or 4
 //!   for an H-CRTM). It must come before any record extends PCR 0, and only once.
-//! - EV_NO_ACTION records are never extended (§10.4.1: "not extended into any PCR").
+//! - H-CRTM (an EV_EFI_HCRTM_EVENT, §10.4.1, as the log's first measurement): the H-CRTM
+//!   hashed the platform with _TPM_Hash_Start/Data/End before TPM2_Startup, and the TPM
+//!   then set PCR 0 of each bank to 0…04 and extended it with the sequence's digest
+//!   (TPM 2.0 Part 1 §34.3; reference code `PcrDrtm`); TPM2_Startup leaves that PCR 0
+//!   alone (`PCRStartup` skips the H-CRTM PCR). So the event's digest is extended into
+//!   0…04 whether or not a StartupLocality event says 4 (tpm2-tss's H-CRTM log has none),
+//!   and a StartupLocality event after it does not touch PCR 0. Because nothing can be
+//!   extended before TPM2_Startup, an EV_EFI_HCRTM_EVENT anywhere else (after another
+//!   measurement, a second one, or outside PCR 0) is refused.
+//! - EV_NO_ACTION records are never extended (§10.4.1: "not extended into any PCR"); that
+//!   includes those naming PCR 0xFFFFFFFF ([`super::NO_ACTION_PCR`]).
 //! - A record extends bank B only if it carries a digest for B: a TPM only extends the
 //!   banks it is given. Algorithms we cannot compute are not replayed; their digests are
 //!   still parsed (with the size the Spec ID event declares) and kept in the events.
@@ -55,7 +65,21 @@ impl PcrBank {
     }
 
     fn mark(&mut self, pcr: u32) {
-        self.measured |= 1 << pcr;
+        if pcr < PCR_COUNT {
+            self.measured |= 1 << pcr;
+        }
+    }
+
+    /// PCR 0 as TPM2_Startup at `locality` (or an H-CRTM, 4) leaves it: zero but for its
+    /// last byte.
+    fn reset_pcr0(&mut self, locality: u8) {
+        if let Some(pcr0) = self.values.first_mut() {
+            pcr0.fill(0);
+            if let Some(last) = pcr0.last_mut() {
+                *last = locality;
+            }
+        }
+        self.mark(0);
     }
 }
 
@@ -93,7 +117,10 @@ impl EventLog {
     pub fn replay(&self) -> Result<PcrBanks, EventLogError> {
         let mut banks: Vec<PcrBank> = self.banks().into_iter().map(PcrBank::new).collect();
         let mut locality_seen = false;
+        // PCR 0 extended after TPM2_Startup; the H-CRTM's extension came before it.
         let mut pcr0_extended = false;
+        let mut hcrtm = false;
+        let mut measured_any = false;
         for event in &self.events {
             if event.event_type == EventType::EV_NO_ACTION {
                 if let Some(locality) = startup_locality(event)? {
@@ -108,15 +135,40 @@ impl EventLog {
                         });
                     }
                     locality_seen = true;
-                    for bank in &mut banks {
-                        if let Some(last) = bank.values.first_mut().and_then(|v| v.last_mut()) {
-                            *last = locality;
+                    if !hcrtm {
+                        for bank in &mut banks {
+                            bank.reset_pcr0(locality);
                         }
-                        bank.mark(0);
                     }
                 }
                 continue;
             }
+            if event.event_type == EventType::EV_EFI_HCRTM_EVENT {
+                let problem = if event.pcr != 0 {
+                    Some("not logged to PCR 0")
+                } else if measured_any {
+                    Some(
+                        "not the first measurement of the log (an H-CRTM runs before TPM2_Startup)",
+                    )
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Err(EventLogError::HcrtmEventMisplaced {
+                        offset: event.offset,
+                        problem,
+                    });
+                }
+                hcrtm = true;
+                for bank in &mut banks {
+                    if event.digest(bank.alg).is_some() {
+                        bank.reset_pcr0(4);
+                    }
+                }
+            } else {
+                pcr0_extended |= event.pcr == 0;
+            }
+            measured_any = true;
             let Ok(index) = usize::try_from(event.pcr) else { continue };
             for bank in &mut banks {
                 let Some(digest) = event.digest(bank.alg) else { continue };
@@ -124,11 +176,27 @@ impl EventLog {
                 if let Some(value) = bank.values.get_mut(index) {
                     alg.extend(value, digest);
                     bank.mark(event.pcr);
-                    pcr0_extended |= event.pcr == 0;
                 }
             }
         }
         Ok(PcrBanks { banks })
+    }
+}
+
+impl EventLog {
+    /// The locality the log's StartupLocality event gives, if it has one (checked as
+    /// [`EventLog::replay`] checks it).
+    pub fn startup_locality(&self) -> Result<Option<u8>, EventLogError> {
+        let mut found = None;
+        for event in self.events.iter().filter(|e| e.event_type == EventType::EV_NO_ACTION) {
+            if let Some(locality) = startup_locality(event)? {
+                if found.is_some() {
+                    return Err(EventLogError::DuplicateStartupLocality { offset: event.offset });
+                }
+                found = Some(locality);
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -153,5 +221,33 @@ fn startup_locality(event: &Event) -> Result<Option<u8>, EventLogError> {
     match *locality {
         0 | 3 | 4 => Ok(Some(*locality)),
         locality => Err(EventLogError::InvalidStartupLocality { offset, locality }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventlog::Measurement;
+
+    #[test]
+    fn a_built_startup_locality_event_sets_pcr0() {
+        let banks = [HashAlg::Sha256, HashAlg::Sm3_256];
+        let mut log = EventLog::new(&banks).unwrap();
+        assert_eq!(log.startup_locality(), Ok(None));
+        log.push_measurement(&Measurement::startup_locality(3, &banks)).unwrap();
+        assert_eq!(log.startup_locality(), Ok(Some(3)));
+        let parsed = EventLog::parse(&log.to_bytes()).unwrap();
+        assert_eq!(parsed.startup_locality(), Ok(Some(3)));
+        let replayed = parsed.replay().unwrap();
+        for alg in banks {
+            let mut expected = vec![0u8; 32];
+            expected[31] = 3;
+            assert_eq!(replayed.value(alg, 0).unwrap(), expected);
+        }
+        log.push_measurement(&Measurement::startup_locality(2, &banks)).unwrap();
+        assert!(matches!(
+            log.startup_locality(),
+            Err(EventLogError::InvalidStartupLocality { locality: 2, .. })
+        ));
     }
 }

@@ -131,7 +131,7 @@ impl EventDigest {
 pub struct Event {
     /// Byte offset of the record from the start of the log.
     pub offset: usize,
-    /// PCR index, 0–23.
+    /// PCR index, 0–23; [`super::NO_ACTION_PCR`] on an EV_NO_ACTION record Windows wrote.
     pub pcr: u32,
     pub event_type: EventType,
     /// Digests in log order; at most one per algorithm.
@@ -231,6 +231,23 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// The StartupLocality event (PFP 1.05 §10.4.5.3) as firmware logs it: EV_NO_ACTION in
+    /// PCR 0, data "StartupLocality\0" and the locality, a zero digest in every bank. A log
+    /// that starts with it replays PCR 0 from that locality ([`EventLog::replay`]).
+    pub fn startup_locality(locality: u8, banks: &[HashAlg]) -> Self {
+        let mut data = super::replay::STARTUP_LOCALITY_SIGNATURE.to_vec();
+        data.push(locality);
+        Self {
+            pcr: 0,
+            event_type: EventType::EV_NO_ACTION,
+            data,
+            digests: banks
+                .iter()
+                .map(|&alg| BankDigest { alg, value: vec![0; alg.size()] })
+                .collect(),
+        }
+    }
+
     /// This measurement's digest in bank `alg`.
     pub fn digest(&self, alg: HashAlg) -> Option<&[u8]> {
         self.digests.iter().find(|d| d.alg == alg).map(|d| d.value.as_slice())

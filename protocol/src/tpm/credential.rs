@@ -61,6 +61,10 @@ impl EkProtection {
         {
             return Err(CredentialError::NotAStorageKey(attrs.to_string()));
         }
+        // KDFa and the outer HMAC use the nameAlg's HMAC, which SM3_256 lacks here.
+        if ek.name_alg.hmac_algorithm().is_none() {
+            return Err(CredentialError::UnsupportedNameAlg(ek.name_alg));
+        }
         match ek.key.symmetric() {
             SymDefObject::Cipher {
                 algorithm: SymAlgorithm::Aes,
@@ -109,7 +113,11 @@ fn protect(
     aes_cfb_encrypt(&sym_key, &mut enc_identity)?;
     let digest_bits = u32::try_from(p.name_alg.size() * 8).unwrap_or(0);
     let hmac_key = kdfa(p.name_alg, seed, INTEGRITY_LABEL, &[], &[], digest_bits)?;
-    let outer_hmac = Digest::from_bounded(p.name_alg.hmac_parts(&hmac_key, &[&enc_identity, name]));
+    let outer_hmac = p
+        .name_alg
+        .hmac_parts(&hmac_key, &[&enc_identity, name])
+        .ok_or(CredentialError::UnsupportedNameAlg(p.name_alg))?;
+    let outer_hmac = Digest::from_bounded(outer_hmac);
     let mut id_object = outer_hmac.to_bytes();
     id_object.extend_from_slice(&enc_identity);
     IdObject::new(id_object)
@@ -178,6 +186,8 @@ fn share_seed_rsa(
         HashAlg::Sha512 => {
             key.encrypt(&mut oaep_rng, rsa::Oaep::new_with_label::<sha2::Sha512, _>(label), &seed)
         }
+        // EkProtection::of refused it already; kept so that the refusal is local too.
+        HashAlg::Sm3_256 => return Err(CredentialError::UnsupportedNameAlg(name_alg)),
     };
     let ciphertext = result
         .map_err(|_| CredentialError::BadEkKey("RSA key too small for OAEP with this hash"))?;
@@ -316,7 +326,7 @@ mod tests {
         let d = p.name_alg.size();
         let (hmac, enc) = (id_object.get(2..2 + d)?, id_object.get(2 + d..)?);
         let hmac_key = kdfa(p.name_alg, seed, b"INTEGRITY", &[], &[], (d * 8) as u32).ok()?;
-        if p.name_alg.hmac_parts(&hmac_key, &[enc, name]) != hmac {
+        if p.name_alg.hmac_parts(&hmac_key, &[enc, name])? != hmac {
             return None;
         }
         let key = kdfa(p.name_alg, seed, b"STORAGE", name, &[], u32::from(p.sym_key_bits)).ok()?;
@@ -417,5 +427,12 @@ mod tests {
             make_credential(&off_curve, &name, b"x"),
             Err(CredentialError::BadEkKey(_))
         ));
+        // An SM3_256 name algorithm parses (it is a PCR bank) but has no HMAC here.
+        let mut sm3 = ek();
+        sm3.name_alg = HashAlg::Sm3_256;
+        assert_eq!(
+            make_credential(&sm3, &name, b"x"),
+            Err(CredentialError::UnsupportedNameAlg(HashAlg::Sm3_256))
+        );
     }
 }

@@ -96,6 +96,8 @@ pub enum CredentialError {
     BadObjectName(&'static str),
     #[error("KDF output of {0} bits is out of range")]
     KdfLength(u64),
+    #[error("name algorithm {0} has no HMAC here: credential protection needs SHA-1 or SHA-2")]
+    UnsupportedNameAlg(HashAlg),
     #[error("the system random generator failed")]
     Random,
 }

@@ -25,7 +25,8 @@ pub fn kdfa(
     context_v: &[u8],
     bits: u32,
 ) -> Result<Zeroizing<Vec<u8>>, CredentialError> {
-    let hmac_key = ring::hmac::Key::new(hash.hmac_algorithm(), key);
+    let hmac_alg = hash.hmac_algorithm().ok_or(CredentialError::UnsupportedNameAlg(hash))?;
+    let hmac_key = ring::hmac::Key::new(hmac_alg, key);
     derive(bits, |counter| {
         let mut ctx = ring::hmac::Context::with_key(&hmac_key);
         ctx.update(&counter.to_be_bytes());
@@ -51,16 +52,16 @@ pub fn kdfe(
     bits: u32,
 ) -> Result<Zeroizing<Vec<u8>>, CredentialError> {
     derive(bits, |counter| {
-        let mut ctx = ring::digest::Context::new(hash.ring());
-        ctx.update(&counter.to_be_bytes());
-        ctx.update(z);
-        ctx.update(label);
+        let mut h = hash.hasher();
+        h.update(&counter.to_be_bytes());
+        h.update(z);
+        h.update(label);
         if !label.ends_with(&[0]) {
-            ctx.update(&[0]);
+            h.update(&[0]);
         }
-        ctx.update(party_u);
-        ctx.update(party_v);
-        ctx.finish().as_ref().to_vec()
+        h.update(party_u);
+        h.update(party_v);
+        h.finish()
     })
 }
 
@@ -217,5 +218,16 @@ mod tests {
             kdfe(HashAlg::Sha256, b"z", b"L", b"", b"", MAX_KDF_BITS + 1),
             Err(CredentialError::KdfLength(_))
         ));
+    }
+
+    #[test]
+    fn kdfa_needs_an_hmac() {
+        assert_eq!(
+            kdfa(HashAlg::Sm3_256, b"k", b"L", b"", b"", 128),
+            Err(CredentialError::UnsupportedNameAlg(HashAlg::Sm3_256))
+        );
+        // KDFe is a plain hash, so it is defined for SM3_256 (one block: H(1 ‖ Z ‖ label ‖ 0)).
+        let out = kdfe(HashAlg::Sm3_256, b"z", b"L", b"", b"", 256).unwrap();
+        assert_eq!(*out, HashAlg::Sm3_256.digest(b"\0\0\0\x01zL\0"));
     }
 }

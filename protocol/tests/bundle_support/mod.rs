@@ -152,8 +152,9 @@ pub fn payload(device: &DeviceId, operator: &str) -> ProfilePayload {
     }
 }
 
-/// Signs arbitrary headers and payload with ES256 (fixed r ‖ s), bypassing
-/// [`ProfileSigner`]'s checks, to build profiles a well-behaved signer would not.
+/// Signs arbitrary headers and payload with ES256 (fixed r ‖ s, low S as every tresor
+/// signer makes it), bypassing [`ProfileSigner`]'s checks, to build profiles a
+/// well-behaved signer would not.
 pub fn sign_raw(
     key_pem: &str,
     protected: Header,
@@ -174,7 +175,7 @@ pub fn sign_raw(
         Some(p) => s.tbs_detached_data(p, &[]),
         None => s.tbs_data(&[]),
     };
-    s.signature = key.sign(&rng, &tbs).unwrap().as_ref().to_vec();
+    s.signature = protocol::es256::to_low_s(key.sign(&rng, &tbs).unwrap().as_ref());
     s.to_tagged_vec().unwrap()
 }
 

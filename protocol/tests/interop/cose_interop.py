@@ -5,7 +5,7 @@ tresor's bundle interop test (protocol/tests/bundle_interop.rs).
 Reads one JSON request on stdin and writes one JSON answer on stdout; byte strings are hex.
 Requests:
   {"op": "verify_sign1", "cose"}                     -> {"payload"}   (key from the x5chain leaf)
-  {"op": "sign1", "payload", "key_pem", "x5chain": [..]} -> {"cose"}
+  {"op": "sign1", "payload", "key_pem", "x5chain": [..]} -> {"cose"}   (low-S signature)
   {"op": "decrypt", "cose", "key_pem", "external_aad"} -> {"plaintext", "device_id", "ear_hash"}
   {"op": "encrypt", "plaintext", "x", "y", "device_id", "ear_hash", "external_aad"} -> {"cose"}
   {"op": "probe"}                                     -> {"pycose": version}
@@ -20,6 +20,8 @@ import json
 import os
 import sys
 
+import cbor2
+
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pycose import headers
@@ -32,6 +34,9 @@ from pycose.messages.recipient import DirectKeyAgreement
 
 HEADER_DEVICE_ID = -65537
 HEADER_EAR_HASH = -65538
+
+# The order of the P-256 group (SEC 2 section 2.4.2).
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 def unhex(s):
@@ -61,7 +66,20 @@ def sign1(req):
         payload=unhex(req["payload"]),
     )
     msg.key = CoseKey.from_pem_private_key(req["key_pem"])
-    return {"cose": msg.encode(tag=True).hex()}
+    return {"cose": low_s(msg.encode(tag=True)).hex()}
+
+
+def low_s(encoded):
+    """The COSE_Sign1 with s replaced by n - s when s > n / 2. OpenSSL (behind pycose)
+    leaves s as it comes; tresor verifies the low-S form only (protocol/src/es256.rs), as
+    any signer for tresor must produce it."""
+    tagged = cbor2.loads(encoded)
+    protected, unprotected, payload, signature = tagged.value
+    r, s = signature[:32], int.from_bytes(signature[32:], "big")
+    if s > P256_N // 2:
+        s = P256_N - s
+    signature = r + s.to_bytes(32, "big")
+    return cbor2.dumps(cbor2.CBORTag(18, [protected, unprotected, payload, signature]))
 
 
 def decrypt(req):

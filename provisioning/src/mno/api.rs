@@ -44,7 +44,8 @@ pub mod path {
     pub fn imsi_list(id: &CampaignId) -> String {
         format!("/v1/campaigns/{id}/imsi-list")
     }
-    /// `action`: `activate-tre`, `register`, `attestation`, `aka-challenge`, `aka-response`.
+    /// `action`: `activate-tre`, `tre-activated`, `register`, `attestation`,
+    /// `aka-challenge`, `aka-response`.
     pub fn device(id: &CampaignId, device: &DeviceId, action: &str) -> String {
         format!("/v1/campaigns/{id}/devices/{device}/{action}")
     }
@@ -67,11 +68,11 @@ impl CampaignId {
 impl FromStr for CampaignId {
     type Err = &'static str;
     fn from_str(s: &str) -> Result<Self, &'static str> {
-        let ok = (1..=64).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-            && s != "."
-            && s != "..";
-        if ok { Ok(Self(s.to_owned())) } else { Err("1 to 64 of A-Z a-z 0-9 . _ -") }
+        if protocol::ids::valid_campaign_id(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err("1 to 64 of A-Z a-z 0-9 . _ -")
+        }
     }
 }
 
@@ -121,8 +122,9 @@ impl CampaignRequest {
             return invalid("from and to name the same operator");
         }
         for name in [&self.from, &self.to] {
-            if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_graphic()) {
-                return invalid("operator names are 1 to 64 printable ASCII characters");
+            // Role names (`protocol::role`): MNO-A names the new one in its OTA command.
+            if !protocol::role::valid_name(name) {
+                return invalid("operator names are role names: 1 to 63 of a-z 0-9 -");
             }
         }
         if self.devices.is_empty() || self.devices.len() > MAX_DEVICES {
@@ -205,6 +207,26 @@ pub struct ActivateTreResponse {
     pub counter: u64,
 }
 
+/// `POST …/tre-activated` (CBOR, RO → old operator, step 4 confirmed): the card's MACed
+/// response to the activate-TRE command (`protocol::ota::response`), as the device attached
+/// with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreActivated {
+    pub response: ByteBuf,
+}
+
+/// The old operator's answer to a verified activation (CBOR): which subscription the card
+/// proved it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreActivatedAck {
+    pub iccid: Iccid,
+    pub imsi: Imsi,
+    /// The OTA counter of the command the card answered.
+    pub counter: u64,
+}
+
 /// The answer to `POST …/register` (JSON, steps 6–7): the new operator asks for validation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,6 +235,29 @@ pub struct RegisterResponse {
     pub validation_required: bool,
     /// Common names whose EARs this operator accepts (`pva`).
     pub ear_signers: Vec<String>,
+}
+
+/// The answer to `POST …/attestation` (CBOR, steps 10–11): the new subscription end to end
+/// to the device (issue 12, "Trust boundaries"), and the facts the DPF needs to check the
+/// device's install receipt. Nothing here is secret: K, OPc and the OTA keys travel only
+/// inside `bundle`, which the operator signed and encrypted itself to the bundle key of the
+/// EAR it verified, so only the attested device's TPM can open it; the RO relays it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationResponse {
+    /// COSE_Encrypt (`protocol::bundle::encrypt_bundle`) of the signed profile, to the EAR's
+    /// bundle key, bound to the device id and SHA-256 of the EAR.
+    pub bundle: ByteBuf,
+    /// The device the profile names.
+    pub device_id: DeviceId,
+    /// The ICCID the campaign pairs the device with (its current, old profile), as this
+    /// operator was told it.
+    pub campaign_iccid: Iccid,
+    /// The new profile's ICCID and IMSI, as the install receipt names them.
+    pub iccid: Iccid,
+    pub imsi: Imsi,
+    /// The profile's anti-rollback sequence: the EAR's rollback counter + 1.
+    pub sequence: u64,
 }
 
 /// The answer to `POST …/aka-challenge` (CBOR, step 12): RAND and AUTN for the USIM.
@@ -293,6 +338,8 @@ pub enum DeviceStage {
     AwaitingImsiList,
     ImsiListReceived,
     TreActivationIssued,
+    /// The card proved the activation (its MACed response verified).
+    TreActivated,
     // New operator.
     AwaitingPrepare,
     ImsiAllocated,

@@ -10,9 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    self, ActivateTreResponse, AkaChallenge, AkaVerdict, CampaignId, CampaignRequest,
-    CampaignStatus, Health, ImsiList, ImsiListAck, PrepareResponse, RegisterResponse, Report,
-    ReportAck, path,
+    self, ActivateTreResponse, AkaChallenge, AkaVerdict, AttestationResponse, CampaignId,
+    CampaignRequest, CampaignStatus, Health, ImsiList, ImsiListAck, PrepareResponse,
+    RegisterResponse, Report, ReportAck, TreActivated, TreActivatedAck, path,
 };
 use super::records::SubscriberView;
 use transport::Error;
@@ -74,6 +74,17 @@ impl MnoClient {
         self.cbor_empty(&path::device(id, device, "activate-tre")).await
     }
 
+    /// Step 4 confirmed (RO → old operator): the card's MACed answer to the command.
+    pub async fn tre_activated(
+        &self,
+        id: &CampaignId,
+        device: &DeviceId,
+        response: &[u8],
+    ) -> Result<TreActivatedAck, Error> {
+        let body = TreActivated { response: serde_bytes::ByteBuf::from(response.to_vec()) };
+        self.cbor(&path::device(id, device, "tre-activated"), &body).await
+    }
+
     /// Step 6 (RO's DRF → new operator).
     pub async fn register(
         &self,
@@ -83,20 +94,20 @@ impl MnoClient {
         json(self.http.post(self.url(&path::device(id, device, "register"))).send().await?).await
     }
 
-    /// Step 9 (RO → new operator): the EAR as the PVA signed it; returns the signed profile.
+    /// Steps 9–11 (RO → new operator): the EAR as the PVA signed it; returns the bundle the
+    /// operator encrypted to the EAR's bundle key, with the profile's non-secret facts.
     pub async fn attestation(
         &self,
         id: &CampaignId,
         device: &DeviceId,
         ear: &[u8],
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<AttestationResponse, Error> {
         let request = cbor_request(
             &self.http,
             self.url(&path::device(id, device, "attestation")),
             ear.to_vec(),
         );
-        let response = check(request.send().await?).await?;
-        Ok(read_limited(response, protocol::bundle::MAX_SIGNED_PROFILE_LEN).await?.to_vec())
+        decode(request.send().await?).await
     }
 
     /// Step 12 (RO → new operator).

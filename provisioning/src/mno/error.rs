@@ -56,8 +56,6 @@ pub enum MnoError {
     WrongParty { operator: String, campaign: String, needed: &'static str },
     #[error("ICCID {0} is not an active subscription of this operator")]
     UnknownIccid(String),
-    #[error("device {device} is already in open campaign {campaign}")]
-    DeviceInAnotherCampaign { device: String, campaign: String },
     #[error("the IMSI list for campaign {campaign} may only come from {expected}, not {sender}")]
     ImsiListSenderNotCampaignOperator { campaign: String, expected: String, sender: String },
     #[error("IMSI list does not match campaign {campaign}: {reason}")]
@@ -90,10 +88,22 @@ pub enum MnoError {
     EarWithoutRollbackCounter,
     #[error("no profile has been issued for device {0}")]
     ProfileNotIssued(String),
+    #[error("the EAR's bundle key is not a P-256 point: no bundle can be encrypted to it")]
+    EarBundleKeyInvalid,
     #[error("profile could not be signed: {0}")]
     ProfileSigning(String),
+    #[error("bundle could not be encrypted: {0}")]
+    BundleEncryption(String),
     #[error("OTA command could not be made: {0}")]
     Ota(#[from] protocol::ota::OtaError),
+    #[error("the activate-TRE command for device {0} has not been issued")]
+    TreActivationNotIssued(String),
+    /// The ICCID binding: the card the campaign pairs with the device did not prove that
+    /// it ran the command (its MACed response does not verify, or says something else).
+    #[error("device {device} has not proven the TRE activation of ICCID {iccid}: {reason}")]
+    TreActivationNotProven { device: String, iccid: String, reason: String },
+    #[error("ICCID {iccid} is in a change proven in open campaign {campaign} (device {device})")]
+    SubscriptionInChange { iccid: String, campaign: String, device: String },
     #[error("SQN space of subscriber {0} is exhausted")]
     SqnExhausted(String),
     #[error("no authentication challenge is outstanding for device {0}")]
@@ -164,7 +174,6 @@ impl MnoError {
             E::CampaignClosed(_) => (S::CONFLICT, "campaign-closed"),
             E::WrongParty { .. } => (S::CONFLICT, "wrong-campaign-party"),
             E::UnknownIccid(_) => (S::UNPROCESSABLE_ENTITY, "unknown-iccid"),
-            E::DeviceInAnotherCampaign { .. } => (S::CONFLICT, "device-in-another-campaign"),
             E::ImsiListSenderNotCampaignOperator { .. } => {
                 (S::FORBIDDEN, "imsi-list-sender-not-campaign-operator")
             }
@@ -181,6 +190,7 @@ impl MnoError {
             E::NotRegistered(_) => (S::CONFLICT, "not-registered"),
             E::Ear(e) => ear_status_and_slug(e),
             E::EarWithoutRollbackCounter => (S::FORBIDDEN, "ear-missing-rollback-counter"),
+            E::EarBundleKeyInvalid => (S::FORBIDDEN, "ear-bundle-key-invalid"),
             E::ProfileNotIssued(_) => (S::CONFLICT, "profile-not-issued"),
             E::AkaNoChallenge(_) => (S::CONFLICT, "aka-no-challenge"),
             E::AkaResMismatch => (S::FORBIDDEN, "aka-res-mismatch"),
@@ -189,8 +199,12 @@ impl MnoError {
             E::AkaNotCompleted(_) => (S::CONFLICT, "aka-not-completed"),
             E::ReportConflict { .. } => (S::CONFLICT, "report-conflict"),
             E::SqnExhausted(_) => (S::CONFLICT, "sqn-exhausted"),
+            E::TreActivationNotIssued(_) => (S::CONFLICT, "tre-activation-not-issued"),
+            E::TreActivationNotProven { .. } => (S::FORBIDDEN, "tre-activation-not-proven"),
+            E::SubscriptionInChange { .. } => (S::CONFLICT, "subscription-in-change"),
             E::Config(_)
             | E::ProfileSigning(_)
+            | E::BundleEncryption(_)
             | E::Ota(_)
             | E::WrongStorageKey
             | E::SchemaVersion { .. }

@@ -6,9 +6,19 @@
 //! The EAR is verified here, independently of the DPF (`protocol::ear`: PVA signature, chain
 //! to the CI root, signer role, fresh, affirming, this device, with a bundle key). The
 //! profile's sequence is the EAR's rollback counter + 1 and its `ear_hash` the SHA-256 of
-//! the EAR as received. A repeat with the same EAR returns the same signed profile (kept
-//! encrypted in the store, since its payload holds K and OPc); another valid EAR for the same
-//! device gets the same subscription signed anew for it.
+//! the EAR as received. The signed profile leaves this operator only encrypted to the EAR's
+//! bundle key (`protocol::bundle::encrypt_bundle`): end to end to the attested TPM, so the
+//! RO that relays it, or anyone replaying the EAR with the RO's certificate, never reads K,
+//! OPc, KIc or KID (issue 12, "Trust boundaries").
+//!
+//! A repeat with the same EAR re-opens the same signed profile (kept sealed in the store,
+//! since its payload holds K and OPc) and encrypts it again, with a fresh ephemeral key and
+//! IV as ECDH-ES wants for every message (RFC 9053 §6.3.1): the envelope differs, what it
+//! carries — profile, sequence, validity, and so the device's install and receipt — does
+//! not. Storing the bundle instead would keep a second copy of the subscription, under a key
+//! this operator does not hold, for no gain: the RO records the first bundle it received,
+//! and asks again only when it lost that answer. Another valid EAR for the same device gets
+//! the same subscription signed anew for it.
 //!
 //! A subscription becomes `live` only when the card's RES equals XRES (compared in constant
 //! time): a report cannot make it live.
@@ -17,16 +27,17 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use protocol::DeviceId;
-use protocol::bundle::{self, ProfilePayload};
+use protocol::bundle::{self, BundleError, ProfilePayload};
 use protocol::device_api::AkaResult;
 use protocol::ear::{EarError, unix};
 use protocol::milenage::{Auts, Rand, Res};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_bytes::ByteBuf;
+use zeroize::Zeroizing;
 
 use super::api::{
-    AkaChallenge, AkaVerdict, CampaignId, ImsiList, ImsiListEntry, MAX_REASON_LEN, Party,
-    PrepareResponse, RegisterResponse,
+    AkaChallenge, AkaVerdict, AttestationResponse, CampaignId, ImsiList, ImsiListEntry,
+    MAX_REASON_LEN, Party, PrepareResponse, RegisterResponse,
 };
 use super::auc;
 use super::client::MnoClient;
@@ -140,34 +151,53 @@ impl Operator {
         Ok(RegisterResponse { validation_required: true, ear_signers: self.ear_signers.clone() })
     }
 
-    /// Steps 9–10, new operator: verifies the EAR, creates the subscriber record (once) and
-    /// returns the profile signed by this operator (COSE_Sign1 bytes).
+    /// Steps 9–11, new operator: verifies the EAR, creates the subscriber record (once),
+    /// signs the profile and encrypts it to the EAR's bundle key. The answer carries the
+    /// bundle and the profile's non-secret facts; the plaintext never leaves this call.
     pub fn attestation(
         &self,
         id: &CampaignId,
         device_id: &DeviceId,
         ear: &[u8],
         now: SystemTime,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<AttestationResponse> {
         let verified = self.ear.verify(ear, now, device_id, None)?;
-        verified.bundle_key()?;
+        let bundle_key = verified.bundle_key()?.clone();
         let counter = verified.rollback_counter().ok_or(MnoError::EarWithoutRollbackCounter)?;
         let sequence = counter
             .checked_add(1)
             .ok_or_else(|| EarError::Malformed("rollback counter at its maximum".into()))?;
         let ear_hash = bundle::ear_hash(ear);
         let issued = unix(now);
-        let (signed, fresh, imsi) = self.store.write(|tx| {
+        // Encrypted inside the transaction: a key the bundle cannot be encrypted to leaves
+        // nothing behind (no record, no profile).
+        let encrypt = |signed: &[u8]| {
+            bundle::encrypt_bundle(signed, bundle_key.x(), bundle_key.y(), device_id, &ear_hash)
+                .map_err(|e| match e {
+                    BundleError::InvalidRecipientKey => MnoError::EarBundleKeyInvalid,
+                    other => MnoError::BundleEncryption(other.to_string()),
+                })
+        };
+        let (answer, fresh) = self.store.write(|tx| {
             let (device, allocation) = self.new_side(tx, id, device_id)?;
             if !device.registered {
                 return Err(MnoError::NotRegistered(device_id.to_hex()));
             }
             let owner = allocation.imsi.as_str();
+            let answer = |bundle: Vec<u8>| AttestationResponse {
+                bundle: ByteBuf::from(bundle),
+                device_id: device_id.clone(),
+                campaign_iccid: device.iccid.clone(),
+                iccid: allocation.iccid.clone(),
+                imsi: allocation.imsi.clone(),
+                sequence,
+            };
             if let (Some(hash), Some(stored)) = (&device.ear_hash, &device.profile)
                 && hash.as_slice() == ear_hash.as_slice()
             {
+                // The same EAR: the same rollback counter, so the same sequence.
                 let signed = self.sealer.open(owner, Field::Profile, stored)?;
-                return Ok((signed.to_vec(), false, allocation.imsi));
+                return Ok((answer(encrypt(&signed)?), false));
             }
             let record = match SubscriberRecord::load(tx, &self.sealer, &allocation.imsi)? {
                 Some(r) => r,
@@ -202,8 +232,9 @@ impl Operator {
                 expires: issued.saturating_add(self.profile_validity.as_secs()),
                 ear_hash,
             };
-            let signed =
-                self.signer.sign(&payload).map_err(|e| MnoError::ProfileSigning(e.to_string()))?;
+            let signed = Zeroizing::new(
+                self.signer.sign(&payload).map_err(|e| MnoError::ProfileSigning(e.to_string()))?,
+            );
             tx.execute(
                 "UPDATE campaign_devices SET ear_hash = ?3, profile = ?4, profile_issued_at = ?5
                  WHERE campaign = ?1 AND device_id = ?2",
@@ -215,12 +246,15 @@ impl Operator {
                     now_unix()?
                 ],
             )?;
-            Ok((signed, true, allocation.imsi))
+            Ok((answer(encrypt(&signed)?), true))
         })?;
         if fresh {
-            tracing::info!(campaign = %id, device = %device_id, %imsi, sequence, "profile signed");
+            tracing::info!(
+                campaign = %id, device = %device_id, imsi = %answer.imsi, sequence,
+                "profile signed, encrypted to the attested bundle key"
+            );
         }
-        Ok(signed)
+        Ok(answer)
     }
 
     /// Step 12, new operator: RAND and AUTN for the new USIM. An outstanding challenge is

@@ -27,6 +27,7 @@ use super::api::{
 };
 use super::config::{ConfigError, MnoConfig, read_bounded, read_secret_file};
 use super::error::{MnoError, Result};
+use super::old_operator::recorded_activation;
 use super::pool::{self, PoolConfig, Purpose};
 use super::records::{SubscriberRecord, SubscriberStatus, SubscriberView};
 use super::seal::Sealer;
@@ -161,7 +162,8 @@ impl Operator {
     /// Step 2: records a campaign this operator takes part in. Idempotent: the same campaign
     /// again is answered with its status (`created` false); different contents under the
     /// same id are a conflict. As the old operator, every ICCID must be one of its
-    /// subscriptions in service and not in another open campaign.
+    /// subscriptions in service and not in a change another open campaign's card proved
+    /// (a pairing no card proved holds nothing: see `old_operator`).
     pub fn create_campaign(&self, req: &CampaignRequest) -> Result<(bool, CampaignStatus)> {
         req.validate()?;
         let party = self.party_of(&req.from, &req.to, &req.id)?;
@@ -218,7 +220,8 @@ impl Operator {
         Ok((created, self.campaign_status(&req.id)?))
     }
 
-    /// The IMSI of the subscription `iccid` names, which must be in service and free.
+    /// The IMSI of the subscription `iccid` names, which must be in service and not in a
+    /// proven change of another open campaign.
     fn old_subscription(
         &self,
         tx: &Transaction<'_>,
@@ -238,17 +241,23 @@ impl Operator {
         if status != SubscriberStatus::Active.name() && status != SubscriberStatus::Live.name() {
             return Err(MnoError::UnknownIccid(iccid.to_string()));
         }
-        let open: Option<(String, String)> = tx
+        // Only a card's proof holds the ICCID: a campaign pairing a device with someone
+        // else's ICCID must not lock that subscription out of its own device's campaigns.
+        let proven: Option<(String, String)> = tx
             .query_row(
-                "SELECT cd.campaign, cd.device_id FROM campaign_devices cd
-                 LEFT JOIN reports r ON r.campaign = cd.campaign AND r.device_id = cd.device_id
-                 WHERE cd.iccid = ?1 AND cd.campaign != ?2 AND r.outcome IS NULL",
+                "SELECT ta.campaign, ta.device_id FROM tre_activations ta
+                 LEFT JOIN reports r ON r.campaign = ta.campaign AND r.device_id = ta.device_id
+                 WHERE ta.iccid = ?1 AND ta.campaign != ?2 AND r.outcome IS NULL",
                 params![iccid.as_str(), campaign.as_str()],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        if let Some((campaign, device)) = open {
-            return Err(MnoError::DeviceInAnotherCampaign { device, campaign });
+        if let Some((campaign, device)) = proven {
+            return Err(MnoError::SubscriptionInChange {
+                iccid: iccid.to_string(),
+                campaign,
+                device,
+            });
         }
         imsi.parse().map_err(|_| MnoError::Corrupt("IMSI"))
     }
@@ -275,9 +284,11 @@ impl Operator {
             let mut stmt = tx.prepare(
                 "SELECT cd.device_id, cd.iccid, cd.old_imsi, il.new_imsi, a.imsi, cd.imsi_list_sent_at,
                         cd.tre_command IS NOT NULL, cd.registered_at, cd.profile IS NOT NULL, s.status,
-                        r.outcome
+                        r.outcome, ta.device_id IS NOT NULL
                  FROM campaign_devices cd
                  LEFT JOIN imsi_lists il ON il.campaign = cd.campaign AND il.device_id = cd.device_id
+                 LEFT JOIN tre_activations ta
+                        ON ta.campaign = cd.campaign AND ta.device_id = cd.device_id
                  LEFT JOIN allocations a ON a.campaign = cd.campaign AND a.device_id = cd.device_id
                  LEFT JOIN subscribers s ON s.imsi = a.imsi
                  LEFT JOIN reports r ON r.campaign = cd.campaign AND r.device_id = cd.device_id
@@ -296,6 +307,7 @@ impl Operator {
                     profile_issued: r.get(8)?,
                     new_status: r.get(9)?,
                     report: r.get(10)?,
+                    tre_proven: r.get(11)?,
                 })
             })?;
             let mut devices = Vec::new();
@@ -314,9 +326,11 @@ impl Operator {
     }
 
     /// Step 12: the DPF's report for one device. The old operator retires the device's old
-    /// subscription on success (only for a device of a known campaign whose IMSI list
-    /// arrived); the new operator accepts success only for a subscription that AKA made
-    /// live, and retires the new one on failure (a proven rollback). Idempotent; a
+    /// subscription on success only for a device of a known campaign whose IMSI list arrived
+    /// and whose card proved the TRE activation for this campaign with that subscription's
+    /// ICCID and IMSI (else it refuses, `tre-activation-not-proven`, and the subscription
+    /// stays in service); the new operator accepts success only for a subscription that AKA
+    /// made live, and retires the new one on failure (a proven rollback). Idempotent; a
     /// contradicting repeat is a conflict.
     pub fn report(&self, report: &Report) -> Result<ReportAck> {
         if report.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_LEN) {
@@ -371,6 +385,20 @@ impl Operator {
                     if !device.imsi_listed {
                         return Err(MnoError::ImsiListMissing {
                             device: report.device_id.to_hex(),
+                        });
+                    }
+                    // The ICCID binding: retire only what this device's card proved it ran.
+                    let proven = recorded_activation(tx, &c.id, &report.device_id)?;
+                    let binds = proven.as_ref().is_some_and(|p| {
+                        p.iccid == device.iccid && Some(&p.imsi) == device.old_imsi.as_ref()
+                    });
+                    if !binds {
+                        return Err(MnoError::TreActivationNotProven {
+                            device: report.device_id.to_hex(),
+                            iccid: device.iccid.to_string(),
+                            reason: "no verified answer of the card to activate-TRE: \
+                                     IMSI_A stays in service"
+                                .into(),
                         });
                     }
                     Some(SubscriberStatus::Retired)
@@ -579,6 +607,7 @@ struct StatusRow {
     profile_issued: bool,
     new_status: Option<String>,
     report: Option<String>,
+    tre_proven: bool,
 }
 
 impl StatusRow {
@@ -590,6 +619,7 @@ impl StatusRow {
         let stage = match (report, party) {
             (Some(ReportOutcome::Success), _) => DeviceStage::Switched,
             (Some(ReportOutcome::Failure), _) => DeviceStage::Failed,
+            (None, Party::OldOperator) if self.tre_proven => DeviceStage::TreActivated,
             (None, Party::OldOperator) if self.tre_issued => DeviceStage::TreActivationIssued,
             (None, Party::OldOperator) if self.listed_imsi.is_some() => {
                 DeviceStage::ImsiListReceived

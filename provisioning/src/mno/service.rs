@@ -26,7 +26,7 @@ use transport::PeerIdentity;
 
 use super::api::{
     self, CBOR, CampaignId, CampaignRequest, Health, ImsiList, JSON, MAX_BULK_BODY,
-    MAX_DEVICE_BODY, Report,
+    MAX_DEVICE_BODY, Report, TreActivated,
 };
 use super::config::MnoConfig;
 use super::error::{MnoError, Result};
@@ -73,6 +73,7 @@ pub fn router(operator: Arc<Operator>) -> Router {
         .route("/v1/campaigns/{campaign}", get(campaign_status))
         .route("/v1/campaigns/{campaign}/prepare", post(prepare))
         .route("/v1/campaigns/{campaign}/devices/{device}/activate-tre", post(activate_tre))
+        .route("/v1/campaigns/{campaign}/devices/{device}/tre-activated", post(tre_activated))
         .route("/v1/campaigns/{campaign}/devices/{device}/register", post(register))
         .route("/v1/campaigns/{campaign}/devices/{device}/attestation", post(attestation))
         .route("/v1/campaigns/{campaign}/devices/{device}/aka-challenge", post(aka_challenge))
@@ -162,6 +163,24 @@ async fn activate_tre(
     cbor(&blocking(move || at("activate-tre", || op.activate_tre(&id, &device))).await?)
 }
 
+/// Step 4 confirmed: the card's MACed answer to the activate-TRE command, relayed by the RO.
+async fn tre_activated(
+    State(op): Shared,
+    peer: PeerIdentity,
+    params: Params,
+    body: Body,
+) -> Result<Response> {
+    ro_only(&peer)?;
+    let (id, device) = params.device()?;
+    let request: TreActivated = body.cbor()?;
+    cbor(
+        &blocking(move || {
+            at("tre-activated", || op.tre_activated(&id, &device, &request.response))
+        })
+        .await?,
+    )
+}
+
 async fn register(
     State(op): Shared,
     peer: PeerIdentity,
@@ -183,11 +202,12 @@ async fn attestation(
     ro_only(&peer)?;
     let (id, device) = params.device()?;
     let ear = body.cose()?;
-    let signed = blocking(move || {
-        at("attestation", || op.attestation(&id, &device, &ear, SystemTime::now()))
-    })
-    .await?;
-    Ok(([(header::CONTENT_TYPE, CBOR)], signed).into_response())
+    cbor(
+        &blocking(move || {
+            at("attestation", || op.attestation(&id, &device, &ear, SystemTime::now()))
+        })
+        .await?,
+    )
 }
 
 async fn aka_challenge(

@@ -1,7 +1,8 @@
 //! The operator's SQLite store (docs/flow.md "Who holds what"; DESIGN.md §5): the IMSI pool
 //! and its allocations, subscriber records with their secrets encrypted ([`super::seal`]),
-//! the campaigns this operator takes part in and their devices, received IMSI lists,
-//! outstanding AKA challenges and the DPF's reports.
+//! the campaigns this operator takes part in and their devices, received IMSI lists, the
+//! cards' verified answers to activate-TRE, outstanding AKA challenges and the DPF's
+//! reports.
 //!
 //! One file per process, opened under the policy of `storage::open_sqlite`: created with
 //! mode 0600 only where no file exists (or in an empty file with [`OpenMode::Init`]), never
@@ -105,6 +106,18 @@ CREATE TABLE imsi_lists (
     PRIMARY KEY (campaign, device_id),
     FOREIGN KEY (campaign, device_id) REFERENCES campaign_devices (campaign, device_id)
 );
+CREATE TABLE tre_activations (
+    campaign    TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    iccid       TEXT NOT NULL,
+    imsi        TEXT NOT NULL,
+    counter     INTEGER NOT NULL,
+    response    BLOB NOT NULL,
+    verified_at INTEGER NOT NULL,
+    PRIMARY KEY (campaign, device_id),
+    FOREIGN KEY (campaign, device_id) REFERENCES campaign_devices (campaign, device_id)
+);
+CREATE INDEX tre_activations_by_iccid ON tre_activations (iccid);
 CREATE TABLE aka_challenges (
     imsi       TEXT PRIMARY KEY REFERENCES subscribers (imsi),
     rand       BLOB NOT NULL,
@@ -139,9 +152,22 @@ CREATE TABLE reports (
 /// unknown campaign: an announcement arriving late is refused, so no device is held by a
 /// campaign the RO has given up), and the RES that made a subscription live (sealed like
 /// XRES: the same answer repeated, whose verdict was lost, is answered live again; any
-/// other is not).
+/// other is not), and the cards' verified answers to activate-TRE (the ICCID binding: only
+/// a card that proved its ICCID and IMSI for a campaign has its old subscription retired).
 const ADDED_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS closed_campaigns (id TEXT PRIMARY KEY, closed_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tre_activations (
+    campaign TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    iccid TEXT NOT NULL,
+    imsi TEXT NOT NULL,
+    counter INTEGER NOT NULL,
+    response BLOB NOT NULL,
+    verified_at INTEGER NOT NULL,
+    PRIMARY KEY (campaign, device_id),
+    FOREIGN KEY (campaign, device_id) REFERENCES campaign_devices (campaign, device_id)
+);
+CREATE INDEX IF NOT EXISTS tre_activations_by_iccid ON tre_activations (iccid);
 CREATE TABLE IF NOT EXISTS aka_accepted (
     imsi TEXT PRIMARY KEY REFERENCES subscribers (imsi),
     res BLOB NOT NULL,

@@ -111,8 +111,9 @@ impl Ro {
             .map_err(|e| RoError::Config(format!("signing an order: {e}")))
     }
 
-    /// Steps 5–7 (DRF): the device attaches with its EK certificate after the TRE took over;
-    /// the DRF checks the certificate and the new operator registers the device.
+    /// Steps 5–7 (DRF): the device attaches with its EK certificate and its card's answer to
+    /// MNO-A's activate-TRE command after the TRE took over; the DRF checks the certificate,
+    /// MNO-A the card's answer (a peer step), then the new operator registers the device.
     pub(crate) async fn attach(&self, request: AttachRequest) -> Result<(), RoError> {
         let device = request.device_id.clone();
         let _guard = self.lock(&device).await;
@@ -120,7 +121,9 @@ impl Ro {
         match &row.state {
             DeviceState::TreActivation { .. } => {}
             // A repeated attach (the device retried) changes nothing.
-            DeviceState::Attached | DeviceState::Registered => return Ok(()),
+            DeviceState::TreActivated { .. } | DeviceState::Attached | DeviceState::Registered => {
+                return Ok(());
+            }
             other => return Err(RoError::WrongState { device, state: other.name() }),
         }
         if !request.tre_active {
@@ -134,7 +137,9 @@ impl Ro {
             return self.abandon_locked(&row, 5, &e.to_string());
         }
         self.store.record_step(&row.campaign_id, &device, 5, ms(timer))?;
-        self.store.transition(&row.campaign_id, &device, &DeviceState::Attached, &[4], &[])?;
+        // The card's proof is MNO-A's to check: only it knows the KID.
+        let state = DeviceState::TreActivated { proof: request.activation_proof };
+        self.store.transition(&row.campaign_id, &device, &state, &[4], &[])?;
         drop(_guard);
         self.advance_now(&device).await
     }

@@ -18,8 +18,9 @@ use super::config::RoConfig;
 use super::error::RoError;
 use super::store::CampaignRow;
 use crate::mno::api::{
-    self as mno_api, ActivateTreResponse, AkaChallenge, AkaVerdict, CampaignId, CampaignRequest,
-    PrepareResponse, RegisterResponse, path as mno_path,
+    self as mno_api, ActivateTreResponse, AkaChallenge, AkaVerdict, AttestationResponse,
+    CampaignId, CampaignRequest, PrepareResponse, RegisterResponse, TreActivated, TreActivatedAck,
+    path as mno_path,
 };
 
 /// Largest response the RO reads from a peer.
@@ -189,6 +190,22 @@ impl Peers {
         Ok(answer.command.into_vec())
     }
 
+    /// Step 4 confirmed: the card's MACed answer to the activate-TRE command, to the old
+    /// operator, which checks it with the card's KID.
+    pub async fn tre_activated(
+        &self,
+        campaign: &CampaignRow,
+        device: &DeviceId,
+        proof: &[u8],
+    ) -> Result<(), RoError> {
+        let body = mno_api::to_cbor(&TreActivated { response: ByteBuf::from(proof.to_vec()) })
+            .map_err(|e| RoError::Decode(e.to_string()))?;
+        let _: TreActivatedAck = self
+            .device_call(&campaign.from, &campaign.id, device, "tre-activated", mno_api::CBOR, body)
+            .await?;
+        Ok(())
+    }
+
     /// Steps 6–7: registration with the new operator, which asks for validation.
     pub async fn register(&self, campaign: &CampaignRow, device: &DeviceId) -> Result<(), RoError> {
         let new = &campaign.to;
@@ -208,15 +225,23 @@ impl Peers {
         Ok(())
     }
 
-    /// Steps 9–10: the EAR to the new operator; its answer is the profile it signed.
+    /// Steps 9–11: the EAR to the new operator; its answer is the bundle it encrypted to the
+    /// EAR's bundle key, with the profile's non-secret facts.
     pub async fn attestation(
         &self,
         campaign: &CampaignRow,
         device: &DeviceId,
         ear: &[u8],
-    ) -> Result<Vec<u8>, RoError> {
-        let url = self.device_url(&campaign.to, &campaign.id, device, "attestation")?;
-        self.post(&campaign.to, &url, "application/cose", ear.to_vec()).await
+    ) -> Result<AttestationResponse, RoError> {
+        self.device_call(
+            &campaign.to,
+            &campaign.id,
+            device,
+            "attestation",
+            "application/cose",
+            ear.to_vec(),
+        )
+        .await
     }
 
     /// Step 12: the AuC's challenge for the new USIM.

@@ -28,6 +28,10 @@ pub enum DeviceState {
     Pending,
     /// Step 4: MNO-A's activate-TRE command, handed to the device until it attaches.
     TreActivation { command: ByteBuf },
+    /// Step 5, then 4 confirmed: the DRF checked the attaching device's identity; the card's
+    /// MACed answer to the command (`protocol::ota::response`) goes to MNO-A, which checks
+    /// that the card the campaign pairs with the device ran it. Next: attached.
+    TreActivated { proof: ByteBuf },
     /// Step 5: the DRF checked the device's identity; next the new operator registers it.
     Attached,
     /// Steps 6–7: registered with the new operator, which asked for validation.
@@ -42,7 +46,8 @@ pub enum DeviceState {
     Appraising { nonce: Nonce, evidence: ByteBuf },
     /// Step 9: the PVA's EAR (checked by the DPF), to be sent to the new operator.
     Attested { ear: ByteBuf, bundle_key: ByteBuf },
-    /// Steps 10–11: the DPF released the bundle; the receipt must name `expected`.
+    /// Steps 10–11: the DPF took MNO-B's bundle (encrypted to the device) for release; the
+    /// receipt must name `expected`.
     /// `bundle_key` is the TPM name of the certified bundle key: the device's answer to the
     /// install is signed for it (`protocol::receipt::AnswerStatement::install_task`).
     Delivering {
@@ -84,6 +89,7 @@ impl DeviceState {
         match self {
             DeviceState::Pending => "pending",
             DeviceState::TreActivation { .. } => "tre-activation-issued",
+            DeviceState::TreActivated { .. } => "tre-activated",
             DeviceState::Attached => "attached",
             DeviceState::Registered => "registered",
             DeviceState::Enrolling { .. } => "enrolling",
@@ -124,6 +130,7 @@ impl DeviceState {
         match self {
             DeviceState::Pending => 4,
             DeviceState::TreActivation { .. } => 5,
+            DeviceState::TreActivated { .. } => 4,
             DeviceState::Attached => 6,
             DeviceState::Registered | DeviceState::Enrolling { .. } | DeviceState::Enrolled => 8,
             DeviceState::Attesting { .. } | DeviceState::Appraising { .. } => 8,
@@ -151,7 +158,7 @@ pub const STEP_NAMES: [&str; 12] = [
     "validation requested",
     "challenge, evidence, appraisal",
     "attestation result to MNO-B",
-    "profile signed, released by DPF",
+    "bundle checked, relayed by DPF",
     "download and install",
     "receipt, AKA, commit, reports",
 ];
@@ -174,6 +181,7 @@ mod tests {
         let states = [
             DeviceState::Pending,
             DeviceState::TreActivation { command: ByteBuf::from(vec![1, 2, 3]) },
+            DeviceState::TreActivated { proof: ByteBuf::from(vec![4, 5]) },
             DeviceState::Attesting {
                 nonce: Nonce::from_bytes(&[4; 32]).unwrap(),
                 pcr_selection: "sha256:0,2".into(),

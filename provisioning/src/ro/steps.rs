@@ -1,5 +1,6 @@
 //! The RO's peer steps of a device's change (docs/flow.md steps 4–12): MNO-A's
-//! activate-TRE command, the registration with the new operator, the PVA's nonce and
+//! activate-TRE command and its check of the card's answer, the registration with the new
+//! operator, the PVA's nonce and
 //! appraisal, the new operator's signed profile through the DPF, the AuC's challenge and
 //! verdict — and what happens when one fails.
 //!
@@ -45,6 +46,7 @@ impl Ro {
             let step = row.state.step();
             let next = match &row.state {
                 DeviceState::Pending => self.activate_tre(&row).await,
+                DeviceState::TreActivated { proof } => self.confirm_activation(&row, proof).await,
                 DeviceState::Attached => self.register(&row).await,
                 DeviceState::Registered | DeviceState::Enrolled
                     if self.store.enrolled_ak(&row.device_id)?.is_some() =>
@@ -183,6 +185,22 @@ impl Ro {
         Ok((DeviceState::TreActivation { command: ByteBuf::from(command) }, &[]))
     }
 
+    /// Step 4 confirmed: MNO-A checks the card's MACed answer to its command — the ICCID
+    /// binding — before the change goes on (idempotent there: the same answer is accepted
+    /// again). A refusal abandons the change; the device restores its USIM.
+    async fn confirm_activation(
+        &self,
+        row: &DeviceRow,
+        proof: &[u8],
+    ) -> Result<(DeviceState, &'static [u8]), RoError> {
+        let timer = Instant::now();
+        self.peers
+            .tre_activated(&self.campaign_of(&row.campaign_id)?, &row.device_id, proof)
+            .await?;
+        self.store.record_step(&row.campaign_id, &row.device_id, 4, ms(timer))?;
+        Ok((DeviceState::Attached, &[]))
+    }
+
     /// Steps 6–7: the new operator registers the device and asks for validation.
     async fn register(&self, row: &DeviceRow) -> Result<(DeviceState, &'static [u8]), RoError> {
         let timer = Instant::now();
@@ -233,8 +251,9 @@ impl Ro {
         ))
     }
 
-    /// Steps 9–11: the EAR to the new operator, its signed profile through the DPF's checks
-    /// into an encrypted bundle.
+    /// Steps 9–11: the EAR to the new operator (checked again first: it may have expired
+    /// while a peer was down), its bundle through the DPF's checks. The bundle is encrypted
+    /// to the device's bundle key by the operator itself; the RO never holds the profile.
     async fn release(
         &self,
         row: &DeviceRow,
@@ -248,17 +267,10 @@ impl Ro {
             .verify(ear, SystemTime::now(), &row.device_id, None)
             .map_err(|e| RoError::Release(format!("attestation result: {e}")))?;
         let timer = Instant::now();
-        let signed_profile = self.peers.attestation(&campaign, &row.device_id, ear).await?;
+        let answer = self.peers.attestation(&campaign, &row.device_id, ear).await?;
         self.store.record_step(&row.campaign_id, &row.device_id, 9, ms(timer))?;
         let timer = Instant::now();
-        let release = self.dpf.release(
-            &verified,
-            ear,
-            &campaign.to,
-            &row.device_id,
-            &signed_profile,
-            SystemTime::now(),
-        )?;
+        let release = self.dpf.accept(&verified, ear, &row.device_id, &row.iccid, answer)?;
         self.store.record_step(&row.campaign_id, &row.device_id, 10, ms(timer))?;
         Ok((
             DeviceState::Delivering {

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use protocol::bundle::{BundleExpectations, SoftwareRecipient, VerifiedProfile};
 use protocol::ear::{Appraisal, BundleKey, Claim, EarClaims, TrustVector, VerifierId, unix, value};
 use protocol::{DeviceId, SubscriptionProfile};
-use provisioning::mno::api::{CampaignDevice, CampaignRequest};
+use provisioning::mno::api::{AttestationResponse, CampaignDevice, CampaignRequest};
 use provisioning::mno::{CampaignId, MnoClient, MnoConfig, Operator};
 use provisioning::pki::{Pki, Role};
 use ring::rand::SystemRandom;
@@ -214,11 +215,22 @@ pub fn affirming() -> TrustVector {
     v
 }
 
-/// EAR claims for `device`: affirming, valid five minutes, rollback counter 7.
+/// EAR claims for `device`: affirming, valid five minutes, rollback counter 7, naming the
+/// bundle key of a software key nobody keeps.
 pub fn ear_claims(device: &DeviceId, vector: TrustVector) -> EarClaims {
+    ear_claims_for(device, vector, &SoftwareRecipient::generate().unwrap())
+}
+
+/// [`ear_claims`] naming `key` as the device's bundle key (a software key stands in for the
+/// TPM's).
+pub fn ear_claims_for(
+    device: &DeviceId,
+    vector: TrustVector,
+    key: &SoftwareRecipient,
+) -> EarClaims {
     let now = SystemTime::now();
     let mut appraisal = Appraisal::new(vector, "policy-1".into(), device.clone());
-    appraisal.bundle_key = Some(BundleKey::new([1; 32], [2; 32], vec![0, 0x0B, 3]));
+    appraisal.bundle_key = Some(BundleKey::new(*key.x(), *key.y(), vec![0, 0x0B, 3]));
     appraisal.rollback_counter = Some(7);
     EarClaims {
         issued_at: unix(now),
@@ -243,6 +255,31 @@ pub fn sign_ear(pki: &Pki, role: Role, claims: &EarClaims) -> Vec<u8> {
 
 pub fn ear(pki: &Pki, device: &DeviceId) -> Vec<u8> {
     sign_ear(pki, Role::Pva, &ear_claims(device, affirming()))
+}
+
+/// A genuine EAR for `device` and the bundle key it names, which opens the bundle once.
+pub fn attested(pki: &Pki, device: &DeviceId) -> (Vec<u8>, SoftwareRecipient) {
+    let key = SoftwareRecipient::generate().unwrap();
+    (sign_ear(pki, Role::Pva, &ear_claims_for(device, affirming(), &key)), key)
+}
+
+/// What the device does with the new operator's answer: decrypts the bundle with its bundle
+/// key and verifies the profile (signer `mno-b`, this device, this EAR).
+pub fn open(
+    pki: &Pki,
+    answer: &AttestationResponse,
+    key: SoftwareRecipient,
+    ear: &[u8],
+) -> VerifiedProfile {
+    let anchors = pki.ci_trust_anchors().unwrap();
+    let expectations = BundleExpectations {
+        ci_roots: &anchors,
+        now: SystemTime::now(),
+        operator: "mno-b",
+        device_id: &answer.device_id,
+        ear_hash: &protocol::bundle::ear_hash(ear),
+    };
+    protocol::bundle::open_bundle(&answer.bundle, &expectations, |x, y| key.zgen(x, y)).unwrap()
 }
 
 /// Asserts a refusal with the given status and problem slug.

@@ -181,6 +181,36 @@ impl Tpm {
         })
     }
 
+    /// TPM2_GetCapability(TPM_PROPERTIES) from TPM_PT_FAMILY_INDICATOR: the specification the
+    /// TPM implements (TPM 2.0 Part 2 §6.13: the family as four characters, "2.0\0", the
+    /// level, and the revision times 100), as an EK certificate's TPMSpecification states it
+    /// (TCG EK Credential Profile 2.x §3.2.11).
+    pub fn specification(&mut self) -> Result<protocol::ekcert::TpmSpecification> {
+        let (caps, _) = self
+            .ctx
+            .get_capability(CapabilityType::TpmProperties, PropertyTag::FamilyIndicator.into(), 3)
+            .tpm("TPM2_GetCapability")?;
+        let CapabilityData::TpmProperties(props) = caps else {
+            return Err(Error::Structure("TPM properties capability of another type".into()));
+        };
+        let get = |tag: PropertyTag| {
+            props
+                .find(tag)
+                .map(|p| p.value())
+                .ok_or_else(|| Error::Structure(format!("the TPM does not report {tag:?}")))
+        };
+        let family = get(PropertyTag::FamilyIndicator)?.to_be_bytes();
+        let family = String::from_utf8_lossy(&family).trim_matches(char::from(0)).to_owned();
+        if family.is_empty() || !family.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(Error::Structure(format!("TPM family {family:?} is not printable")));
+        }
+        Ok(protocol::ekcert::TpmSpecification {
+            family,
+            level: get(PropertyTag::Level)?,
+            revision: get(PropertyTag::Revision)?,
+        })
+    }
+
     /// The key at a persistent handle, if one is there.
     pub fn persistent_key(&mut self, handle: u32) -> Result<Option<Key>> {
         let tpm_handle = PersistentTpmHandle::new(handle).tpm("persistent handle")?;
@@ -264,5 +294,6 @@ pub(crate) fn hashing_algorithm(alg: HashAlg) -> HashingAlgorithm {
         HashAlg::Sha256 => HashingAlgorithm::Sha256,
         HashAlg::Sha384 => HashingAlgorithm::Sha384,
         HashAlg::Sha512 => HashingAlgorithm::Sha512,
+        HashAlg::Sm3_256 => HashingAlgorithm::Sm3_256,
     }
 }

@@ -25,6 +25,7 @@ use protocol::tpm::public::{EccCurve, EccScheme, KdfScheme, SymDefObject};
 use protocol::tpm::{Attest, HashAlg, ObjectAttributes, Public, PublicKey, Signature, Unmarshal};
 use subtle::ConstantTimeEq;
 
+use super::failures::Failures;
 use crate::enrol::attribute_diff;
 use crate::error::{AppraisalError, Attestation};
 use crate::refvalues::{POLICY_HASH, ReferenceValues};
@@ -75,7 +76,7 @@ pub(super) fn authenticate(
 }
 
 /// The integrity checks of the certified key.
-pub(super) fn check(key: &Public, refs: &ReferenceValues, failures: &mut Vec<AppraisalError>) {
+pub(super) fn check(key: &Public, refs: &ReferenceValues, failures: &mut Failures) {
     let (missing, forbidden) = attribute_diff(key.attributes, required(), forbidden());
     if missing != ObjectAttributes::empty() || forbidden != ObjectAttributes::empty() {
         failures.push(AppraisalError::BundleKeyAttributes { missing, forbidden });

@@ -12,6 +12,7 @@ use protocol::eventlog::{EventLog, EventType};
 use protocol::image::component_of;
 use protocol::tpm::HashAlg;
 
+use super::failures::Failures;
 use crate::error::AppraisalError;
 use crate::policy::{Severity, Version};
 use crate::refvalues::ReferenceValues;
@@ -20,13 +21,17 @@ pub(super) fn check(
     log: &EventLog,
     quoted_banks: &[HashAlg],
     refs: &ReferenceValues,
-    failures: &mut Vec<AppraisalError>,
+    failures: &mut Failures,
 ) {
     let policy = refs.policy();
     let banks: Vec<HashAlg> =
         quoted_banks.iter().copied().filter(|b| policy.allows_bank(*b)).collect();
     let mut measured: Vec<(&str, &str)> = Vec::new();
-    for event in log.events() {
+    // Records are numbered as tpm2_eventlog numbers them: the Spec ID header of a
+    // crypto-agile log is record 0.
+    let first = u32::from(log.spec_id().is_some());
+    for (index, event) in log.events().iter().enumerate() {
+        let number = first.saturating_add(u32::try_from(index).unwrap_or(u32::MAX));
         if event.event_type == EventType::EV_NO_ACTION || banks.is_empty() {
             continue;
         }
@@ -83,7 +88,7 @@ pub(super) fn check(
             });
         }
         if let Some(f) = failure {
-            failures.push(f);
+            failures.push_at_event(f, number);
             continue;
         }
         let Some(entry) = candidates.and_then(|c| c.first().copied()).and_then(|i| refs.event(i))
@@ -96,10 +101,10 @@ pub(super) fn check(
             {
                 measured.push((name, version));
             } else {
-                failures.push(AppraisalError::EventDataMismatch {
-                    pcr: event.pcr,
-                    component: name.clone(),
-                });
+                failures.push_at_event(
+                    AppraisalError::EventDataMismatch { pcr: event.pcr, component: name.clone() },
+                    number,
+                );
             }
         }
     }

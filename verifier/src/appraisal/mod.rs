@@ -12,17 +12,20 @@
 //!    EAR's status is the worst tier of the resulting vector.
 //!
 //! Layout: [`quote`], [`bundle_key`], [`pcrs`], [`eventlog`], [`clock`]: one module per check
-//! family.
+//! family; [`failures`]: what they collect, and where each failure happened (the EAR's
+//! failure details).
 
 mod bundle_key;
 pub(crate) mod clock;
 mod eventlog;
+mod failures;
 mod pcrs;
 mod quote;
 
 pub use bundle_key::{forbidden as bundle_key_forbidden, required as bundle_key_required};
+pub use failures::detail_of;
 
-use protocol::ear::{Claim, TrustTier, TrustVector, value};
+use protocol::ear::{Claim, FailureDetail, TrustTier, TrustVector, value};
 use protocol::eventlog::{EventLog, PcrBanks};
 use protocol::evidence::Evidence;
 use protocol::tpm::{Attest, HashAlg, Public, QuoteInfo};
@@ -96,6 +99,8 @@ pub fn authenticate(
 pub struct Findings {
     /// Every failed check, in the order the checks ran.
     pub failures: Vec<AppraisalError>,
+    /// Where each failure happened (PCR, bank, event, component), in the same order.
+    pub details: Vec<FailureDetail>,
     pub vector: TrustVector,
 }
 
@@ -111,7 +116,7 @@ pub fn evaluate(
     refs: &ReferenceValues,
     previous_clock: Option<ClockMark>,
 ) -> Findings {
-    let mut failures = Vec::new();
+    let mut failures = failures::Failures::default();
     if let Some(info) = auth.quote_info() {
         pcrs::check_selection(&info.pcr_select, refs.policy(), &mut failures);
         pcrs::check_digest(info, auth.quote_hash, &auth.replayed, &mut failures);
@@ -123,8 +128,30 @@ pub fn evaluate(
     }
     clock::check(&auth.quote, &auth.certify, previous_clock, &mut failures);
     bundle_key::check(&auth.bundle_key, refs, &mut failures);
+    let (failures, details) = failures.into_parts();
     let vector = vector_of(&failures);
-    Findings { failures, vector }
+    Findings { failures, details, vector }
+}
+
+/// The event-log checks of stage 3 alone, for a log no quote covers: a golden log, or a
+/// foreign one, against reference values derived from another (`tresor eventlog
+/// refvalues`). The log is replayed as [`authenticate`] does, then checked as [`evaluate`]
+/// checks a quoted one ([`eventlog`], then [`pcrs`]'s comparison with the prediction), as
+/// if the quote selected exactly the policy's banks. Without a quote this says only that
+/// the log describes the reference boot, not that any TPM holds it.
+pub fn evaluate_event_log(
+    log: &EventLog,
+    refs: &ReferenceValues,
+) -> Result<Vec<AppraisalError>, AppraisalError> {
+    let replayed = log.replay().map_err(AppraisalError::EventLogMalformed)?;
+    let mut banks: Vec<HashAlg> =
+        refs.policy().selection.banks().iter().map(|b| b.hash()).collect();
+    banks.sort();
+    banks.dedup();
+    let mut failures = failures::Failures::default();
+    eventlog::check(log, &banks, refs, &mut failures);
+    pcrs::check_reference(&replayed, refs, &mut failures);
+    Ok(failures.into_parts().0)
 }
 
 /// The trustworthiness vector of an appraisal that passed authentication: every claim tresor

@@ -9,15 +9,12 @@
 use protocol::eventlog::PcrBanks;
 use protocol::tpm::{HashAlg, PcrSelection, QuoteInfo};
 
+use super::failures::Failures;
 use crate::error::AppraisalError;
 use crate::policy::Policy;
 use crate::refvalues::ReferenceValues;
 
-pub(super) fn check_selection(
-    selection: &PcrSelection,
-    policy: &Policy,
-    failures: &mut Vec<AppraisalError>,
-) {
+pub(super) fn check_selection(selection: &PcrSelection, policy: &Policy, failures: &mut Failures) {
     let mut reported: Vec<HashAlg> = Vec::new();
     for bank in selection.banks() {
         let hash = bank.hash();
@@ -46,7 +43,7 @@ pub(super) fn check_digest(
     quote: &QuoteInfo,
     digest_hash: HashAlg,
     replayed: &PcrBanks,
-    failures: &mut Vec<AppraisalError>,
+    failures: &mut Failures,
 ) {
     let mut parts: Vec<&[u8]> = Vec::with_capacity(quote.pcr_select.count());
     let mut complete = true;
@@ -76,7 +73,7 @@ pub(super) fn check_digest(
 pub(super) fn check_reference(
     replayed: &PcrBanks,
     refs: &ReferenceValues,
-    failures: &mut Vec<AppraisalError>,
+    failures: &mut Failures,
 ) {
     for (bank, pcr) in refs.policy().selection.iter() {
         let (Some(value), Some(predicted)) =
@@ -108,10 +105,10 @@ mod tests {
         )
         .unwrap();
         let refs = ReferenceValues::parse(&text).unwrap();
-        let mut failures = Vec::new();
+        let mut failures = Failures::default();
         check_selection(&selection, refs.policy(), &mut failures);
         assert!(
-            failures.contains(&AppraisalError::PcrSelectionInvalid { pcr: 31 }),
+            failures.errors().contains(&AppraisalError::PcrSelectionInvalid { pcr: 31 }),
             "{failures:?}"
         );
     }

@@ -277,3 +277,103 @@ pub fn raw_log(original: &[u8], records: &[RawRecord]) -> Vec<u8> {
     }
     out
 }
+
+/// A device whose TPM state lives in a directory of the test's, so that a local attacker can
+/// copy it and put it back later: the restore attacks of `docs/appraisal.md` "Clock".
+pub struct Restorable {
+    pub dir: tempfile::TempDir,
+    /// `None` while the TPM is powered off.
+    pub device: Option<Device>,
+}
+
+impl Restorable {
+    /// Manufactured and booted with the example image.
+    pub fn new(lab: &Lab) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let swtpm = Swtpm::start(&dir.path().join("tpm"), &swtpm_config()).unwrap();
+        let mut tpm = Tpm::connect(&swtpm.tcti()).unwrap();
+        let ca = ManufacturerCa::from_pem(&lab.manufacturer.cert_pem, &lab.manufacturer.key_pem)
+            .unwrap();
+        manufacture(&mut tpm, &ca, &ManufactureOptions::default()).unwrap();
+        let mut attester =
+            Attester::boot(tpm, &example_image(), AttesterOptions::default()).unwrap();
+        let id = attester.device_id().unwrap();
+        Self { dir, device: Some(Device { attester: Some(attester), swtpm, id }) }
+    }
+
+    pub fn device(&mut self) -> &mut Device {
+        self.device.as_mut().expect("the TPM is powered on")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("tpm")
+    }
+
+    /// TPM2_Shutdown(CLEAR) and the swtpm process stops.
+    pub fn power_off(&mut self) {
+        self.device = None;
+    }
+
+    /// swtpm starts on the state (TPM2_Startup(CLEAR): a TPM Reset); the image is measured.
+    pub fn power_on(&mut self) {
+        let swtpm = Swtpm::start(&self.state(), &swtpm_config()).unwrap();
+        let tpm = Tpm::connect(&swtpm.tcti()).unwrap();
+        let mut attester =
+            Attester::boot(tpm, &example_image(), AttesterOptions::default()).unwrap();
+        let id = attester.device_id().unwrap();
+        self.device = Some(Device { attester: Some(attester), swtpm, id });
+    }
+
+    /// A TPM Reset of the running TPM, then the image is measured again.
+    pub fn reset(&mut self) {
+        let device = self.device();
+        device.attester = None;
+        device.swtpm.power_cycle().unwrap();
+        let tpm = Tpm::connect(&device.swtpm.tcti()).unwrap();
+        device.attester =
+            Some(Attester::boot(tpm, &example_image(), AttesterOptions::default()).unwrap());
+    }
+
+    /// Powers off, copies the TPM's state files, powers on again (a TPM Reset).
+    pub fn copy_state(&mut self) -> PathBuf {
+        self.power_off();
+        let copies = std::fs::read_dir(self.dir.path()).unwrap().count();
+        let copy = self.dir.path().join(format!("copy-{copies}"));
+        copy_files(&self.state(), &copy);
+        self.power_on();
+        copy
+    }
+
+    /// Powers off, puts a copy back in place of the state, powers on (a TPM Reset from the
+    /// copy).
+    pub fn restore(&mut self, copy: &Path) {
+        self.power_off();
+        for entry in std::fs::read_dir(self.state()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        copy_files(copy, &self.state());
+        self.power_on();
+    }
+}
+
+fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        // swtpm's own lock and pid files belong to the process, not to the TPM's state.
+        let own = name.to_string_lossy().ends_with(".lock") || name == "swtpm.pid";
+        if path.is_file() && !own {
+            std::fs::copy(&path, to.join(name)).unwrap();
+        }
+    }
+}
+
+/// The TPM clock state a quote reports.
+pub fn clock_of(e: &Evidence) -> protocol::tpm::ClockInfo {
+    use protocol::tpm::{Attest, Unmarshal};
+    Attest::from_bytes(&e.quote.attest).unwrap().clock_info
+}
