@@ -26,6 +26,7 @@ use protocol::device_api::{
 use protocol::device_auth::{
     self, CredentialChallenge, CredentialProof, CredentialRequest, NONCE_LEN, RequestStatement,
 };
+use protocol::ear::EarVerifier;
 use protocol::milenage::{Autn, Rand};
 use protocol::order::{OrderError, OrderExpectations, OrderKind, verify_order};
 use protocol::pva_api::{ActivateRequest, CredentialSecret, EnrolRequest, Message};
@@ -33,7 +34,7 @@ use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement, Receipt, Signe
 use protocol::role::{Expected, Role as CertRole};
 use protocol::tpm::PcrSelection;
 use protocol::x509::TrustAnchors;
-use protocol::{DeviceId, SubscriptionProfile, bundle};
+use protocol::{DeviceId, Nonce, SubscriptionProfile, bundle};
 use reqwest::Method;
 use serde_bytes::ByteBuf;
 use transport::retry::Backoff;
@@ -331,12 +332,11 @@ impl<C: Uicc> Agent<C> {
                     .parse()
                     .map_err(|e| Error::Protocol(format!("PCR selection from the PVA: {e}")))?;
                 self.attester.set_selection(selection);
-                let evidence = self.attester.evidence(&nonce)?;
+                let evidence = self.evidence(&nonce)?;
                 let bytes = evidence.to_cbor().map_err(|e| Error::Protocol(e.to_string()))?;
                 self.keep("evidence.cbor", &bytes)?;
                 self.post_raw("evidence", bytes).await
             }
-            // The task's `operator` is not trusted: the card's activation names the signer.
             DeviceTask::Install { bundle, ear, .. } => {
                 // The answer is signed for the bundle key this device attested, which the
                 // RO knows too, whatever happened to the task on its way here.
@@ -409,11 +409,14 @@ impl<C: Uicc> Agent<C> {
                 self.post_answer("commit", &result, task).await
             }
             DeviceTask::Abort { campaign, reason, order } => {
-                // Only the change under way may be aborted: the one on trial, or the one the
-                // TRE was activated for. With nothing to undo any campaign's order is moot.
+                // Only the change under way may be aborted: the one on trial, or the one
+                // MNO-A's MACed command activated the TRE for (the card's word, not the
+                // journal's). With nothing to undo any campaign's order is moot.
                 let under_way = match self.card.change().filter(|c| c.on_trial()) {
                     Some(change) => Some(change.campaign),
-                    None if self.card.tre_active() => self.journal.campaign().map(str::to_owned),
+                    None if self.card.tre_active() => {
+                        self.card.tre_activation().map(|a| a.campaign().to_owned())
+                    }
                     None => None,
                 };
                 let on = under_way.unwrap_or_else(|| campaign.clone());
@@ -477,6 +480,10 @@ impl<C: Uicc> Agent<C> {
         let ear_hash = bundle::ear_hash(ear);
         let selection = self.attester.selection().clone();
         let device_id = self.device_id.clone();
+        let nonce = self.journal.nonce().map(Nonce::from_bytes).transpose();
+        let nonce = nonce.map_err(|e| Error::Protocol(format!("journal nonce: {e}")))?.ok_or_else(
+            || Error::Bundle("no evidence sent: no attestation result expected".into()),
+        )?;
         let tpm = self.attester.tpm();
         let key = tpm.bundle_key()?.ok_or(Error::Protocol("no bundle key: not attested".into()))?;
         let expected = bundle::BundleExpectations {
@@ -510,6 +517,21 @@ impl<C: Uicc> Agent<C> {
                     Err(Error::Bundle(format!("this change already fell back: {reason}")))
                 }
             };
+        }
+        // Before anything changes on the card, the PVA's word, checked here and not taken
+        // from the RO: signed by the PVA role under the CI, for this device, answering this
+        // device's latest evidence, affirming, and certifying the bundle key this TPM holds.
+        // (A bundle already installed was checked so when it was; its EAR may have expired.)
+        let verified = EarVerifier::new(self.config.ci_roots.clone()).verify(
+            ear,
+            SystemTime::now(),
+            &device_id,
+            Some(&nonce),
+        )?;
+        if verified.bundle_key()?.tpm_name() != key.name.as_slice() {
+            return Err(Error::Bundle(
+                "the attestation result certifies another bundle key than this TPM's".into(),
+            ));
         }
         let counter = self.attester.tpm().rollback_counter()?;
         bundle::check_sequence(sequence, counter).map_err(|e| Error::Bundle(e.to_string()))?;
@@ -590,6 +612,13 @@ impl<C: Uicc> Agent<C> {
             }
             AkaOutcome::Malformed => AkaResult::Failed { reason: "malformed answer".into() },
         }
+    }
+
+    /// Evidence for `nonce` (the attester's current PCR selection); the nonce is journaled
+    /// first, for the attestation result that comes back with a bundle must answer it.
+    pub fn evidence(&mut self, nonce: &Nonce) -> Result<protocol::evidence::Evidence> {
+        self.journal.set_nonce(nonce.as_bytes())?;
+        self.attester.evidence(nonce)
     }
 
     /// The TPM name of the bundle key of the latest attestation (empty if none).

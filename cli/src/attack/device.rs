@@ -113,6 +113,9 @@ pub(crate) enum Act {
     Answer(&'static str, Vec<u8>, [u8; 32]),
     /// Post this attach request to `/v1/devices/{id}/attach` instead.
     Attach(AttachRequest),
+    /// Post this body to `/v1/devices/{id}/{endpoint}` on the device's own channel and go
+    /// on polling whatever the RO answers; a refusal is kept in [`Hostile::refusals`].
+    Try(&'static str, Vec<u8>),
     /// Stop driving and give the task back to the scenario (to resume later).
     Pause(DeviceTask),
 }
@@ -139,6 +142,8 @@ pub(crate) struct Hostile {
     pub id: DeviceId,
     /// Errors of tasks the agent could not carry out (the RO then waits or fails the device).
     pub agent_errors: Vec<String>,
+    /// The RO's refusals of [`Act::Try`] posts.
+    pub refusals: Vec<String>,
 }
 
 impl Hostile {
@@ -148,7 +153,12 @@ impl Hostile {
         let attester = Attester::boot(tpm, image, AttesterOptions::default())?;
         let card = super::observe::open_card(&target.card)?;
         let agent = Agent::new(attester, card, agent_config(ctx, target, &ctx.lab.urls.ro)?)?;
-        Ok(Self { id: agent.device_id().clone(), agent, agent_errors: Vec::new() })
+        Ok(Self {
+            id: agent.device_id().clone(),
+            agent,
+            agent_errors: Vec::new(),
+            refusals: Vec::new(),
+        })
     }
 
     /// Drives the device until the RO says it is done, or the plan pauses (then the paused
@@ -197,6 +207,11 @@ impl Hostile {
                     Act::Attach(request) => {
                         self.post("attach", device_api::to_cbor(&request)?).await?;
                     }
+                    Act::Try(endpoint, body) => {
+                        if let Err(e) = self.post(endpoint, body).await {
+                            self.refusals.push(format!("{e:#}"));
+                        }
+                    }
                     Act::Pause(task) => return Ok(Some(task)),
                 },
             }
@@ -207,9 +222,8 @@ impl Hostile {
     pub fn evidence(&mut self, nonce: &Nonce, selection: &str) -> Result<Evidence> {
         let selection: PcrSelection =
             selection.parse().map_err(|e| anyhow::anyhow!("PCR selection {selection}: {e}"))?;
-        let attester = self.agent.attester();
-        attester.set_selection(selection);
-        Ok(attester.evidence(nonce)?)
+        self.agent.attester().set_selection(selection);
+        Ok(self.agent.evidence(nonce)?)
     }
 
     /// The attach request the genuine device would send, with its card's answer to the

@@ -64,7 +64,7 @@ fn rogue_ro_replay(ctx: &Ctx) -> Result<Observed> {
         task @ DeviceTask::Install { .. } => Ok(Act::Pause(task)),
         task => Ok(Act::Agent(task)),
     }))?;
-    let Some(DeviceTask::Install { campaign, operator, ear, .. }) = paused else {
+    let Some(DeviceTask::Install { campaign, ear, .. }) = paused else {
         anyhow::bail!("the device was never asked to install");
     };
 
@@ -103,7 +103,7 @@ fn rogue_ro_replay(ctx: &Ctx) -> Result<Observed> {
     let replay = Replay { raw: raw.to_vec(), answer, attempts };
 
     // The device gets the rogue's copy of the bundle instead of the DPF's.
-    let install = DeviceTask::Install { campaign, operator, bundle, ear };
+    let install = DeviceTask::Install { campaign, bundle, ear };
     rt.block_on(device.run_from(Some(install), genuine))?;
     drop(device);
 

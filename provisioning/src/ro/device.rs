@@ -61,12 +61,9 @@ impl Ro {
             DeviceState::Attesting { nonce, pcr_selection } => {
                 DeviceTask::Attest { nonce: *nonce, pcr_selection: pcr_selection.clone() }
             }
-            DeviceState::Delivering { bundle, ear, operator, .. } => DeviceTask::Install {
-                campaign,
-                operator: operator.clone(),
-                bundle: bundle.clone(),
-                ear: ear.clone(),
-            },
+            DeviceState::Delivering { bundle, ear, .. } => {
+                DeviceTask::Install { campaign, bundle: bundle.clone(), ear: ear.clone() }
+            }
             DeviceState::Aka { rand, autn, .. } => {
                 DeviceTask::Aka { rand: rand.clone(), autn: autn.clone() }
             }
