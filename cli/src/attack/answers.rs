@@ -92,17 +92,18 @@ impl ForeignAk {
         Ok(hex::encode(self.tpm.sign(&self.ak, &statement)?))
     }
 
-    /// Its signature (hex) over a device-channel POST of `body` to `path` with `nonce`, in
-    /// `device`'s name.
+    /// Its signature (hex) over a device-channel request (`method` `path` with `nonce` and
+    /// `body`), in `device`'s name.
     pub fn sign_request(
         &mut self,
         device: &DeviceId,
+        method: &str,
         path: &str,
         nonce: [u8; device_auth::NONCE_LEN],
         body: &[u8],
     ) -> Result<String> {
         let statement =
-            RequestStatement::new(device.clone(), "POST", path, nonce, body).to_cbor()?;
+            RequestStatement::new(device.clone(), method, path, nonce, body).to_cbor()?;
         Ok(hex::encode(self.tpm.sign(&self.ak, &statement)?))
     }
 }
@@ -137,7 +138,7 @@ pub(super) fn post_as_attacker(
     };
     let nonce = probe.context("the RO's refusal carried no nonce")?;
     let request_signature = match channel {
-        Some(ak) => Some(ak.sign_request(device, &path, nonce, &body)?),
+        Some(ak) => Some(ak.sign_request(device, "POST", &path, nonce, &body)?),
         None => None,
     };
     aside(move |rt| {

@@ -48,6 +48,7 @@ mod operators;
 mod orders;
 mod ota;
 mod report;
+mod roles;
 mod signed_orders;
 
 use std::fmt;
@@ -123,6 +124,9 @@ pub enum Stage {
     RoDeviceApi,
     RoCampaignApi,
     MnoApi,
+    /// The role a TLS peer's certificate names (`protocol::role`), checked by servers of
+    /// their clients and by clients of their servers.
+    Tls,
     /// A failure that names no known stage (shown with its message).
     Unknown,
 }
@@ -142,6 +146,7 @@ impl Stage {
             Stage::RoDeviceApi => "RO device API",
             Stage::RoCampaignApi => "RO campaign API",
             Stage::MnoApi => "MNO API",
+            Stage::Tls => "TLS role",
             Stage::Unknown => "unknown",
         }
     }
@@ -348,6 +353,7 @@ pub fn scenarios() -> Vec<Scenario> {
     all.extend(signed_orders::scenarios());
     all.extend(end_to_end::scenarios());
     all.extend(iccid::scenarios());
+    all.extend(roles::scenarios());
     all.sort_by_key(|s| s.item);
     all
 }
