@@ -33,6 +33,9 @@ use super::store::now_ms;
 
 /// Bindings under way (challenge issued, proof pending) the RO keeps at most.
 const MAX_PENDING: usize = 100_000;
+/// Challenges one device may have open at once: an anonymous client asking for more (for
+/// an AK it does not hold) replaces its own oldest, never crowding out the device's.
+const MAX_PENDING_PER_DEVICE: usize = 4;
 /// How long a binding challenge may be answered.
 const BINDING_TTL: Duration = Duration::from_secs(120);
 /// Length of a nonce's MAC.
@@ -42,8 +45,12 @@ const MAC_LEN: usize = NONCE_LEN - 8;
 pub(crate) struct Channel {
     key: hmac::Key,
     spent: Mutex<HashMap<[u8; NONCE_LEN], u64>>,
-    pending: Mutex<HashMap<DeviceId, Pending>>,
+    bindings: Bindings,
 }
+
+/// The binding challenges issued and not yet answered, by device.
+#[derive(Default)]
+struct Bindings(Mutex<HashMap<DeviceId, Vec<Pending>>>);
 
 /// A binding challenge that waits for its proof.
 struct Pending {
@@ -52,11 +59,59 @@ struct Pending {
     until: Instant,
 }
 
+impl Bindings {
+    /// Keeps the challenge for `ak_public` until `now + BINDING_TTL`. One challenge per AK
+    /// (asking again replaces it), at most [`MAX_PENDING_PER_DEVICE`] per device (a new one
+    /// evicts the oldest): however many challenges others ask for an AK they hold, the
+    /// device's own stays answerable while it asks again.
+    fn open(
+        &self,
+        device: &DeviceId,
+        ak_public: Vec<u8>,
+        secret: CredentialSecret,
+        now: Instant,
+    ) -> Result<(), RoError> {
+        let mut all = self.0.lock().map_err(|_| RoError::Store("bindings poisoned".into()))?;
+        if all.len() >= MAX_PENDING && !all.contains_key(device) {
+            all.retain(|_, open| {
+                open.retain(|p| p.until > now);
+                !open.is_empty()
+            });
+            if all.len() >= MAX_PENDING {
+                return Err(RoError::Busy("too many bindings under way".into()));
+            }
+        }
+        let open = all.entry(device.clone()).or_default();
+        open.retain(|p| p.until > now && p.ak_public != ak_public);
+        if open.len() >= MAX_PENDING_PER_DEVICE {
+            open.remove(0);
+        }
+        open.push(Pending { ak_public, secret, until: now + BINDING_TTL });
+        Ok(())
+    }
+
+    /// The AK whose unexpired challenge `secret` answers, which is then spent. A wrong
+    /// secret spends nothing: a guesser cannot void the device's own challenge.
+    fn answer(&self, device: &DeviceId, secret: &[u8], now: Instant) -> Result<Vec<u8>, RoError> {
+        let refused = |why: &str| RoError::DeviceNotAuthenticated(why.to_owned());
+        let mut all = self.0.lock().map_err(|_| RoError::Store("bindings poisoned".into()))?;
+        let open = all.get_mut(device).ok_or_else(|| refused("no binding challenge under way"))?;
+        open.retain(|p| p.until > now);
+        let answered = open.iter().position(|p| p.secret.ct_eq(secret)).map(|i| open.remove(i));
+        if open.is_empty() {
+            all.remove(device);
+        }
+        answered.map(|p| p.ak_public).ok_or_else(|| {
+            refused("wrong credential secret or an expired challenge: the AK is not beside this EK")
+        })
+    }
+}
+
 impl Channel {
     pub(crate) fn new() -> Result<Self, RoError> {
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
             .map_err(|_| RoError::Config("no randomness for the device channel key".into()))?;
-        Ok(Self { key, spent: Mutex::new(HashMap::new()), pending: Mutex::new(HashMap::new()) })
+        Ok(Self { key, spent: Mutex::new(HashMap::new()), bindings: Bindings::default() })
     }
 
     /// A fresh nonce for `device` (hex).
@@ -166,19 +221,7 @@ impl Ro {
             .map_err(|_| RoError::Config("no randomness for a credential".into()))?;
         let made = make_credential(&ek, &ak.name(), secret.expose())
             .map_err(|e| RoError::Attach(format!("credential for the EK: {e}")))?;
-        let mut pending =
-            self.channel.pending.lock().map_err(|_| RoError::Store("bindings poisoned".into()))?;
-        let now = Instant::now();
-        if pending.len() >= MAX_PENDING {
-            pending.retain(|_, p| p.until > now);
-            if pending.len() >= MAX_PENDING {
-                return Err(RoError::Busy("too many bindings under way".into()));
-            }
-        }
-        pending.insert(
-            device.clone(),
-            Pending { ak_public: request.ak_public.into_vec(), secret, until: now + BINDING_TTL },
-        );
+        self.channel.bindings.open(device, request.ak_public.into_vec(), secret, Instant::now())?;
         Ok(CredentialChallenge {
             id_object: ByteBuf::from(made.id_object.as_bytes().to_vec()),
             encrypted_secret: ByteBuf::from(made.encrypted_secret.as_bytes().to_vec()),
@@ -192,23 +235,110 @@ impl Ro {
         device: &DeviceId,
         proof: CredentialProof,
     ) -> Result<(), RoError> {
-        let refused = |why: &str| RoError::DeviceNotAuthenticated(why.to_owned());
-        let pending = {
-            let mut pending = self
-                .channel
-                .pending
-                .lock()
-                .map_err(|_| RoError::Store("bindings poisoned".into()))?;
-            pending.remove(device).ok_or_else(|| refused("no binding challenge under way"))?
-        };
-        if pending.until < Instant::now() {
-            return Err(refused("the binding challenge expired"));
-        }
-        if !pending.secret.ct_eq(&proof.secret) {
-            return Err(refused("wrong credential secret: the AK is not in this EK's TPM"));
-        }
-        self.store.bind_ak(device, &pending.ak_public)?;
+        let ak_public = self.channel.bindings.answer(device, &proof.secret, Instant::now())?;
+        self.store.bind_ak(device, &ak_public)?;
         tracing::info!(device = %device, "device AK bound");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn device(n: u8) -> DeviceId {
+        let mut name = vec![0x00, 0x0B];
+        name.extend([n; 32]);
+        DeviceId::from_name(&name).unwrap()
+    }
+
+    fn nonce(hex_nonce: &str) -> [u8; NONCE_LEN] {
+        protocol::device_auth::parse_nonce(hex_nonce).unwrap()
+    }
+
+    #[test]
+    fn a_nonce_is_for_its_device_and_spent_once() {
+        let channel = Channel::new().unwrap();
+        let n = nonce(&channel.issue(&device(1)));
+        let expires = channel.check(&device(1), &n).unwrap();
+        assert!(matches!(channel.check(&device(2), &n), Err(RoError::DeviceNonce(_))));
+        channel.spend(n, expires).unwrap();
+        assert!(matches!(channel.spend(n, expires), Err(RoError::DeviceNonce(_))));
+        // Another process's nonce (another key), a changed MAC, a changed issue time.
+        let other = Channel::new().unwrap();
+        assert!(other.check(&device(1), &n).is_err());
+        let mut bent = nonce(&channel.issue(&device(1)));
+        bent[NONCE_LEN - 1] ^= 1;
+        assert!(channel.check(&device(1), &bent).is_err());
+        let mut early = nonce(&channel.issue(&device(1)));
+        early[7] ^= 1;
+        assert!(channel.check(&device(1), &early).is_err());
+    }
+
+    #[test]
+    fn an_expired_or_future_nonce_is_refused() {
+        let channel = Channel::new().unwrap();
+        let at = |issued: u64| {
+            let mut n = [0u8; NONCE_LEN];
+            n[..8].copy_from_slice(&issued.to_be_bytes());
+            n[8..].copy_from_slice(&channel.mac(&device(1), issued).as_ref()[..MAC_LEN]);
+            n
+        };
+        let now = now_ms();
+        assert!(channel.check(&device(1), &at(now)).is_ok());
+        let stale = now - NONCE_TTL_SECS * 1000 - 1000;
+        assert!(matches!(channel.check(&device(1), &at(stale)), Err(RoError::DeviceNonce(_))));
+        assert!(matches!(
+            channel.check(&device(1), &at(now + 60_000)),
+            Err(RoError::DeviceNonce(_))
+        ));
+    }
+
+    fn secret(byte: u8) -> CredentialSecret {
+        CredentialSecret::new([byte; CredentialSecret::LEN])
+    }
+
+    #[test]
+    fn others_challenges_do_not_void_the_devices_own() {
+        let bindings = Bindings::default();
+        let now = Instant::now();
+        bindings.open(&device(1), b"own AK".to_vec(), secret(1), now).unwrap();
+        // An attacker asks for three challenges for AKs it holds, and guesses answers.
+        for n in 2..5u8 {
+            bindings.open(&device(1), vec![n], secret(n), now).unwrap();
+        }
+        for _ in 0..10 {
+            assert!(matches!(
+                bindings.answer(&device(1), &[9; CredentialSecret::LEN], now),
+                Err(RoError::DeviceNotAuthenticated(_))
+            ));
+        }
+        assert_eq!(bindings.answer(&device(1), secret(1).expose(), now).unwrap(), b"own AK");
+        // Spent: the same answer binds nothing again.
+        assert!(bindings.answer(&device(1), secret(1).expose(), now).is_err());
+        // Another device's challenge is not this one's.
+        bindings.open(&device(2), b"two".to_vec(), secret(7), now).unwrap();
+        assert!(bindings.answer(&device(1), secret(7).expose(), now).is_err());
+        assert_eq!(bindings.answer(&device(2), secret(7).expose(), now).unwrap(), b"two");
+    }
+
+    #[test]
+    fn a_device_holds_a_few_challenges_and_they_expire() {
+        let bindings = Bindings::default();
+        let now = Instant::now();
+        for n in 0..=MAX_PENDING_PER_DEVICE as u8 {
+            bindings.open(&device(1), vec![n], secret(n), now).unwrap();
+        }
+        // The oldest was evicted; the others answer.
+        assert!(bindings.answer(&device(1), secret(0).expose(), now).is_err());
+        assert_eq!(bindings.answer(&device(1), secret(1).expose(), now).unwrap(), [1]);
+        // Asking again for the same AK replaces its challenge.
+        bindings.open(&device(1), vec![2], secret(42), now).unwrap();
+        assert!(bindings.answer(&device(1), secret(2).expose(), now).is_err());
+        assert_eq!(bindings.answer(&device(1), secret(42).expose(), now).unwrap(), [2]);
+        // Past its time a challenge is gone.
+        let later = now + BINDING_TTL + Duration::from_secs(1);
+        assert!(bindings.answer(&device(1), secret(3).expose(), later).is_err());
     }
 }
