@@ -200,6 +200,12 @@ impl<C: Uicc> Agent<C> {
         let started = Instant::now();
         loop {
             if started.elapsed() > self.config.deadline {
+                // Giving up is a terminal state too: without the RO's word the change did
+                // not happen, so the old profile and the USIM come back (a committed change
+                // stays, as always).
+                if let Err(e) = self.restore_old_profile("no final word from the RO in time") {
+                    tracing::error!(device = %self.device_id, error = %e, "the card did not fall back");
+                }
                 return Err(Error::Network(format!(
                     "no final state after {:?} (device {})",
                     self.config.deadline, self.device_id

@@ -26,7 +26,7 @@ use super::{Ctx, Layer, Observed};
 use crate::lab::LabDevice;
 
 /// How long a device may take to reach a final state in a scenario.
-const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A current-thread runtime for a scenario's thread (a TPM context stays on its thread).
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {

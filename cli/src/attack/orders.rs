@@ -19,6 +19,8 @@
 //! for another task — and a rogue RO host (the RO's certificate) answering the device's poll.
 //! The forged orders to the device are in `signed_orders`.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use protocol::DeviceId;
 use protocol::device_api::{
@@ -30,7 +32,7 @@ use protocol::tpm::credential::make_credential;
 use protocol::tpm::{Public, Unmarshal};
 use provisioning::pki::{PeerAuth, Role};
 use serde_bytes::ByteBuf;
-use tre::agent::{Agent, AgentState, Outcome as AgentOutcome};
+use tre::agent::{Agent, AgentConfig, AgentState, Outcome as AgentOutcome};
 use tre::attester::{Attester, AttesterOptions};
 use tre::tpm::Tpm;
 use uicc::Phase;
@@ -81,6 +83,14 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             "while the device holds MNO-A's activate-TRE command: posts an attach for it claiming the TRE inactive (which would make the RO order an abort), then an abort acknowledgement claiming the USIM active (attack 2 of issue 12: it once left the card with its USIM off); unsigned, and signed by the AK of another TPM",
             unsigned.clone(),
             forged_attach_and_abort_ack,
+        ),
+        Scenario::new(
+            "ro-silent-after-tre-activation",
+            ITEM,
+            Attacker::Peer,
+            "after the device's card carried out MNO-A's activate-TRE command (TRE active, USIM off), the RO it talks to (a rogue with the RO's certificate) answers every poll with idle until the agent's deadline (3 s here) passes",
+            Expect::at(Stage::Tre, "usim-restored-at-deadline"),
+            ro_silent,
         ),
         Scenario::new(
             "forged-done-switched",
@@ -219,6 +229,48 @@ fn install_signature_on_commit(ctx: &Ctx) -> Result<Observed> {
     switched_after(&attacked, forged, after)
 }
 
+fn ro_silent(ctx: &Ctx) -> Result<Observed> {
+    let target = Target::new(ctx.manufacture()?);
+    let rt = runtime()?;
+    let id = rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
+    // The device runs MNO-A's command and attaches, then stops at its next task.
+    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
+    let paused = rt.block_on(device.run(|_: &mut Hostile, task| match task {
+        task @ (DeviceTask::Enrol | DeviceTask::Attest { .. }) => Ok(Act::Pause(task)),
+        task => Ok(Act::Agent(task)),
+    }))?;
+    let card = device.agent.card();
+    anyhow::ensure!(
+        paused.is_some() && card.tre_active() && !card.usim_active(),
+        "the device never ran MNO-A's command"
+    );
+    drop(device);
+
+    // Its agent starts again and hears nothing but "idle" until its deadline.
+    let outcome = rogue_ro_with(ctx, &target, &DeviceTask::Idle, Duration::from_secs(3));
+    let card = observe::open_card(&target.card)?;
+    let restored = card.usim_active() && !card.tre_active() && card.imsi() == &target.imsi;
+    let what = format!(
+        "the agent gave up ({}); the card's USIM active: {}, TRE active: {}, IMSI {}",
+        outcome.err().map_or_else(|| "it ended".to_owned(), |e| format!("{e:#}")),
+        card.usim_active(),
+        card.tre_active(),
+        card.imsi()
+    );
+    drop(card);
+    rt.block_on(cancel(ctx, &id))?;
+    let mut observed = Observed::new(if restored {
+        Layer::rejected(Stage::Tre, vec!["usim-restored-at-deadline".into()], what)
+    } else {
+        Layer::accepted(Stage::Tre, what)
+    });
+    if let Err(why) = observe::aka_with(&ctx.lab.mno_a, &target.card)? {
+        return Ok(overruled(Layer::accepted(Stage::Uicc, why), observed));
+    }
+    observed.decided.detail.push_str(" — the card passes AKA with MNO-A");
+    Ok(observed)
+}
+
 fn forged_done(ctx: &Ctx) -> Result<Observed> {
     let target = Target::new(ctx.manufacture()?);
     let rt = runtime()?;
@@ -341,6 +393,16 @@ fn forged_attach_and_abort_ack(ctx: &Ctx) -> Result<Observed> {
 /// over TLS with the RO's certificate, and runs the agent's own loop (as `tresor device run`
 /// does) to its end.
 fn rogue_ro(ctx: &Ctx, target: &Target, task: &DeviceTask) -> Result<AgentOutcome> {
+    rogue_ro_with(ctx, target, task, super::device::DEADLINE)
+}
+
+/// [`rogue_ro`] with the agent's deadline `deadline`.
+fn rogue_ro_with(
+    ctx: &Ctx,
+    target: &Target,
+    task: &DeviceTask,
+    deadline: Duration,
+) -> Result<AgentOutcome> {
     let rt = runtime()?;
     let answer = device_api::to_cbor(task)?;
     // axum's router, reached through transport's helper (the harness has no HTTP framework
@@ -367,7 +429,7 @@ fn rogue_ro(ctx: &Ctx, target: &Target, task: &DeviceTask) -> Result<AgentOutcom
     let server = rt.spawn(transport::serve(listener, tls, router, async move {
         let _ = stopped.await;
     }));
-    let run = run_agent(ctx, target, &url, &rt);
+    let run = run_agent(ctx, target, &url, deadline, &rt);
     let _ = stop.send(());
     let _ = rt.block_on(server);
     run
@@ -398,12 +460,14 @@ fn run_agent(
     ctx: &Ctx,
     target: &Target,
     ro_url: &str,
+    deadline: Duration,
     rt: &tokio::runtime::Runtime,
 ) -> Result<AgentOutcome> {
     let tpm = Tpm::connect(&target.tcti()?)?;
     let attester = Attester::boot(tpm, &ctx.image, AttesterOptions::default())?;
     let card = observe::open_card(&target.card)?;
-    let mut agent = Agent::new(attester, card, agent_config(ctx, target, ro_url)?)?;
+    let config = AgentConfig { deadline, ..agent_config(ctx, target, ro_url)? };
+    let mut agent = Agent::new(attester, card, config)?;
     Ok(rt.block_on(agent.run())?)
 }
 
