@@ -486,12 +486,20 @@ impl<C: Uicc> Agent<C> {
         let ear_hash = bundle::ear_hash(ear);
         let selection = self.attester.selection().clone();
         let device_id = self.device_id.clone();
-        let nonce = self.journal.nonce().map(Nonce::from_bytes).transpose();
-        let nonce = nonce.map_err(|e| Error::Protocol(format!("journal nonce: {e}")))?.ok_or_else(
-            || Error::Bundle("no evidence sent: no attestation result expected".into()),
-        )?;
+        let nonce = self.evidence_nonce()?;
         let tpm = self.attester.tpm();
         let key = tpm.bundle_key()?.ok_or(Error::Protocol("no bundle key: not attested".into()))?;
+        // Before the bundle is opened, the PVA's word, checked here and not taken from the
+        // RO: signed by the PVA role under the CI, for this device, answering this device's
+        // latest evidence, affirming, unexpired, certifying the bundle key this TPM holds.
+        // A re-delivery of the change the card already holds was checked so when it came
+        // first (its EAR may have expired since): the journal's receipt answers it below.
+        let holds_change = self.card.change().is_some_and(|c| {
+            c.campaign == activation.campaign() && !matches!(c.phase(), Phase::FellBack { .. })
+        });
+        if !holds_change {
+            check_ear(&self.config.ci_roots, ear, &device_id, &nonce, &key.name)?;
+        }
         let expected = bundle::BundleExpectations {
             ci_roots: &self.config.ci_roots,
             now: SystemTime::now(),
@@ -523,21 +531,6 @@ impl<C: Uicc> Agent<C> {
                     Err(Error::Bundle(format!("this change already fell back: {reason}")))
                 }
             };
-        }
-        // Before anything changes on the card, the PVA's word, checked here and not taken
-        // from the RO: signed by the PVA role under the CI, for this device, answering this
-        // device's latest evidence, affirming, and certifying the bundle key this TPM holds.
-        // (A bundle already installed was checked so when it was; its EAR may have expired.)
-        let verified = EarVerifier::new(self.config.ci_roots.clone()).verify(
-            ear,
-            SystemTime::now(),
-            &device_id,
-            Some(&nonce),
-        )?;
-        if verified.bundle_key()?.tpm_name() != key.name.as_slice() {
-            return Err(Error::Bundle(
-                "the attestation result certifies another bundle key than this TPM's".into(),
-            ));
         }
         let counter = self.attester.tpm().rollback_counter()?;
         bundle::check_sequence(sequence, counter).map_err(|e| Error::Bundle(e.to_string()))?;
@@ -618,6 +611,28 @@ impl<C: Uicc> Agent<C> {
             }
             AkaOutcome::Malformed => AkaResult::Failed { reason: "malformed answer".into() },
         }
+    }
+
+    /// The device's own check of an attestation result it is handed with a bundle (as
+    /// [`Agent::handle`] makes it for an install): signed by the PVA role under the CI, for
+    /// this device, answering its latest evidence's nonce, affirming, unexpired, certifying
+    /// the bundle key its TPM holds.
+    pub fn check_attestation_result(&mut self, ear: &[u8]) -> Result<()> {
+        let nonce = self.evidence_nonce()?;
+        let key = self
+            .attester
+            .tpm()
+            .bundle_key()?
+            .ok_or(Error::Protocol("no bundle key: not attested".into()))?;
+        check_ear(&self.config.ci_roots, ear, &self.device_id, &nonce, &key.name)
+    }
+
+    /// The nonce of the device's latest evidence (journaled).
+    fn evidence_nonce(&self) -> Result<Nonce> {
+        let nonce = self.journal.nonce().map(Nonce::from_bytes).transpose();
+        nonce
+            .map_err(|e| Error::Protocol(format!("journal nonce: {e}")))?
+            .ok_or_else(|| Error::Bundle("no evidence sent: no attestation result expected".into()))
     }
 
     /// Evidence for `nonce` (the attester's current PCR selection); the nonce is journaled
@@ -845,6 +860,24 @@ impl<C: Uicc> Agent<C> {
 }
 
 /// The name of a task's kind, as its fault points and the RO's routes spell it.
+/// See [`Agent::check_attestation_result`].
+fn check_ear(
+    ci_roots: &TrustAnchors,
+    ear: &[u8],
+    device: &DeviceId,
+    nonce: &Nonce,
+    bundle_key_name: &[u8],
+) -> Result<()> {
+    let verified =
+        EarVerifier::new(ci_roots.clone()).verify(ear, SystemTime::now(), device, Some(nonce))?;
+    if verified.bundle_key()?.tpm_name() != bundle_key_name {
+        return Err(Error::Bundle(
+            "the attestation result certifies another bundle key than this TPM's".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn task_kind(task: &DeviceTask) -> &'static str {
     match task {
         DeviceTask::Idle => "idle",

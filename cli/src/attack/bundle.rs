@@ -17,12 +17,13 @@ use protocol::ear::{EarVerifier, unix};
 use protocol::{Iccid, Imsi};
 use serde_bytes::ByteBuf;
 
+use super::answers::overruled;
 use super::device::{
-    Act, Attacked, Hostile, Target, attack_one, campaign, edited_evidence, runtime,
+    Act, Attacked, Hostile, Target, attack_one, campaign, cancel, edited_evidence, genuine, runtime,
 };
 use super::forge::{RogueCa, der_of, random_profile, replace_once};
 use super::observe::{self, card_layer, ro_layer};
-use super::{Attacker, Ctx, Expect, Observed, Scenario, Stage};
+use super::{Attacker, Ctx, Expect, Layer, Observed, Scenario, Stage};
 
 pub(super) fn scenarios() -> Vec<Scenario> {
     use Attacker::{Device, Local, Network, Peer};
@@ -56,8 +57,8 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             "bundle-aad-tampered",
             12,
             Network,
-            "delivers another EAR with the bundle and rewrites the bundle's protected EAR-hash header to match, so the external AAD changes",
-            tre("BundleError::DecryptionFailed"),
+            "delivers another EAR with the bundle (one bit changed) and rewrites the bundle's protected EAR-hash header to match, so the external AAD changes; the device verifies the EAR before it opens the bundle",
+            tre("EarError::BadSignature"),
             tampered_aad,
         ),
         Scenario::new(
@@ -83,6 +84,14 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             "an operator the CI never certified (an \"mno-b\" certificate of its own CA) signs a profile and encrypts it to the device's bundle key",
             tre("BundleError::SignerChain(UnknownIssuer)"),
             |ctx| rogue_profile(ctx, Signer::Unknown),
+        ),
+        Scenario::new(
+            "ear-of-an-earlier-attestation",
+            12,
+            Peer,
+            "a rogue RO hands the device, after it attested again, the EAR of its earlier attestation (genuine, unexpired, signed by the PVA, for this device)",
+            tre("EarError::OtherNonce"),
+            earlier_attestation,
         ),
         Scenario::new(
             "pcr-extended-after-attestation",
@@ -127,7 +136,7 @@ fn tampered_ciphertext(ctx: &Ctx) -> Result<Observed> {
 
 fn tampered_aad(ctx: &Ctx) -> Result<Observed> {
     edited_install(ctx, |_, campaign, bundle, ear| {
-        // Another EAR (the device only hashes it), and the header rewritten to its hash.
+        // Another EAR, and the header rewritten to its hash.
         let mut other = ear.clone();
         *other.last_mut().context("empty EAR")? ^= 0x01;
         let bundle = replace_once(&bundle, &bundle::ear_hash(&ear), &bundle::ear_hash(&other))?;
@@ -233,6 +242,41 @@ fn rogue_profile(ctx: &Ctx, who: Signer) -> Result<Observed> {
         Ok(install(campaign, bundle, ear))
     })?
     .observed()
+}
+
+fn earlier_attestation(ctx: &Ctx) -> Result<Observed> {
+    let target = Target::new(ctx.manufacture()?);
+    let rt = runtime()?;
+    let id = rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
+    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
+    let paused = rt.block_on(device.run(|_: &mut Hostile, task| match task {
+        task @ DeviceTask::Install { .. } => Ok(Act::Pause(task)),
+        task => Ok(Act::Agent(task)),
+    }))?;
+    let Some(DeviceTask::Install { ear, .. }) = paused else {
+        anyhow::bail!("the device was never asked to install");
+    };
+    // The device attests again (a new nonce, a new bundle key), as after a re-challenge;
+    // the rogue kept what came back the first time and hands it over now.
+    let nonce = protocol::Nonce::random().map_err(|_| anyhow::anyhow!("no randomness"))?;
+    device.agent.evidence(&nonce)?;
+    let decided = match device.agent.check_attestation_result(&ear) {
+        Ok(()) => Layer::accepted(Stage::Tre, "the device took the earlier EAR"),
+        Err(e) => observe::tre_layer(&e.to_string(), &e.to_string()),
+    };
+    // The change ends: cancelled, the device restores its old profile.
+    rt.block_on(cancel(ctx, &id))?;
+    rt.block_on(device.run(genuine))?;
+    drop(device);
+    let mut observed = Observed::new(decided);
+    if let Some(accepted) = card_layer(&target.card, &target.imsi)? {
+        return Ok(overruled(accepted, observed));
+    }
+    observed
+        .decided
+        .detail
+        .push_str(" — the card still runs its MNO-A profile with the USIM active");
+    Ok(observed)
 }
 
 fn old_sequence(ctx: &Ctx) -> Result<Observed> {

@@ -13,6 +13,7 @@ use protocol::ekcert::TpmInfo;
 use protocol::evidence::SignedAttest;
 use protocol::pva_api::{CredentialSecret, EnrolRequest, Message, path};
 use protocol::tpm::{BankSelection, PcrSelection, Public, Unmarshal};
+use provisioning::pki::Role;
 use serde_bytes::ByteBuf;
 use tre::ekcert::{EkCertRequest, ManufacturerCa};
 use tre::tpm::{KeyAlg, Tpm};
@@ -227,8 +228,8 @@ enum EkForgery {
 }
 
 /// The device attaches (and would enrol) with a certificate that does not vouch for its EK.
-/// The DRF decides; the PVA, asked directly by the attacker (it serves anonymous clients),
-/// must refuse the same certificate at enrolment.
+/// The DRF decides; the PVA, handed the same enrolment by a relying party, must refuse the
+/// certificate too.
 fn forged_ek_certificate(ctx: &Ctx, forgery: EkForgery) -> Result<Observed> {
     let target = Target::new(ctx.manufacture()?);
     let ek_public = {
@@ -263,7 +264,9 @@ fn forged_ek_certificate(ctx: &Ctx, forgery: EkForgery) -> Result<Observed> {
     let observed = attacked.observed()?;
     let enrol = enrol.context("the device was never asked to attach")?;
     let rt = runtime()?;
-    let http = ctx.lab.pki.anonymous_client()?;
+    // As a relying party would relay it: enrolment takes only RO and operator certificates,
+    // and the PVA must refuse the EK certificate itself.
+    let http = ctx.lab.pki.client(Role::Ro)?;
     let url = format!("{}{}", ctx.lab.urls.pva, path::ENROL);
     let answer = rt.block_on(observe::post(&http, &url, "application/cbor", enrol.to_cbor()?))?;
     Ok(observed.with(answer_layer(Stage::Pva, &answer)))

@@ -131,7 +131,9 @@ fn genuine(ctx: &Ctx) -> Result<(super::Baseline, Genuine)> {
 
 fn pva_api(ctx: &Ctx) -> Result<Observed> {
     let (baseline, genuine) = genuine(ctx)?;
-    let http = ctx.lab.pki.anonymous_client()?;
+    // With the RO's certificate, so enrolment bodies reach the parser (anonymous clients are
+    // refused before it: 401 client-certificate-required).
+    let http = ctx.lab.pki.client(Role::Ro)?;
     let pva = &ctx.lab.urls.pva;
     let cbor = Some("application/cbor");
     let enrol = EnrolRequest {

@@ -115,6 +115,10 @@ pub(crate) fn from_ro_failure(text: &str) -> Layer {
 /// The device's refusal of a bundle (`BundleError`'s message): the TPM's when it would not
 /// compute Z, the TRE's checks otherwise.
 pub(crate) fn tre_layer(message: &str, detail: &str) -> Layer {
+    // The device's own check of the EAR it was handed with the bundle (`tre::Error::Ear`).
+    if let Some((_, ear)) = message.split_once("attestation result: ") {
+        return Layer::rejected(Stage::Tre, vec![ear_check(ear)], detail);
+    }
     let check = bundle_check(message);
     if check == "BundleError::KeyAgreement" {
         return Layer::rejected(
