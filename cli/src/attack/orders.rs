@@ -258,7 +258,11 @@ fn ro_silent(ctx: &Ctx) -> Result<Observed> {
         card.imsi()
     );
     drop(card);
+    // The subscriber gives up on the change; the device, back with the real RO, acknowledges.
     rt.block_on(cancel(ctx, &id))?;
+    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
+    rt.block_on(device.run(genuine))?;
+    drop(device);
     let mut observed = Observed::new(if restored {
         Layer::rejected(Stage::Tre, vec!["usim-restored-at-deadline".into()], what)
     } else {
@@ -431,7 +435,8 @@ fn rogue_ro_with(
     }));
     let run = run_agent(ctx, target, &url, deadline, &rt);
     let _ = stop.send(());
-    let _ = rt.block_on(server);
+    // The agent is gone; a connection its client left open would hold a graceful shutdown.
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), server).await });
     run
 }
 
