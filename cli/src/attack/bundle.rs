@@ -19,7 +19,8 @@ use serde_bytes::ByteBuf;
 
 use super::answers::overruled;
 use super::device::{
-    Act, Attacked, Hostile, Target, attack_one, campaign, cancel, edited_evidence, genuine, runtime,
+    Act, Attacked, Hostile, Target, attack_one, campaign, cancel, edited_evidence, genuine,
+    pause_at, runtime,
 };
 use super::forge::{RogueCa, der_of, random_profile, replace_once};
 use super::observe::{self, card_layer, ro_layer};
@@ -247,15 +248,9 @@ fn rogue_profile(ctx: &Ctx, who: Signer) -> Result<Observed> {
 fn earlier_attestation(ctx: &Ctx) -> Result<Observed> {
     let target = Target::new(ctx.manufacture()?);
     let rt = runtime()?;
-    let id = rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
-    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
-    let paused = rt.block_on(device.run(|_: &mut Hostile, task| match task {
-        task @ DeviceTask::Install { .. } => Ok(Act::Pause(task)),
-        task => Ok(Act::Agent(task)),
-    }))?;
-    let Some(DeviceTask::Install { ear, .. }) = paused else {
-        anyhow::bail!("the device was never asked to install");
-    };
+    let paused = pause_at(ctx, &target, &rt, |t| matches!(t, DeviceTask::Install { .. }))?;
+    let (id, mut device) = (paused.campaign, paused.device);
+    let DeviceTask::Install { ear, .. } = paused.task else { anyhow::bail!("not an install") };
     // The device attests again (a new nonce, a new bundle key), as after a re-challenge;
     // the rogue kept what came back the first time and hands it over now.
     let nonce = protocol::Nonce::random().map_err(|_| anyhow::anyhow!("no randomness"))?;

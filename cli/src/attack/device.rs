@@ -348,6 +348,33 @@ pub(crate) fn edited_evidence(
     })
 }
 
+/// A device stopped where a scenario takes over.
+pub(crate) struct Paused {
+    /// Its campaign (MNO-A → MNO-B).
+    pub campaign: String,
+    pub device: Hostile,
+    /// The task it stopped at; the agent carried out every one before.
+    pub task: DeviceTask,
+}
+
+/// Creates a campaign MNO-A → MNO-B for `target`, boots it on the lab's image and lets its
+/// agent work until the RO hands it a task `stop` picks.
+pub(crate) fn pause_at(
+    ctx: &Ctx,
+    target: &Target,
+    rt: &tokio::runtime::Runtime,
+    stop: impl Fn(&DeviceTask) -> bool,
+) -> Result<Paused> {
+    let campaign =
+        rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
+    let mut device = Hostile::boot(ctx, target, &ctx.image)?;
+    let paused = rt.block_on(device.run(|_: &mut Hostile, task| {
+        Ok(if stop(&task) { Act::Pause(task) } else { Act::Agent(task) })
+    }))?;
+    let task = paused.context("the device never got the task the scenario waits for")?;
+    Ok(Paused { campaign, device, task })
+}
+
 /// Manufactures a device, creates a campaign MNO-A → MNO-B for it, boots `image` and runs
 /// `plan` to the end.
 pub(crate) fn attack_one(

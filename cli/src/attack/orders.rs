@@ -39,7 +39,7 @@ use uicc::Phase;
 
 use super::answers::{ForeignAk, overruled, post_as_attacker, ro_state, still_switched};
 use super::device::{
-    Act, Attacked, Hostile, Target, agent_config, attack_target, campaign, cancel, genuine, runtime,
+    Act, Attacked, Hostile, Target, agent_config, attack_target, cancel, genuine, pause_at, runtime,
 };
 use super::observe::{self, answer_layer, card_layer};
 use super::{Attacker, Ctx, Expect, Layer, Observed, Scenario, Stage};
@@ -81,7 +81,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             ITEM,
             Attacker::Network,
             "while the device holds MNO-A's activate-TRE command: posts an attach for it claiming the TRE inactive (which would make the RO order an abort), then an abort acknowledgement claiming the USIM active (attack 2 of issue 12: it once left the card with its USIM off); unsigned, and signed by the AK of another TPM",
-            unsigned.clone(),
+            unsigned,
             forged_attach_and_abort_ack,
         ),
         Scenario::new(
@@ -107,15 +107,11 @@ fn forged_abort_ack(ctx: &Ctx) -> Result<Observed> {
     let mut own = ForeignAk::new(ctx)?;
     let target = Target::new(ctx.manufacture()?);
     let rt = runtime()?;
-    let id = rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
-    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
     // Once the AKA challenge comes, the new profile runs on trial.
-    let paused = rt.block_on(device.run(|_: &mut Hostile, task| match task {
-        task @ DeviceTask::Aka { .. } => Ok(Act::Pause(task)),
-        task => Ok(Act::Agent(task)),
-    }))?;
+    let paused = pause_at(ctx, &target, &rt, |t| matches!(t, DeviceTask::Aka { .. }))?;
+    let (id, mut device) = (paused.campaign, paused.device);
     anyhow::ensure!(
-        paused.is_some() && on_trial(&device),
+        on_trial(&device),
         "the device never reached its AKA challenge with the new profile on trial"
     );
     // The subscriber cancels the campaign: the RO orders the device back to its old profile.
@@ -232,16 +228,14 @@ fn install_signature_on_commit(ctx: &Ctx) -> Result<Observed> {
 fn ro_silent(ctx: &Ctx) -> Result<Observed> {
     let target = Target::new(ctx.manufacture()?);
     let rt = runtime()?;
-    let id = rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
     // The device runs MNO-A's command and attaches, then stops at its next task.
-    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
-    let paused = rt.block_on(device.run(|_: &mut Hostile, task| match task {
-        task @ (DeviceTask::Enrol | DeviceTask::Attest { .. }) => Ok(Act::Pause(task)),
-        task => Ok(Act::Agent(task)),
-    }))?;
+    let paused = pause_at(ctx, &target, &rt, |t| {
+        matches!(t, DeviceTask::Enrol | DeviceTask::Attest { .. })
+    })?;
+    let (id, device) = (paused.campaign, paused.device);
     let card = device.agent.card();
     anyhow::ensure!(
-        paused.is_some() && card.tre_active() && !card.usim_active(),
+        card.tre_active() && !card.usim_active(),
         "the device never ran MNO-A's command"
     );
     drop(device);
@@ -278,15 +272,11 @@ fn ro_silent(ctx: &Ctx) -> Result<Observed> {
 fn forged_done(ctx: &Ctx) -> Result<Observed> {
     let target = Target::new(ctx.manufacture()?);
     let rt = runtime()?;
-    let id = rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
     // The device gets as far as the commit order and stops there: the new profile on trial.
-    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
-    let paused = rt.block_on(device.run(|_: &mut Hostile, task| match task {
-        task @ DeviceTask::Commit { .. } => Ok(Act::Pause(task)),
-        task => Ok(Act::Agent(task)),
-    }))?;
+    let paused = pause_at(ctx, &target, &rt, |t| matches!(t, DeviceTask::Commit { .. }))?;
+    let (id, device) = (paused.campaign, paused.device);
     anyhow::ensure!(
-        paused.is_some() && on_trial(&device),
+        on_trial(&device),
         "the device never got the commit order with the new profile on trial"
     );
     drop(device);
