@@ -17,6 +17,7 @@ pub mod retry;
 pub mod server;
 pub mod tls;
 
+mod deadline;
 mod error;
 
 pub use error::{Error, Result};

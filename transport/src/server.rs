@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -26,6 +27,7 @@ use x509_parser::extensions::GeneralName;
 
 use protocol::role::{CertifiedRole, Expected, Role, RoleError};
 
+use crate::deadline::{self, DeadlineBody};
 use crate::problem::{CLIENT_CERTIFICATE_REQUIRED, Problem, ROLE_NOT_ALLOWED};
 
 /// Limits of the serve loop.
@@ -35,6 +37,9 @@ pub struct ServeOptions {
     pub handshake_timeout: Duration,
     /// A client that has not sent a complete HTTP/1 request head by then is dropped.
     pub header_read_timeout: Duration,
+    /// A request whose body has not arrived in full this long after its head gets 408 and
+    /// its connection is closed.
+    pub body_read_timeout: Duration,
     /// How long open connections may take to finish after shutdown before they are cut.
     pub shutdown_grace: Duration,
     /// Connections served at once; further clients wait in the listen backlog.
@@ -46,6 +51,7 @@ impl Default for ServeOptions {
         Self {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             max_connections: 1024,
         }
@@ -163,13 +169,27 @@ impl Connection {
             None => None,
         };
         let router = self.router;
+        let body_timeout = self.options.body_read_timeout;
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 if let Some(peer) = &peer {
                     req.extensions_mut().insert(peer.clone());
                 }
                 req.extensions_mut().insert(ConnectInfo(remote));
-                router.clone().oneshot(req.map(axum::body::Body::new))
+                let cut = Arc::new(AtomicBool::new(false));
+                let req = req.map(|body| {
+                    let body = axum::body::Body::new(body);
+                    axum::body::Body::new(DeadlineBody::new(body, body_timeout, Arc::clone(&cut)))
+                });
+                let router = router.clone();
+                async move {
+                    let response = router.oneshot(req).await;
+                    if cut.load(Ordering::SeqCst) {
+                        tracing::info!(%remote, "request body timed out");
+                        return Ok(deadline::timed_out(body_timeout));
+                    }
+                    response
+                }
             });
 
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -367,3 +367,73 @@ fn identity_debug_hides_the_key_and_empty_inputs_are_errors() {
     assert!(transport::server_config(&mismatched, ClientAuth::None).is_err());
     assert!(transport::server_config(&other, ClientAuth::None).is_ok());
 }
+
+/// A TLS connection to `server` as a client with no certificate, for writing raw HTTP.
+async fn raw_tls(
+    ci: &Ca,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let config = transport::client_config(
+        &[CertificateDer::from(ci.cert.to_vec())],
+        None,
+        &transport::ServerRole::AnyRole,
+    )
+    .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// Everything the server sends until it closes the connection (or `within` passes).
+async fn read_to_close(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    within: Duration,
+) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(within, tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_stalled_request_head_is_cut_off() {
+    let ci = ca("CI");
+    let options =
+        ServeOptions { header_read_timeout: Duration::from_millis(300), ..ServeOptions::default() };
+    let server = Server::start(&identity(&ci, "pva"), ClientAuth::None, options).await;
+    let mut tls = raw_tls(&ci, server.addr).await;
+    tls.write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Ty").await.unwrap();
+    let started = std::time::Instant::now();
+    let answer = read_to_close(&mut tls, Duration::from_secs(5)).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "the head was not cut off in time");
+    assert!(!answer.contains("200 OK"), "{answer}");
+    // The server goes on serving others.
+    let c = client(&ci.cert, None);
+    assert_eq!(c.get(server.url("/maybe")).send().await.unwrap().status(), StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_gets_408_and_the_connection_closes() {
+    let ci = ca("CI");
+    let options =
+        ServeOptions { body_read_timeout: Duration::from_millis(300), ..ServeOptions::default() };
+    let server = Server::start(&identity(&ci, "pva"), ClientAuth::None, options).await;
+    let mut tls = raw_tls(&ci, server.addr).await;
+    tls.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/cbor\r\nContent-Length: 100\r\n\r\nonly a part",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let answer = read_to_close(&mut tls, Duration::from_secs(5)).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "the body was not cut off in time");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("problem+json") && answer.contains("request-timeout"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    // A body sent in time is served.
+    let c = client(&ci.cert, None);
+    let r = c.post(server.url("/echo")).body(vec![1u8; 100]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    server.stop().await;
+}
