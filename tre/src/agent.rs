@@ -690,8 +690,9 @@ impl<C: Uicc> Agent<C> {
         let Some(dir) = &self.config.artifacts else { return Ok(()) };
         let io =
             |source| Error::Io { what: format!("artifact {name} in {}", dir.display()), source };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        std::fs::write(dir.join(name), bytes).map_err(io)
+        storage::private_dir(dir).map_err(io)?;
+        uicc::store::write_atomic(&dir.join(name), bytes, &uicc::store::FaultPlan::default())
+            .map_err(|f| io(f.source))
     }
 
     fn outcome(&self) -> Outcome {

@@ -209,6 +209,17 @@ impl Swtpm {
         let state_dir = std::fs::canonicalize(state_dir)
             .map_err(|source| SwtpmError::StateDir { path: state_dir.to_owned(), source })?;
         stale::clear(&state_dir, &config.binary)?;
+        // swtpm creates its lock file 0640 whatever `mode=` says, when it first needs it;
+        // one that exists keeps its mode.
+        let lock = state_dir.join(".lock");
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(storage::FILE_MODE)
+            .open(&lock)
+            .and_then(|_| storage::private_file(&lock))
+            .map_err(|source| SwtpmError::StateDir { path: lock.clone(), source })?;
         let fresh = !state_dir.join("tpm2-00.permall").exists();
         const TRIES: usize = 64;
         for _ in 0..TRIES {
@@ -216,9 +227,6 @@ impl Swtpm {
             // None: another process took the ports between our probe and swtpm's bind.
             if let Some(process) = spawn_on(&state_dir, port, config, options)? {
                 let pid_file = stale::PidFile::write(&state_dir, process.0.id())?;
-                // swtpm makes its lock file 0640 whatever `mode=` says.
-                storage::private_files_in(&state_dir)
-                    .map_err(|source| SwtpmError::StateDir { path: state_dir.clone(), source })?;
                 let tpm = Self {
                     process,
                     _pid_file: pid_file,
