@@ -92,7 +92,7 @@ impl Lab {
 
     /// [`Lab::start`] with `options`.
     pub async fn start_with(dir: &Path, image: &Path, options: &LabOptions) -> Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        storage::private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let dir = dir.canonicalize()?;
         let image =
             image.canonicalize().with_context(|| format!("device image {}", image.display()))?;
@@ -220,7 +220,7 @@ impl Lab {
     pub fn manufacture(&self, index: usize, ek_alg: KeyAlg) -> Result<LabDevice> {
         let timer = Instant::now();
         let dir = self.dir.join("devices").join(format!("m2me-{index:03}"));
-        std::fs::create_dir_all(&dir)?;
+        storage::private_dir(&dir)?;
         let swtpm = Swtpm::start(&dir.join("tpm"), &self.swtpm)?;
         let ca = ManufacturerCa::from_pem(
             self.pki.manufacturer_cert_pem(),
@@ -382,10 +382,10 @@ fn write_pva_config(
     options: &LabOptions,
 ) -> Result<PathBuf> {
     let pva = dir.join("pva");
-    std::fs::create_dir_all(&pva)?;
+    storage::private_dir(&pva)?;
     write(&pva.join("reference-values.toml"), &verifier::refvalues::derive(image, banks)?)?;
     let roots = pva.join("manufacturer_roots");
-    std::fs::create_dir_all(&roots)?;
+    storage::private_dir(&roots)?;
     std::fs::copy(dir.join("pki/manufacturer.pem"), roots.join("manufacturer.pem"))?;
     let mut config = "database = \"pva.sqlite\"\n\
          tls_certificate = \"../pki/pva.pem\"\n\
@@ -405,7 +405,7 @@ fn write_pva_config(
 /// An operator's configuration with a fresh storage key and OP.
 fn write_mno_config(dir: &Path, role: &str, peer_url: &str) -> Result<PathBuf> {
     let own = dir.join(role);
-    std::fs::create_dir_all(&own)?;
+    storage::private_dir(&own)?;
     mno::StorageKey::generate_file(&own.join("store.key"))?;
     let op = protocol::SubscriberKey::random().map_err(|_| anyhow::anyhow!("no randomness"))?;
     let op_file = own.join("op.key");
@@ -429,7 +429,7 @@ fn write_mno_config(dir: &Path, role: &str, peer_url: &str) -> Result<PathBuf> {
 
 fn write_ro_config(dir: &Path, urls: &Urls) -> Result<PathBuf> {
     let own = dir.join("ro");
-    std::fs::create_dir_all(&own)?;
+    storage::private_dir(&own)?;
     write(
         &own.join("ro.toml"),
         &format!(

@@ -49,6 +49,8 @@ fn the_ro_killed_at_every_durable_write() {
         "ro.campaign-step-1",
         "ro.campaign-step-2",
         "ro.campaign-step-3",
+        // Each device binds its AK before its first task.
+        "ro.bind-ak",
     ];
     points.extend([
         "ro.tre-activation-issued",

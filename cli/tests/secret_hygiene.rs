@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protocol::SubscriptionProfile;
+use protocol::role::Expected;
 use provisioning::pki::Role;
 use tre::tpm::KeyAlg;
 use tresor::lab::{Lab, run_agent, write_sample_image, write_tampered_image};
@@ -276,7 +277,15 @@ impl Recorder {
                 .unwrap();
         let recorder = Arc::new(Self {
             upstream: upstream.trim_end_matches('/').to_owned(),
-            http: transport::client::client(&roots, Some(&as_ro)).unwrap(),
+            http: transport::client::client(
+                &roots,
+                Some(&as_ro),
+                &transport::ServerRole::Expected(Expected::named(
+                    protocol::role::Role::Operator,
+                    "mno-b",
+                )),
+            )
+            .unwrap(),
             exchanges: Mutex::new(Vec::new()),
         });
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();

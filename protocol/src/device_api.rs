@@ -34,9 +34,10 @@ pub enum DeviceTask {
     /// the PVA's PCR selection in tpm2-tools syntax, e.g. `sha256:0,2,4,8,9`.
     Attest { nonce: Nonce, pcr_selection: String },
     /// Step 11: decrypt, check and install the bundle; `ear` is the attestation result it
-    /// was released on (its hash is bound into the bundle's AAD); `operator` is the new
-    /// operator whose signature the profile must carry.
-    Install { campaign: String, operator: String, bundle: ByteBuf, ear: ByteBuf },
+    /// was released on (its hash is bound into the bundle's AAD), which the device checks
+    /// itself. The operator whose signature the profile must carry is not named here: the
+    /// device learnt it from MNO-A's MACed activate-TRE command.
+    Install { campaign: String, bundle: ByteBuf, ear: ByteBuf },
     /// Step 12: run USIM AUTHENTICATE for the new operator's AuC.
     Aka { rand: ByteBuf, autn: ByteBuf },
     /// Step 12, the commit point: the new operator's AuC accepted the new USIM; make the

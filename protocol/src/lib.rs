@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`bundle`]: the subscription bundle: MNO-signed profile (COSE_Sign1) in a COSE_Encrypt.
 //! - [`device_api`]: the RO's device API: tasks and the device's answers (CBOR).
+//! - [`device_auth`]: the device channel: AK-signed requests with RO nonces, AK binding by credential activation.
 //! - [`ear`]: EAT attestation results (EAR): claims, COSE signing, relying-party verification.
 //! - [`ekcert`]: TCG EK certificates: TPM manufacturer/model/version, validation, encoders.
 //! - [`es256`]: ES256 signatures in their one accepted encoding (low S).
@@ -26,6 +27,7 @@
 pub mod bundle;
 mod der;
 pub mod device_api;
+pub mod device_auth;
 pub mod ear;
 pub mod ekcert;
 pub mod es256;

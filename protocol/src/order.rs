@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::{self, BundleError, CoseSigner};
 use crate::ids::DeviceId;
+use crate::role::{Expected, Role};
 use crate::x509::TrustAnchors;
 
 /// Largest order accepted or produced: a small payload and an x5chain.
@@ -87,7 +88,7 @@ pub fn sign_order(signer: &CoseSigner, order: &Order) -> Result<Vec<u8>, OrderEr
 pub struct OrderExpectations<'a> {
     pub ci_roots: &'a TrustAnchors,
     pub now: SystemTime,
-    /// The RO's role name (its certificate's common name), `ro`.
+    /// The RO's name (its certificate's common name, of the RO role), `ro`.
     pub signer: &'a str,
     pub kind: OrderKind,
     pub device_id: &'a DeviceId,
@@ -106,7 +107,7 @@ pub fn verify_order(bytes: &[u8], expected: &OrderExpectations<'_>) -> Result<Or
         MAX_ORDER_LEN,
         expected.ci_roots,
         expected.now,
-        expected.signer,
+        &Expected::named(Role::Ro, expected.signer),
     )
     .map_err(OrderError::Signature)?;
     let order: Order = bundle::decode_exact(&signed.payload).map_err(OrderError::Malformed)?;
@@ -169,6 +170,12 @@ mod tests {
         let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
         leaf.distinguished_name.push(DnType::CommonName, cn);
         leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf.subject_alt_names =
+            vec![rcgen::SanType::DnsName(crate::role::dns_name(cn).try_into().unwrap())];
+        leaf.custom_extensions.push(rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 32],
+            crate::role::Role::of_lab_name(cn).policies_der(),
+        ));
         let now = SystemTime::now();
         let hour = std::time::Duration::from_secs(3600);
         leaf.not_before = (now - hour).into();

@@ -58,6 +58,16 @@ impl Role {
         }
     }
 
+    /// The role the lab PKI (`tresor pki init`, test fixtures) gives a name: `pva` and `ro`
+    /// are themselves, every other name an operator.
+    pub fn of_lab_name(name: &str) -> Role {
+        match name {
+            "pva" => Role::Pva,
+            "ro" => Role::Ro,
+            _ => Role::Operator,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Pva => "pva",
@@ -209,6 +219,11 @@ impl fmt::Display for Expected {
             None => write!(f, "any {}", self.role),
         }
     }
+}
+
+/// The DNS name of the role named `name`: `<name>.tresor.internal`.
+pub fn dns_name(name: &str) -> String {
+    format!("{name}{DNS_SUFFIX}")
 }
 
 /// A role name: a DNS label (RFC 1123: letters, digits, hyphens; no leading or trailing

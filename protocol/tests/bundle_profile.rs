@@ -14,6 +14,7 @@ use coset::iana;
 use protocol::bundle::{
     BundleError, MAX_SIGNED_PROFILE_LEN, ProfileSigner, VerifiedProfile, verify_profile,
 };
+use protocol::role::{Role, RoleError};
 use protocol::x509::ChainError;
 
 struct World {
@@ -163,7 +164,52 @@ fn signer_certificate_must_allow_signatures_with_a_p256_key() {
         Some(cbor(&payload(&device(1), "mno-b"))),
         None,
     );
-    assert_eq!(verify(&w, &signed).unwrap_err(), BundleError::SignerName);
+    assert_eq!(verify(&w, &signed).unwrap_err(), BundleError::SignerRole(RoleError::NoName));
+}
+
+#[test]
+fn the_signer_must_hold_the_operator_role() {
+    let w = world();
+    let sign_with = |cert: &RoleCert| {
+        sign_raw(
+            &cert.key_pem,
+            es256_x5chain(&cert.der),
+            Default::default(),
+            Some(cbor(&payload(&device(1), "mno-b"))),
+            None,
+        )
+    };
+    // A valid CI certificate named mno-b, but issued to the PVA role: refused by role.
+    let pva_named_mno_b = w.ci.role_with("mno-b", &rcgen::PKCS_ECDSA_P256_SHA256, |p| {
+        p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 32],
+            Role::Pva.policies_der(),
+        )];
+    });
+    assert!(matches!(
+        verify(&w, &sign_with(&pva_named_mno_b)).unwrap_err(),
+        BundleError::SignerRole(RoleError::WrongRole {
+            expected: Role::Operator,
+            found: Role::Pva,
+            ..
+        })
+    ));
+    // Without a role (a certificate from before role-bound PKIs): refused.
+    let role_less = w.ci.role_with("mno-b", &rcgen::PKCS_ECDSA_P256_SHA256, |p| {
+        p.custom_extensions.clear();
+    });
+    assert_eq!(
+        verify(&w, &sign_with(&role_less)).unwrap_err(),
+        BundleError::SignerRole(RoleError::NoRole)
+    );
+    // The operator role, but its own DNS name missing: the name is not certified.
+    let no_dns = w.ci.role_with("mno-b", &rcgen::PKCS_ECDSA_P256_SHA256, |p| {
+        p.subject_alt_names.clear();
+    });
+    assert!(matches!(
+        verify(&w, &sign_with(&no_dns)).unwrap_err(),
+        BundleError::SignerRole(RoleError::NameMismatch { .. })
+    ));
 }
 
 #[test]

@@ -8,7 +8,13 @@
 //! mode 0600 from creation). A new DIR appears atomically (written as a temporary sibling,
 //! then renamed); in an existing DIR every file is first written under a temporary name, then
 //! renamed into place, and an existing PKI is only replaced with `force`. [`Pki::load`]
-//! reads a PKI back and checks it: chains, validity, key/certificate pairs, key file modes.
+//! reads a PKI back and checks it: chains, validity, roles, key/certificate pairs, key file
+//! modes.
+//!
+//! Every role certificate is bound to its role (`protocol::role`): a certificatePolicies OID
+//! (PVA, RO or operator) and its name as CN and as `<name>.tresor.internal`, as SGP.22 binds
+//! each certificate under its CI to one role. Every TLS and signature check names the role it
+//! requires, so the PVA's certificate cannot stand in for the RO's, nor MNO-A's for MNO-B's.
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -19,6 +25,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use protocol::role::{CertifiedRole, Expected, Role as CertRole};
 use protocol::x509::{
     self, ChainError, ChainPolicy, EKU_CLIENT_AUTH, EKU_SERVER_AUTH, TrustAnchors,
 };
@@ -64,6 +71,21 @@ impl Role {
             Role::MnoA => "mno-a",
             Role::MnoB => "mno-b",
         }
+    }
+
+    /// The role its certificate certifies (`protocol::role`): both operators are operators,
+    /// told apart by name.
+    pub fn certified(self) -> CertRole {
+        match self {
+            Role::Pva => CertRole::Pva,
+            Role::Ro => CertRole::Ro,
+            Role::MnoA | Role::MnoB => CertRole::Operator,
+        }
+    }
+
+    /// What a peer requires of this role's certificate: its role and its name.
+    pub fn expected(self) -> Expected {
+        Expected::named(self.certified(), self.name())
     }
 }
 
@@ -229,13 +251,16 @@ fn ca_params(
     Ok(p)
 }
 
-/// Server and client authentication (mutual TLS) and digitalSignature (TLS and COSE).
+/// Server and client authentication (mutual TLS) and digitalSignature (TLS and COSE), the
+/// role's policy OID and its own DNS name (`protocol::role`); the loopback names let the lab's
+/// processes reach each other by address.
 fn role_params(role: Role, now: SystemTime) -> Result<CertificateParams, PkiError> {
     let mut p = base_params(role.name(), "tresor", now, ROLE_VALIDITY)?;
-    let dns =
-        "localhost".try_into().map_err(|e: rcgen::Error| PkiError::Generate(e.to_string()))?;
+    let dns_name =
+        |name: String| name.try_into().map_err(|e: rcgen::Error| PkiError::Generate(e.to_string()));
     p.subject_alt_names = vec![
-        SanType::DnsName(dns),
+        SanType::DnsName(dns_name(format!("{}{}", role.name(), protocol::role::DNS_SUFFIX))?),
+        SanType::DnsName(dns_name("localhost".into())?),
         SanType::IpAddress([127, 0, 0, 1].into()),
         SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()),
     ];
@@ -244,8 +269,15 @@ fn role_params(role: Role, now: SystemTime) -> Result<CertificateParams, PkiErro
     p.extended_key_usages =
         vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     p.use_authority_key_identifier_extension = true;
+    p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        &POLICIES_OID,
+        role.certified().policies_der(),
+    )];
     Ok(p)
 }
+
+/// certificatePolicies (2.5.29.32) as rcgen's arcs.
+const POLICIES_OID: [u64; 4] = [2, 5, 29, 32];
 
 /// A new directory: written as a hidden sibling, then renamed to `dir` in one step.
 fn create_fresh(dir: &Path, files: &[PkiFile]) -> Result<(), PkiError> {
@@ -430,6 +462,9 @@ impl Pki {
                 )
                 .map_err(|source| PkiError::Chain { file: cert_file.clone(), source })?;
             }
+            CertifiedRole::of_der(&cert).and_then(|c| c.require(&role.expected())).map_err(
+                |e| PkiError::Invalid { file: cert_file.clone(), reason: e.to_string() },
+            )?;
             let pkcs8 = check_key(dir, role.name(), &cert)?;
             let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec()));
             let identity = Identity::new(vec![CertificateDer::from(cert.clone())], key)?;
@@ -527,17 +562,34 @@ impl Pki {
         Ok(transport::server_config(self.role(role).identity(), auth)?)
     }
 
-    /// An HTTPS client for `role` calling other roles: trusts the CI, presents its certificate.
+    /// An HTTPS client for `role` calling `server`: trusts the CI, accepts only `server`'s
+    /// certificate (role and name), presents its own.
+    pub fn client_to(&self, role: Role, server: Role) -> Result<reqwest::Client, PkiError> {
+        Ok(transport::client::client(
+            std::slice::from_ref(&self.ci),
+            Some(self.role(role).identity()),
+            &transport::ServerRole::Expected(server.expected()),
+        )?)
+    }
+
+    /// An HTTPS client for `role` that talks to any role under the CI (lab and test
+    /// tooling; the roles themselves use [`Pki::client_to`]).
     pub fn client(&self, role: Role) -> Result<reqwest::Client, PkiError> {
         Ok(transport::client::client(
             std::slice::from_ref(&self.ci),
             Some(self.role(role).identity()),
+            &transport::ServerRole::AnyRole,
         )?)
     }
 
-    /// An HTTPS client without a client certificate (a device): trusts the CI only.
+    /// An HTTPS client without a client certificate, accepting any role under the CI (lab
+    /// tooling standing in for a device).
     pub fn anonymous_client(&self) -> Result<reqwest::Client, PkiError> {
-        Ok(transport::client::client(std::slice::from_ref(&self.ci), None)?)
+        Ok(transport::client::client(
+            std::slice::from_ref(&self.ci),
+            None,
+            &transport::ServerRole::AnyRole,
+        )?)
     }
 }
 

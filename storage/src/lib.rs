@@ -10,11 +10,14 @@
 //!
 //! Layout:
 //! - `sqlite`: [`open_sqlite`] and its variants, [`Schema`], [`OpenMode`], [`OpenError`].
+//! - `private`: state directories 0700 and files 0600 ([`private_dir`], [`private_file`]).
 
 #![forbid(unsafe_code)]
 
+mod private;
 mod sqlite;
 
+pub use private::{DIR_MODE, FILE_MODE, private_dir, private_file, private_files_in};
 pub use sqlite::{
     OpenError, OpenMode, STAMP_TABLE, Schema, open_sqlite, open_sqlite_in_memory, open_sqlite_with,
 };

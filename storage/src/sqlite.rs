@@ -196,6 +196,12 @@ fn look(path: &Path, role: &'static str) -> Result<Look, OpenError> {
 
 /// Opens an existing store of `schema`, or refuses it.
 fn open_existing(path: &Path, schema: &Schema) -> Result<Connection, OpenError> {
+    // An older tresor, a copy or a restore may have left the store or its journals readable
+    // by others; SQLite gives new journals the store's mode.
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let file = with_suffix(path, suffix);
+        crate::private::private_file(&file).map_err(|e| io(&file, &e))?;
+    }
     let conn = connect(path, schema.role)?;
     let (tables, version) = shape(&conn, path, schema.role)?;
     let newer = |found| OpenError::NewerVersion {
@@ -404,9 +410,7 @@ fn stamp(conn: &Connection, schema: &Schema, when: &str) -> rusqlite::Result<()>
 /// remains: SQLite would replay it into the new file.
 fn no_leftover(path: &Path, role: &'static str) -> Result<(), OpenError> {
     for suffix in ["-wal", "-journal"] {
-        let mut journal = path.as_os_str().to_owned();
-        journal.push(suffix);
-        let journal = PathBuf::from(journal);
+        let journal = with_suffix(path, suffix);
         match std::fs::metadata(&journal) {
             Ok(meta) if meta.len() > 0 => {
                 return Err(OpenError::Leftover { path: path.to_owned(), journal, role });
@@ -425,11 +429,16 @@ struct Scratch(PathBuf);
 impl Drop for Scratch {
     fn drop(&mut self) {
         for suffix in ["", "-journal", "-wal", "-shm"] {
-            let mut p = self.0.as_os_str().to_owned();
-            p.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(p));
+            let _ = std::fs::remove_file(with_suffix(&self.0, suffix));
         }
     }
+}
+
+/// `path` with `suffix` appended to its file name (SQLite's journal names).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 fn absolute(path: &Path) -> PathBuf {

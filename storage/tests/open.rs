@@ -89,6 +89,30 @@ fn a_missing_file_is_created_private_stamped_and_in_wal_mode() {
 }
 
 #[test]
+fn journals_are_private_and_a_store_left_readable_is_made_private() {
+    let (_dir, path) = scratch();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let journal = |suffix: &str| PathBuf::from(format!("{}{suffix}", path.display()));
+    let conn = open_sqlite(&path, &PVA, CreateIfMissing).unwrap();
+    conn.execute("INSERT INTO devices (id, ek) VALUES (x'01', x'02')", []).unwrap();
+    // While the connection is open the WAL and its index exist, with the store's mode.
+    assert_eq!((mode(&journal("-wal")), mode(&journal("-shm"))), (0o600, 0o600));
+    drop(conn);
+    // An older version (or a copy) left the store and a journal readable by everyone.
+    for p in [path.clone(), journal("-wal")] {
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let conn = open_sqlite(&path, &PVA, CreateIfMissing).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    if journal("-wal").exists() {
+        assert_eq!(mode(&journal("-wal")), 0o600);
+    }
+    drop(conn);
+}
+
+#[test]
 fn a_zero_byte_file_is_refused_and_left_alone() {
     let (_dir, path) = scratch();
     std::fs::write(&path, b"").unwrap();

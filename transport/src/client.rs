@@ -10,20 +10,21 @@ use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 
 use crate::problem::{Problem, is_problem_json};
-use crate::tls::{Identity, client_config};
+use crate::tls::{Identity, ServerRole, client_config};
 use crate::{Error, Result};
 
 /// Default bound on a response body read by [`json`] and [`check`].
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
-/// A client builder trusting `roots` and presenting `identity` when given (mutual TLS),
-/// refusing plain HTTP and ignoring proxy environment variables; callers may adjust timeouts
-/// before `build()`.
+/// A client builder trusting `roots`, accepting only a server of `server` role, presenting
+/// `identity` when given (mutual TLS), refusing plain HTTP and ignoring proxy environment
+/// variables; callers may adjust timeouts before `build()`.
 pub fn client_builder(
     roots: &[CertificateDer<'static>],
     identity: Option<&Identity>,
+    server: &ServerRole,
 ) -> Result<reqwest::ClientBuilder> {
-    let tls = client_config(roots, identity)?;
+    let tls = client_config(roots, identity, server)?;
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .https_only(true)
@@ -36,8 +37,9 @@ pub fn client_builder(
 pub fn client(
     roots: &[CertificateDer<'static>],
     identity: Option<&Identity>,
+    server: &ServerRole,
 ) -> Result<reqwest::Client> {
-    Ok(client_builder(roots, identity)?.build()?)
+    Ok(client_builder(roots, identity, server)?.build()?)
 }
 
 /// Passes a success response through; turns an error response into [`Error::Problem`] when it

@@ -17,9 +17,10 @@ pub mod retry;
 pub mod server;
 pub mod tls;
 
+mod deadline;
 mod error;
 
 pub use error::{Error, Result};
 pub use problem::{Problem, limit_body};
 pub use server::{PeerIdentity, ServeOptions, serve, serve_with};
-pub use tls::{ClientAuth, Identity, client_config, crypto_provider, server_config};
+pub use tls::{ClientAuth, Identity, ServerRole, client_config, crypto_provider, server_config};

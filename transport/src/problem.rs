@@ -25,6 +25,8 @@ pub const CLIENT_CERTIFICATE_REQUIRED: &str =
     "https://tresor.example/problems/client-certificate-required";
 /// Problem type of a peer whose certificate names a role the route does not serve.
 pub const ROLE_NOT_ALLOWED: &str = "https://tresor.example/problems/role-not-allowed";
+/// A request body that did not arrive within `ServeOptions::body_read_timeout` (408).
+pub const REQUEST_TIMEOUT: &str = "https://tresor.example/problems/request-timeout";
 
 /// The type URI for a tresor problem slug.
 pub fn problem_type(slug: &str) -> String {

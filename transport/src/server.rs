@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -24,6 +25,9 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use x509_parser::extensions::GeneralName;
 
+use protocol::role::{CertifiedRole, Expected, Role, RoleError};
+
+use crate::deadline::{self, DeadlineBody};
 use crate::problem::{CLIENT_CERTIFICATE_REQUIRED, Problem, ROLE_NOT_ALLOWED};
 
 /// Limits of the serve loop.
@@ -33,6 +37,9 @@ pub struct ServeOptions {
     pub handshake_timeout: Duration,
     /// A client that has not sent a complete HTTP/1 request head by then is dropped.
     pub header_read_timeout: Duration,
+    /// A request whose body has not arrived in full this long after its head gets 408 and
+    /// its connection is closed.
+    pub body_read_timeout: Duration,
     /// How long open connections may take to finish after shutdown before they are cut.
     pub shutdown_grace: Duration,
     /// Connections served at once; further clients wait in the listen backlog.
@@ -44,6 +51,7 @@ impl Default for ServeOptions {
         Self {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             max_connections: 1024,
         }
@@ -161,13 +169,27 @@ impl Connection {
             None => None,
         };
         let router = self.router;
+        let body_timeout = self.options.body_read_timeout;
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 if let Some(peer) = &peer {
                     req.extensions_mut().insert(peer.clone());
                 }
                 req.extensions_mut().insert(ConnectInfo(remote));
-                router.clone().oneshot(req.map(axum::body::Body::new))
+                let cut = Arc::new(AtomicBool::new(false));
+                let req = req.map(|body| {
+                    let body = axum::body::Body::new(body);
+                    axum::body::Body::new(DeadlineBody::new(body, body_timeout, Arc::clone(&cut)))
+                });
+                let router = router.clone();
+                async move {
+                    let response = router.oneshot(req).await;
+                    if cut.load(Ordering::SeqCst) {
+                        tracing::info!(%remote, "request body timed out");
+                        return Ok(deadline::timed_out(body_timeout));
+                    }
+                    response
+                }
             });
 
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -196,11 +218,13 @@ impl Connection {
 }
 
 /// Who is on the other end of a mutual-TLS connection: the verified client certificate's
-/// subject common name, subject alternative names and DER. Extract it in a handler as
-/// `peer: PeerIdentity` (a request without a client certificate gets a 401 problem) or
-/// `peer: Option<PeerIdentity>`.
+/// role (`protocol::role`, when it has a valid one), subject common name, subject alternative
+/// names and DER. Extract it in a handler as `peer: PeerIdentity` (a request without a client
+/// certificate gets a 401 problem) or `peer: Option<PeerIdentity>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
+    /// The certificate's role and name; why it has none otherwise.
+    pub role: Result<CertifiedRole, RoleError>,
     pub common_name: Option<String>,
     pub dns_names: Vec<String>,
     pub ip_addresses: Vec<IpAddr>,
@@ -235,21 +259,30 @@ impl PeerIdentity {
                 }
             }
         }
+        let role = CertifiedRole::of(&cert);
         drop(cert);
-        Some(Self { common_name, dns_names, ip_addresses, uris, certificate })
+        Some(Self { role, common_name, dns_names, ip_addresses, uris, certificate })
     }
 
-    /// Admits the peer if its common name is one of `roles` (e.g. `["mno-b"]`); otherwise a
-    /// 403 problem a handler can return as is.
-    pub fn require_role(&self, roles: &[&str]) -> Result<&str, Problem> {
-        match self.common_name.as_deref() {
-            Some(cn) if roles.contains(&cn) => Ok(cn),
-            other => Err(Problem::new(StatusCode::FORBIDDEN, ROLE_NOT_ALLOWED, "Role not allowed")
-                .with_detail(format!(
-                    "{} may not call this endpoint",
-                    other.unwrap_or("(no common name)")
-                ))),
+    /// Admits the peer if its certificate holds one of the `allowed` roles (and names);
+    /// returns its name. Otherwise a 403 problem a handler can return as is. A certificate
+    /// without a valid role is never admitted, whatever its common name says.
+    pub fn require(&self, allowed: &[Expected]) -> Result<&str, Problem> {
+        let refused = |detail: String| {
+            Problem::new(StatusCode::FORBIDDEN, ROLE_NOT_ALLOWED, "Role not allowed")
+                .with_detail(detail)
+        };
+        let role = self.role.as_ref().map_err(|e| refused(format!("client certificate: {e}")))?;
+        if allowed.iter().any(|expected| role.require(expected).is_ok()) {
+            return Ok(&role.name);
         }
+        let wanted: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+        Err(refused(format!("{role} may not call this endpoint (allowed: {})", wanted.join(", "))))
+    }
+
+    /// [`PeerIdentity::require`] one role, any name.
+    pub fn require_role(&self, role: Role) -> Result<&str, Problem> {
+        self.require(&[Expected::role(role)])
     }
 }
 

@@ -7,11 +7,17 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use protocol::role::{CertifiedRole, Expected, RoleError};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::{Error, Result};
 
@@ -113,24 +119,105 @@ pub fn server_config(identity: &Identity, client_auth: ClientAuth) -> Result<Arc
     Ok(Arc::new(config))
 }
 
-/// A client configuration trusting `roots` (the CI root) and, for mutual TLS, presenting
-/// `identity`. ALPN http/1.1: the reqwest client speaks HTTP/1.1.
+/// Which server a client accepts, beyond a chain to its roots and its host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerRole {
+    /// The server's certificate must hold this role (and name): what every party uses.
+    Expected(Expected),
+    /// Any certificate with a valid tresor role: lab tooling that talks to every role.
+    AnyRole,
+}
+
+impl From<Expected> for ServerRole {
+    fn from(expected: Expected) -> Self {
+        ServerRole::Expected(expected)
+    }
+}
+
+/// A client configuration trusting `roots` (the CI root), accepting only a server of `server`
+/// role and, for mutual TLS, presenting `identity`. ALPN http/1.1: the reqwest client speaks
+/// HTTP/1.1.
 pub fn client_config(
     roots: &[CertificateDer<'static>],
     identity: Option<&Identity>,
+    server: &ServerRole,
 ) -> Result<ClientConfig> {
     if roots.is_empty() {
         return Err(Error::NoTrustAnchors);
     }
-    let builder = ClientConfig::builder_with_provider(crypto_provider())
+    let provider = crypto_provider();
+    let webpki = WebPkiServerVerifier::builder_with_provider(root_store(roots)?, provider.clone())
+        .build()
+        .map_err(|e| Error::TrustAnchor(e.to_string()))?;
+    let verifier = Arc::new(RoleVerifier { webpki, server: server.clone() });
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(root_store(roots)?);
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
     let mut config = match identity {
         Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The Web PKI checks (chain to the roots, validity, serverAuth, host name) and then the
+/// role the client requires of the server's certificate (`protocol::role`): a certificate of
+/// another role under the same CI is refused in the handshake.
+#[derive(Debug)]
+struct RoleVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    server: ServerRole,
+}
+
+impl ServerCertVerifier for RoleVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let verified = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let refuse = |e: RoleError| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        };
+        let role = CertifiedRole::of_der(end_entity).map_err(refuse)?;
+        if let ServerRole::Expected(expected) = &self.server {
+            role.require(expected).map_err(refuse)?;
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// All CERTIFICATE blocks of a PEM text (at least one).

@@ -37,8 +37,17 @@ fn ca(name: &str) -> Ca {
 }
 
 fn identity(ca: &Ca, role: &str) -> Identity {
-    let mut params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let mut params = CertificateParams::new(vec![
+        protocol::role::dns_name(role),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ])
+    .unwrap();
+    params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        &[2, 5, 29, 32],
+        protocol::role::Role::of_lab_name(role).policies_der(),
+    )];
+
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, role);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -52,36 +61,39 @@ fn identity(ca: &Ca, role: &str) -> Identity {
 }
 
 fn router() -> Router {
-    let app =
-        Router::new()
-            .route(
-                "/whoami",
-                get(|peer: PeerIdentity| async move { peer.common_name.unwrap_or_default() }),
-            )
-            .route(
-                "/maybe",
-                get(|peer: Option<PeerIdentity>| async move {
-                    peer.and_then(|p| p.common_name).unwrap_or("anonymous".into())
-                }),
-            )
-            .route(
-                "/mno-b-only",
-                get(|peer: PeerIdentity| async move {
-                    peer.require_role(&["mno-b"]).map(str::to_owned)
-                }),
-            )
-            .route(
-                "/problem",
-                get(|| async {
-                    Problem::new(
-                        StatusCode::CONFLICT,
-                        problem_type("nonce-reused"),
-                        "Nonce already used",
-                    )
-                    .with_detail("nonce 00ff was used before")
-                }),
-            )
-            .route("/echo", post(|body: axum::body::Bytes| async move { body.len().to_string() }));
+    let app = Router::new()
+        .route(
+            "/whoami",
+            get(|peer: PeerIdentity| async move { peer.common_name.unwrap_or_default() }),
+        )
+        .route(
+            "/maybe",
+            get(|peer: Option<PeerIdentity>| async move {
+                peer.and_then(|p| p.common_name).unwrap_or("anonymous".into())
+            }),
+        )
+        .route(
+            "/mno-b-only",
+            get(|peer: PeerIdentity| async move {
+                peer.require(&[protocol::role::Expected::named(
+                    protocol::role::Role::Operator,
+                    "mno-b",
+                )])
+                .map(str::to_owned)
+            }),
+        )
+        .route(
+            "/problem",
+            get(|| async {
+                Problem::new(
+                    StatusCode::CONFLICT,
+                    problem_type("nonce-reused"),
+                    "Nonce already used",
+                )
+                .with_detail("nonce 00ff was used before")
+            }),
+        )
+        .route("/echo", post(|body: axum::body::Bytes| async move { body.len().to_string() }));
     transport::limit_body(app, 1024)
 }
 
@@ -120,7 +132,8 @@ impl Server {
 }
 
 fn client(root: &CertificateDer<'static>, id: Option<&Identity>) -> reqwest::Client {
-    transport::client::client(std::slice::from_ref(root), id).unwrap()
+    transport::client::client(std::slice::from_ref(root), id, &transport::ServerRole::AnyRole)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -172,6 +185,40 @@ async fn required_client_certificate_missing_or_foreign_is_refused() {
     // The server survived both failed handshakes.
     let ok = client(&ci.cert, Some(&identity(&ci, "mno-a")));
     assert_eq!(ok.get(server.url("/whoami")).send().await.unwrap().text().await.unwrap(), "mno-a");
+    server.stop().await;
+}
+
+/// Issue 12, attack 1: every role under the CI used to pass for every other. A client that
+/// names the role it expects refuses another role's certificate in the handshake, whatever
+/// the chain; and a certificate without a role passes for nothing, not even "any role".
+#[tokio::test]
+async fn client_refuses_a_server_of_another_role_under_the_same_ci() {
+    use protocol::role::{Expected, Role};
+    let ci = ca("CI");
+    let pva = Server::start(&identity(&ci, "pva"), ClientAuth::None, ServeOptions::default()).await;
+    let expecting = |expected: Expected| {
+        let server = transport::ServerRole::Expected(expected);
+        transport::client::client(std::slice::from_ref(&ci.cert), None, &server).unwrap()
+    };
+    let as_ro = expecting(Expected::role(Role::Ro));
+    let err = as_ro.get(pva.url("/maybe")).send().await.unwrap_err();
+    assert!(format!("{err:?}").contains("WrongRole { expected: Ro, found: Pva"), "{err:?}");
+    let as_other_pva = expecting(Expected::named(Role::Pva, "pva-2"));
+    assert!(as_other_pva.get(pva.url("/maybe")).send().await.is_err());
+    let as_pva = expecting(Expected::named(Role::Pva, "pva"));
+    assert!(as_pva.get(pva.url("/maybe")).send().await.is_ok());
+    pva.stop().await;
+
+    let mut bare = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    bare.distinguished_name.push(DnType::CommonName, "ro");
+    bare.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = bare.signed_by(&key, &Issuer::from_params(&ci.params, &ci.key)).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let roleless = Identity::new(vec![cert.der().clone()], key).unwrap();
+    let server = Server::start(&roleless, ClientAuth::None, ServeOptions::default()).await;
+    let err = client(&ci.cert, None).get(server.url("/maybe")).send().await.unwrap_err();
+    assert!(format!("{err:?}").contains("NoRole"), "{err:?}");
     server.stop().await;
 }
 
@@ -301,7 +348,10 @@ fn identity_debug_hides_the_key_and_empty_inputs_are_errors() {
         transport::server_config(&id, ClientAuth::Required(vec![])),
         Err(Error::NoTrustAnchors)
     ));
-    assert!(matches!(transport::client_config(&[], None), Err(Error::NoTrustAnchors)));
+    assert!(matches!(
+        transport::client_config(&[], None, &transport::ServerRole::AnyRole),
+        Err(Error::NoTrustAnchors)
+    ));
     assert!(matches!(
         transport::tls::certificates_from_pem(b"nothing"),
         Err(Error::NoCertificate { .. })
@@ -316,4 +366,74 @@ fn identity_debug_hides_the_key_and_empty_inputs_are_errors() {
     .unwrap();
     assert!(transport::server_config(&mismatched, ClientAuth::None).is_err());
     assert!(transport::server_config(&other, ClientAuth::None).is_ok());
+}
+
+/// A TLS connection to `server` as a client with no certificate, for writing raw HTTP.
+async fn raw_tls(
+    ci: &Ca,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let config = transport::client_config(
+        &[CertificateDer::from(ci.cert.to_vec())],
+        None,
+        &transport::ServerRole::AnyRole,
+    )
+    .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// Everything the server sends until it closes the connection (or `within` passes).
+async fn read_to_close(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    within: Duration,
+) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(within, tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_stalled_request_head_is_cut_off() {
+    let ci = ca("CI");
+    let options =
+        ServeOptions { header_read_timeout: Duration::from_millis(300), ..ServeOptions::default() };
+    let server = Server::start(&identity(&ci, "pva"), ClientAuth::None, options).await;
+    let mut tls = raw_tls(&ci, server.addr).await;
+    tls.write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Ty").await.unwrap();
+    let started = std::time::Instant::now();
+    let answer = read_to_close(&mut tls, Duration::from_secs(5)).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "the head was not cut off in time");
+    assert!(!answer.contains("200 OK"), "{answer}");
+    // The server goes on serving others.
+    let c = client(&ci.cert, None);
+    assert_eq!(c.get(server.url("/maybe")).send().await.unwrap().status(), StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_gets_408_and_the_connection_closes() {
+    let ci = ca("CI");
+    let options =
+        ServeOptions { body_read_timeout: Duration::from_millis(300), ..ServeOptions::default() };
+    let server = Server::start(&identity(&ci, "pva"), ClientAuth::None, options).await;
+    let mut tls = raw_tls(&ci, server.addr).await;
+    tls.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/cbor\r\nContent-Length: 100\r\n\r\nonly a part",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let answer = read_to_close(&mut tls, Duration::from_secs(5)).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "the body was not cut off in time");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("problem+json") && answer.contains("request-timeout"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    // A body sent in time is served.
+    let c = client(&ci.cert, None);
+    let r = c.post(server.url("/echo")).body(vec![1u8; 100]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    server.stop().await;
 }

@@ -19,16 +19,23 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use protocol::device_api::{
     AbortAck, AkaResult, AttachRequest, CommitResult, DeviceTask, InstallResult,
 };
+use protocol::device_auth::{
+    self, CredentialChallenge, CredentialProof, CredentialRequest, NONCE_LEN, RequestStatement,
+};
+use protocol::ear::EarVerifier;
 use protocol::milenage::{Autn, Rand};
 use protocol::order::{OrderError, OrderExpectations, OrderKind, verify_order};
 use protocol::pva_api::{ActivateRequest, CredentialSecret, EnrolRequest, Message};
 use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement, Receipt, SignedReceipt};
+use protocol::role::{Expected, Role as CertRole};
 use protocol::tpm::PcrSelection;
 use protocol::x509::TrustAnchors;
-use protocol::{DeviceId, SubscriptionProfile, bundle};
+use protocol::{DeviceId, Nonce, SubscriptionProfile, bundle};
+use reqwest::Method;
 use serde_bytes::ByteBuf;
 use transport::retry::Backoff;
 use uicc::auth::Outcome as AkaOutcome;
@@ -111,6 +118,10 @@ pub struct Agent<C: Uicc = Card> {
     abort_reason: Option<String>,
     /// Consecutive failures, for the backoff.
     failures: u32,
+    /// Whether the RO holds this device's AK (`protocol::device_auth`), as far as we know.
+    bound: bool,
+    /// The nonce the RO's latest answer carried, for the next request.
+    nonce: Option<[u8; NONCE_LEN]>,
 }
 
 impl<C: Uicc> std::fmt::Debug for Agent<C> {
@@ -126,8 +137,11 @@ impl<C: Uicc> Agent<C> {
             .iter()
             .map(|der| rustls_pki_types::CertificateDer::from(der.clone()))
             .collect();
-        let http =
-            transport::client::client(&roots, None).map_err(|e| Error::Network(e.to_string()))?;
+        // Only the RO's certificate: any other role under the CI (the PVA's, an operator's)
+        // is refused in the handshake, so nobody else can hand this device tasks.
+        let ro = transport::ServerRole::Expected(Expected::role(CertRole::Ro));
+        let http = transport::client::client(&roots, None, &ro)
+            .map_err(|e| Error::Network(e.to_string()))?;
         let device_id = attester.device_id()?;
         let journal = Journal::open(&config.journal)?;
         Ok(Self {
@@ -139,6 +153,8 @@ impl<C: Uicc> Agent<C> {
             device_id,
             abort_reason: None,
             failures: 0,
+            bound: false,
+            nonce: None,
         })
     }
 
@@ -184,6 +200,12 @@ impl<C: Uicc> Agent<C> {
         let started = Instant::now();
         loop {
             if started.elapsed() > self.config.deadline {
+                // Giving up is a terminal state too: without the RO's word the change did
+                // not happen, so the old profile and the USIM come back (a committed change
+                // stays, as always).
+                if let Err(e) = self.restore_old_profile("no final word from the RO in time") {
+                    tracing::error!(device = %self.device_id, error = %e, "the card did not fall back");
+                }
                 return Err(Error::Network(format!(
                     "no final state after {:?} (device {})",
                     self.config.deadline, self.device_id
@@ -316,12 +338,11 @@ impl<C: Uicc> Agent<C> {
                     .parse()
                     .map_err(|e| Error::Protocol(format!("PCR selection from the PVA: {e}")))?;
                 self.attester.set_selection(selection);
-                let evidence = self.attester.evidence(&nonce)?;
+                let evidence = self.evidence(&nonce)?;
                 let bytes = evidence.to_cbor().map_err(|e| Error::Protocol(e.to_string()))?;
                 self.keep("evidence.cbor", &bytes)?;
                 self.post_raw("evidence", bytes).await
             }
-            // The task's `operator` is not trusted: the card's activation names the signer.
             DeviceTask::Install { bundle, ear, .. } => {
                 // The answer is signed for the bundle key this device attested, which the
                 // RO knows too, whatever happened to the task on its way here.
@@ -394,11 +415,14 @@ impl<C: Uicc> Agent<C> {
                 self.post_answer("commit", &result, task).await
             }
             DeviceTask::Abort { campaign, reason, order } => {
-                // Only the change under way may be aborted: the one on trial, or the one the
-                // TRE was activated for. With nothing to undo any campaign's order is moot.
+                // Only the change under way may be aborted: the one on trial, or the one
+                // MNO-A's MACed command activated the TRE for (the card's word, not the
+                // journal's). With nothing to undo any campaign's order is moot.
                 let under_way = match self.card.change().filter(|c| c.on_trial()) {
                     Some(change) => Some(change.campaign),
-                    None if self.card.tre_active() => self.journal.campaign().map(str::to_owned),
+                    None if self.card.tre_active() => {
+                        self.card.tre_activation().map(|a| a.campaign().to_owned())
+                    }
                     None => None,
                 };
                 let on = under_way.unwrap_or_else(|| campaign.clone());
@@ -448,8 +472,7 @@ impl<C: Uicc> Agent<C> {
         };
         let body =
             protocol::device_api::to_cbor(&attach).map_err(|e| Error::Protocol(e.to_string()))?;
-        let url = format!("{}/v1/attach", self.config.ro_url);
-        self.send(url, body).await
+        self.post_raw("attach", body).await
     }
 
     /// Step 11: open the bundle inside the TPM, check it — signed by the new operator the
@@ -463,8 +486,20 @@ impl<C: Uicc> Agent<C> {
         let ear_hash = bundle::ear_hash(ear);
         let selection = self.attester.selection().clone();
         let device_id = self.device_id.clone();
+        let nonce = self.evidence_nonce()?;
         let tpm = self.attester.tpm();
         let key = tpm.bundle_key()?.ok_or(Error::Protocol("no bundle key: not attested".into()))?;
+        // Before the bundle is opened, the PVA's word, checked here and not taken from the
+        // RO: signed by the PVA role under the CI, for this device, answering this device's
+        // latest evidence, affirming, unexpired, certifying the bundle key this TPM holds.
+        // A re-delivery of the change the card already holds was checked so when it came
+        // first (its EAR may have expired since): the journal's receipt answers it below.
+        let holds_change = self.card.change().is_some_and(|c| {
+            c.campaign == activation.campaign() && !matches!(c.phase(), Phase::FellBack { .. })
+        });
+        if !holds_change {
+            check_ear(&self.config.ci_roots, ear, &device_id, &nonce, &key.name)?;
+        }
         let expected = bundle::BundleExpectations {
             ci_roots: &self.config.ci_roots,
             now: SystemTime::now(),
@@ -578,6 +613,35 @@ impl<C: Uicc> Agent<C> {
         }
     }
 
+    /// The device's own check of an attestation result it is handed with a bundle (as
+    /// [`Agent::handle`] makes it for an install): signed by the PVA role under the CI, for
+    /// this device, answering its latest evidence's nonce, affirming, unexpired, certifying
+    /// the bundle key its TPM holds.
+    pub fn check_attestation_result(&mut self, ear: &[u8]) -> Result<()> {
+        let nonce = self.evidence_nonce()?;
+        let key = self
+            .attester
+            .tpm()
+            .bundle_key()?
+            .ok_or(Error::Protocol("no bundle key: not attested".into()))?;
+        check_ear(&self.config.ci_roots, ear, &self.device_id, &nonce, &key.name)
+    }
+
+    /// The nonce of the device's latest evidence (journaled).
+    fn evidence_nonce(&self) -> Result<Nonce> {
+        let nonce = self.journal.nonce().map(Nonce::from_bytes).transpose();
+        nonce
+            .map_err(|e| Error::Protocol(format!("journal nonce: {e}")))?
+            .ok_or_else(|| Error::Bundle("no evidence sent: no attestation result expected".into()))
+    }
+
+    /// Evidence for `nonce` (the attester's current PCR selection); the nonce is journaled
+    /// first, for the attestation result that comes back with a bundle must answer it.
+    pub fn evidence(&mut self, nonce: &Nonce) -> Result<protocol::evidence::Evidence> {
+        self.journal.set_nonce(nonce.as_bytes())?;
+        self.attester.evidence(nonce)
+    }
+
     /// The TPM name of the bundle key of the latest attestation (empty if none).
     pub fn bundle_key_name(&mut self) -> Result<Vec<u8>> {
         Ok(self.attester.tpm().bundle_key()?.map(|k| k.name).unwrap_or_default())
@@ -626,8 +690,9 @@ impl<C: Uicc> Agent<C> {
         let Some(dir) = &self.config.artifacts else { return Ok(()) };
         let io =
             |source| Error::Io { what: format!("artifact {name} in {}", dir.display()), source };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        std::fs::write(dir.join(name), bytes).map_err(io)
+        storage::private_dir(dir).map_err(io)?;
+        uicc::store::write_atomic(&dir.join(name), bytes, &uicc::store::FaultPlan::default())
+            .map_err(|f| io(f.source))
     }
 
     fn outcome(&self) -> Outcome {
@@ -645,22 +710,15 @@ impl<C: Uicc> Agent<C> {
         }
     }
 
-    async fn next_task(&self) -> Result<DeviceTask> {
-        let url = format!("{}/v1/devices/{}/task", self.config.ro_url, self.device_id);
-        let response =
-            self.http.get(url).send().await.map_err(|e| Error::Network(e.to_string()))?;
-        let response =
-            transport::client::check(response).await.map_err(|e| Error::Network(e.to_string()))?;
-        let bytes =
-            transport::client::read_limited(response, protocol::device_api::MAX_MESSAGE_SIZE)
-                .await
-                .map_err(|e| Error::Network(e.to_string()))?;
+    async fn next_task(&mut self) -> Result<DeviceTask> {
+        let path = format!("/v1/devices/{}/task", self.device_id);
+        let bytes = self.request(Method::GET, &path, Vec::new(), None).await?;
         protocol::device_api::from_cbor(&bytes).map_err(|e| Error::Protocol(e.to_string()))
     }
 
-    async fn post_raw(&self, what: &str, body: Vec<u8>) -> Result<()> {
-        let url = format!("{}/v1/devices/{}/{what}", self.config.ro_url, self.device_id);
-        self.send(url, body).await
+    async fn post_raw(&mut self, what: &str, body: Vec<u8>) -> Result<()> {
+        let path = format!("/v1/devices/{}/{what}", self.device_id);
+        self.request(Method::POST, &path, body, None).await.map(drop)
     }
 
     /// Posts an answer that decides the change (install, AKA, commit, abort) with the AK's
@@ -680,27 +738,147 @@ impl<C: Uicc> Agent<C> {
         let tpm = self.attester.tpm();
         let ak = tpm.ak(crate::tpm::KeyAlg::Ecc)?;
         let signature = hex::encode(tpm.sign(&ak, &statement)?);
-        let url = format!("{}/v1/devices/{}/{what}", self.config.ro_url, self.device_id);
-        self.send_with(url, bytes, Some(signature)).await
+        let path = format!("/v1/devices/{}/{what}", self.device_id);
+        self.request(Method::POST, &path, bytes, Some(signature)).await.map(drop)
     }
 
-    async fn send(&self, url: String, body: Vec<u8>) -> Result<()> {
-        self.send_with(url, body, None).await
-    }
-
-    async fn send_with(&self, url: String, body: Vec<u8>, signature: Option<String>) -> Result<()> {
-        let mut request = self.http.post(url).header("content-type", "application/cbor");
-        if let Some(signature) = signature {
-            request = request.header(ANSWER_SIGNATURE_HEADER, signature);
+    /// One request on the device channel (`protocol::device_auth`): binds the AK first if
+    /// the RO does not know it, signs the request with the AK over the RO's latest nonce,
+    /// keeps the nonce the answer carries, and retries once when the RO refused the nonce
+    /// (it restarted, or the nonce expired) or no longer knows the AK.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        answer_signature: Option<String>,
+    ) -> Result<Bytes> {
+        if !self.bound {
+            self.bind().await?;
         }
-        let response =
-            request.body(body).send().await.map_err(|e| Error::Network(e.to_string()))?;
-        transport::client::check(response).await.map_err(|e| Error::Network(e.to_string()))?;
+        let mut retried = false;
+        loop {
+            let nonce = self.nonce.take().unwrap_or([0; NONCE_LEN]);
+            let statement =
+                RequestStatement::new(self.device_id.clone(), method.as_str(), path, nonce, &body)
+                    .to_cbor()
+                    .map_err(|e| Error::Protocol(e.to_string()))?;
+            let tpm = self.attester.tpm();
+            let ak = tpm.ak(crate::tpm::KeyAlg::Ecc)?;
+            let signature = hex::encode(tpm.sign(&ak, &statement)?);
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.config.ro_url))
+                .header(device_auth::NONCE_HEADER, hex::encode(nonce))
+                .header(device_auth::SIGNATURE_HEADER, signature);
+            if method == Method::POST {
+                request = request.header("content-type", "application/cbor").body(body.clone());
+            }
+            if let Some(answer) = &answer_signature {
+                request = request.header(ANSWER_SIGNATURE_HEADER, answer);
+            }
+            let response = request.send().await.map_err(|e| Error::Network(e.to_string()))?;
+            self.keep_nonce(response.headers());
+            match transport::client::check(response).await {
+                Ok(response) => {
+                    return transport::client::read_limited(
+                        response,
+                        protocol::device_api::MAX_MESSAGE_SIZE,
+                    )
+                    .await
+                    .map_err(|e| Error::Network(e.to_string()));
+                }
+                Err(transport::Error::Problem(p))
+                    if !retried && p.type_uri.ends_with("/device-nonce") =>
+                {
+                    retried = true;
+                }
+                Err(transport::Error::Problem(p))
+                    if !retried && p.type_uri.ends_with("/device-not-authenticated") =>
+                {
+                    retried = true;
+                    self.bind().await?;
+                }
+                Err(e) => return Err(Error::Network(e.to_string())),
+            }
+        }
+    }
+
+    /// Binds the AK to this device at the RO: TPM2_ActivateCredential answers the RO's
+    /// challenge, which only the TPM holding both the EK and the AK can.
+    async fn bind(&mut self) -> Result<()> {
+        let request = self.attester.enrolment_request()?;
+        let body = protocol::device_api::to_cbor(&CredentialRequest {
+            ek_certificate: ByteBuf::from(request.ek_certificate),
+            ek_public: ByteBuf::from(request.ek_public),
+            ak_public: ByteBuf::from(request.ak_public),
+        })
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+        let path = format!("/v1/devices/{}/credential", self.device_id);
+        let challenge: CredentialChallenge = {
+            let bytes = self.plain_post(&path, body).await?;
+            protocol::device_api::from_cbor(&bytes).map_err(|e| Error::Protocol(e.to_string()))?
+        };
+        let secret =
+            self.attester.activate_credential(&challenge.id_object, &challenge.encrypted_secret)?;
+        let proof = protocol::device_api::to_cbor(&CredentialProof {
+            secret: ByteBuf::from(secret.to_vec()),
+        })
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+        self.plain_post(&format!("{path}/activate"), proof).await?;
+        self.bound = true;
+        tracing::info!(device = %self.device_id, "AK bound at the RO");
         Ok(())
+    }
+
+    /// An unsigned POST (the binding's two steps).
+    async fn plain_post(&mut self, path: &str, body: Vec<u8>) -> Result<Bytes> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.config.ro_url))
+            .header("content-type", "application/cbor")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Error::Network(e.to_string()))?;
+        self.keep_nonce(response.headers());
+        let response =
+            transport::client::check(response).await.map_err(|e| Error::Network(e.to_string()))?;
+        transport::client::read_limited(response, protocol::device_api::MAX_MESSAGE_SIZE)
+            .await
+            .map_err(|e| Error::Network(e.to_string()))
+    }
+
+    fn keep_nonce(&mut self, headers: &reqwest::header::HeaderMap) {
+        if let Some(nonce) = headers
+            .get(device_auth::NEXT_NONCE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(device_auth::parse_nonce)
+        {
+            self.nonce = Some(nonce);
+        }
     }
 }
 
 /// The name of a task's kind, as its fault points and the RO's routes spell it.
+/// See [`Agent::check_attestation_result`].
+fn check_ear(
+    ci_roots: &TrustAnchors,
+    ear: &[u8],
+    device: &DeviceId,
+    nonce: &Nonce,
+    bundle_key_name: &[u8],
+) -> Result<()> {
+    let verified =
+        EarVerifier::new(ci_roots.clone()).verify(ear, SystemTime::now(), device, Some(nonce))?;
+    if verified.bundle_key()?.tpm_name() != bundle_key_name {
+        return Err(Error::Bundle(
+            "the attestation result certifies another bundle key than this TPM's".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn task_kind(task: &DeviceTask) -> &'static str {
     match task {
         DeviceTask::Idle => "idle",

@@ -33,6 +33,8 @@ pub enum Error {
     Protocol(String),
     #[error("bundle refused: {0}")]
     Bundle(String),
+    #[error("bundle refused: attestation result: {0}")]
+    Ear(#[from] protocol::ear::EarError),
     #[error("UICC: {0}")]
     Uicc(String),
 }

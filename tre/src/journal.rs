@@ -43,6 +43,10 @@ struct File {
     #[serde(default)]
     campaign: Option<String>,
     receipt: Option<JournalReceipt>,
+    /// The nonce of the device's latest evidence (hex): the only challenge whose
+    /// attestation result the device accepts with a bundle.
+    #[serde(default, with = "hex_option")]
+    nonce: Option<Vec<u8>>,
 }
 
 /// The journal of one device.
@@ -69,7 +73,7 @@ impl Journal {
                 file
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                File { format: FORMAT.into(), campaign: None, receipt: None }
+                File { format: FORMAT.into(), ..File::default() }
             }
             Err(source) => {
                 return Err(Error::Io {
@@ -105,6 +109,22 @@ impl Journal {
         self.save(next)
     }
 
+    /// The nonce the device's latest evidence answered.
+    pub fn nonce(&self) -> Option<&[u8]> {
+        self.file.nonce.as_deref()
+    }
+
+    /// Records the nonce of evidence, durably, before the evidence is sent: the attestation
+    /// result that comes back with a bundle must answer it.
+    pub fn set_nonce(&mut self, nonce: &[u8]) -> Result<()> {
+        if self.nonce() == Some(nonce) {
+            return Ok(());
+        }
+        let mut next = self.file.clone();
+        next.nonce = Some(nonce.to_vec());
+        self.save(next)
+    }
+
     /// Records the receipt of a change, durably, before it is sent.
     pub fn set_receipt(&mut self, receipt: JournalReceipt) -> Result<()> {
         let mut next = self.file.clone();
@@ -124,6 +144,24 @@ impl Journal {
         )?;
         self.file = next;
         Ok(())
+    }
+}
+
+/// `Option<Vec<u8>>` as an optional hex string.
+mod hex_option {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(bytes) => s.serialize_some(&hex::encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| hex::decode(text).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -151,5 +189,22 @@ mod tests {
         assert_eq!(Journal::open(&path).unwrap().receipt("c", 1), Some(&[1u8, 2][..]));
         std::fs::write(&path, b"{").unwrap();
         assert!(Journal::open(&path).is_err());
+    }
+
+    #[test]
+    fn the_nonce_survives_reopening_and_old_journals_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        std::fs::write(
+            &path,
+            br#"{"format":"tresor-agent-journal","campaign":"c","receipt":null}"#,
+        )
+        .unwrap();
+        let mut journal = Journal::open(&path).unwrap();
+        assert_eq!((journal.campaign(), journal.nonce()), (Some("c"), None));
+        journal.set_nonce(&[0xAB; 32]).unwrap();
+        let journal = Journal::open(&path).unwrap();
+        assert_eq!(journal.nonce(), Some(&[0xAB; 32][..]));
+        assert_eq!(journal.campaign(), Some("c"));
     }
 }

@@ -13,9 +13,10 @@
 //! clears a swtpm that a dead owner left on it ([`stale`]), or refuses with
 //! [`SwtpmError::InUse`] when a live process still owns one.
 
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
@@ -200,12 +201,25 @@ impl Swtpm {
         options: StartOptions,
     ) -> Result<Self, SwtpmError> {
         let slot = Slot::reserve(config.max_instances)?;
-        std::fs::create_dir_all(state_dir)
+        // Private, and so is what an older version (or a restored copy) left in it.
+        storage::private_dir(state_dir)
+            .and_then(|()| storage::private_files_in(state_dir).map(drop))
             .map_err(|source| SwtpmError::StateDir { path: state_dir.to_owned(), source })?;
         // swtpm resolves relative paths against its own working directory.
         let state_dir = std::fs::canonicalize(state_dir)
             .map_err(|source| SwtpmError::StateDir { path: state_dir.to_owned(), source })?;
         stale::clear(&state_dir, &config.binary)?;
+        // swtpm creates its lock file 0640 whatever `mode=` says, when it first needs it;
+        // one that exists keeps its mode.
+        let lock = state_dir.join(".lock");
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(storage::FILE_MODE)
+            .open(&lock)
+            .and_then(|_| storage::private_file(&lock))
+            .map_err(|source| SwtpmError::StateDir { path: lock.clone(), source })?;
         let fresh = !state_dir.join("tpm2-00.permall").exists();
         const TRIES: usize = 64;
         for _ in 0..TRIES {
@@ -351,12 +365,18 @@ fn spawn_on(
     options: StartOptions,
 ) -> Result<Option<Process>, SwtpmError> {
     let stderr_path = state_dir.join("swtpm.stderr");
-    let stderr = File::create(&stderr_path)?;
+    let stderr = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(storage::FILE_MODE)
+        .open(&stderr_path)?;
     let mut cmd = Command::new(&config.binary);
     cmd.arg("socket")
         .arg("--tpm2")
         .arg("--tpmstate")
-        .arg(format!("dir={}", state_dir.display()))
+        // swtpm's own default is 0640; a TPM's state is nobody else's to read.
+        .arg(format!("dir={},mode=0600", state_dir.display()))
         .arg("--server")
         .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
         .arg("--ctrl")

@@ -115,3 +115,35 @@ fn an_owned_swtpm_dies_with_the_thread_that_started_it() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(alive(swtpm.pid()));
 }
+
+/// The mode bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn the_tpm_state_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let state = root.path().join("tpm");
+    // As an older tresor left it: swtpm's default 0640 in a 0755 directory.
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let old = state.join("tpm2-00.volatilestate");
+    std::fs::write(&old, b"").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let config = SwtpmConfig::load().unwrap();
+    let swtpm = Swtpm::start(&state, &config).unwrap();
+    // Make swtpm write its NV state.
+    let mut tpm = tre::tpm::Tpm::connect(&swtpm.tcti()).unwrap();
+    tpm.ek(tre::tpm::KeyAlg::Ecc).unwrap();
+    drop(tpm);
+    swtpm.stop();
+    assert_eq!(mode(&state), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&state).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(files.iter().any(|f| f.ends_with("tpm2-00.permall")), "{files:?}");
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::ear::EarProfile;
+use protocol::role::Role;
 use serde::Deserialize;
 
 use crate::error::Error;
@@ -72,7 +73,7 @@ fn default_max_outstanding() -> u32 {
     crate::nonce::DEFAULT_MAX_OUTSTANDING
 }
 fn default_enrol_roles() -> Vec<String> {
-    crate::pva::EnrolmentAccess::default().roles
+    crate::pva::EnrolmentAccess::default().roles.iter().map(ToString::to_string).collect()
 }
 fn default_clock_drift() -> u8 {
     ClockTolerance::default().drift_percent
@@ -112,8 +113,8 @@ pub struct Config {
     pub ear_profile: EarProfile,
     /// Enrolment for anyone, also without a client certificate (default: off).
     pub open_enrolment: bool,
-    /// Otherwise the roles (client certificates) that may enrol devices.
-    pub enrol_roles: Vec<String>,
+    /// Otherwise the roles (of client certificates) that may enrol devices.
+    pub enrol_roles: Vec<Role>,
     /// How far a running TPM's clock may lag the wall time (`docs/appraisal.md` "Clock").
     pub clock: ClockTolerance,
 }
@@ -155,6 +156,12 @@ impl Config {
                     .into(),
             ));
         }
+        let enrol_roles = raw
+            .enrol_roles
+            .iter()
+            .map(|r| r.parse::<Role>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("enrol_roles: {e} (roles: pva, ro, operator)")))?;
         if raw.clock_drift_percent > 50 {
             return Err(Error::Config("clock_drift_percent must be 0 to 50".into()));
         }
@@ -178,7 +185,7 @@ impl Config {
             listen: raw.listen,
             ear_profile: raw.ear_profile,
             open_enrolment: raw.open_enrolment,
-            enrol_roles: raw.enrol_roles,
+            enrol_roles,
             clock: ClockTolerance {
                 drift_percent: raw.clock_drift_percent,
                 slack: Duration::from_millis(raw.clock_slack_ms),
@@ -226,12 +233,15 @@ policies = ["policy.toml"]
         assert_eq!(c.client_auth, ClientAuth::Optional);
         assert_eq!(c.ear_profile, EarProfile::Ietf);
         assert!(!c.open_enrolment);
-        assert_eq!(c.enrol_roles, ["ro", "mno-a", "mno-b"]);
+        assert_eq!(c.enrol_roles, [Role::Ro, Role::Operator]);
         assert_eq!(c.clock, ClockTolerance::default());
         let open = format!("{MINIMAL}open_enrolment = true\nenrol_roles = [\"ro\"]\n");
         let c = Config::from_toml(&open, Path::new("/")).unwrap();
         assert!(c.open_enrolment);
-        assert_eq!(c.enrol_roles, ["ro"]);
+        assert_eq!(c.enrol_roles, [Role::Ro]);
+        let wrong = format!("{MINIMAL}enrol_roles = [\"mno-a\"]\n");
+        let e = Config::from_toml(&wrong, Path::new("/")).unwrap_err().to_string();
+        assert!(e.contains("enrol_roles") && e.contains("mno-a"), "{e}");
     }
 
     #[test]

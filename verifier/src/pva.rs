@@ -18,6 +18,7 @@ use protocol::pva_api::{
     ActivateRequest, ActivateResponse, ChallengeRequest, ChallengeResponse, EnrolRequest,
     EnrolResponse,
 };
+use protocol::role::Role;
 use protocol::x509::TrustAnchors;
 use protocol::{DeviceId, Nonce};
 use serde_bytes::ByteBuf;
@@ -38,13 +39,13 @@ use crate::store::{self, EnrolmentRecord, OpenMode, SeenClock, Store};
 pub struct EnrolmentAccess {
     /// Anyone, with or without a client certificate (`open_enrolment = true`).
     pub open: bool,
-    /// Otherwise: clients whose certificate names one of these roles (`enrol_roles`).
-    pub roles: Vec<String>,
+    /// Otherwise: clients whose certificate carries one of these roles (`enrol_roles`).
+    pub roles: Vec<Role>,
 }
 
 impl Default for EnrolmentAccess {
     fn default() -> Self {
-        Self { open: false, roles: vec!["ro".into(), "mno-a".into(), "mno-b".into()] }
+        Self { open: false, roles: vec![Role::Ro, Role::Operator] }
     }
 }
 

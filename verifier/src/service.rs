@@ -29,6 +29,7 @@ use protocol::pva_api::{
     AppraiseRequest, AppraiseResponse, CBOR_MEDIA_TYPE, ChallengeRequest, EnrolRequest,
     MAX_REQUEST_SIZE, Message, path,
 };
+use protocol::role::Expected;
 use serde_bytes::ByteBuf;
 use transport::problem::{CLIENT_CERTIFICATE_REQUIRED, problem_type};
 use transport::{PeerIdentity, Problem};
@@ -94,8 +95,8 @@ fn may_enrol(pva: &Pva, peer: Option<&PeerIdentity>) -> Result<Option<String>, P
         )
         .with_detail("enrolment is open to authenticated relying parties only")
     })?;
-    let roles: Vec<&str> = access.roles.iter().map(String::as_str).collect();
-    peer.require_role(&roles).map(|role| Some(role.to_owned()))
+    let allowed: Vec<Expected> = access.roles.iter().copied().map(Expected::role).collect();
+    peer.require(&allowed).map(|name| Some(name.to_owned()))
 }
 
 async fn challenge(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -65,7 +65,12 @@ async fn start(lab: &Lab) -> Server {
 fn client_as(lab: &Lab, role: &str) -> reqwest::Client {
     let (chain, key) = lab.ci.role(role);
     let identity = transport::Identity::from_pem(chain.as_bytes(), key.as_bytes()).unwrap();
-    transport::client::client(&[CertificateDer::from(lab.ci.der.clone())], Some(&identity)).unwrap()
+    transport::client::client(
+        &[CertificateDer::from(lab.ci.der.clone())],
+        Some(&identity),
+        &transport::ServerRole::AnyRole,
+    )
+    .unwrap()
 }
 
 /// The PVA with `extra` appended to its configuration file.
@@ -82,8 +87,12 @@ async fn start_with(lab: &Lab, extra: &str) -> Server {
     let task = tokio::spawn(verifier::serve_pva(pva.clone(), tls, listener, async {
         let _ = stopped.await;
     }));
-    let client =
-        transport::client::client(&[CertificateDer::from(lab.ci.der.clone())], None).unwrap();
+    let client = transport::client::client(
+        &[CertificateDer::from(lab.ci.der.clone())],
+        None,
+        &transport::ServerRole::AnyRole,
+    )
+    .unwrap();
     Server { base, client, ro: client_as(lab, "ro"), pva, stop: Some(stop), task, _dir: dir }
 }
 

@@ -1,6 +1,7 @@
 //! Attacks on the device's answers (found while building the matrix; `docs/SECURITY.md`
-//! "Findings"): the RO's device API takes anonymous clients — devices authenticate by
-//! attestation — so anyone who can reach it can post a device's answer. An answer that ends
+//! "Findings"): anyone who can reach the RO's device API can post a device's answer; since
+//! issue 12 every device request must be signed by the AK bound to the device
+//! (`protocol::device_auth`), over a nonce the RO issued. An answer that ends
 //! the change is the dangerous one: a "failed" that arrives after the card installed the new
 //! profile has both operators give up the subscription the card now runs (MNO-B retires it,
 //! the card no longer holds MNO-A's), leaving the device without a working subscription. The
@@ -12,6 +13,7 @@
 use anyhow::{Context, Result};
 use protocol::DeviceId;
 use protocol::device_api::{self, AkaResult, DeviceTask, InstallResult};
+use protocol::device_auth::{self, RequestStatement};
 use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement};
 use tre::tpm::{KeyAlg, Tpm};
 
@@ -25,16 +27,16 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             "forged-install-failure",
             17,
             Attacker::Network,
-            "posts \"install failed\" for a device that is installing its bundle, before the device's receipt arrives (no signature: the device API takes anonymous clients)",
-            Expect::at(Stage::RoDeviceApi, "answer-not-signed"),
+            "posts \"install failed\" for a device that is installing its bundle, before the device's receipt arrives, with a nonce the RO issued for the device and no request signature",
+            Expect::at(Stage::RoDeviceApi, "device-not-authenticated"),
             forged_install_failure,
         ),
         Scenario::new(
             "forged-aka-failure",
             17,
             Attacker::Network,
-            "posts an AKA failure for a device whose new USIM is being challenged, signed by the AK of another TPM (its own)",
-            Expect::at(Stage::RoDeviceApi, "answer-not-signed"),
+            "posts an AKA failure for a device whose new USIM is being challenged, the request and the answer signed by the AK of another TPM (its own)",
+            Expect::at(Stage::RoDeviceApi, "device-not-authenticated"),
             forged_aka_failure,
         ),
     ]
@@ -45,7 +47,7 @@ fn forged_install_failure(ctx: &Ctx) -> Result<Observed> {
     let attacked = attack_one(ctx, &ctx.image, |d: &mut Hostile, task| {
         if let (DeviceTask::Install { .. }, None) = (&task, &forged) {
             let body = device_api::to_cbor(&InstallResult::Failed { reason: "forged".into() })?;
-            forged = Some(post_as_attacker(ctx, &d.id, "install", body, None)?);
+            forged = Some(post_as_attacker(ctx, &d.id, "install", body, None, None)?);
         }
         Ok(Act::Agent(task))
     })?;
@@ -59,7 +61,8 @@ fn forged_aka_failure(ctx: &Ctx) -> Result<Observed> {
         if let (DeviceTask::Aka { rand, autn }, None) = (&task, &forged) {
             let body = device_api::to_cbor(&AkaResult::Failed { reason: "forged".into() })?;
             let signature = own.sign(&d.id, AnswerStatement::aka_task(rand, autn), &body)?;
-            forged = Some(post_as_attacker(ctx, &d.id, "aka", body, Some(signature))?);
+            forged =
+                Some(post_as_attacker(ctx, &d.id, "aka", body, Some(&mut own), Some(signature))?);
         }
         Ok(Act::Agent(task))
     })?;
@@ -88,22 +91,66 @@ impl ForeignAk {
         let statement = AnswerStatement::new(device.clone(), task, body).to_cbor()?;
         Ok(hex::encode(self.tpm.sign(&self.ak, &statement)?))
     }
+
+    /// Its signature (hex) over a device-channel request (`method` `path` with `nonce` and
+    /// `body`), in `device`'s name.
+    pub fn sign_request(
+        &mut self,
+        device: &DeviceId,
+        method: &str,
+        path: &str,
+        nonce: [u8; device_auth::NONCE_LEN],
+        body: &[u8],
+    ) -> Result<String> {
+        let statement =
+            RequestStatement::new(device.clone(), method, path, nonce, body).to_cbor()?;
+        Ok(hex::encode(self.tpm.sign(&self.ak, &statement)?))
+    }
 }
 
-/// Posts `body` to the device's `endpoint` from the attacker's own connection, with the
+/// Posts `body` to the device's `endpoint` from the attacker's own connection, on the
+/// device channel as an attacker can: with a nonce the RO issued for the device (any refusal
+/// carries one), the request signed by `channel`'s AK if given (else unsigned), and the
 /// answer signature `signature` (hex) if given.
 pub(super) fn post_as_attacker(
     ctx: &Ctx,
     device: &DeviceId,
     endpoint: &str,
     body: Vec<u8>,
+    channel: Option<&mut ForeignAk>,
     signature: Option<String>,
 ) -> Result<Answer> {
-    let url = format!("{}/v1/devices/{device}/{endpoint}", ctx.lab.urls.ro);
+    let path = format!("/v1/devices/{device}/{endpoint}");
+    let url = format!("{}{path}", ctx.lab.urls.ro);
     let http = ctx.lab.pki.anonymous_client()?;
+    let probe = {
+        let (http, url) = (http.clone(), url.clone());
+        aside(move |rt| {
+            rt.block_on(async {
+                let response = http.post(&url).send().await?;
+                Ok(response
+                    .headers()
+                    .get(device_auth::NEXT_NONCE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(device_auth::parse_nonce))
+            })
+        })?
+    };
+    let nonce = probe.context("the RO's refusal carried no nonce")?;
+    let request_signature = match channel {
+        Some(ak) => Some(ak.sign_request(device, "POST", &path, nonce, &body)?),
+        None => None,
+    };
     aside(move |rt| {
         rt.block_on(async {
-            let mut request = http.post(&url).header("content-type", "application/cbor").body(body);
+            let mut request = http
+                .post(&url)
+                .header("content-type", "application/cbor")
+                .header(device_auth::NONCE_HEADER, hex::encode(nonce))
+                .body(body);
+            if let Some(signature) = request_signature {
+                request = request.header(device_auth::SIGNATURE_HEADER, signature);
+            }
             if let Some(signature) = signature {
                 request = request.header(ANSWER_SIGNATURE_HEADER, signature);
             }

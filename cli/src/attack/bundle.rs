@@ -17,12 +17,14 @@ use protocol::ear::{EarVerifier, unix};
 use protocol::{Iccid, Imsi};
 use serde_bytes::ByteBuf;
 
+use super::answers::overruled;
 use super::device::{
-    Act, Attacked, Hostile, Target, attack_one, campaign, edited_evidence, runtime,
+    Act, Attacked, Hostile, Target, attack_one, campaign, cancel, edited_evidence, genuine,
+    pause_at, runtime,
 };
 use super::forge::{RogueCa, der_of, random_profile, replace_once};
 use super::observe::{self, card_layer, ro_layer};
-use super::{Attacker, Ctx, Expect, Observed, Scenario, Stage};
+use super::{Attacker, Ctx, Expect, Layer, Observed, Scenario, Stage};
 
 pub(super) fn scenarios() -> Vec<Scenario> {
     use Attacker::{Device, Local, Network, Peer};
@@ -56,8 +58,8 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             "bundle-aad-tampered",
             12,
             Network,
-            "delivers another EAR with the bundle and rewrites the bundle's protected EAR-hash header to match, so the external AAD changes",
-            tre("BundleError::DecryptionFailed"),
+            "delivers another EAR with the bundle (one bit changed) and rewrites the bundle's protected EAR-hash header to match, so the external AAD changes; the device verifies the EAR before it opens the bundle",
+            tre("EarError::BadSignature"),
             tampered_aad,
         ),
         Scenario::new(
@@ -66,7 +68,15 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             Peer,
             "MNO-A signs a profile for the device with its own CI certificate and encrypts it to the device's attested bundle key",
             tre("BundleError::WrongSigner"),
-            |ctx| rogue_profile(ctx, Signer::MnoA, None),
+            |ctx| rogue_profile(ctx, Signer::MnoA),
+        ),
+        Scenario::new(
+            "bundle-signed-by-pva-certificate",
+            12,
+            Peer,
+            "a fake RO holding the PVA's certificate (valid under the CI, role pva) signs a profile with an IMSI and K of its choosing and encrypts it to the device's attested bundle key",
+            tre("BundleError::SignerRole(WrongRole)"),
+            |ctx| rogue_profile(ctx, Signer::Pva),
         ),
         Scenario::new(
             "bundle-signed-by-unknown-operator",
@@ -74,7 +84,15 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             Peer,
             "an operator the CI never certified (an \"mno-b\" certificate of its own CA) signs a profile and encrypts it to the device's bundle key",
             tre("BundleError::SignerChain(UnknownIssuer)"),
-            |ctx| rogue_profile(ctx, Signer::Unknown, None),
+            |ctx| rogue_profile(ctx, Signer::Unknown),
+        ),
+        Scenario::new(
+            "ear-of-an-earlier-attestation",
+            12,
+            Peer,
+            "a rogue RO hands the device, after it attested again, the EAR of its earlier attestation (genuine, unexpired, signed by the PVA, for this device)",
+            tre("EarError::OtherNonce"),
+            earlier_attestation,
         ),
         Scenario::new(
             "pcr-extended-after-attestation",
@@ -90,45 +108,40 @@ pub(super) fn scenarios() -> Vec<Scenario> {
 /// A genuine device whose install task `edit` changes before the agent gets it.
 fn edited_install(
     ctx: &Ctx,
-    mut edit: impl FnMut(&mut Hostile, String, String, Vec<u8>, Vec<u8>) -> Result<DeviceTask>,
+    mut edit: impl FnMut(&mut Hostile, String, Vec<u8>, Vec<u8>) -> Result<DeviceTask>,
 ) -> Result<Attacked> {
     attack_one(ctx, &ctx.image, |d: &mut Hostile, task| match task {
-        DeviceTask::Install { campaign, operator, bundle, ear } => {
-            Ok(Act::Agent(edit(d, campaign, operator, bundle.into_vec(), ear.into_vec())?))
+        DeviceTask::Install { campaign, bundle, ear } => {
+            Ok(Act::Agent(edit(d, campaign, bundle.into_vec(), ear.into_vec())?))
         }
         task => Ok(Act::Agent(task)),
     })
 }
 
-fn install(campaign: String, operator: String, bundle: Vec<u8>, ear: Vec<u8>) -> DeviceTask {
-    DeviceTask::Install {
-        campaign,
-        operator,
-        bundle: ByteBuf::from(bundle),
-        ear: ByteBuf::from(ear),
-    }
+fn install(campaign: String, bundle: Vec<u8>, ear: Vec<u8>) -> DeviceTask {
+    DeviceTask::Install { campaign, bundle: ByteBuf::from(bundle), ear: ByteBuf::from(ear) }
 }
 
 fn tampered_ciphertext(ctx: &Ctx) -> Result<Observed> {
-    edited_install(ctx, |_, campaign, operator, bundle, ear| {
+    edited_install(ctx, |_, campaign, bundle, ear| {
         let mut cose =
             CoseEncrypt::from_tagged_slice(&bundle).map_err(|e| anyhow::anyhow!("bundle: {e}"))?;
         let ciphertext = cose.ciphertext.as_mut().context("no ciphertext")?;
         let middle = ciphertext.len() / 2;
         *ciphertext.get_mut(middle).context("empty ciphertext")? ^= 0x01;
         let bundle = cose.to_tagged_vec().map_err(|e| anyhow::anyhow!("bundle: {e}"))?;
-        Ok(install(campaign, operator, bundle, ear))
+        Ok(install(campaign, bundle, ear))
     })?
     .observed()
 }
 
 fn tampered_aad(ctx: &Ctx) -> Result<Observed> {
-    edited_install(ctx, |_, campaign, operator, bundle, ear| {
-        // Another EAR (the device only hashes it), and the header rewritten to its hash.
+    edited_install(ctx, |_, campaign, bundle, ear| {
+        // Another EAR, and the header rewritten to its hash.
         let mut other = ear.clone();
         *other.last_mut().context("empty EAR")? ^= 0x01;
         let bundle = replace_once(&bundle, &bundle::ear_hash(&ear), &bundle::ear_hash(&other))?;
-        Ok(install(campaign, operator, bundle, other))
+        Ok(install(campaign, bundle, other))
     })?
     .observed()
 }
@@ -159,11 +172,11 @@ fn another_device(ctx: &Ctx) -> Result<Observed> {
         });
         let mut device = Hostile::boot(ctx, &victim, &ctx.image)?;
         let run = rt.block_on(device.run(|_: &mut Hostile, task| match task {
-            DeviceTask::Install { campaign, operator, ear, .. } => {
+            DeviceTask::Install { campaign, ear, .. } => {
                 let theirs = bundle_rx
                     .recv_timeout(Duration::from_secs(30))
                     .context("no bundle to redirect")?;
-                Ok(Act::Agent(install(campaign, operator, theirs, ear.into_vec())))
+                Ok(Act::Agent(install(campaign, theirs, ear.into_vec())))
             }
             task => Ok(Act::Agent(task)),
         }));
@@ -182,34 +195,31 @@ fn another_device(ctx: &Ctx) -> Result<Observed> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Signer {
+enum Signer {
     MnoA,
+    /// The PVA's certificate: valid under the CI, of the wrong role (attack 1 of issue 12).
+    Pva,
     Unknown,
 }
 
-/// A rogue operator's own profile, encrypted to the device's attested bundle key with the
-/// genuine EAR's hash, delivered instead of MNO-B's, in a task naming `task_operator` if
-/// given (else the campaign's).
-pub(super) fn rogue_profile(
-    ctx: &Ctx,
-    who: Signer,
-    task_operator: Option<&str>,
-) -> Result<Observed> {
+/// A rogue signer's own profile, encrypted to the device's attested bundle key with the
+/// genuine EAR's hash, delivered instead of MNO-B's.
+fn rogue_profile(ctx: &Ctx, who: Signer) -> Result<Observed> {
+    let lab_signer = |name: &str| -> Result<ProfileSigner> {
+        let pki = ctx.lab.dir.join("pki");
+        let cert = der_of(&std::fs::read_to_string(pki.join(format!("{name}.pem")))?)?;
+        let key = std::fs::read_to_string(pki.join(format!("{name}.key")))?;
+        Ok(ProfileSigner::from_pkcs8_pem(&key, vec![cert])?)
+    };
     let signer = match who {
-        Signer::MnoA => {
-            let pki = ctx.lab.dir.join("pki");
-            let cert = der_of(&std::fs::read_to_string(pki.join("mno-a.pem"))?)?;
-            ProfileSigner::from_pkcs8_pem(
-                &std::fs::read_to_string(pki.join("mno-a.key"))?,
-                vec![cert],
-            )?
-        }
+        Signer::MnoA => lab_signer("mno-a")?,
+        Signer::Pva => lab_signer("pva")?,
         Signer::Unknown => {
             let (cert, key) = RogueCa::new("operator CA nobody trusts")?.role("mno-b")?;
             ProfileSigner::from_pkcs8_pem(&key, vec![der_of(&cert)?])?
         }
     };
-    edited_install(ctx, |d, campaign, operator, _, ear| {
+    edited_install(ctx, |d, campaign, _, ear| {
         let now = SystemTime::now();
         let verified = EarVerifier::new(ctx.ci.clone()).verify(&ear, now, &d.id, None)?;
         let key = verified.bundle_key()?.clone();
@@ -230,10 +240,38 @@ pub(super) fn rogue_profile(
         };
         let signed = signer.sign(&payload)?;
         let bundle = bundle::encrypt_bundle(&signed, key.x(), key.y(), &d.id, &ear_hash)?;
-        let operator = task_operator.map_or(operator, str::to_owned);
-        Ok(install(campaign, operator, bundle, ear))
+        Ok(install(campaign, bundle, ear))
     })?
     .observed()
+}
+
+fn earlier_attestation(ctx: &Ctx) -> Result<Observed> {
+    let target = Target::new(ctx.manufacture()?);
+    let rt = runtime()?;
+    let paused = pause_at(ctx, &target, &rt, |t| matches!(t, DeviceTask::Install { .. }))?;
+    let (id, mut device) = (paused.campaign, paused.device);
+    let DeviceTask::Install { ear, .. } = paused.task else { anyhow::bail!("not an install") };
+    // The device attests again (a new nonce, a new bundle key), as after a re-challenge;
+    // the rogue kept what came back the first time and hands it over now.
+    let nonce = protocol::Nonce::random().map_err(|_| anyhow::anyhow!("no randomness"))?;
+    device.agent.evidence(&nonce)?;
+    let decided = match device.agent.check_attestation_result(&ear) {
+        Ok(()) => Layer::accepted(Stage::Tre, "the device took the earlier EAR"),
+        Err(e) => observe::tre_layer(&e.to_string(), &e.to_string()),
+    };
+    // The change ends: cancelled, the device restores its old profile.
+    rt.block_on(cancel(ctx, &id))?;
+    rt.block_on(device.run(genuine))?;
+    drop(device);
+    let mut observed = Observed::new(decided);
+    if let Some(accepted) = card_layer(&target.card, &target.imsi)? {
+        return Ok(overruled(accepted, observed));
+    }
+    observed
+        .decided
+        .detail
+        .push_str(" — the card still runs its MNO-A profile with the USIM active");
+    Ok(observed)
 }
 
 fn old_sequence(ctx: &Ctx) -> Result<Observed> {
@@ -248,12 +286,12 @@ fn old_sequence(ctx: &Ctx) -> Result<Observed> {
 }
 
 fn toctou(ctx: &Ctx) -> Result<Observed> {
-    edited_install(ctx, |d, campaign, operator, bundle, ear| {
+    edited_install(ctx, |d, campaign, bundle, ear| {
         let banks = d.agent.tpm().active_banks()?;
         let digests: Vec<_> =
             banks.iter().map(|b| (*b, b.digest(b"loaded after attestation"))).collect();
         d.agent.tpm().pcr_extend(9, &digests)?;
-        Ok(install(campaign, operator, bundle, ear))
+        Ok(install(campaign, bundle, ear))
     })?
     .observed()
 }

@@ -39,7 +39,39 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             restart_count_backwards,
         )
         .slow(),
+        Scenario::new(
+            "restored-state-same-counters",
+            19,
+            Attacker::Local,
+            "restores a copy of its TPM state taken in the same TPM Reset and Restart as its last attestation, 4 s before it (the same resetCount and restartCount, a clock that lags the wall time), and is enrolled again on its next campaign (attack 5 of issue 12: re-enrolment once reset the PVA's history)",
+            Expect::at(Stage::Pva, "clock-went-backwards"),
+            |ctx| restored_same_counters(ctx, Duration::ZERO),
+        )
+        .slow(),
+        Scenario::new(
+            "restored-state-waits-out-its-clock",
+            19,
+            Attacker::Local,
+            "as restored-state-same-counters, but waits 6 s before attesting again, until the restored clock has passed the one the PVA last saw (with equal counters only the clocks were once compared)",
+            Expect::at(Stage::Pva, "clock-behind-wall-time"),
+            |ctx| restored_same_counters(ctx, Duration::from_secs(6)),
+        )
+        .slow(),
     ]
+}
+
+/// The copy is taken 4 s before the attestation; after restoring it the device waits
+/// `wait` before it attests again.
+fn restored_same_counters(ctx: &Ctx, wait: Duration) -> Result<Observed> {
+    let mut target = Target::new(ctx.manufacture()?);
+    let snapshot = snapshot(ctx, &mut target)?;
+    // The copy comes back in the same TPM Reset as the attestation (power_on from the copy
+    // repeats the reset the running TPM went through); its clock is what it was at the copy.
+    std::thread::sleep(Duration::from_secs(4));
+    attest_once(ctx, &target, &ctx.image)?;
+    restore(ctx, &mut target, &snapshot)?;
+    std::thread::sleep(wait);
+    attack_target(ctx, target, &ctx.image, genuine)?.observed()
 }
 
 fn reset_count_backwards(ctx: &Ctx) -> Result<Observed> {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use protocol::device_api::{self, AttachRequest, DeviceTask, InstallResult};
 use protocol::evidence::Evidence;
-use protocol::receipt::{ANSWER_SIGNATURE_HEADER, AnswerStatement};
+use protocol::receipt::AnswerStatement;
 use protocol::tpm::PcrSelection;
 use protocol::{DeviceId, Iccid, Imsi, Nonce};
 use provisioning::mno::api::CampaignDevice;
@@ -26,7 +26,7 @@ use super::{Ctx, Layer, Observed};
 use crate::lab::LabDevice;
 
 /// How long a device may take to reach a final state in a scenario.
-const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A current-thread runtime for a scenario's thread (a TPM context stays on its thread).
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -111,8 +111,11 @@ pub(crate) enum Act {
     /// Post this answer (install, AKA) to `/v1/devices/{id}/{endpoint}`, signed by the
     /// device's AK for the task whose hash is given (`protocol::receipt::AnswerStatement`).
     Answer(&'static str, Vec<u8>, [u8; 32]),
-    /// Post this attach request to `/v1/attach` instead.
+    /// Post this attach request to `/v1/devices/{id}/attach` instead.
     Attach(AttachRequest),
+    /// Post this body to `/v1/devices/{id}/{endpoint}` on the device's own channel and go
+    /// on polling whatever the RO answers; a refusal is kept in [`Hostile::refusals`].
+    Try(&'static str, Vec<u8>),
     /// Stop driving and give the task back to the scenario (to resume later).
     Pause(DeviceTask),
 }
@@ -136,11 +139,11 @@ pub(crate) fn refuse_install(device: &mut Hostile) -> Result<Act> {
 /// A device driven from the RO's device API.
 pub(crate) struct Hostile {
     pub agent: Agent,
-    http: reqwest::Client,
-    ro: String,
     pub id: DeviceId,
     /// Errors of tasks the agent could not carry out (the RO then waits or fails the device).
     pub agent_errors: Vec<String>,
+    /// The RO's refusals of [`Act::Try`] posts.
+    pub refusals: Vec<String>,
 }
 
 impl Hostile {
@@ -153,9 +156,8 @@ impl Hostile {
         Ok(Self {
             id: agent.device_id().clone(),
             agent,
-            http: ctx.lab.pki.anonymous_client()?,
-            ro: ctx.lab.urls.ro.clone(),
             agent_errors: Vec::new(),
+            refusals: Vec::new(),
         })
     }
 
@@ -203,8 +205,12 @@ impl Hostile {
                         self.post_signed(endpoint, body, Some(&signature)).await?;
                     }
                     Act::Attach(request) => {
-                        let url = format!("{}/v1/attach", self.ro);
-                        self.send(&url, device_api::to_cbor(&request)?).await?;
+                        self.post("attach", device_api::to_cbor(&request)?).await?;
+                    }
+                    Act::Try(endpoint, body) => {
+                        if let Err(e) = self.post(endpoint, body).await {
+                            self.refusals.push(format!("{e:#}"));
+                        }
                     }
                     Act::Pause(task) => return Ok(Some(task)),
                 },
@@ -216,9 +222,8 @@ impl Hostile {
     pub fn evidence(&mut self, nonce: &Nonce, selection: &str) -> Result<Evidence> {
         let selection: PcrSelection =
             selection.parse().map_err(|e| anyhow::anyhow!("PCR selection {selection}: {e}"))?;
-        let attester = self.agent.attester();
-        attester.set_selection(selection);
-        Ok(attester.evidence(nonce)?)
+        self.agent.attester().set_selection(selection);
+        Ok(self.agent.evidence(nonce)?)
     }
 
     /// The attach request the genuine device would send, with its card's answer to the
@@ -235,15 +240,16 @@ impl Hostile {
         })
     }
 
-    async fn next_task(&self) -> Result<DeviceTask> {
-        let url = format!("{}/v1/devices/{}/task", self.ro, self.id);
-        let response = transport::client::check(self.http.get(url).send().await?).await?;
-        let bytes = transport::client::read_limited(response, device_api::MAX_MESSAGE_SIZE).await?;
+    /// The next task, asked on the device's authenticated channel.
+    async fn next_task(&mut self) -> Result<DeviceTask> {
+        let path = format!("/v1/devices/{}/task", self.id);
+        let bytes = self.agent.request(reqwest::Method::GET, &path, Vec::new(), None).await?;
         Ok(device_api::from_cbor(&bytes)?)
     }
 
-    /// POSTs `body` to `/v1/devices/{id}/{endpoint}`.
-    pub async fn post(&self, endpoint: &str, body: Vec<u8>) -> Result<()> {
+    /// POSTs `body` to `/v1/devices/{id}/{endpoint}` on the device's authenticated channel:
+    /// what the genuine TPM would sign if its software were hostile.
+    pub async fn post(&mut self, endpoint: &str, body: Vec<u8>) -> Result<()> {
         self.post_signed(endpoint, body, None).await
     }
 
@@ -256,25 +262,16 @@ impl Hostile {
     }
 
     async fn post_signed(
-        &self,
+        &mut self,
         endpoint: &str,
         body: Vec<u8>,
         signature: Option<&str>,
     ) -> Result<()> {
-        let url = format!("{}/v1/devices/{}/{endpoint}", self.ro, self.id);
-        let mut request =
-            self.http.post(&url).header("content-type", "application/cbor").body(body);
-        if let Some(signature) = signature {
-            request = request.header(ANSWER_SIGNATURE_HEADER, signature);
-        }
-        let response = request.send().await.with_context(|| format!("{url}: no answer"))?;
-        transport::client::check(response).await.with_context(|| url.clone())?;
-        Ok(())
-    }
-
-    async fn send(&self, url: &str, body: Vec<u8>) -> Result<()> {
-        let answer = observe::post(&self.http, url, "application/cbor", body).await?;
-        anyhow::ensure!(answer.status < 300, "{url}: {}", answer.detail());
+        let path = format!("/v1/devices/{}/{endpoint}", self.id);
+        self.agent
+            .request(reqwest::Method::POST, &path, body, signature.map(str::to_owned))
+            .await
+            .with_context(|| path.clone())?;
         Ok(())
     }
 }
@@ -349,6 +346,33 @@ pub(crate) fn edited_evidence(
         }
         task => Ok(Act::Agent(task)),
     })
+}
+
+/// A device stopped where a scenario takes over.
+pub(crate) struct Paused {
+    /// Its campaign (MNO-A → MNO-B).
+    pub campaign: String,
+    pub device: Hostile,
+    /// The task it stopped at; the agent carried out every one before.
+    pub task: DeviceTask,
+}
+
+/// Creates a campaign MNO-A → MNO-B for `target`, boots it on the lab's image and lets its
+/// agent work until the RO hands it a task `stop` picks.
+pub(crate) fn pause_at(
+    ctx: &Ctx,
+    target: &Target,
+    rt: &tokio::runtime::Runtime,
+    stop: impl Fn(&DeviceTask) -> bool,
+) -> Result<Paused> {
+    let campaign =
+        rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
+    let mut device = Hostile::boot(ctx, target, &ctx.image)?;
+    let paused = rt.block_on(device.run(|_: &mut Hostile, task| {
+        Ok(if stop(&task) { Act::Pause(task) } else { Act::Agent(task) })
+    }))?;
+    let task = paused.context("the device never got the task the scenario waits for")?;
+    Ok(Paused { campaign, device, task })
 }
 
 /// Manufactures a device, creates a campaign MNO-A → MNO-B for it, boots `image` and runs

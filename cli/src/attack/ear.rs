@@ -16,7 +16,7 @@ use provisioning::pki::Role;
 use provisioning::ro::{Dpf, RoError};
 use verifier::EarSigner;
 
-use super::device::{Act, Hostile, genuine, runtime};
+use super::device::{genuine, runtime};
 use super::forge::{RogueCa, SoftwareKey};
 use super::observe::{self, answer_layer, ear_check};
 use super::{Attacker, Ctx, Expect, Layer, Observed, Scenario, Stage};
@@ -90,18 +90,9 @@ enum Forgery {
 fn forged_ear(ctx: &Ctx, forgery: Forgery) -> Result<Observed> {
     let target = super::device::Target::new(ctx.manufacture()?);
     let rt = runtime()?;
-    let campaign = rt.block_on(super::device::campaign(
-        ctx,
-        "mno-a",
-        "mno-b",
-        &[(&target.device_id, &target.iccid)],
-    ))?;
-    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
-    let paused = rt.block_on(device.run(|_: &mut Hostile, task| match task {
-        task @ DeviceTask::Attest { .. } => Ok(Act::Pause(task)),
-        task => Ok(Act::Agent(task)),
-    }))?;
-    let Some(task) = paused else { anyhow::bail!("the device was never asked for evidence") };
+    let paused =
+        super::device::pause_at(ctx, &target, &rt, |t| matches!(t, DeviceTask::Attest { .. }))?;
+    let (campaign, mut device, task) = (paused.campaign, paused.device, paused.task);
     let DeviceTask::Attest { nonce, .. } = &task else { anyhow::bail!("paused on {task:?}") };
     let nonce = *nonce;
 

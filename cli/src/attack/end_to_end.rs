@@ -16,7 +16,7 @@ use provisioning::pki::Role;
 use tre::attester::{Attester, AttesterOptions};
 use tre::tpm::Tpm;
 
-use super::device::{Act, Hostile, Target, campaign, genuine, runtime};
+use super::device::{Target, genuine, pause_at, runtime};
 use super::observe::{self, ro_layer};
 use super::{Attacker, Ctx, Expect, Layer, Observed, Outcome, Scenario, Stage};
 
@@ -58,14 +58,10 @@ fn rogue_ro_replay(ctx: &Ctx) -> Result<Observed> {
     own_tpm.evidence(&Nonce::from_bytes(&[0x5A; 32])?)?;
 
     let rt = runtime()?;
-    let id = rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
-    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
-    let paused = rt.block_on(device.run(|_: &mut Hostile, task| match task {
-        task @ DeviceTask::Install { .. } => Ok(Act::Pause(task)),
-        task => Ok(Act::Agent(task)),
-    }))?;
-    let Some(DeviceTask::Install { campaign, operator, ear, .. }) = paused else {
-        anyhow::bail!("the device was never asked to install");
+    let paused = pause_at(ctx, &target, &rt, |t| matches!(t, DeviceTask::Install { .. }))?;
+    let (id, mut device) = (paused.campaign, paused.device);
+    let DeviceTask::Install { campaign, ear, .. } = paused.task else {
+        anyhow::bail!("not an install")
     };
 
     // The rogue RO: the EAR to MNO-B with the RO's certificate, as the DPF would send it.
@@ -103,7 +99,7 @@ fn rogue_ro_replay(ctx: &Ctx) -> Result<Observed> {
     let replay = Replay { raw: raw.to_vec(), answer, attempts };
 
     // The device gets the rogue's copy of the bundle instead of the DPF's.
-    let install = DeviceTask::Install { campaign, operator, bundle, ear };
+    let install = DeviceTask::Install { campaign, bundle, ear };
     rt.block_on(device.run_from(Some(install), genuine))?;
     drop(device);
 

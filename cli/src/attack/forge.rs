@@ -43,7 +43,15 @@ impl RogueCa {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut p = CertificateParams::default();
         p.distinguished_name.push(DnType::CommonName, cn);
-        p.subject_alt_names = vec![SanType::DnsName("localhost".try_into()?)];
+        p.subject_alt_names = vec![
+            SanType::DnsName(protocol::role::dns_name(cn).try_into()?),
+            SanType::DnsName("localhost".try_into()?),
+        ];
+        p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 32],
+            protocol::role::Role::of_lab_name(cn).policies_der(),
+        )];
+
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages =

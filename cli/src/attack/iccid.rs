@@ -7,9 +7,9 @@
 //!   ICCID; its device cannot prove the victim card's activation, MNO-A refuses
 //!   (`tre-activation-not-proven`), the victim keeps IMSI_A, and the victim's own campaign,
 //!   created while the bogus one is open, switches.
-//! - `install-task-names-another-operator`: the install task names MNO-A and carries a
-//!   profile MNO-A signed; the TRE expects the operator the card's activation names (MNO-B)
-//!   and refuses the signer.
+//!
+//! The install task names no operator at all: the TRE expects the operator the card's
+//! activation names (`bundle-signed-by-mno-a` in `bundle.rs` shows another one refused).
 
 use anyhow::{Context, Result};
 use protocol::device_api::DeviceTask;
@@ -20,30 +20,19 @@ use provisioning::mno::api::{self as mno_api, Report, ReportOutcome};
 use provisioning::pki::Role;
 use serde_bytes::ByteBuf;
 
-use super::bundle::{Signer, rogue_profile};
 use super::device::{Act, Hostile, Target, campaign, genuine, runtime};
 use super::observe::{self, answer_layer, ro_layer};
 use super::{Attacker, Ctx, Expect, Layer, Observed, Scenario, Stage};
 
 pub(super) fn scenarios() -> Vec<Scenario> {
-    vec![
-        Scenario::new(
-            "bogus-iccid-pairing",
-            19,
-            Attacker::Peer,
-            "a rogue new operator pairs its own device with a victim's ICCID in a campaign; its device attaches claiming the TRE active, with a response to MNO-A's command MACed under a guessed KID for the victim's ICCID, IMSI, counter and campaign (and a rogue RO reports success for it); the victim's own campaign is created while the bogus one is open",
-            Expect::at(Stage::MnoA, "tre-activation-not-proven"),
-            bogus_pairing,
-        ),
-        Scenario::new(
-            "install-task-names-another-operator",
-            19,
-            Attacker::Peer,
-            "in place of the install task, hands the device one naming MNO-A as the operator, with a profile MNO-A signed and encrypted to the device's attested bundle key; the card's activation names MNO-B",
-            Expect::at(Stage::Tre, "BundleError::WrongSigner"),
-            |ctx| rogue_profile(ctx, Signer::MnoA, Some("mno-a")),
-        ),
-    ]
+    vec![Scenario::new(
+        "bogus-iccid-pairing",
+        19,
+        Attacker::Peer,
+        "a rogue new operator pairs its own device with a victim's ICCID in a campaign; its device attaches claiming the TRE active, with a response to MNO-A's command MACed under a guessed KID for the victim's ICCID, IMSI, counter and campaign (and a rogue RO reports success for it); the victim's own campaign is created while the bogus one is open",
+        Expect::at(Stage::MnoA, "tre-activation-not-proven"),
+        bogus_pairing,
+    )]
 }
 
 fn bogus_pairing(ctx: &Ctx) -> Result<Observed> {

@@ -7,15 +7,18 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use protocol::device_api::DeviceTask;
+use protocol::device_api::{self, DeviceTask};
+use protocol::device_auth::{CredentialChallenge, CredentialProof, CredentialRequest};
 use protocol::ekcert::TpmInfo;
 use protocol::evidence::SignedAttest;
-use protocol::pva_api::{ActivateRequest, CredentialSecret, EnrolRequest, Message, path};
+use protocol::pva_api::{CredentialSecret, EnrolRequest, Message, path};
 use protocol::tpm::{BankSelection, PcrSelection, Public, Unmarshal};
+use provisioning::pki::Role;
 use serde_bytes::ByteBuf;
 use tre::ekcert::{EkCertRequest, ManufacturerCa};
 use tre::tpm::{KeyAlg, Tpm};
 
+use super::answers::{aside, still_switched};
 use super::device::{Act, Hostile, Target, attack_one, edited_evidence, runtime};
 use super::forge::{RogueCa, SoftwareKey};
 use super::observe::{self, answer_layer};
@@ -38,8 +41,8 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             "ak-of-another-tpm",
             5,
             Device,
-            "enrols the AK of another TPM under its own EK; neither TPM can activate the credential, so it guesses the secret",
-            pva("wrong-secret"),
+            "binds the AK of another TPM to its own EK at the RO (neither TPM can activate the credential, so it guesses the secret), then enrols that AK under its own EK",
+            Expect::at(Stage::RoDeviceApi, "device-not-authenticated"),
             foreign_ak,
         ),
         Scenario::new(
@@ -124,43 +127,85 @@ fn foreign_ak(ctx: &Ctx) -> Result<Observed> {
     let mut other_tpm = Tpm::connect(&other.tcti()?)?;
     let other_ak = other_tpm.ak(KeyAlg::Ecc)?;
     let other_ek = other_tpm.ek(KeyAlg::Ecc)?;
-    let (ak_public, ak_name) = (other_ak.public_bytes()?, other_ak.name.clone());
+    let ak_public = other_ak.public_bytes()?;
+    let mut bound = None;
     let mut tpm_layers = Vec::new();
-    let attacked = attack_one(ctx, &ctx.image, |d: &mut Hostile, task| match task {
-        DeviceTask::Enrol => {
-            let own = d.agent.attester().enrolment_request()?;
-            let request = EnrolRequest {
-                device_id: own.device_id,
-                ek_certificate: ByteBuf::from(own.ek_certificate),
-                ek_intermediates: Vec::new(),
-                ek_public: ByteBuf::from(own.ek_public),
-                ak_public: ByteBuf::from(ak_public.clone()),
-            };
-            Ok(Act::Post("enrolment", request.to_cbor()?))
+    let mut enrolled = false;
+    let mut refused = None;
+    let attacked = attack_one(ctx, &ctx.image, |d: &mut Hostile, task| {
+        if refused.is_none() {
+            refused = d.refusals.first().cloned();
         }
-        DeviceTask::ActivateCredential { id_object, encrypted_secret } => {
-            // This TPM holds the EK but not the AK; the other holds the AK but not the EK.
-            let own = d.agent.attester().activate_credential(&id_object, &encrypted_secret);
-            tpm_layers.push(activation_layer("this TPM: the EK, not the AK", own.map(drop)));
-            let theirs =
-                other_tpm.activate_credential(&other_ak, &other_ek, &id_object, &encrypted_secret);
-            tpm_layers
-                .push(activation_layer("the other TPM: the AK, not the EK", theirs.map(drop)));
-            let mut guess = [0u8; CredentialSecret::LEN];
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut guess)
-                .map_err(|_| anyhow::anyhow!("no randomness"))?;
-            let request = ActivateRequest {
-                device_id: d.id.clone(),
-                ak_name: ByteBuf::from(ak_name.clone()),
-                secret: CredentialSecret::new(guess),
-            };
-            Ok(Act::Post("activation", request.to_cbor()?))
+        match task {
+            // First: bind the other TPM's AK to this device at the RO, in place of its own.
+            task @ DeviceTask::ActivateTre { .. } if bound.is_none() => {
+                let own = d.agent.attester().enrolment_request()?;
+                let request = CredentialRequest {
+                    ek_certificate: ByteBuf::from(own.ek_certificate),
+                    ek_public: ByteBuf::from(own.ek_public),
+                    ak_public: ByteBuf::from(ak_public.clone()),
+                };
+                let base = format!("{}/v1/devices/{}/credential", ctx.lab.urls.ro, d.id);
+                let http = ctx.lab.pki.anonymous_client()?;
+                let challenge = aside(|rt| {
+                    let body = device_api::to_cbor(&request)?;
+                    let bytes = rt.block_on(async {
+                        let response = http
+                            .post(&base)
+                            .header("content-type", "application/cbor")
+                            .body(body)
+                            .send()
+                            .await?;
+                        let response = transport::client::check(response).await?;
+                        transport::client::read_limited(response, 64 * 1024).await
+                    })?;
+                    Ok(device_api::from_cbor::<CredentialChallenge>(&bytes)?)
+                })?;
+                // This TPM holds the EK but not the AK; the other holds the AK but not the EK.
+                let (id_object, secret) = (&challenge.id_object, &challenge.encrypted_secret);
+                let own = d.agent.attester().activate_credential(id_object, secret);
+                tpm_layers.push(activation_layer("this TPM: the EK, not the AK", own.map(drop)));
+                let theirs = other_tpm.activate_credential(&other_ak, &other_ek, id_object, secret);
+                tpm_layers
+                    .push(activation_layer("the other TPM: the AK, not the EK", theirs.map(drop)));
+                let mut guess = [0u8; CredentialSecret::LEN];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut guess)
+                    .map_err(|_| anyhow::anyhow!("no randomness"))?;
+                let proof = device_api::to_cbor(&CredentialProof { secret: ByteBuf::from(guess) })?;
+                let url = format!("{base}/activate");
+                let http = ctx.lab.pki.anonymous_client()?;
+                bound = Some(aside(move |rt| {
+                    rt.block_on(observe::post(&http, &url, "application/cbor", proof))
+                })?);
+                Ok(Act::Agent(task))
+            }
+            // Then: enrol the other TPM's AK under this device's EK, on the device's channel.
+            DeviceTask::Enrol if !enrolled => {
+                enrolled = true;
+                let own = d.agent.attester().enrolment_request()?;
+                let request = EnrolRequest {
+                    device_id: own.device_id,
+                    ek_certificate: ByteBuf::from(own.ek_certificate),
+                    ek_intermediates: Vec::new(),
+                    ek_public: ByteBuf::from(own.ek_public),
+                    ak_public: ByteBuf::from(ak_public.clone()),
+                };
+                Ok(Act::Try("enrolment", request.to_cbor()?))
+            }
+            task => Ok(Act::Agent(task)),
         }
-        task => Ok(Act::Agent(task)),
     })?;
-    let mut observed = attacked.observed()?;
+    let bound = bound.context("the device was never handed MNO-A's activate-TRE command")?;
+    let mut observed = Observed::new(answer_layer(Stage::RoDeviceApi, &bound));
     observed.also.extend(tpm_layers);
-    Ok(observed)
+    let refused = refused.context("the foreign enrolment was not refused")?;
+    let check = if refused.contains("/device-not-authenticated") {
+        "device-not-authenticated (enrolment of the other AK)"
+    } else {
+        "unrecognised refusal of the enrolment"
+    };
+    observed.also.push(Layer::rejected(Stage::RoDeviceApi, vec![check.into()], refused));
+    still_switched(&attacked, observed)
 }
 
 fn activation_layer(which: &str, result: tre::Result<()>) -> Layer {
@@ -183,8 +228,8 @@ enum EkForgery {
 }
 
 /// The device attaches (and would enrol) with a certificate that does not vouch for its EK.
-/// The DRF decides; the PVA, asked directly by the attacker (it serves anonymous clients),
-/// must refuse the same certificate at enrolment.
+/// The DRF decides; the PVA, handed the same enrolment by a relying party, must refuse the
+/// certificate too.
 fn forged_ek_certificate(ctx: &Ctx, forgery: EkForgery) -> Result<Observed> {
     let target = Target::new(ctx.manufacture()?);
     let ek_public = {
@@ -219,7 +264,9 @@ fn forged_ek_certificate(ctx: &Ctx, forgery: EkForgery) -> Result<Observed> {
     let observed = attacked.observed()?;
     let enrol = enrol.context("the device was never asked to attach")?;
     let rt = runtime()?;
-    let http = ctx.lab.pki.anonymous_client()?;
+    // As a relying party would relay it: enrolment takes only RO and operator certificates,
+    // and the PVA must refuse the EK certificate itself.
+    let http = ctx.lab.pki.client(Role::Ro)?;
     let url = format!("{}{}", ctx.lab.urls.pva, path::ENROL);
     let answer = rt.block_on(observe::post(&http, &url, "application/cbor", enrol.to_cbor()?))?;
     Ok(observed.with(answer_layer(Stage::Pva, &answer)))

@@ -131,7 +131,9 @@ fn genuine(ctx: &Ctx) -> Result<(super::Baseline, Genuine)> {
 
 fn pva_api(ctx: &Ctx) -> Result<Observed> {
     let (baseline, genuine) = genuine(ctx)?;
-    let http = ctx.lab.pki.anonymous_client()?;
+    // With the RO's certificate, so enrolment bodies reach the parser (anonymous clients are
+    // refused before it: 401 client-certificate-required).
+    let http = ctx.lab.pki.client(Role::Ro)?;
     let pva = &ctx.lab.urls.pva;
     let cbor = Some("application/cbor");
     let enrol = EnrolRequest {
@@ -207,15 +209,29 @@ fn ro_device_api(ctx: &Ctx) -> Result<Observed> {
         activation_proof: ByteBuf::from(vec![0x01, 0x01]),
     })?;
     for (what, body) in cbor_bodies(&attach) {
-        add(format!("/v1/attach: {what}"), Method::POST, format!("{ro}/v1/attach"), body);
+        add(
+            format!("/attach: {what}"),
+            Method::POST,
+            format!("{ro}/v1/devices/{device}/attach"),
+            body,
+        );
     }
     add(
-        "/v1/attach: EK certificate not X.509".into(),
+        "/attach: EK certificate not X.509".into(),
         Method::POST,
-        format!("{ro}/v1/attach"),
+        format!("{ro}/v1/devices/{device}/attach"),
         attach.clone(),
     );
-    for endpoint in ["enrolment", "activation", "evidence", "install", "aka", "abort"] {
+    for endpoint in [
+        "credential",
+        "credential/activate",
+        "enrolment",
+        "activation",
+        "evidence",
+        "install",
+        "aka",
+        "abort",
+    ] {
         let url = format!("{ro}/v1/devices/{device}/{endpoint}");
         for (what, body) in cbor_bodies(&genuine.bytes) {
             add(format!("/{endpoint}: {what}"), Method::POST, url.clone(), body);

@@ -40,6 +40,7 @@ mod ear;
 mod end_to_end;
 mod evidence;
 mod forge;
+mod hygiene;
 mod iccid;
 mod identity;
 mod malformed;
@@ -48,6 +49,7 @@ mod operators;
 mod orders;
 mod ota;
 mod report;
+mod roles;
 mod signed_orders;
 
 use std::fmt;
@@ -123,6 +125,11 @@ pub enum Stage {
     RoDeviceApi,
     RoCampaignApi,
     MnoApi,
+    /// The role a TLS peer's certificate names (`protocol::role`), checked by servers of
+    /// their clients and by clients of their servers.
+    Tls,
+    /// The host's file system: who else may read the roles' state.
+    Host,
     /// A failure that names no known stage (shown with its message).
     Unknown,
 }
@@ -142,6 +149,8 @@ impl Stage {
             Stage::RoDeviceApi => "RO device API",
             Stage::RoCampaignApi => "RO campaign API",
             Stage::MnoApi => "MNO API",
+            Stage::Tls => "TLS role",
+            Stage::Host => "host files",
             Stage::Unknown => "unknown",
         }
     }
@@ -348,6 +357,8 @@ pub fn scenarios() -> Vec<Scenario> {
     all.extend(signed_orders::scenarios());
     all.extend(end_to_end::scenarios());
     all.extend(iccid::scenarios());
+    all.extend(roles::scenarios());
+    all.extend(hygiene::scenarios());
     all.sort_by_key(|s| s.item);
     all
 }
@@ -455,7 +466,7 @@ pub async fn run(options: &Options) -> Result<Report> {
     let lab_options = LabOptions { nonce_ttl_seconds: Some(NONCE_TTL_SECS) };
     let lab = Lab::start_with(&dir, &image, &lab_options).await.context("starting the lab")?;
     let work = dir.join("attack");
-    std::fs::create_dir_all(&work)?;
+    storage::private_dir(&work)?;
     let ci = TrustAnchors::from_file(&dir.join("pki/ci.pem"))?;
     let ctx = Arc::new(Ctx {
         lab: Arc::new(lab),

@@ -115,6 +115,10 @@ pub(crate) fn from_ro_failure(text: &str) -> Layer {
 /// The device's refusal of a bundle (`BundleError`'s message): the TPM's when it would not
 /// compute Z, the TRE's checks otherwise.
 pub(crate) fn tre_layer(message: &str, detail: &str) -> Layer {
+    // The device's own check of the EAR it was handed with the bundle (`tre::Error::Ear`).
+    if let Some((_, ear)) = message.split_once("attestation result: ") {
+        return Layer::rejected(Stage::Tre, vec![ear_check(ear)], detail);
+    }
     let check = bundle_check(message);
     if check == "BundleError::KeyAgreement" {
         return Layer::rejected(
@@ -180,17 +184,38 @@ pub(crate) fn bundle_check(message: &str) -> String {
         ("profile expired at", "Expired"),
         ("profile payload names operator", "OperatorMismatch"),
         ("signed by \"", "WrongSigner"),
+        ("signer's certificate: ", "SignerRole"),
         ("bundle is not a tagged COSE_Encrypt", "MalformedEncrypt"),
         ("bundle protected header lacks", "MissingHeader"),
         ("not a tagged COSE_Sign1", "MalformedSign1"),
         ("profile payload:", "MalformedPayload"),
     ];
     let name = named("BundleError", TABLE, message);
+    if name == "BundleError::SignerRole" {
+        let role = message.split_once("signer's certificate: ").map(|(_, r)| r).unwrap_or_default();
+        return format!("BundleError::SignerRole({})", role_check(role));
+    }
     if name == "BundleError::SignerChain" {
         let chain = message.split_once("certificate path: ").map(|(_, c)| c).unwrap_or_default();
         return format!("BundleError::SignerChain({})", chain_check(chain));
     }
     name
+}
+
+/// The variant of `protocol::role::RoleError` a message comes from.
+pub(crate) fn role_check(message: &str) -> String {
+    const TABLE: &[(&str, &str)] = &[
+        ("names no tresor role", "NoRole"),
+        ("more than one tresor role", "SeveralRoles"),
+        ("unknown role", "UnknownRole"),
+        ("no single common name", "NoName"),
+        ("is not a lower-case DNS label", "BadName"),
+        ("lacks its own DNS name", "NameMismatch"),
+        (" role, not ", "WrongRole"),
+        ("certificate does not parse", "Certificate"),
+        (", not ", "WrongName"),
+    ];
+    named("", TABLE, message)
 }
 
 /// The check of `protocol::order::OrderError` a message comes from — the TRE's refusal of

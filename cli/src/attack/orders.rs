@@ -19,25 +19,29 @@
 //! for another task — and a rogue RO host (the RO's certificate) answering the device's poll.
 //! The forged orders to the device are in `signed_orders`.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use protocol::DeviceId;
 use protocol::device_api::{
     self, AbortAck, AttachRequest, CommitResult, DeviceTask, InstallResult,
 };
+use protocol::device_auth::{CredentialChallenge, CredentialRequest};
 use protocol::receipt::AnswerStatement;
+use protocol::tpm::credential::make_credential;
 use protocol::tpm::{Public, Unmarshal};
 use provisioning::pki::{PeerAuth, Role};
 use serde_bytes::ByteBuf;
-use tre::agent::{Agent, AgentState, Outcome as AgentOutcome};
+use tre::agent::{Agent, AgentConfig, AgentState, Outcome as AgentOutcome};
 use tre::attester::{Attester, AttesterOptions};
 use tre::tpm::Tpm;
 use uicc::Phase;
 
-use super::answers::{ForeignAk, aside, overruled, post_as_attacker, ro_state, still_switched};
+use super::answers::{ForeignAk, overruled, post_as_attacker, ro_state, still_switched};
 use super::device::{
-    Act, Attacked, Hostile, Target, agent_config, attack_target, campaign, cancel, genuine, runtime,
+    Act, Attacked, Hostile, Target, agent_config, attack_target, cancel, genuine, pause_at, runtime,
 };
-use super::observe::{self, Answer, answer_layer, card_layer};
+use super::observe::{self, answer_layer, card_layer};
 use super::{Attacker, Ctx, Expect, Layer, Observed, Scenario, Stage};
 
 /// The matrix's item for the commit point of issue 11.
@@ -46,7 +50,7 @@ const ITEM: u8 = 18;
 const FOREIGN: &str = "signed by another TPM's AK";
 
 pub(super) fn scenarios() -> Vec<Scenario> {
-    let unsigned = Expect::at(Stage::RoDeviceApi, "answer-not-signed");
+    let unsigned = Expect::at(Stage::RoDeviceApi, "device-not-authenticated");
     vec![
         Scenario::new(
             "forged-abort-ack",
@@ -73,12 +77,20 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             install_signature_on_commit,
         ),
         Scenario::new(
-            "unsigned-committed-abort-ack",
+            "forged-attach-and-abort-ack",
             ITEM,
             Attacker::Network,
-            "before the device's AK is enrolled, while the device holds MNO-A's activate-TRE command: posts an attach for it claiming the TRE inactive (the RO orders an abort), then an unsigned abort acknowledgement claiming its card committed the change (the former open finding)",
-            Expect::at(Stage::RoDeviceApi, "unsigned-commit-claim-ignored"),
-            unsigned_committed_abort_ack,
+            "while the device holds MNO-A's activate-TRE command: posts an attach for it claiming the TRE inactive (which would make the RO order an abort), then an abort acknowledgement claiming the USIM active (attack 2 of issue 12: it once left the card with its USIM off); unsigned, and signed by the AK of another TPM",
+            unsigned,
+            forged_attach_and_abort_ack,
+        ),
+        Scenario::new(
+            "ro-silent-after-tre-activation",
+            ITEM,
+            Attacker::Peer,
+            "after the device's card carried out MNO-A's activate-TRE command (TRE active, USIM off), the RO it talks to (a rogue with the RO's certificate) answers every poll with idle until the agent's deadline (3 s here) passes",
+            Expect::at(Stage::Tre, "usim-restored-at-deadline"),
+            ro_silent,
         ),
         Scenario::new(
             "forged-done-switched",
@@ -95,15 +107,11 @@ fn forged_abort_ack(ctx: &Ctx) -> Result<Observed> {
     let mut own = ForeignAk::new(ctx)?;
     let target = Target::new(ctx.manufacture()?);
     let rt = runtime()?;
-    let id = rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
-    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
     // Once the AKA challenge comes, the new profile runs on trial.
-    let paused = rt.block_on(device.run(|_: &mut Hostile, task| match task {
-        task @ DeviceTask::Aka { .. } => Ok(Act::Pause(task)),
-        task => Ok(Act::Agent(task)),
-    }))?;
+    let paused = pause_at(ctx, &target, &rt, |t| matches!(t, DeviceTask::Aka { .. }))?;
+    let (id, mut device) = (paused.campaign, paused.device);
     anyhow::ensure!(
-        paused.is_some() && on_trial(&device),
+        on_trial(&device),
         "the device never reached its AKA challenge with the new profile on trial"
     );
     // The subscriber cancels the campaign: the RO orders the device back to its old profile.
@@ -126,6 +134,7 @@ fn forged_abort_ack(ctx: &Ctx) -> Result<Observed> {
                 &d.id,
                 "abort",
                 vec![(body.clone(), None, "unsigned"), (body, Some(signature), FOREIGN)],
+                &mut own,
             )?;
             after = Some((ro_state(ctx, campaign, &d.id)?, on_trial(d)));
         }
@@ -171,6 +180,7 @@ fn forged_commit(ctx: &Ctx) -> Result<Observed> {
                 &d.id,
                 "commit",
                 vec![(body.clone(), None, "unsigned"), (body, Some(signature), FOREIGN)],
+                &mut own,
             )?;
             after = Some(ro_state(ctx, campaign, &d.id)?);
         }
@@ -180,6 +190,7 @@ fn forged_commit(ctx: &Ctx) -> Result<Observed> {
 }
 
 fn install_signature_on_commit(ctx: &Ctx) -> Result<Observed> {
+    let mut own = ForeignAk::new(ctx)?;
     let target = Target::new(ctx.manufacture()?);
     // The agent keeps the receipt it posted in its install answer here.
     let receipt = target.dir.join("receipt.cbor");
@@ -205,6 +216,7 @@ fn install_signature_on_commit(ctx: &Ctx) -> Result<Observed> {
                     (committed(d)?, Some(signature.clone()), "the install answer's signature"),
                     (install, Some(signature), "the install answer as it was"),
                 ],
+                &mut own,
             )?;
             after = Some(ro_state(ctx, campaign, &d.id)?);
         }
@@ -213,18 +225,58 @@ fn install_signature_on_commit(ctx: &Ctx) -> Result<Observed> {
     switched_after(&attacked, forged, after)
 }
 
+fn ro_silent(ctx: &Ctx) -> Result<Observed> {
+    let target = Target::new(ctx.manufacture()?);
+    let rt = runtime()?;
+    // The device runs MNO-A's command and attaches, then stops at its next task.
+    let paused = pause_at(ctx, &target, &rt, |t| {
+        matches!(t, DeviceTask::Enrol | DeviceTask::Attest { .. })
+    })?;
+    let (id, device) = (paused.campaign, paused.device);
+    let card = device.agent.card();
+    anyhow::ensure!(
+        card.tre_active() && !card.usim_active(),
+        "the device never ran MNO-A's command"
+    );
+    drop(device);
+
+    // Its agent starts again and hears nothing but "idle" until its deadline.
+    let outcome = rogue_ro_with(ctx, &target, &DeviceTask::Idle, Duration::from_secs(3));
+    let card = observe::open_card(&target.card)?;
+    let restored = card.usim_active() && !card.tre_active() && card.imsi() == &target.imsi;
+    let what = format!(
+        "the agent gave up ({}); the card's USIM active: {}, TRE active: {}, IMSI {}",
+        outcome.err().map_or_else(|| "it ended".to_owned(), |e| format!("{e:#}")),
+        card.usim_active(),
+        card.tre_active(),
+        card.imsi()
+    );
+    drop(card);
+    // The subscriber gives up on the change; the device, back with the real RO, acknowledges.
+    rt.block_on(cancel(ctx, &id))?;
+    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
+    rt.block_on(device.run(genuine))?;
+    drop(device);
+    let mut observed = Observed::new(if restored {
+        Layer::rejected(Stage::Tre, vec!["usim-restored-at-deadline".into()], what)
+    } else {
+        Layer::accepted(Stage::Tre, what)
+    });
+    if let Err(why) = observe::aka_with(&ctx.lab.mno_a, &target.card)? {
+        return Ok(overruled(Layer::accepted(Stage::Uicc, why), observed));
+    }
+    observed.decided.detail.push_str(" — the card passes AKA with MNO-A");
+    Ok(observed)
+}
+
 fn forged_done(ctx: &Ctx) -> Result<Observed> {
     let target = Target::new(ctx.manufacture()?);
     let rt = runtime()?;
-    let id = rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
     // The device gets as far as the commit order and stops there: the new profile on trial.
-    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
-    let paused = rt.block_on(device.run(|_: &mut Hostile, task| match task {
-        task @ DeviceTask::Commit { .. } => Ok(Act::Pause(task)),
-        task => Ok(Act::Agent(task)),
-    }))?;
+    let paused = pause_at(ctx, &target, &rt, |t| matches!(t, DeviceTask::Commit { .. }))?;
+    let (id, device) = (paused.campaign, paused.device);
     anyhow::ensure!(
-        paused.is_some() && on_trial(&device),
+        on_trial(&device),
         "the device never got the commit order with the new profile on trial"
     );
     drop(device);
@@ -270,109 +322,100 @@ fn forged_done(ctx: &Ctx) -> Result<Observed> {
     if let Some(accepted) = card_layer(&target.card, &target.imsi)? {
         return Ok(overruled(accepted, observed));
     }
+    if let Err(why) = observe::aka_with(&ctx.lab.mno_a, &target.card)? {
+        return Ok(overruled(Layer::accepted(Stage::Uicc, why), observed));
+    }
     observed.decided.detail.push_str(
         " — the real RO, still waiting for the commit, learned from the device's signed answer that the card fell back and rolled the change back",
     );
     Ok(observed)
 }
 
-fn unsigned_committed_abort_ack(ctx: &Ctx) -> Result<Observed> {
+fn forged_attach_and_abort_ack(ctx: &Ctx) -> Result<Observed> {
+    let mut own = ForeignAk::new(ctx)?;
+    let mut forged = Vec::new();
+    let mut after = None;
     let target = Target::new(ctx.manufacture()?);
-    let rt = runtime()?;
-    let id = rt.block_on(campaign(ctx, "mno-a", "mno-b", &[(&target.device_id, &target.iccid)]))?;
-    let mut device = Hostile::boot(ctx, &target, &ctx.image)?;
-    let mut forged = None;
-    rt.block_on(device.run(|d: &mut Hostile, task| {
-        if let (DeviceTask::ActivateTre { .. }, None) = (&task, &forged) {
-            // No identity is checked before the TRE's state: no EK is needed.
-            let attach = AttachRequest {
+    let imsi = target.imsi.to_string();
+    let attacked = attack_target(ctx, target, &ctx.image, |d: &mut Hostile, task| {
+        if let (DeviceTask::ActivateTre { campaign, .. }, None) = (&task, &after) {
+            // An attach claiming the TRE inactive (the RO would order an abort), then an
+            // acknowledgement claiming the USIM active: each unsigned, and signed by the AK
+            // of another TPM.
+            let attach = device_api::to_cbor(&AttachRequest {
                 device_id: d.id.clone(),
                 ek_certificate: ByteBuf::new(),
                 ek_public: ByteBuf::new(),
                 tre_active: false,
                 activation_proof: ByteBuf::new(),
-            };
-            let attached = attach_as_attacker(ctx, &attach)?;
-            let aborting = ro_state(ctx, &id, &d.id)?;
-            let ack = AbortAck {
+            })?;
+            let ack = device_api::to_cbor(&AbortAck {
                 usim_active: true,
                 tre_active: false,
-                imsi: target.imsi.to_string(),
+                imsi: imsi.clone(),
                 committed: true,
-            };
-            let acked = post_as_attacker(ctx, &d.id, "abort", device_api::to_cbor(&ack)?, None)?;
-            forged = Some((attached, aborting, acked, ro_state(ctx, &id, &d.id)?));
+            })?;
+            forged = post_forgeries(
+                ctx,
+                &d.id,
+                "attach",
+                vec![(attach.clone(), None, "attach, unsigned"), (attach, None, FOREIGN)],
+                &mut own,
+            )?;
+            forged.extend(post_forgeries(
+                ctx,
+                &d.id,
+                "abort",
+                vec![(ack.clone(), None, "abort ack, unsigned"), (ack, None, FOREIGN)],
+                &mut own,
+            )?);
+            after = Some(ro_state(ctx, campaign, &d.id)?);
         }
         // The genuine command: the card activates its TRE and deactivates its USIM.
         Ok(Act::Agent(task))
-    }))?;
-    let card = device.agent.card();
-    let tre_took_over = card.tre_active() && !card.usim_active();
-    drop(device);
-    let (attached, aborting, acked, after) =
-        forged.context("the device was never handed MNO-A's activate-TRE command")?;
-    anyhow::ensure!(
-        attached.status < 300 && aborting == "aborting",
-        "the forged attach did not abandon the change ({}; the device is {aborting})",
-        attached.detail()
-    );
-    anyhow::ensure!(tre_took_over, "the genuine activate-TRE command did not activate the TRE");
-    let decided = match after.as_str() {
-        "rolled-back" if acked.status < 300 => Layer::rejected(
-            Stage::RoDeviceApi,
-            vec!["unsigned-commit-claim-ignored".into()],
-            "the RO took the unsigned acknowledgement (no AK enrolled) as a rollback, not as a commit",
-        ),
-        _ if acked.status >= 300 => answer_layer(Stage::RoDeviceApi, &acked),
-        other => Layer::accepted(
-            Stage::RoDeviceApi,
-            format!("after the unsigned acknowledgement the device is {other} at the RO"),
-        ),
-    };
-    let mut observed = Observed::new(decided);
-
-    // The genuine device, its TRE active and its USIM not, runs its agent to the end.
-    let outcome = run_agent(ctx, &target, &ctx.lab.urls.ro, &rt)?;
-    let row = rt.block_on(observe::ro_device(&ctx.lab, &id, &target.device_id))?;
-    if row.state != "rolled-back" || outcome.state != AgentState::RolledBack {
-        let ended = format!(
-            "the change ended {} at the RO ({:?}), {:?} on the device",
-            row.state, row.failure, outcome.state
-        );
-        return Ok(overruled(Layer::accepted(Stage::RoDeviceApi, ended), observed));
+    })?;
+    let state = after.context("the device was never handed MNO-A's activate-TRE command")?;
+    let observed = refusals(forged)?;
+    if state != "tre-activation-issued" {
+        let took = format!("after the forgeries the device was {state} at the RO");
+        return Ok(overruled(Layer::accepted(Stage::RoDeviceApi, took), observed));
     }
-    if let Some(accepted) = card_layer(&target.card, &target.imsi)? {
-        return Ok(overruled(accepted, observed));
-    }
-    if let Err(why) = observe::aka_with(&ctx.lab.mno_a, &target.card)? {
-        return Ok(overruled(Layer::accepted(Stage::Uicc, why), observed));
-    }
-    observed.decided.detail.push_str(
-        " — the device, whose TRE MNO-A's command had activated, was told the change ended, restored its USIM and passes AKA with MNO-A",
-    );
-    Ok(observed)
-}
-
-/// Posts `request` to the RO's `/v1/attach` from the attacker's own connection.
-fn attach_as_attacker(ctx: &Ctx, request: &AttachRequest) -> Result<Answer> {
-    let url = format!("{}/v1/attach", ctx.lab.urls.ro);
-    let body = device_api::to_cbor(request)?;
-    let http = ctx.lab.pki.anonymous_client()?;
-    aside(move |rt| rt.block_on(observe::post(&http, &url, "application/cbor", body)))
+    still_switched(&attacked, observed)
 }
 
 /// Restarts the target's agent against a rogue RO that answers every request with `task`,
 /// over TLS with the RO's certificate, and runs the agent's own loop (as `tresor device run`
 /// does) to its end.
 fn rogue_ro(ctx: &Ctx, target: &Target, task: &DeviceTask) -> Result<AgentOutcome> {
+    rogue_ro_with(ctx, target, task, super::device::DEADLINE)
+}
+
+/// [`rogue_ro`] with the agent's deadline `deadline`.
+fn rogue_ro_with(
+    ctx: &Ctx,
+    target: &Target,
+    task: &DeviceTask,
+    deadline: Duration,
+) -> Result<AgentOutcome> {
     let rt = runtime()?;
     let answer = device_api::to_cbor(task)?;
     // axum's router, reached through transport's helper (the harness has no HTTP framework
-    // of its own): every path answers `task`.
-    let router = transport::limit_body::<()>(Default::default(), 64 * 1024).fallback(move || {
-        let answer = answer.clone();
-        async move { answer }
-    });
+    // of its own). The rogue holds the RO's certificate, so it can bind the device's AK as
+    // the RO does (a credential for the device's own EK and AK); every other path answers
+    // `task`.
+    let router = transport::limit_body::<()>(Default::default(), 64 * 1024)
+        .route(
+            "/v1/devices/{id}/credential",
+            axum::routing::post(|body: axum::body::Bytes| async move { rogue_credential(&body) }),
+        )
+        .route(
+            "/v1/devices/{id}/credential/activate",
+            axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
+        .fallback(move || {
+            let answer = answer.clone();
+            async move { answer }
+        });
     let tls = ctx.lab.pki.server_config(Role::Ro, PeerAuth::None)?;
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let url = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
@@ -380,10 +423,31 @@ fn rogue_ro(ctx: &Ctx, target: &Target, task: &DeviceTask) -> Result<AgentOutcom
     let server = rt.spawn(transport::serve(listener, tls, router, async move {
         let _ = stopped.await;
     }));
-    let run = run_agent(ctx, target, &url, &rt);
+    let run = run_agent(ctx, target, &url, deadline, &rt);
     let _ = stop.send(());
-    let _ = rt.block_on(server);
+    // The agent is gone; a connection its client left open would hold a graceful shutdown.
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), server).await });
     run
+}
+
+/// The challenge an RO answers a binding request with: a credential for the device's AK
+/// that only its EK can activate (the rogue does not care about the answer).
+fn rogue_credential(body: &[u8]) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let challenge = || -> Result<Vec<u8>> {
+        let request: CredentialRequest = device_api::from_cbor(body)?;
+        let ek = Public::from_bytes(&request.ek_public)?;
+        let ak = Public::from_bytes(&request.ak_public)?;
+        let made = make_credential(&ek, &ak.name(), &[7; 32])?;
+        Ok(device_api::to_cbor(&CredentialChallenge {
+            id_object: ByteBuf::from(made.id_object.as_bytes().to_vec()),
+            encrypted_secret: ByteBuf::from(made.encrypted_secret.as_bytes().to_vec()),
+        })?)
+    };
+    match challenge() {
+        Ok(bytes) => bytes.into_response(),
+        Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
 }
 
 /// Boots the target and runs its genuine agent, talking to the RO at `ro_url`, to its end.
@@ -391,12 +455,14 @@ fn run_agent(
     ctx: &Ctx,
     target: &Target,
     ro_url: &str,
+    deadline: Duration,
     rt: &tokio::runtime::Runtime,
 ) -> Result<AgentOutcome> {
     let tpm = Tpm::connect(&target.tcti()?)?;
     let attester = Attester::boot(tpm, &ctx.image, AttesterOptions::default())?;
     let card = observe::open_card(&target.card)?;
-    let mut agent = Agent::new(attester, card, agent_config(ctx, target, ro_url)?)?;
+    let config = AgentConfig { deadline, ..agent_config(ctx, target, ro_url)? };
+    let mut agent = Agent::new(attester, card, config)?;
     Ok(rt.block_on(agent.run())?)
 }
 
@@ -410,17 +476,20 @@ fn on_trial(d: &Hostile) -> bool {
     d.agent.card().change().is_some_and(|c| c.on_trial())
 }
 
-/// Posts each forgery (body, signature, what it is) to the device's `endpoint` as the
-/// attacker; the first's answer decides, the others' checks say what they tried.
+/// Posts each forgery (body, answer signature, what it is) to the device's `endpoint` as the
+/// attacker, the first with an unsigned request, the others signed by `own`'s AK; the
+/// first's answer decides, the others' checks say what they tried.
 fn post_forgeries(
     ctx: &Ctx,
     device: &DeviceId,
     endpoint: &str,
     forgeries: Vec<(Vec<u8>, Option<String>, &str)>,
+    own: &mut ForeignAk,
 ) -> Result<Vec<Layer>> {
     let mut layers = Vec::new();
     for (i, (body, signature, what)) in forgeries.into_iter().enumerate() {
-        let answer = post_as_attacker(ctx, device, endpoint, body, signature)?;
+        let channel = (i > 0).then_some(&mut *own);
+        let answer = post_as_attacker(ctx, device, endpoint, body, channel, signature)?;
         let mut layer = answer_layer(Stage::RoDeviceApi, &answer);
         layer.detail = format!("{what}: {}", layer.detail);
         if i > 0 {

@@ -38,7 +38,7 @@ use super::{Attacker, Ctx, Expect, Layer, Observed, Scenario, Stage};
 const ITEM: u8 = 18;
 
 /// The signature check of an order signed with another role's key.
-const WRONG_SIGNER: &str = "order-signature(WrongSigner)";
+const WRONG_SIGNER: &str = "order-signature(SignerRole(WrongRole))";
 
 pub(super) fn scenarios() -> Vec<Scenario> {
     vec![

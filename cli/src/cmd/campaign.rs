@@ -142,7 +142,11 @@ fn client(connection: &Connection, default_operator: &str) -> anyhow::Result<req
     )
     .with_context(|| format!("the certificate and key of {operator} in {}", dir.display()))?;
     let roots = transport::tls::roots_from_pem_file(&dir.join("ci.pem"))?;
-    Ok(transport::client::client(&roots, Some(&identity))?)
+    let ro = transport::ServerRole::Expected(protocol::role::Expected::named(
+        protocol::role::Role::Ro,
+        "ro",
+    ));
+    Ok(transport::client::client(&roots, Some(&identity), &ro)?)
 }
 
 fn read_devices(path: &PathBuf) -> anyhow::Result<Vec<CampaignDevice>> {

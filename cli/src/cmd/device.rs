@@ -89,7 +89,7 @@ fn manufacture_device(args: ManufactureArgs) -> anyhow::Result<ExitCode> {
     let profile = operator.issue_subscription()?;
     let (iccid, imsi) = (profile.iccid.clone(), profile.imsi.clone());
     if let Some(dir) = config.uicc.state.parent() {
-        std::fs::create_dir_all(dir)?;
+        storage::private_dir(dir)?;
     }
     drop(uicc::Card::create(&config.uicc.state, profile, uicc::CardOptions::new()?)?);
     println!(

@@ -346,7 +346,6 @@ async fn main() -> Result<()> {
             "install",
             DeviceTask::Install {
                 campaign: "c1".into(),
-                operator: "mno-b".into(),
                 bundle: ByteBuf::from(first.bundle.clone()),
                 ear: ByteBuf::from(first.ear.clone()),
             },

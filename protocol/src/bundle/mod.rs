@@ -87,6 +87,8 @@ pub enum BundleError {
     SignerName,
     #[error("signed by \"{found}\", expected \"{expected}\"")]
     WrongSigner { expected: String, found: String },
+    #[error("signer's certificate: {0}")]
+    SignerRole(crate::role::RoleError),
     #[error("signer's certificate does not allow digitalSignature")]
     SignerKeyUsage,
     #[error("signer's key is not an ECDSA P-256 key")]

@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 use super::sign1::{CoseSigner, verify_sign1};
 use super::{BundleError, MAX_SIGNED_PROFILE_LEN, cbor};
 use crate::ids::DeviceId;
+use crate::role::{Expected, Role};
 use crate::secret::SubscriptionProfile;
 use crate::x509::TrustAnchors;
 
@@ -133,7 +134,7 @@ pub fn verify_profile(
         MAX_SIGNED_PROFILE_LEN,
         ci_roots,
         now,
-        expected_operator,
+        &Expected::named(Role::Operator, expected_operator),
     )?;
     let payload: ProfilePayload =
         cbor::decode_exact(&signed.payload).map_err(BundleError::MalformedPayload)?;

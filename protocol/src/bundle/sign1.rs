@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 
 use super::BundleError;
 use super::cose::{alg_name, has_alg, header_value};
+use crate::role::{CertifiedRole, Expected, RoleError};
 use crate::x509::{self, ChainPolicy, MAX_INTERMEDIATES, TrustAnchors};
 
 /// x5chain (RFC 9360 §2).
@@ -126,7 +127,8 @@ pub(crate) struct VerifiedSign1 {
 /// Checks, in order, each with its own error: size, COSE_Sign1 structure (tagged), no
 /// critical headers, no algorithm in the unprotected header, algorithm ES256 in the
 /// protected one, x5chain in the protected header, the certificate path to `ci_roots` valid
-/// at `now`, the signer's common name = `expected_signer`, its key usage and key type, the
+/// at `now`, the signer's role and name (`crate::role`) = `expected_signer`, its key usage
+/// and key type, the
 /// payload's presence, the signature's low-S form (`crate::es256`), the signature.
 pub(crate) fn verify_sign1(
     cose_bytes: &[u8],
@@ -134,7 +136,7 @@ pub(crate) fn verify_sign1(
     max_len: usize,
     ci_roots: &TrustAnchors,
     now: SystemTime,
-    expected_signer: &str,
+    expected_signer: &Expected,
 ) -> Result<VerifiedSign1, BundleError> {
     if cose_bytes.len() > max_len {
         return Err(BundleError::TooLarge { what, len: cose_bytes.len(), max: max_len });
@@ -164,10 +166,16 @@ pub(crate) fn verify_sign1(
         .map_err(BundleError::SignerChain)?;
 
     let cert = parse_certificate(leaf)?;
-    let signer = common_name(&cert)?;
-    if signer != expected_signer {
-        return Err(BundleError::WrongSigner { expected: expected_signer.into(), found: signer });
+    // The role is in the certificate the CI issued: nothing the sender says decides it.
+    let certified = CertifiedRole::of(&cert).map_err(BundleError::SignerRole)?;
+    match certified.require(expected_signer) {
+        Ok(()) => {}
+        Err(RoleError::WrongName { expected, found, .. }) => {
+            return Err(BundleError::WrongSigner { expected, found });
+        }
+        Err(e) => return Err(BundleError::SignerRole(e)),
     }
+    let signer = certified.name;
     check_key_usage(&cert)?;
     let point = p256_point(&cert)?;
 

@@ -66,8 +66,8 @@ pub const VERAISON_EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
 pub const TRE_APPRAISAL_PROFILE: &str = "tag:example.invalid,2026:tresor/ear/tre";
 /// The one submodule of a tresor EAR: the M2ME's TRE and the platform it measured.
 pub const SUBMOD: &str = "tre";
-/// The common name of the certificate an EAR must be signed with unless configured
-/// otherwise: the PVA's role certificate under the CI.
+/// The name of the PVA's certificate in the lab PKI (`tresor pki init`); relying parties
+/// accept any certificate of the PVA role unless configured with names.
 pub const DEFAULT_SIGNER: &str = "pva";
 /// Largest EAR accepted: claims of a few hundred bytes and a certificate chain.
 pub const MAX_EAR_SIZE: usize = 64 * 1024;

@@ -17,6 +17,7 @@ struct Pki {
     roots: TrustAnchors,
     pva: (Vec<u8>, EcdsaKeyPair),
     mno: (Vec<u8>, EcdsaKeyPair),
+    pva_named_operator: (Vec<u8>, EcdsaKeyPair),
 }
 
 fn ca(name: &str) -> (CertificateParams, KeyPair, Vec<u8>) {
@@ -30,10 +31,24 @@ fn ca(name: &str) -> (CertificateParams, KeyPair, Vec<u8>) {
 }
 
 fn leaf(cn: &str, issuer: &Issuer<'_, &KeyPair>) -> (Vec<u8>, EcdsaKeyPair) {
+    leaf_as(cn, crate::role::Role::of_lab_name(cn), issuer)
+}
+
+/// A certificate named `cn` that the CI issued to `role`.
+fn leaf_as(
+    cn: &str,
+    role: crate::role::Role,
+    issuer: &Issuer<'_, &KeyPair>,
+) -> (Vec<u8>, EcdsaKeyPair) {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, cn);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.subject_alt_names =
+        vec![rcgen::SanType::DnsName(crate::role::dns_name(cn).try_into().unwrap())];
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 32], role.policies_der()));
     let der = params.signed_by(&key, issuer).unwrap().der().to_vec();
     let pair = EcdsaKeyPair::from_pkcs8(
         &ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -49,7 +64,12 @@ fn pki() -> Pki {
     let issuer = Issuer::from_params(&params, &key);
     let mut roots = TrustAnchors::new();
     roots.add_der(&root).unwrap();
-    Pki { roots, pva: leaf(DEFAULT_SIGNER, &issuer), mno: leaf("mno-a", &issuer) }
+    Pki {
+        roots,
+        pva: leaf(DEFAULT_SIGNER, &issuer),
+        mno: leaf("mno-a", &issuer),
+        pva_named_operator: leaf_as(DEFAULT_SIGNER, crate::role::Role::Operator, &issuer),
+    }
 }
 
 fn device(byte: u8) -> DeviceId {
@@ -363,6 +383,12 @@ fn each_check_fails_with_its_own_error() {
     let mno = sign(&good, &pki.mno);
     assert!(matches!(
         VerifiedEar::verify(&mno, &pki.roots, now, &device(1), None),
+        Err(EarError::SignerNotAllowed { .. })
+    ));
+    // named "pva", but the CI issued it to an operator: the role decides, not the name
+    let impostor = sign(&good, &pki.pva_named_operator);
+    assert!(matches!(
+        VerifiedEar::verify(&impostor, &pki.roots, now, &device(1), None),
         Err(EarError::SignerNotAllowed { .. })
     ));
     // a CI we do not trust

@@ -11,10 +11,11 @@ use ciborium::Value;
 use coset::{CoseSign1, TaggedCborSerializable, iana};
 
 use super::{
-    BundleKey, DEFAULT_LEEWAY, DEFAULT_SIGNER, EarClaims, EarError, EarProfile, FailureDetail,
-    MAX_EAR_SIZE, TrustTier, X5CHAIN, malformed, unix,
+    BundleKey, DEFAULT_LEEWAY, EarClaims, EarError, EarProfile, FailureDetail, MAX_EAR_SIZE,
+    TrustTier, X5CHAIN, malformed, unix,
 };
 use crate::ids::{DeviceId, Nonce};
+use crate::role::{CertifiedRole, Expected, Role};
 use crate::tpm::public::EccCurve;
 use crate::tpm::spki::Spki;
 use crate::x509::{self, ChainPolicy, TrustAnchors};
@@ -23,26 +24,26 @@ use crate::x509::{self, ChainPolicy, TrustAnchors};
 #[derive(Clone, Debug)]
 pub struct EarVerifier {
     roots: TrustAnchors,
-    signers: Vec<String>,
+    signers: Vec<Expected>,
     leeway: Duration,
     require_affirming: bool,
 }
 
 impl EarVerifier {
-    /// Trusts EARs signed by a certificate with common name [`DEFAULT_SIGNER`] that chains
-    /// to one of `ci_roots`, and only affirming ones.
+    /// Trusts EARs signed by a certificate of the PVA role (`crate::role`) that chains to one
+    /// of `ci_roots`, and only affirming ones.
     pub fn new(ci_roots: TrustAnchors) -> Self {
         Self {
             roots: ci_roots,
-            signers: vec![DEFAULT_SIGNER.into()],
+            signers: vec![Expected::role(Role::Pva)],
             leeway: DEFAULT_LEEWAY,
             require_affirming: true,
         }
     }
 
-    /// Replaces the accepted signer common names.
+    /// Accepts only the PVAs of these names (certificates of the PVA role).
     pub fn signers(mut self, names: &[&str]) -> Self {
-        self.signers = names.iter().map(|s| (*s).to_owned()).collect();
+        self.signers = names.iter().map(|name| Expected::named(Role::Pva, *name)).collect();
         self
     }
 
@@ -90,8 +91,11 @@ impl EarVerifier {
         let inter: Vec<&[u8]> = intermediates.iter().map(Vec::as_slice).collect();
         let verified = x509::verify_chain(leaf, &inter, &self.roots, &ChainPolicy::at(now))
             .map_err(EarError::UntrustedSigner)?;
-        let subject = common_name(leaf).unwrap_or_default();
-        if !self.signers.contains(&subject) {
+        // The role is the CI's word in the certificate; a valid certificate of another role
+        // (an operator's, the RO's) signs nothing a relying party acts on.
+        let allowed = CertifiedRole::of_der(leaf)
+            .is_ok_and(|role| self.signers.iter().any(|expected| role.require(expected).is_ok()));
+        if !allowed {
             return Err(EarError::SignerNotAllowed { subject: verified.subject });
         }
         let point = match Spki::from_der(&verified.spki_der) {
@@ -250,10 +254,4 @@ fn x5chain(header: &coset::Header) -> Result<Vec<Vec<u8>>, EarError> {
         }
         _ => Err(EarError::Malformed("x5chain is not a certificate or a chain".into())),
     }
-}
-
-fn common_name(der: &[u8]) -> Option<String> {
-    let cert = x509::parse(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
-    Some(cn)
 }

@@ -94,6 +94,13 @@ impl Ci {
         p.extended_key_usages =
             vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         p.use_authority_key_identifier_extension = true;
+        // The role, as `tresor pki init` gives it (`protocol::role`).
+        p.subject_alt_names =
+            vec![rcgen::SanType::DnsName(protocol::role::dns_name(cn).try_into().unwrap())];
+        p.custom_extensions.push(rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 32],
+            protocol::role::Role::of_lab_name(cn).policies_der(),
+        ));
         tweak(&mut p);
         let issuer = Issuer::from_params(&self.params, &self.key);
         let der = p.signed_by(&key, &issuer).unwrap().der().to_vec();

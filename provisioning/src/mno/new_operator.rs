@@ -72,7 +72,8 @@ impl Operator {
         let (from, entries) = blocking(move || me.allocate_campaign(&campaign)).await?;
         let base =
             self.peers.get(&from).ok_or_else(|| MnoError::PeerNotConfigured(from.clone()))?;
-        let client = MnoClient::new(self.http.clone(), base);
+        let http = self.http.get(&from).ok_or_else(|| MnoError::PeerNotConfigured(from.clone()))?;
+        let client = MnoClient::new(http.clone(), base);
         let list = ImsiList { entries: entries.clone() };
         client.send_imsi_list(id, &list).await.map_err(|e| {
             let reason = match &e {

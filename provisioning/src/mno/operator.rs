@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use protocol::bundle::ProfileSigner;
 use protocol::ear::EarVerifier;
 use protocol::milenage::Op;
+use protocol::role::{CertifiedRole, Expected, Role};
 use protocol::x509::{ChainPolicy, TrustAnchors};
 use protocol::{Amf, DeviceId, Iccid, Imsi, SubscriptionProfile};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -44,7 +45,8 @@ pub struct Operator {
     pub(crate) ear: EarVerifier,
     pub(crate) ear_signers: Vec<String>,
     pub(crate) peers: BTreeMap<String, String>,
-    pub(crate) http: reqwest::Client,
+    /// HTTPS clients to the peer operators, by name.
+    pub(crate) http: BTreeMap<String, reqwest::Client>,
     pub(crate) tls: Arc<ServerConfig>,
     pub(crate) profile_validity: std::time::Duration,
 }
@@ -90,11 +92,21 @@ impl Operator {
             }
             .into());
         }
+        // The operator role, not merely the name: the certificate signs profiles and OTA
+        // commands' campaigns, and peers accept it only as an operator.
+        CertifiedRole::of_der(leaf)
+            .and_then(|r| r.require(&Expected::named(Role::Operator, &name)))
+            .map_err(|e| ConfigError::Invalid { key: "pki.certificate", reason: e.to_string() })?;
         let signer = ProfileSigner::from_pkcs8_pem(&key_pem, chain.clone())
             .map_err(|e| ConfigError::Invalid { key: "pki.key", reason: e.to_string() })?;
         let roots = transport::tls::roots_from_pem_file(&config.ci_root)?;
         let tls = transport::server_config(&identity, ClientAuth::Required(roots.clone()))?;
-        let http = transport::client::client(&roots, Some(&identity))?;
+        // One client per peer operator, accepting only that operator's certificate.
+        let mut http = BTreeMap::new();
+        for peer in config.peers.keys() {
+            let server = transport::ServerRole::Expected(Expected::named(Role::Operator, peer));
+            http.insert(peer.clone(), transport::client::client(&roots, Some(&identity), &server)?);
+        }
         let signers: Vec<&str> = config.ear.signers.iter().map(String::as_str).collect();
         let ear = EarVerifier::new(anchors).signers(&signers).leeway(config.ear.leeway);
 

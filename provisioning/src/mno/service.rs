@@ -89,7 +89,7 @@ pub fn router(operator: Arc<Operator>) -> Router {
 
 /// The RO (DRF and DPF) drives every per-device step and administers campaigns.
 fn ro_only(peer: &PeerIdentity) -> Result<()> {
-    peer.require_role(&[Role::Ro.name()])?;
+    peer.require(&[Role::Ro.expected()])?;
     Ok(())
 }
 

@@ -61,12 +61,9 @@ impl Ro {
             DeviceState::Attesting { nonce, pcr_selection } => {
                 DeviceTask::Attest { nonce: *nonce, pcr_selection: pcr_selection.clone() }
             }
-            DeviceState::Delivering { bundle, ear, operator, .. } => DeviceTask::Install {
-                campaign,
-                operator: operator.clone(),
-                bundle: bundle.clone(),
-                ear: ear.clone(),
-            },
+            DeviceState::Delivering { bundle, ear, .. } => {
+                DeviceTask::Install { campaign, bundle: bundle.clone(), ear: ear.clone() }
+            }
             DeviceState::Aka { rand, autn, .. } => {
                 DeviceTask::Aka { rand: rand.clone(), autn: autn.clone() }
             }
@@ -131,7 +128,9 @@ impl Ro {
             return self.abandon_locked(&row, 4, reason);
         }
         let timer = Instant::now();
-        if let Err(e) = self.check_identity(&request) {
+        if let Err(e) =
+            self.check_identity(&request.device_id, &request.ek_certificate, &request.ek_public)
+        {
             return self.abandon_locked(&row, 5, &e.to_string());
         }
         self.store.record_step(&row.campaign_id, &device, 5, ms(timer))?;
@@ -144,15 +143,20 @@ impl Ro {
 
     /// The DRF's identity check: the EK certificate chains to a TPM manufacturer and
     /// certifies the presented EK, whose TPM name is the claimed device id.
-    fn check_identity(&self, request: &AttachRequest) -> Result<(), RoError> {
-        let ek = Public::from_bytes(&request.ek_public)
+    pub(crate) fn check_identity(
+        &self,
+        device: &DeviceId,
+        ek_certificate: &[u8],
+        ek_public: &[u8],
+    ) -> Result<(), RoError> {
+        let ek = Public::from_bytes(ek_public)
             .map_err(|e| RoError::Attach(format!("EK public area: {e}")))?;
-        if ek.name().as_ref() != request.device_id.as_bytes() {
+        if ek.name().as_ref() != device.as_bytes() {
             return Err(RoError::Attach("the EK's name is not the device id".into()));
         }
         let spki = ek.to_spki_der().map_err(|e| RoError::Attach(format!("EK public key: {e}")))?;
         ekcert::verify_ek_certificate(
-            &request.ek_certificate,
+            ek_certificate,
             &[],
             &self.manufacturer_roots,
             &spki,
@@ -167,6 +171,14 @@ impl Ro {
         let request = EnrolRequest::from_cbor(body).map_err(|e| RoError::Decode(e.to_string()))?;
         if request.device_id != *device {
             return Err(RoError::Decode("enrolment request for another device".into()));
+        }
+        // Only the AK the device channel bound is relayed: the PVA then enrols the key
+        // that signs the device's requests, never another one a device (or an attacker
+        // with a stolen request) would like on record.
+        if self.store.bound_ak(device)?.as_deref() != Some(request.ak_public.as_slice()) {
+            return Err(RoError::DeviceNotAuthenticated(
+                "the enrolment names another AK than the one bound to the device".into(),
+            ));
         }
         let _guard = self.lock(device).await;
         let row = self.row(device)?;

@@ -42,6 +42,13 @@ pub enum RoError {
     Aka(String),
     #[error("the answer is not signed by the device's enrolled AK: {0}")]
     AnswerNotSigned(String),
+    /// A device request without a valid AK signature (or before the device bound its AK).
+    #[error("device not authenticated: {0}")]
+    DeviceNotAuthenticated(String),
+    /// A device request whose nonce is not one this RO issued, expired, or spent (a replay):
+    /// the refusal carries a fresh nonce.
+    #[error("device nonce refused: {0}")]
+    DeviceNonce(String),
     #[error("the caller's certificate does not allow this: {0}")]
     Forbidden(String),
     /// A peer or the store failed in a way that may pass (down, busy, disk full): the step
@@ -99,6 +106,10 @@ impl RoError {
             RoError::Receipt(_) => (StatusCode::FORBIDDEN, "receipt-refused"),
             RoError::Aka(_) => (StatusCode::FORBIDDEN, "aka-failed"),
             RoError::AnswerNotSigned(_) => (StatusCode::UNAUTHORIZED, "answer-not-signed"),
+            RoError::DeviceNotAuthenticated(_) => {
+                (StatusCode::UNAUTHORIZED, "device-not-authenticated")
+            }
+            RoError::DeviceNonce(_) => (StatusCode::UNAUTHORIZED, "device-nonce"),
             RoError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             RoError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "ro-busy"),
         }

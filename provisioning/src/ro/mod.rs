@@ -18,6 +18,7 @@
 //! - `service`: the HTTPS routes.
 
 mod campaign;
+mod channel;
 mod config;
 mod device;
 mod dpf;
@@ -89,6 +90,8 @@ pub struct Ro {
     outbox_wake: tokio::sync::Notify,
     /// Campaigns whose creation this process is driving.
     driving: Mutex<HashSet<String>>,
+    /// The device channel's nonce key, spent nonces and pending AK bindings (memory only).
+    channel: channel::Channel,
 }
 
 impl std::fmt::Debug for Ro {
@@ -107,10 +110,14 @@ impl Ro {
     pub fn open(config: RoConfig, mode: storage::OpenMode) -> Result<Self, RoError> {
         let tls = Tls::load(&config)?;
         let timeout = config.peer_timeout();
-        let http = transport::client::client_builder(&tls.ci_der, Some(&tls.identity))
-            .map(|b| b.timeout(timeout).connect_timeout(timeout.min(Duration::from_secs(10))))
-            .and_then(|b| b.build().map_err(transport::Error::from))
-            .map_err(|e| RoError::Config(format!("TLS client: {e}")))?;
+        let client = |server: protocol::role::Expected| {
+            let server = transport::ServerRole::Expected(server);
+            transport::client::client_builder(&tls.ci_der, Some(&tls.identity), &server)
+                .map(|b| b.timeout(timeout).connect_timeout(timeout.min(Duration::from_secs(10))))
+                .and_then(|b| b.build().map_err(transport::Error::from))
+                .map_err(|e| RoError::Config(format!("TLS client: {e}")))
+        };
+        let peers = peers::Peers::new(&config, client)?;
         let manufacturer_roots = if config.pki.manufacturer_roots.is_dir() {
             TrustAnchors::from_dir(&config.pki.manufacturer_roots)
         } else {
@@ -119,7 +126,7 @@ impl Ro {
         .map_err(|e| RoError::Config(format!("manufacturer roots: {e}")))?;
         Ok(Self {
             store: RoStore::open(&config.store.path, mode)?,
-            peers: peers::Peers::new(http, &config),
+            peers,
             dpf: Dpf::new(tls.ci),
             signer: tls.signer,
             manufacturer_roots,
@@ -127,6 +134,7 @@ impl Ro {
             wake: tokio::sync::Notify::new(),
             outbox_wake: tokio::sync::Notify::new(),
             driving: Mutex::new(HashSet::new()),
+            channel: channel::Channel::new()?,
             config,
         })
     }

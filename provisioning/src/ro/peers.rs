@@ -3,12 +3,15 @@
 //! [`RoError::PeerRefused`] with the peer's problem type kept, so a campaign's failure says
 //! which check of which role refused.
 
+use std::collections::HashMap;
+
 use protocol::DeviceId;
 use protocol::device_api::{self, AkaResult};
 use protocol::pva_api::{
     self, ActivateRequest, ActivateResponse, AppraiseRequest, AppraiseResponse, ChallengeRequest,
     ChallengeResponse, EnrolRequest, EnrolResponse, Message,
 };
+use protocol::role::{Expected, Role};
 use serde_bytes::ByteBuf;
 
 use super::config::RoConfig;
@@ -23,23 +26,34 @@ use crate::mno::api::{
 /// Largest response the RO reads from a peer.
 const MAX_RESPONSE: usize = 256 * 1024;
 
-/// HTTPS clients to the other roles.
+/// HTTPS clients to the other roles, one per peer: each accepts only its peer's role and
+/// name in the TLS handshake (`protocol::role`), so the PVA's certificate cannot answer for
+/// an operator, nor MNO-A's for MNO-B.
 #[derive(Debug, Clone)]
 pub struct Peers {
-    http: reqwest::Client,
+    clients: HashMap<&'static str, reqwest::Client>,
     pva: String,
     mno_a: String,
     mno_b: String,
 }
 
 impl Peers {
-    pub fn new(http: reqwest::Client, config: &RoConfig) -> Self {
-        Self {
-            http,
+    /// `client` builds the HTTPS client that accepts only the given server.
+    pub fn new(
+        config: &RoConfig,
+        client: impl Fn(Expected) -> Result<reqwest::Client, RoError>,
+    ) -> Result<Self, RoError> {
+        let mut clients = HashMap::new();
+        clients.insert("pva", client(Expected::named(Role::Pva, "pva"))?);
+        for operator in ["mno-a", "mno-b"] {
+            clients.insert(operator, client(Expected::named(Role::Operator, operator))?);
+        }
+        Ok(Self {
+            clients,
             pva: config.peers.pva.trim_end_matches('/').to_owned(),
             mno_a: config.peers.mno_a.trim_end_matches('/').to_owned(),
             mno_b: config.peers.mno_b.trim_end_matches('/').to_owned(),
-        }
+        })
     }
 
     /// The base URL of an operator by role name.
@@ -96,8 +110,11 @@ impl Peers {
             peer: peer.to_owned(),
             detail: e.to_string(),
         };
-        let response = self
-            .http
+        let http = self.clients.get(peer).ok_or_else(|| RoError::PeerUnreachable {
+            peer: peer.to_owned(),
+            detail: "not a configured peer".into(),
+        })?;
+        let response = http
             .post(url)
             .header("content-type", content_type)
             .body(body)

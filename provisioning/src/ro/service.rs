@@ -1,5 +1,6 @@
 //! The RO's HTTPS routes (docs/flow.md): the operators' campaign API, authenticated by their
-//! CI certificates, and the device API, where devices authenticate by attestation. One
+//! CI certificates, and the device API, where every request but the AK binding is signed by
+//! the device's bound AK over an RO nonce (`protocol::device_auth`, `channel`). One
 //! handler per route; every error is a problem document with the type of its `RoError`.
 
 use std::sync::Arc;
@@ -7,13 +8,16 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use protocol::DeviceId;
 use protocol::device_api::{self, AbortAck, AkaResult, AttachRequest, CommitResult, InstallResult};
+use protocol::device_auth;
 use protocol::receipt::ANSWER_SIGNATURE_HEADER;
+use protocol::role::{Expected, Role as CertRole};
 use transport::PeerIdentity;
 
 use super::Ro;
@@ -26,7 +30,9 @@ const MAX_CAMPAIGN_BODY: usize = 4 * 1024 * 1024;
 
 pub(crate) fn router(ro: Arc<Ro>) -> Router {
     let devices = Router::new()
-        .route("/v1/attach", post(attach))
+        .route("/v1/devices/{device}/credential", post(credential))
+        .route("/v1/devices/{device}/credential/activate", post(credential_proof))
+        .route("/v1/devices/{device}/attach", post(attach))
         .route("/v1/devices/{device}/task", get(task))
         .route("/v1/devices/{device}/enrolment", post(enrolment))
         .route("/v1/devices/{device}/activation", post(activation))
@@ -35,6 +41,7 @@ pub(crate) fn router(ro: Arc<Ro>) -> Router {
         .route("/v1/devices/{device}/aka", post(aka))
         .route("/v1/devices/{device}/commit", post(commit))
         .route("/v1/devices/{device}/abort", post(abort))
+        .route_layer(axum::middleware::from_fn_with_state(ro.clone(), with_next_nonce))
         .route("/health", get(health));
     let devices = transport::limit_body(devices, device_api::MAX_MESSAGE_SIZE);
     let admin = Router::new()
@@ -47,13 +54,23 @@ pub(crate) fn router(ro: Arc<Ro>) -> Router {
 
 type Shared = State<Arc<Ro>>;
 
+/// Who may create and cancel campaigns: the operators.
+fn operators() -> [Expected; 2] {
+    [Expected::named(CertRole::Operator, "mno-a"), Expected::named(CertRole::Operator, "mno-b")]
+}
+
+/// Who may read campaigns: the operators and the RO's own tooling.
+fn campaign_readers() -> [Expected; 3] {
+    let [a, b] = operators();
+    [a, b, Expected::named(CertRole::Ro, "ro")]
+}
+
 async fn create_campaign(
     State(ro): Shared,
     peer: PeerIdentity,
     body: Bytes,
 ) -> Result<Response, RoError> {
-    let caller =
-        peer.require_role(&["mno-a", "mno-b"]).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
+    let caller = peer.require(&operators()).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
     let new: NewCampaign =
         serde_json::from_slice(&body).map_err(|e| RoError::Decode(e.to_string()))?;
     let report = ro.create_campaign(&caller, new).await?;
@@ -61,7 +78,7 @@ async fn create_campaign(
 }
 
 async fn campaigns(State(ro): Shared, peer: PeerIdentity) -> Result<Response, RoError> {
-    peer.require_role(&["mno-a", "mno-b", "ro"]).map_err(|p| RoError::Forbidden(p.title))?;
+    peer.require(&campaign_readers()).map_err(|p| RoError::Forbidden(p.title))?;
     Ok(axum::Json(ro.campaign_list()?).into_response())
 }
 
@@ -70,8 +87,7 @@ async fn cancel_campaign(
     peer: PeerIdentity,
     Path(id): Path<String>,
 ) -> Result<Response, RoError> {
-    let caller =
-        peer.require_role(&["mno-a", "mno-b"]).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
+    let caller = peer.require(&operators()).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
     Ok(axum::Json(ro.cancel_campaign(&caller, &id).await?).into_response())
 }
 
@@ -80,13 +96,93 @@ async fn campaign(
     peer: PeerIdentity,
     Path(id): Path<String>,
 ) -> Result<Response, RoError> {
-    peer.require_role(&["mno-a", "mno-b", "ro"]).map_err(|p| RoError::Forbidden(p.title))?;
+    peer.require(&campaign_readers()).map_err(|p| RoError::Forbidden(p.title))?;
     Ok(axum::Json(ro.campaign_report(&id)?).into_response())
 }
 
+/// A device request that passed the device channel's check (`channel`): the device of
+/// its path, its body, and the AK signature over the answer's statement, if it carries one.
+struct Authed {
+    device: DeviceId,
+    body: Bytes,
+    answer_signature: Option<String>,
+}
+
+impl Authed {
+    fn answer(&self) -> Answer<'_> {
+        Answer { body: &self.body, signature: self.answer_signature.as_deref() }
+    }
+}
+
+impl FromRequest<Arc<Ro>> for Authed {
+    type Rejection = RoError;
+
+    async fn from_request(request: Request, ro: &Arc<Ro>) -> Result<Self, RoError> {
+        let (parts, body) = request.into_parts();
+        let device = device_of_path(parts.uri.path())?;
+        let body = axum::body::to_bytes(body, device_api::MAX_MESSAGE_SIZE)
+            .await
+            .map_err(|e| RoError::Decode(format!("request body: {e}")))?;
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        ro.authenticate(
+            &device,
+            parts.method.as_str(),
+            parts.uri.path(),
+            header(device_auth::NONCE_HEADER),
+            header(device_auth::SIGNATURE_HEADER),
+            &body,
+        )?;
+        let answer_signature = header(ANSWER_SIGNATURE_HEADER).map(str::to_owned);
+        Ok(Self { device, body, answer_signature })
+    }
+}
+
+/// Every answer on a device route, refusals included, carries a fresh nonce for the
+/// device's next request.
+async fn with_next_nonce(State(ro): Shared, request: Request, next: Next) -> Response {
+    let device = device_of_path(request.uri().path()).ok();
+    let mut response = next.run(request).await;
+    if let Some(device) = device
+        && let Ok(value) = HeaderValue::from_str(&ro.next_nonce(&device))
+    {
+        response.headers_mut().insert(device_auth::NEXT_NONCE_HEADER, value);
+    }
+    response
+}
+
+/// The device id of a `/v1/devices/{id}/…` path.
+fn device_of_path(path: &str) -> Result<DeviceId, RoError> {
+    let id = path
+        .strip_prefix("/v1/devices/")
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| RoError::Decode("not a device path".into()))?;
+    device_id(id)
+}
+
+/// AK binding, step 1 (anonymous): the RO's credential challenge for the AK under the EK.
+async fn credential(
+    State(ro): Shared,
+    Path(device): Path<String>,
+    body: Bytes,
+) -> Result<Response, RoError> {
+    let request: device_auth::CredentialRequest = decode(&body)?;
+    cbor(&ro.credential(&device_id(&device)?, request)?)
+}
+
+/// AK binding, step 2 (anonymous, proved by the secret): the AK is bound to the device.
+async fn credential_proof(
+    State(ro): Shared,
+    Path(device): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, RoError> {
+    let proof: device_auth::CredentialProof = decode(&body)?;
+    ro.credential_proof(&device_id(&device)?, proof)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Long poll: answers as soon as there is work, or `Idle` after the poll timeout.
-async fn task(State(ro): Shared, Path(device): Path<String>) -> Result<Response, RoError> {
-    let device = device_id(&device)?;
+async fn task(State(ro): Shared, request: Authed) -> Result<Response, RoError> {
+    let device = request.device;
     let deadline = tokio::time::Instant::now() + ro.config.poll_timeout();
     loop {
         let wake = ro.wake.notified();
@@ -103,86 +199,51 @@ async fn task(State(ro): Shared, Path(device): Path<String>) -> Result<Response,
     }
 }
 
-async fn attach(State(ro): Shared, body: Bytes) -> Result<StatusCode, RoError> {
-    let request: AttachRequest = decode(&body)?;
-    ro.attach(request).await?;
+async fn attach(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
+    let attach: AttachRequest = decode(&request.body)?;
+    if attach.device_id != request.device {
+        return Err(RoError::Decode("attach request for another device".into()));
+    }
+    ro.attach(attach).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn enrolment(
-    State(ro): Shared,
-    Path(device): Path<String>,
-    body: Bytes,
-) -> Result<StatusCode, RoError> {
-    ro.enrolment(&device_id(&device)?, &body).await?;
+async fn enrolment(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
+    ro.enrolment(&request.device, &request.body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn activation(
-    State(ro): Shared,
-    Path(device): Path<String>,
-    body: Bytes,
-) -> Result<StatusCode, RoError> {
-    ro.activation(&device_id(&device)?, &body).await?;
+async fn activation(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
+    ro.activation(&request.device, &request.body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn evidence(
-    State(ro): Shared,
-    Path(device): Path<String>,
-    body: Bytes,
-) -> Result<StatusCode, RoError> {
-    ro.evidence(&device_id(&device)?, &body).await?;
+async fn evidence(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
+    ro.evidence(&request.device, &request.body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn install(
-    State(ro): Shared,
-    Path(device): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<StatusCode, RoError> {
-    let result: InstallResult = decode(&body)?;
-    ro.install(&device_id(&device)?, result, answer(&headers, &body)).await?;
+async fn install(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
+    let result: InstallResult = decode(&request.body)?;
+    ro.install(&request.device, result, request.answer()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn aka(
-    State(ro): Shared,
-    Path(device): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<StatusCode, RoError> {
-    let result: AkaResult = decode(&body)?;
-    ro.aka(&device_id(&device)?, result, answer(&headers, &body)).await?;
+async fn aka(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
+    let result: AkaResult = decode(&request.body)?;
+    ro.aka(&request.device, result, request.answer()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The body and the AK signature of an answer that decides the change.
-fn answer<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Answer<'a> {
-    let signature = headers.get(ANSWER_SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    Answer { body, signature }
-}
-
-async fn commit(
-    State(ro): Shared,
-    Path(device): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<StatusCode, RoError> {
-    let result: CommitResult = decode(&body)?;
-    ro.commit(&device_id(&device)?, result, answer(&headers, &body)).await?;
+async fn commit(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
+    let result: CommitResult = decode(&request.body)?;
+    ro.commit(&request.device, result, request.answer()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn abort(
-    State(ro): Shared,
-    Path(device): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<StatusCode, RoError> {
-    let ack: AbortAck = decode(&body)?;
-    ro.abort(&device_id(&device)?, ack, answer(&headers, &body)).await?;
+async fn abort(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
+    let ack: AbortAck = decode(&request.body)?;
+    ro.abort(&request.device, ack, request.answer()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -19,7 +19,7 @@ use super::state::DeviceState;
 
 const SCHEMA: storage::Schema = storage::Schema {
     role: "ro",
-    version: 2,
+    version: 3,
     ddl: "
 CREATE TABLE campaigns (
     id TEXT PRIMARY KEY,
@@ -59,6 +59,11 @@ CREATE TABLE step_times (
 CREATE TABLE enrolled (
     device_id TEXT PRIMARY KEY,
     ak_public BLOB NOT NULL
+);
+CREATE TABLE bound_aks (
+    device_id TEXT PRIMARY KEY,
+    ak_public BLOB NOT NULL,
+    bound_ms INTEGER NOT NULL
 );
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY,
@@ -429,6 +434,33 @@ impl RoStore {
             )
             .optional()
             .map_err(|e| RoError::store("read enrolment", e))
+    }
+
+    /// The AK the device channel bound to `device` (`protocol::device_auth`): the key every
+    /// request of the device must be signed with.
+    pub fn bound_ak(&self, device: &DeviceId) -> Result<Option<Vec<u8>>, RoError> {
+        self.conn()?
+            .query_row(
+                "SELECT ak_public FROM bound_aks WHERE device_id = ?1",
+                [device.to_hex()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| RoError::store("read bound AK", e))
+    }
+
+    /// Binds `ak_public` to `device` after the device proved, by credential activation, that
+    /// the AK lives beside the device's EK. A new proof replaces an older binding (a TPM
+    /// whose AK was recreated).
+    pub fn bind_ak(&self, device: &DeviceId, ak_public: &[u8]) -> Result<(), RoError> {
+        fault("ro.bind-ak.before")?;
+        self.conn()?
+            .execute(
+                "INSERT OR REPLACE INTO bound_aks (device_id, ak_public, bound_ms) VALUES (?1, ?2, ?3)",
+                params![device.to_hex(), ak_public, now_ms() as i64],
+            )
+            .map_err(|e| RoError::store("bind AK", e))?;
+        fault("ro.bind-ak.after")
     }
 
     /// Records the enrolled AK and moves the device on, in one transaction.

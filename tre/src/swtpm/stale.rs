@@ -42,7 +42,17 @@ impl PidFile {
     pub(super) fn write(state_dir: &Path, swtpm: u32) -> Result<Self, SwtpmError> {
         let path = state_dir.join(PID_FILE);
         let temp = state_dir.join(format!("{PID_FILE}.tmp"));
-        std::fs::write(&temp, format!("{swtpm} {}\n", std::process::id()))?;
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(storage::FILE_MODE)
+                .open(&temp)?;
+            file.write_all(format!("{swtpm} {}\n", std::process::id()).as_bytes())?;
+        }
         std::fs::rename(&temp, &path)?;
         Ok(Self { path, swtpm })
     }

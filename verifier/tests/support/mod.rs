@@ -68,9 +68,15 @@ impl Ca {
         let mut p = CertificateParams::default();
         p.distinguished_name.push(DnType::CommonName, cn);
         p.subject_alt_names = vec![
+            SanType::DnsName(protocol::role::dns_name(cn).try_into().unwrap()),
             SanType::DnsName("localhost".try_into().unwrap()),
             SanType::IpAddress([127, 0, 0, 1].into()),
         ];
+        p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 32],
+            protocol::role::Role::of_lab_name(cn).policies_der(),
+        )];
+
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages =
