@@ -324,8 +324,13 @@ fn print_summary(r: &Report) {
 }
 
 fn describe_key(k: &KeyJson) -> String {
+    let policy = if k.auth_policy.is_empty() {
+        String::new()
+    } else {
+        format!(", authPolicy {}", k.auth_policy)
+    };
     format!(
-        "{} ({}), name {} ({}), attributes {}",
+        "{} ({}), name {} ({}), attributes {}{policy}",
         k.alg,
         k.scheme,
         k.name,
