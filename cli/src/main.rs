@@ -30,6 +30,10 @@ enum Command {
     Tre(cmd::tre::Args),
     /// The PVA's tools: reference values from an image, tpm2_checkquote-style checks.
     Pva(cmd::pva::Args),
+    /// EAT Attestation Results: verify one as a relying party does.
+    Ear(cmd::ear::Args),
+    /// The TRE's evidence: decode it field by field.
+    Evidence(cmd::evidence::Args),
     /// Throughput figures (appraisal, ...).
     Bench(cmd::bench::Args),
     /// Run one network role: the PVA, the RO, or an operator (MNO-A/MNO-B).
@@ -55,6 +59,8 @@ fn main() -> std::process::ExitCode {
         Command::Uicc(args) => cmd::uicc::run(args),
         Command::Tre(args) => cmd::tre::run(args),
         Command::Pva(args) => cmd::pva::run(args),
+        Command::Ear(args) => cmd::ear::run(args),
+        Command::Evidence(args) => cmd::evidence::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Device(args) => cmd::device::run(args),

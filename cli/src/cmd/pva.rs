@@ -5,7 +5,8 @@
 //!   with the code the TRE measures with.
 //! - `check-quote --ak PEM --msg FILE --sig FILE --pcrs FILE --nonce HEX [-g ALG]`: the
 //!   inputs and exit status of `tpm2_checkquote`: 0 when the quote is valid, 1 with the
-//!   failed check otherwise (`verifier::checkquote`).
+//!   failed check otherwise (`verifier::checkquote`). `--json` prints every check with its
+//!   result and the PCR values of the PCR file (bank, index, digest).
 
 use std::fs::File;
 use std::io::Read;
@@ -37,7 +38,14 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Verify a quote made by tpm2_quote, as tpm2_checkquote does.
-    CheckQuote(CheckQuoteArgs),
+    CheckQuote {
+        #[command(flatten)]
+        quote: CheckQuoteArgs,
+        /// Print a JSON document: the checks passed and failed, the quote's fields and the
+        /// PCR values.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -67,7 +75,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::ReferenceValues { image, banks, out } => {
             reference_values(&image, &banks, out.as_deref())
         }
-        Command::CheckQuote(args) => check_quote(&args),
+        Command::CheckQuote { quote, json: false } => check_quote(&quote),
+        Command::CheckQuote { quote, json: true } => super::checkquote_json::run(&quote),
     }
 }
 
