@@ -18,9 +18,14 @@ pub const DIR_MODE: u32 = 0o700;
 pub const FILE_MODE: u32 = 0o600;
 
 /// Creates `dir` (and missing parents) with mode 0700, or tightens an existing `dir` to
-/// 0700: the caller names it a state directory, which nobody else needs to read.
+/// 0700: the caller names it a state directory, which nobody else needs to read. A shared
+/// sticky directory (`/tmp`) is never changed: a warning says to use a directory of its own.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
+    if std::fs::metadata(dir)?.permissions().mode() & 0o1000 != 0 {
+        tracing::warn!(dir = %dir.display(), "a shared sticky directory holds state; left as it is: give the state a directory of its own");
+        return Ok(());
+    }
     tighten(dir, DIR_MODE)
 }
 
@@ -78,6 +83,10 @@ mod tests {
         std::fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();
         private_dir(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
+        // A shared sticky directory stays as it is.
+        std::fs::set_permissions(&dir, Permissions::from_mode(0o1777)).unwrap();
+        private_dir(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777, 0o1777);
     }
 
     #[test]

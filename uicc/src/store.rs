@@ -91,14 +91,22 @@ pub fn lock_path(path: &Path) -> PathBuf {
 }
 
 /// Replaces `path` with `bytes` atomically and durably, mode 0600.
+///
+/// The temporary file is created afresh (`O_CREAT|O_EXCL`, mode 0600): one an interrupted
+/// write left behind is removed first, never reused with whatever mode it has, so the state
+/// never passes through a file others can read.
 pub fn write_atomic(path: &Path, bytes: &[u8], faults: &FaultPlan) -> Result<(), WriteFailure> {
     let at = |step: WriteStep| move |source: io::Error| WriteFailure { step, source };
     let tmp = temp_path(path);
     faults.check(WriteStep::Write).map_err(at(WriteStep::Write))?;
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(at(WriteStep::Write)(e)),
+    }
     let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(at(WriteStep::Write))?;
@@ -160,6 +168,18 @@ mod tests {
             assert_eq!(now, expected, "{step:?}");
             write_atomic(&path, b"old state", &FaultPlan::default()).unwrap();
         }
+    }
+
+    #[test]
+    fn a_leftover_temporary_file_is_not_reused_with_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("card.json");
+        let tmp = temp_path(&path);
+        fs::write(&tmp, b"half a state from an interrupted write").unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o666)).unwrap();
+        write_atomic(&path, b"new state", &FaultPlan::default()).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new state");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
