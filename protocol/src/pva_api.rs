@@ -37,6 +37,9 @@ pub mod path {
     pub const APPRAISE: &str = "/v1/appraise";
     /// GET → `{"status":"ok", ...}` (JSON).
     pub const HEALTH: &str = "/v1/health";
+    /// POST (no body), by the PVA's own certificate → `{"policies": [...], "default": id}`
+    /// (JSON): the policies read again from the configuration file.
+    pub const RELOAD_POLICIES: &str = "/v1/policies/reload";
 }
 
 /// Largest request body the PVA reads: an appraisal request is the evidence plus a few

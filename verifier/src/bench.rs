@@ -166,8 +166,9 @@ pub fn breakdown(pva: &Pva, recorded: &Recorded, duration: Duration) -> Result<B
     let evidence = Evidence::from_cbor(&recorded.evidence).map_err(bad)?;
     let device = pva.device(&recorded.device)?;
     let refs = pva
-        .policy(pva.default_policy())
+        .policy(&pva.default_policy())
         .ok_or_else(|| Error::Config("no default policy".into()))?;
+    let refs = refs.as_ref();
     let auth = appraisal::authenticate(&evidence, &device)?;
     let findings = appraisal::evaluate(&auth, refs, None);
     let decode =

@@ -85,6 +85,8 @@ fn default_clock_slack() -> u64 {
 /// A checked configuration with absolute paths.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The file this configuration was loaded from (policy reloads read it again).
+    pub source: Option<PathBuf>,
     /// SQLite file, created on first start.
     pub database: PathBuf,
     /// TLS server certificate chain (PEM) and key.
@@ -125,7 +127,9 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::from_toml(&text, base)
+        let mut config = Self::from_toml(&text, base)?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parses configuration text whose relative paths are relative to `base`.
@@ -169,6 +173,7 @@ impl Config {
             return Err(Error::Config("clock_slack_ms must be 0 to 600000".into()));
         }
         Ok(Self {
+            source: None,
             database: abs(raw.database),
             tls_certificate: abs(raw.tls_certificate),
             tls_key: abs(raw.tls_key),

@@ -39,6 +39,7 @@ pub mod enrol;
 pub mod error;
 pub mod marks;
 pub mod nonce;
+mod policies;
 pub mod policy;
 pub mod pva;
 pub mod refvalues;

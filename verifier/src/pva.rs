@@ -8,7 +8,7 @@
 //! nonces (`nonce`), and the devices' clock marks, which are written behind (`marks`).
 //! Nothing on the appraisal path waits for the disk.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -31,6 +31,7 @@ use crate::enrol::{self, EnrolledDevice};
 use crate::error::{AppraisalError, ChallengeError, Error};
 use crate::marks::{self, ClockMarks};
 use crate::nonce::{self, Nonces};
+use crate::policies::PolicySet;
 use crate::refvalues::ReferenceValues;
 use crate::store::{self, EnrolmentRecord, OpenMode, SeenClock, Store};
 
@@ -103,10 +104,10 @@ impl Appraised {
 pub struct Pva {
     store: Arc<Store>,
     manufacturer_roots: TrustAnchors,
-    /// By id, each with its index in `policy_list` (the index a nonce carries).
-    policies: BTreeMap<String, (u16, Arc<ReferenceValues>)>,
-    policy_list: Vec<Arc<ReferenceValues>>,
-    default_policy: String,
+    /// Replaced whole by [`Pva::reload_policies`].
+    policies: RwLock<Arc<PolicySet>>,
+    /// The configuration file [`Pva::reload`] reads again.
+    source: Option<std::path::PathBuf>,
     signer: EarSigner,
     settings: Settings,
     devices: RwLock<HashMap<DeviceId, Arc<EnrolledDevice>>>,
@@ -116,7 +117,7 @@ pub struct Pva {
 
 impl std::fmt::Debug for Pva {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pva").field("policies", &self.policies.keys()).finish_non_exhaustive()
+        f.debug_struct("Pva").field("policies", &self.policy_ids()).finish_non_exhaustive()
     }
 }
 
@@ -132,37 +133,15 @@ impl Pva {
         if manufacturer_roots.is_empty() {
             return Err(Error::Config("no TPM manufacturer roots".into()));
         }
-        let mut by_id = BTreeMap::new();
-        for p in policies {
-            let id = p.id().to_owned();
-            if by_id.insert(id.clone(), Arc::new(p)).is_some() {
-                return Err(Error::Config(format!("policy id {id:?} configured twice")));
-            }
-        }
-        let policy_list: Vec<_> = by_id.values().cloned().collect();
-        let mut map = BTreeMap::new();
-        for (i, (id, p)) in by_id.into_iter().enumerate() {
-            let index = u16::try_from(i)
-                .map_err(|_| Error::Config("more than 65536 policies configured".into()))?;
-            map.insert(id, (index, p));
-        }
-        let default_policy = match &settings.default_policy {
-            Some(id) if map.contains_key(id) => id.clone(),
-            Some(id) => {
-                return Err(Error::Config(format!("default policy {id:?} is not configured")));
-            }
-            None if map.len() == 1 => map.keys().next().cloned().unwrap_or_default(),
-            None => return Err(Error::Config("several policies: name the default one".into())),
-        };
+        let policies = PolicySet::build(policies, settings.default_policy.as_deref(), None)?;
         let store = Arc::new(store);
         let nonces = Nonces::new(settings.nonce_ttl, settings.max_outstanding_challenges)?;
         let marks = ClockMarks::start(store.clone(), settings.mark_flush_interval)?;
         Ok(Self {
             store,
             manufacturer_roots,
-            policies: map,
-            policy_list,
-            default_policy,
+            policies: RwLock::new(Arc::new(policies)),
+            source: None,
             signer,
             settings,
             devices: RwLock::new(HashMap::new()),
@@ -201,15 +180,64 @@ impl Pva {
             clock: config.clock,
             ..Settings::default()
         };
-        Self::new(store, roots, policies, signer, settings)
+        let mut pva = Self::new(store, roots, policies, signer, settings)?;
+        pva.source = config.source.clone();
+        Ok(pva)
     }
 
-    pub fn policy(&self, id: &str) -> Option<&ReferenceValues> {
-        self.policies.get(id).map(|(_, p)| p.as_ref())
+    pub fn policy(&self, id: &str) -> Option<Arc<ReferenceValues>> {
+        self.policy_set().get(id).map(|(_, p)| p)
     }
 
-    pub fn default_policy(&self) -> &str {
-        &self.default_policy
+    pub fn default_policy(&self) -> String {
+        self.policy_set().default_id().to_owned()
+    }
+
+    /// The ids of the configured policies.
+    pub fn policy_ids(&self) -> Vec<String> {
+        self.policy_set().ids()
+    }
+
+    fn policy_set(&self) -> Arc<PolicySet> {
+        // A poisoned lock still holds a complete set: sets are replaced whole.
+        match self.policies.read() {
+            Ok(set) => Arc::clone(&set),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the policies with `policies` (default `default`): all or nothing, the old
+    /// set stays on any error. Nonces already issued keep their policy by id (`policies`
+    /// module); returns the ids now configured.
+    pub fn reload_policies(
+        &self,
+        policies: Vec<ReferenceValues>,
+        default: Option<&str>,
+    ) -> Result<Vec<String>, Error> {
+        let mut current = self
+            .policies
+            .write()
+            .map_err(|_| Error::Config("the policy set lock is poisoned".into()))?;
+        let next = PolicySet::build(policies, default, Some(&current))?;
+        let ids = next.ids();
+        *current = Arc::new(next);
+        tracing::info!(policies = ?ids, "policies reloaded");
+        Ok(ids)
+    }
+
+    /// [`Pva::reload_policies`] from the configuration file the PVA was started from (its
+    /// `policies` and `default_policy`; every other setting needs a restart).
+    pub fn reload(&self) -> Result<Vec<String>, Error> {
+        let path = self.source.as_deref().ok_or_else(|| {
+            Error::Config("this PVA was not started from a configuration file".into())
+        })?;
+        let config = Config::load(path)?;
+        let policies = config
+            .policies
+            .iter()
+            .map(|p| ReferenceValues::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.reload_policies(policies, config.default_policy.as_deref())
     }
 
     /// Step 5: validate the EK and AK, answer with a credential for the AK.
@@ -266,11 +294,10 @@ impl Pva {
         req: &ChallengeRequest,
         now: SystemTime,
     ) -> Result<ChallengeResponse, Error> {
-        let policy_id = req.policy_id.as_deref().unwrap_or(&self.default_policy);
-        let (index, policy) = self
-            .policies
-            .get(policy_id)
-            .ok_or_else(|| ChallengeError::UnknownPolicy(policy_id.into()))?;
+        let set = self.policy_set();
+        let policy_id = req.policy_id.as_deref().unwrap_or(set.default_id());
+        let (index, policy) =
+            set.get(policy_id).ok_or_else(|| ChallengeError::UnknownPolicy(policy_id.into()))?;
         match self.device(&req.device_id) {
             Ok(_) => {}
             Err(Error::Appraisal(AppraisalError::UnknownDevice(id))) => {
@@ -278,7 +305,7 @@ impl Pva {
             }
             Err(other) => return Err(other),
         }
-        let ch = self.nonces.issue(&req.device_id, *index, now)?;
+        let ch = self.nonces.issue(&req.device_id, index, now)?;
         Ok(ChallengeResponse {
             device_id: ch.device_id,
             nonce: ch.nonce,
@@ -307,9 +334,13 @@ impl Pva {
         let consumed = self.nonces.consume(&auth.device_id, &auth.nonce, now)?;
         // The nonce is used from here on: whatever happens next, this process never accepts
         // it again, and no other process ever accepted it (its key died with it).
-        let refs = self.policy_list.get(usize::from(consumed.policy)).ok_or_else(|| {
-            Error::Config(format!("policy index {} is not configured", consumed.policy))
+        let refs = self.policy_set().by_index(consumed.policy).ok_or_else(|| {
+            Error::Config(format!(
+                "the policy of this nonce (index {}) was removed by a reload",
+                consumed.policy
+            ))
         })?;
+        let refs = refs.as_ref();
         let observed = self.observe_clock(&auth, consumed.issued_at_ms, now)?;
         let mut findings: Findings =
             appraisal::evaluate(&auth, refs, observed.previous.map(|p| p.mark));

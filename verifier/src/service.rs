@@ -29,7 +29,7 @@ use protocol::pva_api::{
     AppraiseRequest, AppraiseResponse, CBOR_MEDIA_TYPE, ChallengeRequest, EnrolRequest,
     MAX_REQUEST_SIZE, Message, path,
 };
-use protocol::role::Expected;
+use protocol::role::{Expected, Role};
 use serde_bytes::ByteBuf;
 use transport::problem::{CLIENT_CERTIFICATE_REQUIRED, problem_type};
 use transport::{PeerIdentity, Problem};
@@ -45,6 +45,7 @@ pub fn router(pva: Arc<Pva>) -> Router {
         .route(path::CHALLENGE, post(challenge))
         .route(path::APPRAISE, post(appraise))
         .route(path::HEALTH, get(health))
+        .route(path::RELOAD_POLICIES, post(reload_policies))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(pva);
@@ -116,6 +117,40 @@ async fn appraise(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) 
         })
     })
     .await
+}
+
+/// Only the holder of the PVA role's own certificate (its operator) reloads policies.
+async fn reload_policies(State(pva): State<Arc<Pva>>, peer: Option<PeerIdentity>) -> Response {
+    let Some(peer) = peer else {
+        return Problem::new(
+            StatusCode::UNAUTHORIZED,
+            CLIENT_CERTIFICATE_REQUIRED,
+            "Client certificate required",
+        )
+        .with_detail("policy reloads are for the PVA's own certificate")
+        .into_response();
+    };
+    if let Err(p) = peer.require_role(Role::Pva) {
+        return p.into_response();
+    }
+    let reloading = Arc::clone(&pva);
+    match tokio::task::spawn_blocking(move || reloading.reload()).await {
+        Ok(Ok(ids)) => {
+            let body = serde_json::json!({ "policies": ids, "default": pva.default_policy() });
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "policy reload refused; the policies stay as they were");
+            pva_problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reload-refused",
+                "Policies not reloaded",
+                Some(format!("{e}; the policies stay as they were")),
+            )
+            .into_response()
+        }
+        Err(e) => problem(&Error::Config(format!("reload task failed: {e}"))).into_response(),
+    }
 }
 
 async fn health(State(pva): State<Arc<Pva>>) -> Response {

@@ -363,3 +363,49 @@ async fn a_pva_without_its_signing_key_does_not_start() {
     let result = verifier::serve(config, listener, std::future::pending()).await;
     assert!(matches!(result, Err(verifier::Error::SigningKey(_))), "{result:?}");
 }
+
+#[tokio::test]
+async fn policies_reload_for_the_pvas_own_certificate_and_only_whole() {
+    let lab = Lab::new();
+    let server = start(&lab).await;
+    let dir = server._dir.path().to_owned();
+    let first = server.pva.default_policy();
+    let url = format!("{}{}", server.base, path::RELOAD_POLICIES);
+    let reload = |client: reqwest::Client| {
+        let url = url.clone();
+        async move { client.post(url).send().await.unwrap() }
+    };
+
+    // Anonymous clients and other roles are refused, and nothing changes.
+    let anonymous = reload(server.client.clone()).await;
+    assert_eq!(problem(anonymous).await.type_uri, transport::problem::CLIENT_CERTIFICATE_REQUIRED);
+    let by_ro = reload(server.ro.clone()).await;
+    assert_eq!(problem(by_ro).await.type_uri, transport::problem::ROLE_NOT_ALLOWED);
+
+    // A second policy, made the default: reloaded by the PVA's own certificate.
+    let second = lab.refvalues.replacen(&format!("\"{first}\""), "\"second\"", 1);
+    assert_ne!(second, lab.refvalues, "the policy id {first} is in the reference values");
+    std::fs::write(dir.join("second.toml"), &second).unwrap();
+    let config = std::fs::read_to_string(dir.join("pva.toml")).unwrap().replace(
+        r#"policies = ["policy.toml"]"#,
+        "policies = [\"policy.toml\", \"second.toml\"]\ndefault_policy = \"second\"",
+    );
+    std::fs::write(dir.join("pva.toml"), &config).unwrap();
+    let ok = reload(client_as(&lab, "pva")).await;
+    assert_eq!(ok.status(), 200);
+    let body: serde_json::Value = ok.json().await.unwrap();
+    assert_eq!(body["default"], "second");
+    // By id.
+    assert_eq!(body["policies"], serde_json::json!(["second", first.clone()]));
+    assert_eq!(server.pva.default_policy(), "second");
+
+    // A policy file that does not load: refused whole, the policies stay as they were.
+    std::fs::write(dir.join("second.toml"), "not reference values").unwrap();
+    let refused = reload(client_as(&lab, "pva")).await;
+    assert_eq!(refused.status(), 422);
+    let p = problem(refused).await;
+    assert!(p.type_uri.ends_with("/pva/reload-refused"), "{}", p.type_uri);
+    assert_eq!(server.pva.policy_ids(), ["second".to_owned(), first.clone()]);
+    assert!(server.pva.policy("second").is_some());
+    server.shutdown().await;
+}

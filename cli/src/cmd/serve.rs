@@ -59,6 +59,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             let listen =
                 pva.listen.clone().context("the PVA configuration has no `listen` address")?;
             let (pva, tls) = verifier::start(pva, mode).await?;
+            reload_on_sighup(std::sync::Arc::clone(&pva))?;
             let listener = bind(&listen, ready).await?;
             verifier::serve_pva(pva, tls, listener, super::shutdown_signal()).await?;
         }
@@ -96,4 +97,24 @@ async fn bind(address: &str, ready: Option<&Path>) -> anyhow::Result<TcpListener
         std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(listener)
+}
+
+/// SIGHUP: the PVA reads its policies and reference values again (`Pva::reload`); a
+/// configuration that does not load leaves the running policies as they were.
+fn reload_on_sighup(pva: std::sync::Arc<verifier::Pva>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let pva = std::sync::Arc::clone(&pva);
+            match tokio::task::spawn_blocking(move || pva.reload()).await {
+                Ok(Ok(ids)) => tracing::info!(policies = ?ids, "SIGHUP: policies reloaded"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: policies not reloaded; they stay as they were");
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: the reload task failed"),
+            }
+        }
+    });
+    Ok(())
 }
