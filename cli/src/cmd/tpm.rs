@@ -93,13 +93,18 @@ fn make(args: MakeArgs) -> anyhow::Result<ExitCode> {
     let name = Name::new(name_bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a TPM name: {e}", args.name.display()))?;
     let secret = zeroize::Zeroizing::new(read(&args.secret)?);
-    anyhow::ensure!(!secret.is_empty(), "{} is empty: there is no secret to wrap", args.secret.display());
-    let made = make_credential(&ek, &name, &secret)
-        .with_context(|| format!("cannot make a credential for the EK of {}", args.ek_public.display()))?;
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "{} is empty: there is no secret to wrap",
+        args.secret.display()
+    );
+    let made = make_credential(&ek, &name, &secret).with_context(|| {
+        format!("cannot make a credential for the EK of {}", args.ek_public.display())
+    })?;
     std::fs::write(&args.out, made.to_tpm2_tools())
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     println!(
-        "credential for object {} under a {} EK written to {}",
+        "credential for object {} under the {} EK written to {}",
         hex::encode(name.as_bytes()),
         ek.key.type_name(),
         args.out.display()
