@@ -137,10 +137,13 @@ fn activate(args: ActivateArgs) -> anyhow::Result<ExitCode> {
         made.encrypted_secret.as_bytes(),
     );
     release(&mut tpm, ek)?;
-    let secret = result.context(
-        "the TPM refused the credential: it was made for another EK, or for another object \
-         than this AK, or it was altered",
-    )?;
+    // The TPM's error once: its source chain repeats the response code's text.
+    let secret = result.map_err(|e| {
+        anyhow::anyhow!(
+            "the TPM refused the credential: it was made for another EK, or for another \
+             object than this AK, or it was altered ({e})"
+        )
+    })?;
     write_private(&args.out, &secret)?;
     println!("secret of {} bytes written to {}", secret.len(), args.out.display());
     Ok(ExitCode::SUCCESS)
