@@ -186,6 +186,59 @@ fn tpm2_makecredential_activates_with_tresor() {
     }
 }
 
+/// The EK as a PEM key (`tpm2_readpublic -f pem`) with `--key-algorithm`, as
+/// `tpm2_makecredential -G` takes it, in both directions.
+#[test]
+fn pem_eks_work_both_ways() {
+    if !tpm2_tools() {
+        return;
+    }
+    for (alg, handle) in [("ecc", "0x81010002"), ("rsa", "0x81010001")] {
+        let lab = Lab::start();
+        lab.create_ek(alg, Some(handle));
+        lab.tool("tpm2_readpublic", &["-c", handle, "-f", "pem", "-o", "ek.pem"]);
+        lab.write("secret.bin", SECRET);
+        let made = lab.tresor(&[
+            "tpm",
+            "make-credential",
+            "--ek-public",
+            "ek.pem",
+            "--key-algorithm",
+            alg,
+            "--name",
+            "ak.name",
+            "--secret",
+            "secret.bin",
+            "--out",
+            "cred.out",
+        ]);
+        lab.ok(&made);
+        assert_eq!(lab.tpm2_activate("cred.out", handle).as_deref(), Some(SECRET), "{alg}");
+
+        let name = hex::encode(lab.read("ak.name"));
+        lab.tool(
+            "tpm2_makecredential",
+            &[
+                "-T",
+                "none",
+                "-u",
+                "ek.pem",
+                "-G",
+                alg,
+                "-s",
+                "secret.bin",
+                "-n",
+                &name,
+                "-o",
+                "t.out",
+            ],
+        );
+        let activate = ["tpm", "activate-credential", "--credential", "t.out", "--ek", alg];
+        lab.ok(&lab.tresor(&[&activate[..], &["--out", "got.bin"]].concat()));
+        assert_eq!(lab.read("got.bin"), SECRET, "{alg}");
+    }
+}
+
 /// (c) Malformed credential files are clear errors; a credential for another TPM's EK,
 /// or activated with the wrong EK, is refused by the TPM, and tresor says so.
 #[test]
@@ -316,6 +369,26 @@ fn make_credential_refuses_bad_inputs() {
     assert!(fails("garbage.pub", "ak.name").contains("is not a TPM2B_PUBLIC"));
     std::fs::copy(lab.path("quote/ak.pem"), lab.path("ek.pem")).unwrap();
     assert!(fails("ek.pem", "ak.name").contains("is PEM"));
+    let pem_as = |alg: &str, file: &str| {
+        lab.stderr_of_failure(&[
+            "tpm",
+            "make-credential",
+            "--ek-public",
+            file,
+            "--key-algorithm",
+            alg,
+            "--name",
+            "ak.name",
+            "--secret",
+            "secret.bin",
+            "--out",
+            "x.out",
+        ])
+    };
+    assert!(pem_as("rsa", "ek.pem").contains("is not an rsa key"));
+    assert!(pem_as("ecc", "ek.pub").contains("is not PEM"));
+    lab.write("bad.pem", b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
+    assert!(pem_as("ecc", "bad.pem").contains("not a PEM public key"));
     assert!(fails("missing.pub", "ak.name").contains("cannot read missing.pub"));
     assert!(!Path::new(&lab.path("x.out")).exists());
 }

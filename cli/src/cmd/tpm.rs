@@ -17,7 +17,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use protocol::tpm::{MadeCredential, Name, Public, Unmarshal, make_credential};
+use protocol::tpm::public::{
+    EccParms, EccPoint, EccScheme, KdfScheme, RsaParms, RsaScheme, SymAlgorithm, SymDefObject,
+    SymMode,
+};
+use protocol::tpm::wire::{EccParameter, PublicKeyRsa};
+use protocol::tpm::{
+    Digest, HashAlg, MadeCredential, Name, ObjectAttributes, Public, PublicKey, Spki, Unmarshal,
+    WireError, make_credential,
+};
 use tre::tpm::{AK_HANDLE, Key, KeyAlg, Tpm};
 
 #[derive(clap::Args)]
@@ -39,9 +47,15 @@ enum Command {
 #[derive(clap::Args)]
 struct MakeArgs {
     /// The EK public area: TPM2B_PUBLIC as `tpm2_readpublic -o` or `tpm2_createek -u`
-    /// write it (a bare TPMT_PUBLIC is accepted too).
+    /// write it (a bare TPMT_PUBLIC is accepted too), or a PEM public key with
+    /// --key-algorithm.
     #[arg(long)]
     ek_public: PathBuf,
+    /// The --ek-public file is a PEM public key of this algorithm (ecc or rsa), the key of
+    /// an EK of the TCG default template (nameAlg SHA-256, AES-128-CFB), as with
+    /// `tpm2_makecredential -G`.
+    #[arg(long)]
+    key_algorithm: Option<KeyAlg>,
     /// The name of the object the credential is for (the AK), raw bytes as
     /// `tpm2_readpublic -n` or `tpm2_createak -n` write them.
     #[arg(long)]
@@ -88,7 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn make(args: MakeArgs) -> anyhow::Result<ExitCode> {
-    let ek = read_public(&args.ek_public)?;
+    let ek = read_public(&args.ek_public, args.key_algorithm)?;
     let name_bytes = read(&args.name)?;
     let name = Name::new(name_bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a TPM name: {e}", args.name.display()))?;
@@ -157,14 +171,22 @@ fn release(tpm: &mut Tpm, key: Key) -> anyhow::Result<()> {
 }
 
 /// TPM2B_PUBLIC first (what tpm2-tools writes); a bare TPMT_PUBLIC otherwise. The error
-/// is the TPM2B one: that is the format asked for.
-fn read_public(path: &Path) -> anyhow::Result<Public> {
+/// is the TPM2B one: that is the format asked for. PEM only with its algorithm named.
+fn read_public(path: &Path, pem_alg: Option<KeyAlg>) -> anyhow::Result<Public> {
     let bytes = read(path)?;
-    if bytes.starts_with(b"-----BEGIN") {
-        anyhow::bail!(
-            "{} is PEM; give the EK public area as `tpm2_readpublic -o` writes it (TPM2B_PUBLIC)",
+    let is_pem = bytes.starts_with(b"-----BEGIN");
+    match (is_pem, pem_alg) {
+        (true, Some(alg)) => return ek_from_pem(path, &bytes, alg),
+        (true, None) => anyhow::bail!(
+            "{} is PEM: name its algorithm with --key-algorithm, or give the EK public area as \
+             `tpm2_readpublic -o` writes it (TPM2B_PUBLIC)",
             path.display()
-        );
+        ),
+        (false, Some(_)) => anyhow::bail!(
+            "--key-algorithm is for a PEM public key, and {} is not PEM",
+            path.display()
+        ),
+        (false, None) => {}
     }
     match Public::from_tpm2b(&bytes) {
         Ok(public) => Ok(public),
@@ -172,6 +194,53 @@ fn read_public(path: &Path) -> anyhow::Result<Public> {
             anyhow::anyhow!("{} is not a TPM2B_PUBLIC (nor a TPMT_PUBLIC): {tpm2b}", path.display())
         }),
     }
+}
+
+/// A PEM key as the EK public area of the TCG default template (EK Credential Profile
+/// 2.x, templates L-1 and L-2): what MakeCredential uses of it is the key, the name
+/// algorithm (SHA-256) and the symmetric algorithm (AES-128-CFB); the attributes are the
+/// template's, the authPolicy is left empty (the EK's name is not part of a credential).
+fn ek_from_pem(path: &Path, bytes: &[u8], alg: KeyAlg) -> anyhow::Result<Public> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not a PEM text file", path.display()))?;
+    let spki = Spki::from_pem(text)
+        .map_err(|e| anyhow::anyhow!("{}: not a PEM public key: {e}", path.display()))?;
+    let symmetric =
+        SymDefObject::Cipher { algorithm: SymAlgorithm::Aes, key_bits: 128, mode: SymMode::Cfb };
+    let fit = |e: WireError| {
+        anyhow::anyhow!("{}: key does not fit a TPM public area: {e}", path.display())
+    };
+    let key = match (alg, spki) {
+        (KeyAlg::Rsa, Spki::Rsa { modulus, exponent }) => PublicKey::Rsa {
+            parms: RsaParms {
+                symmetric,
+                scheme: RsaScheme::Null,
+                key_bits: u16::try_from(modulus.len() * 8)
+                    .map_err(|_| anyhow::anyhow!("{}: RSA key too large", path.display()))?,
+                exponent: if exponent == 65537 { 0 } else { exponent },
+            },
+            modulus: PublicKeyRsa::new(modulus).map_err(fit)?,
+        },
+        (KeyAlg::Ecc, Spki::Ecc { curve, x, y }) => PublicKey::Ecc {
+            parms: EccParms { symmetric, scheme: EccScheme::Null, curve, kdf: KdfScheme::Null },
+            point: EccPoint {
+                x: EccParameter::new(x).map_err(fit)?,
+                y: EccParameter::new(y).map_err(fit)?,
+            },
+        },
+        (alg, _) => anyhow::bail!("{} is not an {alg} key (--key-algorithm {alg})", path.display()),
+    };
+    Ok(Public {
+        name_alg: HashAlg::Sha256,
+        attributes: ObjectAttributes::FIXED_TPM
+            | ObjectAttributes::FIXED_PARENT
+            | ObjectAttributes::SENSITIVE_DATA_ORIGIN
+            | ObjectAttributes::ADMIN_WITH_POLICY
+            | ObjectAttributes::RESTRICTED
+            | ObjectAttributes::DECRYPT,
+        auth_policy: Digest::new(Vec::new()).map_err(fit)?,
+        key,
+    })
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
