@@ -28,6 +28,8 @@ enum Command {
     Uicc(cmd::uicc::Args),
     /// The device's TPM side: quotes in tpm2-tools formats.
     Tre(cmd::tre::Args),
+    /// TPM credential protection in tpm2-tools formats: make-credential, activate-credential.
+    Tpm(cmd::tpm::Args),
     /// The PVA's tools: reference values from an image, tpm2_checkquote-style checks.
     Pva(cmd::pva::Args),
     /// EAT Attestation Results: verify one as a relying party does.
@@ -58,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::Eventlog(args) => cmd::eventlog::run(args),
         Command::Uicc(args) => cmd::uicc::run(args),
         Command::Tre(args) => cmd::tre::run(args),
+        Command::Tpm(args) => cmd::tpm::run(args),
         Command::Pva(args) => cmd::pva::run(args),
         Command::Ear(args) => cmd::ear::run(args),
         Command::Evidence(args) => cmd::evidence::run(args),
