@@ -55,6 +55,8 @@ struct RawConfig {
     ear_profile: EarProfile,
     #[serde(default)]
     open_enrolment: bool,
+    #[serde(default)]
+    ek_allow_list: Option<PathBuf>,
     #[serde(default = "default_enrol_roles")]
     enrol_roles: Vec<String>,
     #[serde(default = "default_clock_drift")]
@@ -115,6 +117,8 @@ pub struct Config {
     pub ear_profile: EarProfile,
     /// Enrolment for anyone, also without a client certificate (default: off).
     pub open_enrolment: bool,
+    /// EK names admitted without an EK certificate (`verifier::ek_allow`); none by default.
+    pub ek_allow_list: Option<PathBuf>,
     /// Otherwise the roles (of client certificates) that may enrol devices.
     pub enrol_roles: Vec<Role>,
     /// How far a running TPM's clock may lag the wall time (`docs/appraisal.md` "Clock").
@@ -190,6 +194,7 @@ impl Config {
             listen: raw.listen,
             ear_profile: raw.ear_profile,
             open_enrolment: raw.open_enrolment,
+            ek_allow_list: raw.ek_allow_list.map(abs),
             enrol_roles,
             clock: ClockTolerance {
                 drift_percent: raw.clock_drift_percent,

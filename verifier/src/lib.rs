@@ -35,6 +35,7 @@ pub mod bench;
 pub mod checkquote;
 pub mod config;
 pub mod ear;
+pub mod ek_allow;
 pub mod enrol;
 pub mod error;
 pub mod marks;

@@ -27,6 +27,7 @@ pub use crate::appraisal::clock::ClockTolerance;
 use crate::appraisal::{self, Findings};
 use crate::config::Config;
 use crate::ear::{self as ear_signing, EarSigner};
+use crate::ek_allow::EkAllowList;
 use crate::enrol::{self, EnrolledDevice};
 use crate::error::{AppraisalError, ChallengeError, Error};
 use crate::marks::{self, ClockMarks};
@@ -108,6 +109,8 @@ pub struct Pva {
     policies: RwLock<Arc<PolicySet>>,
     /// The configuration file [`Pva::reload`] reads again.
     source: Option<std::path::PathBuf>,
+    /// EKs that may enrol without a certificate.
+    ek_allow_list: EkAllowList,
     signer: EarSigner,
     settings: Settings,
     devices: RwLock<HashMap<DeviceId, Arc<EnrolledDevice>>>,
@@ -142,6 +145,7 @@ impl Pva {
             manufacturer_roots,
             policies: RwLock::new(Arc::new(policies)),
             source: None,
+            ek_allow_list: EkAllowList::default(),
             signer,
             settings,
             devices: RwLock::new(HashMap::new()),
@@ -182,7 +186,19 @@ impl Pva {
         };
         let mut pva = Self::new(store, roots, policies, signer, settings)?;
         pva.source = config.source.clone();
+        if let Some(path) = &config.ek_allow_list {
+            pva = pva.with_ek_allow_list(EkAllowList::load(path)?);
+        }
         Ok(pva)
+    }
+
+    /// Admits the EKs of `list` without an EK certificate (`verifier::ek_allow`).
+    pub fn with_ek_allow_list(mut self, list: EkAllowList) -> Self {
+        if !list.is_empty() {
+            tracing::warn!(eks = list.len(), "EKs on the allow-list enrol without a certificate");
+        }
+        self.ek_allow_list = list;
+        self
     }
 
     pub fn policy(&self, id: &str) -> Option<Arc<ReferenceValues>> {
@@ -255,7 +271,7 @@ impl Pva {
     ) -> Result<EnrolResponse, Error> {
         enrol::begin(
             &self.store,
-            &self.manufacturer_roots,
+            &enrol::EkTrust { roots: &self.manufacturer_roots, allowed: &self.ek_allow_list },
             req,
             requested_by,
             now,

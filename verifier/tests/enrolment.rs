@@ -308,3 +308,44 @@ fn failures(pva: &Pva, tpm: &mut Restorable) -> Vec<AppraisalError> {
     let evidence = tpm.device().evidence(pva);
     pva.appraise_evidence(&evidence, SystemTime::now()).unwrap().failures
 }
+
+#[test]
+fn an_ek_without_certificate_enrols_only_from_the_allow_list_and_a_bad_certificate_never() {
+    let lab = Lab::new();
+    let mut device = lab.device();
+    let listed = device.enrol_request();
+    let without = EnrolRequest { ek_certificate: ByteBuf::new(), ..listed.clone() };
+    let now = SystemTime::now();
+
+    // Not listed: no certificate, no enrolment.
+    let pva = lab.pva();
+    assert!(matches!(refused(pva.enrol(&without, now)), EnrolmentError::EkCertificate(_)));
+
+    // Listed: enrolled without a certificate, and the credential still proves the AK.
+    let list = verifier::ek_allow::EkAllowList::parse(&format!("{}\n", device.id)).unwrap();
+    let pva = lab.pva().with_ek_allow_list(list.clone());
+    let resp = pva.enrol(&without, now).unwrap();
+    let secret = device
+        .attester()
+        .activate_credential(&resp.credential_blob, &resp.encrypted_secret)
+        .unwrap();
+    pva.activate(
+        &ActivateRequest {
+            device_id: device.id.clone(),
+            ak_name: resp.ak_name.clone(),
+            secret: CredentialSecret::from_slice(&secret).unwrap(),
+        },
+        now,
+    )
+    .unwrap();
+
+    // Listed, but presenting a certificate that is not a manufacturer's: still verified,
+    // still refused.
+    let mut garbage = listed.clone();
+    garbage.ek_certificate = ByteBuf::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
+    assert!(matches!(refused(pva.enrol(&garbage, now)), EnrolmentError::EkCertificate(_)));
+    // Another device's EK is not on the list.
+    let mut other = lab.device();
+    let stranger = EnrolRequest { ek_certificate: ByteBuf::new(), ..other.enrol_request() };
+    assert!(matches!(refused(pva.enrol(&stranger, now)), EnrolmentError::EkCertificate(_)));
+}
