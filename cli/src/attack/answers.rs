@@ -123,20 +123,7 @@ pub(super) fn post_as_attacker(
     let path = format!("/v1/devices/{device}/{endpoint}");
     let url = format!("{}{path}", ctx.lab.urls.ro);
     let http = ctx.lab.pki.anonymous_client()?;
-    let probe = {
-        let (http, url) = (http.clone(), url.clone());
-        aside(move |rt| {
-            rt.block_on(async {
-                let response = http.post(&url).send().await?;
-                Ok(response
-                    .headers()
-                    .get(device_auth::NEXT_NONCE_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(device_auth::parse_nonce))
-            })
-        })?
-    };
-    let nonce = probe.context("the RO's refusal carried no nonce")?;
+    let (_, nonce) = unauthenticated(&http, reqwest::Method::POST, &url)?;
     let request_signature = match channel {
         Some(ak) => Some(ak.sign_request(device, "POST", &path, nonce, &body)?),
         None => None,
@@ -158,6 +145,28 @@ pub(super) fn post_as_attacker(
             observe::answer_of(response).await
         })
     })
+}
+
+/// Sends `method` `url` with no device authentication and returns the RO's answer (its
+/// refusal) and the fresh nonce every answer of the device channel carries.
+pub(super) fn unauthenticated(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+) -> Result<(Answer, [u8; device_auth::NONCE_LEN])> {
+    let (http, url) = (http.clone(), url.to_owned());
+    let (answer, nonce) = aside(move |rt| {
+        rt.block_on(async {
+            let response = http.request(method, &url).send().await?;
+            let nonce = response
+                .headers()
+                .get(device_auth::NEXT_NONCE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(device_auth::parse_nonce);
+            Ok((observe::answer_of(response).await?, nonce))
+        })
+    })?;
+    Ok((answer, nonce.context("the RO's refusal carried no nonce")?))
 }
 
 /// The device's state at the RO in `campaign`, read while a plan runs.

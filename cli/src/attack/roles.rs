@@ -13,7 +13,7 @@ use protocol::role::{Expected, Role as CertRole};
 use provisioning::pki::Role;
 use reqwest::Method;
 
-use super::answers::{ForeignAk, aside, still_switched};
+use super::answers::{ForeignAk, aside, still_switched, unauthenticated};
 use super::device::{Act, Hostile, attack_one, runtime};
 use super::observe::{self, Answer, answer_layer};
 use super::{Attacker, Ctx, Expect, Layer, Observed, Scenario, Stage};
@@ -189,19 +189,7 @@ fn fetch_task(
     let path = format!("/v1/devices/{victim}/task");
     let url = format!("{}{path}", ctx.lab.urls.ro);
     let http = ctx.lab.pki.anonymous_client()?;
-    let (probe_http, probe_url) = (http.clone(), url.clone());
-    let (anonymous, nonce) = aside(move |rt| {
-        rt.block_on(async {
-            let response = probe_http.get(&probe_url).send().await?;
-            let nonce = response
-                .headers()
-                .get(device_auth::NEXT_NONCE_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(device_auth::parse_nonce);
-            Ok((observe::answer_of(response).await?, nonce))
-        })
-    })?;
-    let nonce = nonce.context("the RO's refusal carried no nonce")?;
+    let (anonymous, nonce) = unauthenticated(&http, Method::GET, &url)?;
     let signature = accomplice.sign_request(victim, "GET", &path, nonce, &[])?;
     let signed = aside(move |rt| {
         rt.block_on(async {
