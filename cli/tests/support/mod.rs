@@ -224,9 +224,26 @@ pub fn secret_file(path: &Path, bytes: usize) {
 }
 
 /// A loopback port nothing listens on (bound, then released).
+/// A free loopback port for a role that must come back on the same port after a restart.
+/// Taken from 10000–19999, below swtpm's range (20000–32000, `swtpm-config/swtpm.toml`) and
+/// below the kernel's ephemeral range (32768–60999 on Linux): a port the system hands out
+/// for `:0` can meanwhile become some connection's source port, and a restarted role then
+/// finds it taken ("Address already in use").
 pub fn unused_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u16);
+    let _ = NEXT.compare_exchange(0, seed % 10_000 + 1, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..10_000 {
+        let port = 10_000 + NEXT.fetch_add(1, Ordering::SeqCst) % 10_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 10000-19999");
 }
 
 /// A process as /proc/PID/stat shows it: command name, state, parent.
