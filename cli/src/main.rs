@@ -16,6 +16,15 @@ mod cmd;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text (colour only on a terminal) or as one JSON object per line.
+    #[arg(long, global = true, value_enum, env = "TRESOR_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -54,7 +63,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Pki(args) => cmd::pki::run(args),
         Command::Eventlog(args) => cmd::eventlog::run(args),
@@ -81,10 +90,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings). The TSS's own log,
-/// which reports every refused TPM command as an error (a failed PolicyPCR is the point of
-/// an attack scenario), follows `TSS2_LOG`, quiet unless set.
-fn init_logging() {
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings), as text with colour only
+/// when stderr is a terminal (a file or journald gets no escape codes), or as JSON lines
+/// (`--log-format json`: one object per event, its fields at the top level, for log
+/// shippers). The TSS's own log, which reports every refused TPM command as an error (a
+/// failed PolicyPCR is the point of an attack scenario), follows `TSS2_LOG`, quiet unless
+/// set.
+fn init_logging(format: LogFormat) {
     if std::env::var_os("TSS2_LOG").is_none() {
         // SAFETY: called first thing in main, before any thread exists, so no other thread
         // can read the environment concurrently.
@@ -95,6 +107,11 @@ fn init_logging() {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+        }
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    };
 }

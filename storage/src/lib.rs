@@ -9,7 +9,8 @@
 //! live on cards, and the RO forget its campaigns.
 //!
 //! Layout:
-//! - `sqlite`: [`open_sqlite`] and its variants, [`Schema`], [`OpenMode`], [`OpenError`].
+//! - `sqlite`: [`open_sqlite`] and its variants, [`Schema`], [`OpenMode`], [`OpenError`],
+//!   and [`check_sqlite`], which judges a store the same way without writing to it.
 //! - `private`: state directories 0700 and files 0600 ([`private_dir`], [`private_file`]).
 
 #![forbid(unsafe_code)]
@@ -19,5 +20,6 @@ mod sqlite;
 
 pub use private::{DIR_MODE, FILE_MODE, private_dir, private_file, private_files_in};
 pub use sqlite::{
-    OpenError, OpenMode, STAMP_TABLE, Schema, open_sqlite, open_sqlite_in_memory, open_sqlite_with,
+    OpenError, OpenMode, STAMP_TABLE, Schema, StoreCheck, check_sqlite, open_sqlite,
+    open_sqlite_in_memory, open_sqlite_with,
 };

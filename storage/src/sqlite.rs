@@ -203,7 +203,34 @@ fn open_existing(path: &Path, schema: &Schema) -> Result<Connection, OpenError> 
         crate::private::private_file(&file).map_err(|e| io(&file, &e))?;
     }
     let conn = connect(path, schema.role)?;
-    let (tables, version) = shape(&conn, path, schema.role)?;
+    if verify_shape(&conn, path, schema)? == Stamp::Missing {
+        adopt(&conn, schema).map_err(|e| sqlite(path, &e))?;
+        tracing::info!(path = %path.display(), role = schema.role, "unstamped store adopted");
+    }
+    let journal: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(|e| sqlite(path, &e))?;
+    if !journal.eq_ignore_ascii_case("wal") {
+        return Err(OpenError::Sqlite {
+            path: path.to_owned(),
+            detail: format!("WAL mode refused (journal mode stays {journal})"),
+        });
+    }
+    conn.pragma_update(None, "synchronous", "FULL").map_err(|e| sqlite(path, &e))?;
+    Ok(conn)
+}
+
+/// Whether a database that is `schema`'s store carries the stamp or predates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    Present,
+    /// A tresor 0.1 store: adopted (stamped) when opened.
+    Missing,
+}
+
+/// Checks, reading only, that the database is `schema`'s store of its version.
+fn verify_shape(conn: &Connection, path: &Path, schema: &Schema) -> Result<Stamp, OpenError> {
+    let (tables, version) = shape(conn, path, schema.role)?;
     let newer = |found| OpenError::NewerVersion {
         path: path.to_owned(),
         role: schema.role,
@@ -211,7 +238,7 @@ fn open_existing(path: &Path, schema: &Schema) -> Result<Connection, OpenError> 
         supported: schema.version,
     };
     if tables.iter().any(|t| t == STAMP_TABLE) {
-        let found = stamped_role(&conn, path)?;
+        let found = stamped_role(conn, path)?;
         if found != schema.role {
             return Err(OpenError::OtherRole {
                 path: path.to_owned(),
@@ -230,30 +257,69 @@ fn open_existing(path: &Path, schema: &Schema) -> Result<Connection, OpenError> 
                 supported: schema.version,
             });
         }
-    } else {
-        if version > schema.version {
-            return Err(newer(version));
-        }
-        let ours = !tables.is_empty()
-            && tables == schema_tables(schema, path)?
-            && (version == 0 || version == schema.version);
-        if !ours {
-            return Err(OpenError::NoSchema { path: path.to_owned(), role: schema.role, tables });
-        }
-        adopt(&conn, schema).map_err(|e| sqlite(path, &e))?;
-        tracing::info!(path = %path.display(), role = schema.role, "unstamped store adopted");
+        return Ok(Stamp::Present);
     }
-    let journal: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(|e| sqlite(path, &e))?;
-    if !journal.eq_ignore_ascii_case("wal") {
+    if version > schema.version {
+        return Err(newer(version));
+    }
+    let ours = !tables.is_empty()
+        && tables == schema_tables(schema, path)?
+        && (version == 0 || version == schema.version);
+    if !ours {
+        return Err(OpenError::NoSchema { path: path.to_owned(), role: schema.role, tables });
+    }
+    Ok(Stamp::Missing)
+}
+
+/// What [`check_sqlite`] found at a store's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreCheck {
+    /// No file: a normal start creates the store.
+    Missing,
+    /// This role's store of this schema version, intact by SQLite's `quick_check`.
+    Ready {
+        /// The store predates the stamp; a start stamps it.
+        unstamped: bool,
+        /// The store or one of its journals is readable by others; a start tightens it.
+        too_open: Vec<PathBuf>,
+    },
+}
+
+/// Checks what a start would find at `path` without changing anything there (`tresor
+/// serve --check`): every refusal of [`open_sqlite`] is reported as the same
+/// [`OpenError`], and an existing store must also pass SQLite's `quick_check`. Reading a
+/// WAL store may create its `-wal` and `-shm` files, which SQLite owns; nothing else is
+/// written.
+pub fn check_sqlite(path: &Path, schema: &Schema) -> Result<StoreCheck, OpenError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = &absolute(path);
+    match look(path, schema.role)? {
+        Look::Missing => {
+            no_leftover(path, schema.role)?;
+            return Ok(StoreCheck::Missing);
+        }
+        Look::Empty => return Err(OpenError::Empty { path: path.to_owned(), role: schema.role }),
+        Look::Store => {}
+    }
+    let conn = connect(path, schema.role)?;
+    let stamp = verify_shape(&conn, path, schema)?;
+    let verdict: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| classify(path, schema.role, &e))?;
+    if verdict != "ok" {
         return Err(OpenError::Sqlite {
             path: path.to_owned(),
-            detail: format!("WAL mode refused (journal mode stays {journal})"),
+            detail: format!("quick_check: {verdict}"),
         });
     }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(|e| sqlite(path, &e))?;
-    Ok(conn)
+    // Closed first: the journals this connection opened are SQLite's, gone once it closes.
+    drop(conn);
+    let too_open = ["", "-journal", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| with_suffix(path, suffix))
+        .filter(|file| std::fs::metadata(file).is_ok_and(|m| m.permissions().mode() & 0o077 != 0))
+        .collect();
+    Ok(StoreCheck::Ready { unstamped: stamp == Stamp::Missing, too_open })
 }
 
 /// A read-write connection to an existing file; never creates one.

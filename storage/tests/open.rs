@@ -7,7 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
-use storage::{OpenError, OpenMode, STAMP_TABLE, Schema, open_sqlite, open_sqlite_with};
+use storage::{
+    OpenError, OpenMode, STAMP_TABLE, Schema, StoreCheck, check_sqlite, open_sqlite,
+    open_sqlite_with,
+};
 
 const PVA: Schema = Schema {
     role: "pva",
@@ -324,4 +327,49 @@ fn in_memory_stores_have_the_schema() {
     let conn = storage::open_sqlite_in_memory(&PVA).unwrap();
     assert_eq!(stamp_of(&conn), ("pva".into(), 2));
     conn.execute("INSERT INTO nonces (hash) VALUES (x'00')", []).unwrap();
+}
+
+/// `check_sqlite` judges like a start and writes nothing the store holds.
+#[test]
+fn check_reports_what_a_start_would_do_and_changes_nothing() {
+    let (dir, path) = scratch();
+    assert_eq!(check_sqlite(&path, &PVA).unwrap(), StoreCheck::Missing);
+    assert!(!path.exists(), "a check creates no store");
+
+    std::fs::write(&path, b"").unwrap();
+    assert!(matches!(check_sqlite(&path, &PVA), Err(OpenError::Empty { .. })));
+    std::fs::remove_file(&path).unwrap();
+
+    let conn = open_sqlite(&path, &PVA, CreateIfMissing).unwrap();
+    conn.execute("INSERT INTO devices (id, ek) VALUES (x'01', x'02')", []).unwrap();
+    drop(conn);
+    let store = std::fs::read(&path).unwrap();
+    assert_eq!(
+        check_sqlite(&path, &PVA).unwrap(),
+        StoreCheck::Ready { unstamped: false, too_open: vec![] }
+    );
+    assert!(matches!(check_sqlite(&path, &MNO), Err(OpenError::OtherRole { .. })));
+    let newer = Schema { version: 3, ..PVA };
+    assert!(matches!(check_sqlite(&path, &newer), Err(OpenError::OlderVersion { .. })));
+    assert_eq!(std::fs::read(&path).unwrap(), store, "the store's bytes are unchanged");
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let StoreCheck::Ready { too_open, .. } = check_sqlite(&path, &PVA).unwrap() else {
+        panic!("an intact store");
+    };
+    assert_eq!(too_open, vec![path.clone()]);
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+
+    // A page of the store overwritten: SQLite's quick_check finds it.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = 4096;
+    if bytes.len() >= 2 * page {
+        for b in &mut bytes[page + 8..2 * page] {
+            *b = 0xA5;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let err = check_sqlite(&path, &PVA).expect_err("a damaged store");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    }
+    drop(dir);
 }

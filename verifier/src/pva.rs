@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::ear::{self as ear_signing, EarSigner};
 use crate::ek_allow::EkAllowList;
 use crate::enrol::{self, EnrolledDevice};
-use crate::error::{AppraisalError, ChallengeError, Error};
+use crate::error::{AppraisalError, ChallengeError, Error, StoreError};
 use crate::marks::{self, ClockMarks};
 use crate::nonce::{self, Nonces};
 use crate::policies::PolicySet;
@@ -162,6 +162,21 @@ impl Pva {
     /// [`Pva::from_config`], opening the store with `mode` (`--init` initialises an empty
     /// store file).
     pub fn from_config_with(config: &Config, mode: OpenMode) -> Result<Self, Error> {
+        Self::from_config_using(config, || Store::open_with(&config.database, mode))
+    }
+
+    /// Loads everything `config` names as a start does, with the store in memory, then
+    /// judges the store file without writing to it (`tresor serve pva --check`).
+    pub fn check_config(config: &Config) -> Result<storage::StoreCheck, Error> {
+        Self::from_config_using(config, Store::open_in_memory)?;
+        Ok(Store::check(&config.database)?)
+    }
+
+    /// Loads the files `config` names, then opens the store with `open_store`, last.
+    fn from_config_using(
+        config: &Config,
+        open_store: impl FnOnce() -> Result<Store, StoreError>,
+    ) -> Result<Self, Error> {
         let signer = EarSigner::load(&config.signing_certificate, &config.signing_key)?
             .with_profile(config.ear_profile);
         let roots = TrustAnchors::from_dir(&config.manufacturer_roots)
@@ -171,7 +186,7 @@ impl Pva {
             .iter()
             .map(|p| ReferenceValues::load(p))
             .collect::<Result<Vec<_>, _>>()?;
-        let store = Store::open_with(&config.database, mode)?;
+        let store = open_store()?;
         let settings = Settings {
             nonce_ttl: config.nonce_ttl,
             enrolment_ttl: config.enrolment_ttl,

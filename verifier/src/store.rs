@@ -125,6 +125,11 @@ impl Store {
         Self::start(storage::open_sqlite(path, &SCHEMA, mode)?)
     }
 
+    /// What a start would find at `path`, without writing to it (`tresor serve pva --check`).
+    pub fn check(path: &Path) -> Result<storage::StoreCheck, StoreError> {
+        Ok(storage::check_sqlite(path, &SCHEMA)?)
+    }
+
     /// A store that lives in memory only: not durable. For tests and for measuring the
     /// appraisal core without the disk (`tresor bench appraisal`).
     pub fn open_in_memory() -> Result<Self, StoreError> {

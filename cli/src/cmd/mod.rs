@@ -14,6 +14,7 @@ pub mod mno;
 pub mod pki;
 pub mod pva;
 pub mod serve;
+mod serve_check;
 pub mod tpm;
 pub mod tre;
 pub mod uicc;

@@ -1,4 +1,4 @@
-//! `tresor serve pva|ro|mno --config FILE [--init]`: one network role as its own process, on
+//! `tresor serve pva|ro|mno --config FILE [--init | --check]`: one network role as its own process, on
 //! the address its configuration names, until Ctrl-C or SIGTERM (then it finishes open
 //! requests).
 //!
@@ -31,10 +31,14 @@ pub struct Args {
     /// that is not this role's store is refused either way. A missing file is always created.
     #[arg(long)]
     init: bool,
+    /// Check the configuration, its certificates and its store (reading only), print what
+    /// was found, and exit: 0 ready, 1 refused. Nothing is bound or started.
+    #[arg(long, conflicts_with_all = ["init", "ready_file"])]
+    check: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Role {
+pub(super) enum Role {
     /// The platform validation authority.
     Pva,
     /// The registration operator (DRF and DPF).
@@ -44,6 +48,9 @@ enum Role {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.check {
+        return Ok(super::serve_check::check(args.role, &args.config));
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(serve(args))?;
     Ok(ExitCode::SUCCESS)

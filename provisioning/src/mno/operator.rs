@@ -71,6 +71,26 @@ impl Operator {
     /// [`Operator::open`] with the store opened in `mode`: [`OpenMode::Init`] also
     /// initialises an existing empty store file (`tresor serve mno --init`).
     pub fn open_with(config: &MnoConfig, mode: OpenMode) -> Result<Self> {
+        Self::open_using(config, |sealer| {
+            Store::open_with(&config.database, config.name(), &config.pool, sealer, mode)
+        })
+    }
+
+    /// Loads everything `config` names as a start does, with the store in memory, then
+    /// judges the store file without writing to it, its storage key included (`tresor
+    /// serve mno --check`).
+    pub fn check_config(config: &MnoConfig) -> Result<storage::StoreCheck> {
+        Self::open_using(config, |sealer| {
+            Store::open_in_memory(config.name(), &config.pool, sealer)
+        })?;
+        Store::check(&config.database, config.name(), &config.pool, &config.storage_key)
+    }
+
+    /// Loads the files `config` names, then opens the store with `open_store`, last.
+    fn open_using(
+        config: &MnoConfig,
+        open_store: impl FnOnce(&Sealer) -> Result<Store>,
+    ) -> Result<Self> {
         let name = config.name().to_owned();
         let cert_pem = read_bounded(&config.certificate)?;
         let key_pem = read_secret_file(&config.key)?;
@@ -111,8 +131,8 @@ impl Operator {
         let ear = EarVerifier::new(anchors).signers(&signers).leeway(config.ear.leeway);
 
         let sealer = Sealer::new(&config.storage_key)?;
-        let store = Store::open_with(&config.database, &name, &config.pool, &sealer, mode)?;
-        tracing::info!(operator = %name, store = %config.database.display(), "operator opened");
+        let store = open_store(&sealer)?;
+        tracing::info!(operator = %name, store = %store.path().display(), "operator opened");
         Ok(Self {
             name,
             store,

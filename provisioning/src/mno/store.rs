@@ -211,38 +211,50 @@ impl Store {
     ) -> Result<Self> {
         let shown = path.display().to_string();
         let check = sealer.seal("", Field::KeyCheck, KEY_CHECK_PLAINTEXT)?;
-        let fingerprint = pool.fingerprint();
         // The owner, range and key check are written with the schema, in one transaction.
         let mut conn = storage::open_sqlite_with(path, &SCHEMA, mode, |c| {
-            let meta = "INSERT INTO meta (key, value) VALUES (?1, ?2)";
-            c.execute(meta, rusqlite::params!["owner", owner.as_bytes()])?;
-            c.execute(meta, rusqlite::params!["pool", fingerprint.as_bytes()])?;
-            c.execute(meta, rusqlite::params!["key_check", check])?;
+            write_meta(c, owner, pool, &check)?;
             tracing::info!(path = %shown, owner, "operator store created");
             Ok(())
         })?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.pragma_update(None, "secure_delete", "ON")?;
-        conn.execute_batch(ADDED_TABLES)?;
+        configure(&conn)?;
 
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let found = meta_text(&tx, "owner")?;
-        if found != owner {
-            return Err(MnoError::StoreOwner { path: shown, found, expected: owner.into() });
-        }
-        let found = meta_text(&tx, "pool")?;
-        if found != fingerprint {
-            return Err(MnoError::PoolChanged { path: shown, found });
-        }
-        let check: Vec<u8> =
-            tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0))?;
-        match sealer.open("", Field::KeyCheck, &check) {
-            Ok(plain) if plain.as_slice() == KEY_CHECK_PLAINTEXT => {}
-            _ => return Err(MnoError::WrongStorageKey),
-        }
+        verify_meta(&tx, &shown, owner, pool, sealer)?;
         tx.commit()?;
         Ok(Self { conn: Mutex::new(conn), path: path.to_owned() })
+    }
+
+    /// A store in memory only, made for `owner` and `pool`: not durable (`tresor serve mno
+    /// --check`).
+    pub(crate) fn open_in_memory(owner: &str, pool: &PoolConfig, sealer: &Sealer) -> Result<Self> {
+        let conn = storage::open_sqlite_in_memory(&SCHEMA)?;
+        write_meta(&conn, owner, pool, &sealer.seal("", Field::KeyCheck, KEY_CHECK_PLAINTEXT)?)?;
+        configure(&conn)?;
+        Ok(Self { conn: Mutex::new(conn), path: PathBuf::from(":memory:") })
+    }
+
+    /// What a start with this configuration would find at `path`, reading only (`tresor
+    /// serve mno --check`): the store checks of [`storage::check_sqlite`], then the owner,
+    /// the pool and the storage key, as [`Store::open_with`] checks them.
+    pub fn check(
+        path: &Path,
+        owner: &str,
+        pool: &PoolConfig,
+        storage_key: &crate::mno::StorageKey,
+    ) -> Result<storage::StoreCheck> {
+        let sealer = Sealer::new(storage_key)?;
+        let found = storage::check_sqlite(path, &SCHEMA)?;
+        if found == storage::StoreCheck::Missing {
+            return Ok(found);
+        }
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        verify_meta(&tx, &path.display().to_string(), owner, pool, &sealer)?;
+        Ok(found)
     }
 
     pub fn path(&self) -> &Path {
@@ -277,6 +289,53 @@ impl From<OpenError> for MnoError {
             },
             other => MnoError::StoreOpen(other),
         }
+    }
+}
+
+/// The rows a new store is made with: its owner, the pool it was made for, the key check.
+fn write_meta(
+    conn: &Connection,
+    owner: &str,
+    pool: &PoolConfig,
+    key_check: &[u8],
+) -> rusqlite::Result<()> {
+    let meta = "INSERT INTO meta (key, value) VALUES (?1, ?2)";
+    conn.execute(meta, rusqlite::params!["owner", owner.as_bytes()])?;
+    conn.execute(meta, rusqlite::params!["pool", pool.fingerprint().as_bytes()])?;
+    conn.execute(meta, rusqlite::params!["key_check", key_check])?;
+    Ok(())
+}
+
+/// The connection settings and the tables added since version 1 (`IF NOT EXISTS`).
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.execute_batch(ADDED_TABLES)?;
+    Ok(())
+}
+
+/// The store belongs to `owner`, was made for `pool`, and `sealer` holds its storage key.
+fn verify_meta(
+    tx: &Transaction<'_>,
+    shown: &str,
+    owner: &str,
+    pool: &PoolConfig,
+    sealer: &Sealer,
+) -> Result<()> {
+    let found = meta_text(tx, "owner")?;
+    if found != owner {
+        return Err(MnoError::StoreOwner { path: shown.into(), found, expected: owner.into() });
+    }
+    let found = meta_text(tx, "pool")?;
+    if found != pool.fingerprint() {
+        return Err(MnoError::PoolChanged { path: shown.into(), found });
+    }
+    let check: Vec<u8> =
+        tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0))?;
+    match sealer.open("", Field::KeyCheck, &check) {
+        Ok(plain) if plain.as_slice() == KEY_CHECK_PLAINTEXT => Ok(()),
+        _ => Err(MnoError::WrongStorageKey),
     }
 }
 

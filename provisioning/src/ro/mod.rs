@@ -108,6 +108,22 @@ impl Ro {
 
     /// As [`Ro::new`], with the store opened in `mode` (`tresor serve ro --init`).
     pub fn open(config: RoConfig, mode: storage::OpenMode) -> Result<Self, RoError> {
+        Self::open_using(config, |config| RoStore::open(&config.store.path, mode))
+    }
+
+    /// Loads everything `config` names as a start does, with the store in memory, then
+    /// judges the store file without writing to it (`tresor serve ro --check`).
+    pub fn check_config(config: RoConfig) -> Result<storage::StoreCheck, RoError> {
+        let path = config.store.path.clone();
+        Self::open_using(config, |_| RoStore::open_in_memory())?;
+        RoStore::check(&path)
+    }
+
+    /// Loads the files `config` names, then opens the store with `open_store`, last.
+    fn open_using(
+        config: RoConfig,
+        open_store: impl FnOnce(&RoConfig) -> Result<RoStore, RoError>,
+    ) -> Result<Self, RoError> {
         let tls = Tls::load(&config)?;
         let timeout = config.peer_timeout();
         let client = |server: protocol::role::Expected| {
@@ -125,7 +141,7 @@ impl Ro {
         }
         .map_err(|e| RoError::Config(format!("manufacturer roots: {e}")))?;
         Ok(Self {
-            store: RoStore::open(&config.store.path, mode)?,
+            store: open_store(&config)?,
             peers,
             dpf: Dpf::new(tls.ci),
             signer: tls.signer,

@@ -151,12 +151,26 @@ pub struct RoStore {
 }
 
 impl RoStore {
+    /// What a start would find at `path`, without writing to it (`tresor serve ro --check`).
+    pub fn check(path: &Path) -> Result<storage::StoreCheck, RoError> {
+        storage::check_sqlite(path, &SCHEMA).map_err(|e| RoError::Store(e.to_string()))
+    }
+
     /// Opens the store at `path`: creates it where no file exists (or, with `mode`
     /// [`storage::OpenMode::Init`], where an empty one does) and refuses a file that is not
     /// an RO store of this version.
     pub fn open(path: &Path, mode: storage::OpenMode) -> Result<Self, RoError> {
         let conn =
             storage::open_sqlite(path, &SCHEMA, mode).map_err(|e| RoError::Store(e.to_string()))?;
+        conn.execute_batch("PRAGMA foreign_keys = ON;")
+            .map_err(|e| RoError::store("configure", e))?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    /// A store in memory only: not durable (`tresor serve ro --check`).
+    pub fn open_in_memory() -> Result<Self, RoError> {
+        let conn =
+            storage::open_sqlite_in_memory(&SCHEMA).map_err(|e| RoError::Store(e.to_string()))?;
         conn.execute_batch("PRAGMA foreign_keys = ON;")
             .map_err(|e| RoError::store("configure", e))?;
         Ok(Self { conn: Mutex::new(conn) })
