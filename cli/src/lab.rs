@@ -1,6 +1,7 @@
 //! The lab: a whole tresor deployment on one machine — a fresh PKI, the PVA, the RO and
-//! both operators on loopback HTTPS (in this process), and devices manufactured on swtpm
-//! with MNO-A profiles in their UICCs. `tresor demo`, `tresor attack` and the end-to-end
+//! the operators (MNO-A and MNO-B, or any others [`LabOptions::operators`] names) on
+//! loopback HTTPS (in this process), and devices manufactured on swtpm with profiles of the
+//! first operator in their UICCs. `tresor demo`, `tresor attack` and the end-to-end
 //! tests build on it; every part is the real one, started through the same `serve`
 //! functions as `tresor serve`.
 
@@ -31,8 +32,19 @@ use uicc::{Card, CardOptions};
 pub struct Urls {
     pub pva: String,
     pub ro: String,
+    /// The first operator's (MNO-A in a default lab).
     pub mno_a: String,
+    /// The second operator's (MNO-B in a default lab).
     pub mno_b: String,
+    /// Every operator's, by name, in the lab's order.
+    pub operators: Vec<(String, String)>,
+}
+
+impl Urls {
+    /// The base URL of operator `name`.
+    pub fn operator(&self, name: &str) -> Option<&str> {
+        self.operators.iter().find(|(n, _)| n == name).map(|(_, url)| url.as_str())
+    }
 }
 
 /// A running deployment. Dropping it stops the services (their tasks end with the runtime).
@@ -42,8 +54,10 @@ pub struct Lab {
     pub urls: Urls,
     /// The image the PVA's reference values were derived from.
     pub image: PathBuf,
-    /// MNO-A's operator, shared with its service, for manufacturing subscriptions.
+    /// The first operator (MNO-A), shared with its service, for manufacturing subscriptions.
     pub mno_a: Arc<Operator>,
+    /// The operators' names, in order: devices are made with the first one's profiles.
+    pub operators: Vec<String>,
     pub swtpm: SwtpmConfig,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
@@ -81,11 +95,29 @@ pub struct LabOptions {
     /// The PVA's nonce lifetime (`nonce_ttl_seconds`); `None`: the PVA's default, 60 s.
     /// The attack matrix shortens it to present evidence for an expired nonce.
     pub nonce_ttl_seconds: Option<u64>,
+    /// The operators, at least two, by name; empty: MNO-A and MNO-B
+    /// (`pki::DEFAULT_OPERATORS`). Devices are made with the first one's profiles.
+    pub operators: Vec<String>,
+}
+
+impl LabOptions {
+    fn operator_names(&self) -> Vec<String> {
+        if self.operators.is_empty() {
+            pki::DEFAULT_OPERATORS.iter().map(|n| (*n).to_owned()).collect()
+        } else {
+            self.operators.clone()
+        }
+    }
+}
+
+/// The names of `count` operators: `mno-a`, `mno-b`, `mno-c`, … (at most 26).
+pub fn operator_names(count: usize) -> Vec<String> {
+    (b'a'..=b'z').take(count).map(|c| format!("mno-{}", c as char)).collect()
 }
 
 impl Lab {
     /// Creates the PKI in `dir/pki`, derives reference values from `image`, and starts the
-    /// four services on 127.0.0.1 ports of the system's choosing.
+    /// services (PVA, RO, MNO-A, MNO-B) on 127.0.0.1 ports of the system's choosing.
     pub async fn start(dir: &Path, image: &Path) -> Result<Self> {
         Self::start_with(dir, image, &LabOptions::default()).await
     }
@@ -96,18 +128,39 @@ impl Lab {
         let dir = dir.canonicalize()?;
         let image =
             image.canonicalize().with_context(|| format!("device image {}", image.display()))?;
-        let pki = pki::init(&dir.join("pki"), false).context("PKI")?;
+        let names = options.operator_names();
+        anyhow::ensure!(names.len() >= 2, "a lab needs at least two operators");
+        let pki = pki::init_with(
+            &dir.join("pki"),
+            false,
+            &names.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .context("PKI")?;
         let swtpm = SwtpmConfig::load()?;
 
         // Listeners first: every service needs the others' addresses in its configuration.
         let bind = || async { TcpListener::bind("127.0.0.1:0").await };
-        let (pva_l, ro_l, a_l, b_l) = (bind().await?, bind().await?, bind().await?, bind().await?);
+        let (pva_l, ro_l) = (bind().await?, bind().await?);
+        let mut operator_listeners = Vec::new();
+        for _ in &names {
+            operator_listeners.push(bind().await?);
+        }
         let url = |l: &TcpListener| -> Result<String> {
             let addr: SocketAddr = l.local_addr()?;
             Ok(format!("https://localhost:{}", addr.port()))
         };
-        let urls =
-            Urls { pva: url(&pva_l)?, ro: url(&ro_l)?, mno_a: url(&a_l)?, mno_b: url(&b_l)? };
+        let operator_urls: Vec<(String, String)> = names
+            .iter()
+            .zip(&operator_listeners)
+            .map(|(name, l)| Ok((name.clone(), url(l)?)))
+            .collect::<Result<_>>()?;
+        let urls = Urls {
+            pva: url(&pva_l)?,
+            ro: url(&ro_l)?,
+            mno_a: operator_urls[0].1.clone(),
+            mno_b: operator_urls[1].1.clone(),
+            operators: operator_urls,
+        };
 
         let (shutdown, watcher) = watch::channel(false);
         let stop = move || {
@@ -126,13 +179,14 @@ impl Lab {
         }));
 
         let mut operators = Vec::new();
-        for (role, listener, peer) in [("mno-a", a_l, &urls.mno_b), ("mno-b", b_l, &urls.mno_a)] {
-            let config = write_mno_config(&dir, role, peer)?;
+        for (index, listener) in operator_listeners.into_iter().enumerate() {
+            let config = write_mno_config(&dir, index, &urls.operators)?;
             let operator = Arc::new(Operator::open(&MnoConfig::load(&config)?)?);
             operators.push(Arc::clone(&operator));
             let stopping = stop();
+            let name = names[index].clone();
             tasks.push(tokio::spawn(async move {
-                mno::serve_operator(operator, listener, stopping).await.context(role)
+                mno::serve_operator(operator, listener, stopping).await.context(name)
             }));
         }
 
@@ -143,6 +197,7 @@ impl Lab {
             urls,
             image,
             mno_a: Arc::clone(&operators[0]),
+            operators: names,
             swtpm,
             shutdown,
             tasks,
@@ -182,12 +237,9 @@ impl Lab {
     /// one that stopped.
     async fn wait_ready(&mut self) -> Result<()> {
         let client = self.pki.client(Role::Ro)?;
-        let checks = [
-            format!("{}/v1/health", self.urls.pva),
-            format!("{}/health", self.urls.ro),
-            format!("{}/health", self.urls.mno_a),
-            format!("{}/health", self.urls.mno_b),
-        ];
+        let mut checks =
+            vec![format!("{}/v1/health", self.urls.pva), format!("{}/health", self.urls.ro)];
+        checks.extend(self.urls.operators.iter().map(|(_, url)| format!("{url}/health")));
         let deadline = Instant::now() + Duration::from_secs(30);
         for url in checks {
             loop {
@@ -251,7 +303,8 @@ impl Lab {
         })
     }
 
-    /// Creates a campaign at the RO as the new operator (steps 2–3).
+    /// Creates a campaign at the RO from the first operator to the second, as the new one
+    /// (steps 2–3).
     pub async fn create_campaign(&self, devices: &[&LabDevice]) -> Result<CampaignReport> {
         let devices: Vec<_> = devices
             .iter()
@@ -260,7 +313,8 @@ impl Lab {
                 iccid: d.iccid.clone(),
             })
             .collect();
-        self.create_campaign_between(Role::MnoA, Role::MnoB, devices).await
+        let [from, to] = [&self.operators[0], &self.operators[1]];
+        self.create_campaign_between(Role::operator(from)?, Role::operator(to)?, devices).await
     }
 
     /// Creates a campaign from one operator to the other, as the new one, for devices given
@@ -278,9 +332,9 @@ impl Lab {
         Ok(transport::client::json(response).await?)
     }
 
-    /// The campaign's status at the RO.
+    /// The campaign's status at the RO, as the RO's own tooling reads it.
     pub async fn campaign(&self, id: &str) -> Result<CampaignReport> {
-        let client = self.pki.client(Role::MnoB)?;
+        let client = self.pki.client(Role::Ro)?;
         let response = client.get(format!("{}/v1/campaigns/{id}", self.urls.ro)).send().await?;
         Ok(transport::client::json(response).await?)
     }
@@ -402,18 +456,23 @@ fn write_pva_config(
     write(&pva.join("pva.toml"), &config)
 }
 
-/// An operator's configuration with a fresh storage key and OP.
-fn write_mno_config(dir: &Path, role: &str, peer_url: &str) -> Result<PathBuf> {
+/// The configuration of operator `index` of `operators` (name, URL), with a fresh storage
+/// key and OP: MNC `01` + index, ICCIDs `89001` + MNC, every other operator a peer.
+fn write_mno_config(dir: &Path, index: usize, operators: &[(String, String)]) -> Result<PathBuf> {
+    let role = operators[index].0.as_str();
     let own = dir.join(role);
     storage::private_dir(&own)?;
     mno::StorageKey::generate_file(&own.join("store.key"))?;
     let op = protocol::SubscriberKey::random().map_err(|_| anyhow::anyhow!("no randomness"))?;
     let op_file = own.join("op.key");
     write_private(&op_file, &hex::encode(op.expose()))?;
-    let (mnc, prefix, peer) = match role {
-        "mno-a" => ("01", "8900101", "mno-b"),
-        _ => ("02", "8900102", "mno-a"),
-    };
+    let mnc = format!("{:02}", index + 1);
+    let prefix = format!("89001{mnc}");
+    let peers: String = operators
+        .iter()
+        .filter(|(name, _)| name != role)
+        .map(|(name, url)| format!("{name} = \"{url}\"\n"))
+        .collect();
     write(
         &own.join(format!("{role}.toml")),
         &format!(
@@ -422,7 +481,7 @@ fn write_mno_config(dir: &Path, role: &str, peer_url: &str) -> Result<PathBuf> {
              [store]\npath = \"{role}.sqlite\"\nkey_file = \"store.key\"\n\n\
              [subscribers]\nmcc = \"001\"\nmnc = \"{mnc}\"\nfirst_msin = \"0000000001\"\ncount = 100000\n\
              iccid_prefix = \"{prefix}\"\nop_file = \"op.key\"\n\n\
-             [peers]\n{peer} = \"{peer_url}\"\n"
+             [peers]\n{peers}"
         ),
     )
 }
@@ -439,8 +498,12 @@ fn write_ro_config(dir: &Path, urls: &Urls) -> Result<PathBuf> {
              [pki]\ncertificate = \"../pki/ro.pem\"\nkey = \"../pki/ro.key\"\nci_root = \"../pki/ci.pem\"\n\
              manufacturer_roots = \"../pki/manufacturer.pem\"\n\n\
              [store]\npath = \"ro.sqlite\"\n\n\
-             [peers]\npva = \"{}\"\nmno-a = \"{}\"\nmno-b = \"{}\"\n",
-            urls.pva, urls.mno_a, urls.mno_b
+             [peers]\npva = \"{}\"\n{}",
+            urls.pva,
+            urls.operators
+                .iter()
+                .map(|(name, url)| format!("{name} = \"{url}\"\n"))
+                .collect::<String>()
         ),
     )
 }

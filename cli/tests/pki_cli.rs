@@ -63,3 +63,23 @@ fn pki_init_check_and_force() {
     assert!(!out.status.success());
     assert!(text(&out).contains("mno-b.key"), "{}", text(&out));
 }
+
+#[test]
+fn pki_with_named_operators_and_one_added_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let out = tresor(&["pki", "init", path(&dir), "--operator", "mno-a,acme-mobile"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("acme-mobile.pem"), "{}", text(&out));
+    assert!(!dir.join("mno-b.pem").exists());
+
+    let out = tresor(&["pki", "add-operator", path(&dir), "op7"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = tresor(&["pki", "check", path(&dir)]);
+    assert!(out.status.success() && text(&out).contains("op7.pem"), "{}", text(&out));
+
+    for bad in ["op7", "pva", "Bad_Name"] {
+        let out = tresor(&["pki", "add-operator", path(&dir), bad]);
+        assert!(!out.status.success(), "{bad}: {}", text(&out));
+    }
+}

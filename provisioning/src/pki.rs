@@ -4,8 +4,9 @@
 //! MNO-B signs profiles), and a TPM manufacturer CA, a root of its own as TPM vendors have.
 //!
 //! `tresor pki init DIR` ([`init`]) writes, directly in DIR: `ci.pem`, `pva.pem`, `ro.pem`,
-//! `mno-a.pem`, `mno-b.pem`, `manufacturer.pem` (certificates) and `<name>.key` (PKCS#8 PEM,
-//! mode 0600 from creation). A new DIR appears atomically (written as a temporary sibling,
+//! one `<operator>.pem` per operator (`mno-a` and `mno-b` unless [`init_with`] names
+//! others), `manufacturer.pem` (certificates) and `<name>.key` (PKCS#8 PEM, mode 0600 from
+//! creation). [`add_operator`] certifies one more operator under the existing CI. A new DIR appears atomically (written as a temporary sibling,
 //! then renamed); in an existing DIR every file is first written under a temporary name, then
 //! renamed into place, and an existing PKI is only replaced with `force`. [`Pki::load`]
 //! reads a PKI back and checks it: chains, validity, roles, key/certificate pairs, key file
@@ -51,43 +52,64 @@ const MAX_FILE_LEN: u64 = 256 * 1024;
 const CI: &str = "ci";
 const MANUFACTURER: &str = "manufacturer";
 
+/// The operators of a PKI made without naming any: the lab's MNO-A and MNO-B.
+pub const DEFAULT_OPERATORS: [&str; 2] = ["mno-a", "mno-b"];
+
 /// A network role certified by the CI. Its name is the certificate's subject CN and the stem
-/// of its files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// of its files; operators are told apart by name (any DNS label but the other roles' names).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     Pva,
     Ro,
-    MnoA,
-    MnoB,
+    Operator(String),
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Pva, Role::Ro, Role::MnoA, Role::MnoB];
+    /// The lab's old operator.
+    pub fn mno_a() -> Self {
+        Role::Operator(DEFAULT_OPERATORS[0].to_owned())
+    }
 
-    pub fn name(self) -> &'static str {
+    /// The lab's new operator.
+    pub fn mno_b() -> Self {
+        Role::Operator(DEFAULT_OPERATORS[1].to_owned())
+    }
+
+    /// An operator named `name`: a DNS label (`protocol::role::valid_name`) that is not
+    /// the name of another role or of the PKI's own files.
+    pub fn operator(name: &str) -> Result<Self, PkiError> {
+        if !protocol::role::valid_name(name) || RESERVED.contains(&name) {
+            return Err(PkiError::UnknownRole(name.into()));
+        }
+        Ok(Role::Operator(name.to_owned()))
+    }
+
+    pub fn name(&self) -> &str {
         match self {
             Role::Pva => "pva",
             Role::Ro => "ro",
-            Role::MnoA => "mno-a",
-            Role::MnoB => "mno-b",
+            Role::Operator(name) => name,
         }
     }
 
-    /// The role its certificate certifies (`protocol::role`): both operators are operators,
-    /// told apart by name.
-    pub fn certified(self) -> CertRole {
+    /// The role its certificate certifies (`protocol::role`): every operator is an
+    /// operator, told apart by name.
+    pub fn certified(&self) -> CertRole {
         match self {
             Role::Pva => CertRole::Pva,
             Role::Ro => CertRole::Ro,
-            Role::MnoA | Role::MnoB => CertRole::Operator,
+            Role::Operator(_) => CertRole::Operator,
         }
     }
 
     /// What a peer requires of this role's certificate: its role and its name.
-    pub fn expected(self) -> Expected {
+    pub fn expected(&self) -> Expected {
         Expected::named(self.certified(), self.name())
     }
 }
+
+/// Names no operator may take: the other roles and the PKI's other files.
+const RESERVED: [&str; 4] = ["pva", "ro", CI, MANUFACTURER];
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -98,26 +120,22 @@ impl fmt::Display for Role {
 impl FromStr for Role {
     type Err = PkiError;
     fn from_str(s: &str) -> Result<Self, PkiError> {
-        Role::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| PkiError::UnknownRole(s.into()))
+        match s {
+            "pva" => Ok(Role::Pva),
+            "ro" => Ok(Role::Ro),
+            name => Role::operator(name),
+        }
     }
 }
 
-/// Every file of a PKI directory, in the order they are renamed into place (keys before the
-/// certificates that need them, the CI root last).
-pub const FILES: [&str; 12] = [
-    "manufacturer.key",
-    "manufacturer.pem",
-    "pva.key",
-    "pva.pem",
-    "ro.key",
-    "ro.pem",
-    "mno-a.key",
-    "mno-a.pem",
-    "mno-b.key",
-    "mno-b.pem",
-    "ci.key",
-    "ci.pem",
-];
+/// Every file of a PKI directory with these operators, in the order they are renamed into
+/// place (each key before the certificate that needs it, the CI root last).
+pub fn file_names(operators: &[&str]) -> Vec<String> {
+    let mut stems = vec![MANUFACTURER, "pva", "ro"];
+    stems.extend(operators.iter().copied());
+    stems.push(CI);
+    stems.iter().flat_map(|stem| [format!("{stem}.key"), format!("{stem}.pem")]).collect()
+}
 
 /// Why a PKI could not be created or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -140,21 +158,44 @@ pub enum PkiError {
         "{file} has mode {mode:o}; private keys must not be readable by group or others (chmod 600)"
     )]
     InsecureKeyFile { file: PathBuf, mode: u32 },
-    #[error("unknown role {0:?} (pva, ro, mno-a, mno-b)")]
+    #[error(
+        "{0:?} is not a role name (pva, ro, or an operator: a DNS label other than ci and manufacturer)"
+    )]
     UnknownRole(String),
+    #[error("this PKI has no operator {0:?}")]
+    NoSuchOperator(String),
+    #[error("{dir} already has a certificate for {name}")]
+    OperatorExists { dir: PathBuf, name: String },
     #[error(transparent)]
     Transport(#[from] transport::Error),
 }
 
-/// Creates a PKI in `dir`: a fresh directory, or an existing one without a PKI in it (with
-/// `force`, an existing PKI is replaced). Returns it loaded and checked.
+/// Creates a PKI with the [`DEFAULT_OPERATORS`] in `dir`: a fresh directory, or an
+/// existing one without a PKI in it (with `force`, an existing PKI is replaced). Returns it
+/// loaded and checked.
 pub fn init(dir: &Path, force: bool) -> Result<Pki, PkiError> {
-    let files = generate(SystemTime::now())?;
+    init_with(dir, force, &DEFAULT_OPERATORS)
+}
+
+/// [`init`] with these operators (at least one, distinct).
+pub fn init_with(dir: &Path, force: bool, operators: &[&str]) -> Result<Pki, PkiError> {
+    if operators.is_empty() {
+        return Err(PkiError::Generate("a PKI needs at least one operator".into()));
+    }
+    let mut roles = Vec::new();
+    for name in operators {
+        let role = Role::operator(name)?;
+        if roles.contains(&role) {
+            return Err(PkiError::Generate(format!("operator {name} named twice")));
+        }
+        roles.push(role);
+    }
+    let files = generate(SystemTime::now(), &roles)?;
     match fs::metadata(dir) {
         Ok(meta) if !meta.is_dir() => return Err(PkiError::NotADirectory(dir.into())),
         Ok(_) => {
-            if !force && let Some(file) = FILES.iter().find(|f| dir.join(f).exists()) {
-                return Err(PkiError::AlreadyExists { dir: dir.into(), file: (*file).into() });
+            if !force && let Some(file) = existing_pki_file(dir)? {
+                return Err(PkiError::AlreadyExists { dir: dir.into(), file });
             }
             replace_in_place(dir, &files)?;
         }
@@ -163,6 +204,19 @@ pub fn init(dir: &Path, force: bool) -> Result<Pki, PkiError> {
     }
     tracing::info!(dir = %dir.display(), "PKI created");
     Pki::load(dir)
+}
+
+/// A file of a PKI already in `dir`: the CI's, or any role certificate.
+fn existing_pki_file(dir: &Path) -> Result<Option<String>, PkiError> {
+    let io = |source| PkiError::Io { path: dir.into(), source };
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name().to_string_lossy().into_owned();
+        let stem = name.strip_suffix(".pem").or_else(|| name.strip_suffix(".key"));
+        if stem.is_some_and(|s| s == CI || s.parse::<Role>().is_ok() || s == MANUFACTURER) {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
 }
 
 /// One file to write: its name in the PKI directory, contents, and whether it is secret.
@@ -178,19 +232,20 @@ impl PkiFile {
     }
 }
 
-fn generate(now: SystemTime) -> Result<Vec<PkiFile>, PkiError> {
+fn generate(now: SystemTime, operators: &[Role]) -> Result<Vec<PkiFile>, PkiError> {
     let gen_err = |e: rcgen::Error| PkiError::Generate(e.to_string());
     let mut files = Vec::new();
+    // Each key before its certificate: files are renamed into place in this order.
     let mut push = |stem: &str, cert_pem: String, key: &KeyPair| {
-        files.push(PkiFile {
-            name: format!("{stem}.pem"),
-            contents: Zeroizing::new(cert_pem.into_bytes()),
-            secret: false,
-        });
         files.push(PkiFile {
             name: format!("{stem}.key"),
             contents: Zeroizing::new(key.serialize_pem().into_bytes()),
             secret: true,
+        });
+        files.push(PkiFile {
+            name: format!("{stem}.pem"),
+            contents: Zeroizing::new(cert_pem.into_bytes()),
+            secret: false,
         });
     };
 
@@ -198,12 +253,6 @@ fn generate(now: SystemTime) -> Result<Vec<PkiFile>, PkiError> {
     let ci_params = ca_params("tresor CI", "tresor", 0, now, CI_VALIDITY)?;
     let ci_cert = ci_params.self_signed(&ci_key).map_err(gen_err)?;
     let ci = Issuer::from_params(&ci_params, &ci_key);
-    for role in Role::ALL {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
-        let cert = role_params(role, now)?.signed_by(&key, &ci).map_err(gen_err)?;
-        push(role.name(), cert.pem(), &key);
-    }
-    push(CI, ci_cert.pem(), &ci_key);
 
     let m_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(gen_err)?;
     let m_params = ca_params(
@@ -214,7 +263,55 @@ fn generate(now: SystemTime) -> Result<Vec<PkiFile>, PkiError> {
         MANUFACTURER_VALIDITY,
     )?;
     push(MANUFACTURER, m_params.self_signed(&m_key).map_err(gen_err)?.pem(), &m_key);
+    for role in [Role::Pva, Role::Ro].iter().chain(operators) {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
+        let cert = role_params(role, now)?.signed_by(&key, &ci).map_err(gen_err)?;
+        push(role.name(), cert.pem(), &key);
+    }
+    push(CI, ci_cert.pem(), &ci_key);
     Ok(files)
+}
+
+/// Certifies operator `name` under the CI of the PKI in `dir` (whose `ci.key` it reads) and
+/// returns the PKI loaded again. The key is written before the certificate, each under a
+/// temporary name renamed into place: a crash leaves at most a key without a certificate,
+/// which [`Pki::load`] ignores and a second run replaces.
+pub fn add_operator(dir: &Path, name: &str) -> Result<Pki, PkiError> {
+    let role = Role::operator(name)?;
+    let pki = Pki::load(dir)?;
+    if pki.operators.contains_key(name) {
+        return Err(PkiError::OperatorExists { dir: dir.into(), name: name.into() });
+    }
+    let gen_err = |e: rcgen::Error| PkiError::Generate(e.to_string());
+    let ci_key_pem = Zeroizing::new(read(&dir.join("ci.key"))?);
+    let ci_key_text = std::str::from_utf8(&ci_key_pem).map_err(|_| PkiError::Invalid {
+        file: dir.join("ci.key"),
+        reason: "not UTF-8 PEM".into(),
+    })?;
+    let ci_key = KeyPair::from_pem(ci_key_text)
+        .map_err(|e| PkiError::Invalid { file: dir.join("ci.key"), reason: e.to_string() })?;
+    let ci_pem = read(&dir.join("ci.pem"))?;
+    let ci_text = std::str::from_utf8(&ci_pem).map_err(|_| PkiError::Invalid {
+        file: dir.join("ci.pem"),
+        reason: "not UTF-8 PEM".into(),
+    })?;
+    let ci = Issuer::from_ca_cert_pem(ci_text, ci_key).map_err(gen_err)?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
+    let cert = role_params(&role, SystemTime::now())?.signed_by(&key, &ci).map_err(gen_err)?;
+    let key_pem = Zeroizing::new(key.serialize_pem().into_bytes());
+    for (file, contents, mode) in [
+        (format!("{name}.key"), key_pem.as_slice(), 0o600),
+        (format!("{name}.pem"), cert.pem().as_bytes(), 0o644),
+    ] {
+        let tmp = dir.join(format!(".{file}.tmp"));
+        let _ = fs::remove_file(&tmp);
+        write_new(&tmp, contents, mode)?;
+        fs::rename(&tmp, dir.join(&file))
+            .map_err(|source| PkiError::Io { path: dir.join(&file), source })?;
+    }
+    sync_dir(dir)?;
+    tracing::info!(dir = %dir.display(), operator = name, "operator certified");
+    Pki::load(dir)
 }
 
 fn base_params(
@@ -254,7 +351,7 @@ fn ca_params(
 /// Server and client authentication (mutual TLS) and digitalSignature (TLS and COSE), the
 /// role's policy OID and its own DNS name (`protocol::role`); the loopback names let the lab's
 /// processes reach each other by address.
-fn role_params(role: Role, now: SystemTime) -> Result<CertificateParams, PkiError> {
+fn role_params(role: &Role, now: SystemTime) -> Result<CertificateParams, PkiError> {
     let mut p = base_params(role.name(), "tresor", now, ROLE_VALIDITY)?;
     let dns_name =
         |name: String| name.try_into().map_err(|e: rcgen::Error| PkiError::Generate(e.to_string()));
@@ -327,11 +424,11 @@ fn replace_in_place(dir: &Path, files: &[PkiFile]) -> Result<(), PkiError> {
         }
         written.push(tmp);
     }
-    for name in FILES {
-        let tmp = temp_of(name);
-        if let Err(source) = fs::rename(&tmp, dir.join(name)) {
+    for f in files {
+        let tmp = temp_of(&f.name);
+        if let Err(source) = fs::rename(&tmp, dir.join(&f.name)) {
             cleanup(&written);
-            return Err(PkiError::Io { path: dir.join(name), source });
+            return Err(PkiError::Io { path: dir.join(&f.name), source });
         }
     }
     sync_dir(dir)
@@ -356,7 +453,10 @@ fn sync_dir(dir: &Path) -> Result<(), PkiError> {
 pub struct Pki {
     dir: PathBuf,
     ci: CertificateDer<'static>,
-    roles: [RoleCredentials; 4],
+    pva: RoleCredentials,
+    ro: RoleCredentials,
+    /// By name.
+    operators: std::collections::BTreeMap<String, RoleCredentials>,
     manufacturer_cert_pem: String,
     manufacturer_key_pem: Zeroizing<String>,
 }
@@ -365,7 +465,9 @@ impl fmt::Debug for Pki {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pki")
             .field("dir", &self.dir)
-            .field("roles", &self.roles)
+            .field("pva", &self.pva)
+            .field("ro", &self.ro)
+            .field("operators", &self.operators)
             .finish_non_exhaustive()
     }
 }
@@ -388,8 +490,8 @@ impl fmt::Debug for RoleCredentials {
 }
 
 impl RoleCredentials {
-    pub fn role(&self) -> Role {
-        self.role
+    pub fn role(&self) -> &Role {
+        &self.role
     }
 
     /// Certificate chain and key for rustls.
@@ -470,12 +572,16 @@ impl Pki {
             let identity = Identity::new(vec![CertificateDer::from(cert.clone())], key)?;
             Ok(RoleCredentials { role, identity, certificate: CertificateDer::from(cert), pkcs8 })
         };
-        let roles = [
-            load_role(Role::Pva)?,
-            load_role(Role::Ro)?,
-            load_role(Role::MnoA)?,
-            load_role(Role::MnoB)?,
-        ];
+        let pva = load_role(Role::Pva)?;
+        let ro = load_role(Role::Ro)?;
+        let mut operators = std::collections::BTreeMap::new();
+        for name in operator_names(dir)? {
+            let role = Role::operator(&name).map_err(|e| PkiError::Invalid {
+                file: dir.join(format!("{name}.pem")),
+                reason: e.to_string(),
+            })?;
+            operators.insert(name, load_role(role)?);
+        }
 
         let m_file = dir.join("manufacturer.pem");
         let m_pem = read(&m_file)?;
@@ -498,7 +604,9 @@ impl Pki {
         Ok(Self {
             dir: dir.into(),
             ci: CertificateDer::from(ci),
-            roles,
+            pva,
+            ro,
+            operators,
             manufacturer_cert_pem: utf8("manufacturer.pem", m_pem)?,
             manufacturer_key_pem: Zeroizing::new(utf8("manufacturer.key", m_key_pem.to_vec())?),
         })
@@ -521,14 +629,27 @@ impl Pki {
         Ok(a)
     }
 
-    pub fn role(&self, role: Role) -> &RoleCredentials {
-        let [pva, ro, mno_a, mno_b] = &self.roles;
+    /// The credentials of `role`; an operator this PKI does not certify is an error.
+    pub fn role(&self, role: &Role) -> Result<&RoleCredentials, PkiError> {
         match role {
-            Role::Pva => pva,
-            Role::Ro => ro,
-            Role::MnoA => mno_a,
-            Role::MnoB => mno_b,
+            Role::Pva => Ok(&self.pva),
+            Role::Ro => Ok(&self.ro),
+            Role::Operator(name) => {
+                self.operators.get(name).ok_or_else(|| PkiError::NoSuchOperator(name.clone()))
+            }
         }
+    }
+
+    /// The operators this PKI certifies, by name.
+    pub fn operators(&self) -> impl Iterator<Item = &str> {
+        self.operators.keys().map(String::as_str)
+    }
+
+    /// Every role this PKI certifies: the PVA, the RO, then the operators by name.
+    pub fn roles(&self) -> Vec<Role> {
+        let mut roles = vec![Role::Pva, Role::Ro];
+        roles.extend(self.operators.keys().map(|n| Role::Operator(n.clone())));
+        roles
     }
 
     /// The TPM manufacturer CA certificate, PEM (for `tre::ekcert::ManufacturerCa::from_pem`).
@@ -559,7 +680,7 @@ impl Pki {
             PeerAuth::Optional => ClientAuth::Optional(roots),
             PeerAuth::None => ClientAuth::None,
         };
-        Ok(transport::server_config(self.role(role).identity(), auth)?)
+        Ok(transport::server_config(self.role(&role)?.identity(), auth)?)
     }
 
     /// An HTTPS client for `role` calling `server`: trusts the CI, accepts only `server`'s
@@ -567,7 +688,7 @@ impl Pki {
     pub fn client_to(&self, role: Role, server: Role) -> Result<reqwest::Client, PkiError> {
         Ok(transport::client::client(
             std::slice::from_ref(&self.ci),
-            Some(self.role(role).identity()),
+            Some(self.role(&role)?.identity()),
             &transport::ServerRole::Expected(server.expected()),
         )?)
     }
@@ -577,7 +698,7 @@ impl Pki {
     pub fn client(&self, role: Role) -> Result<reqwest::Client, PkiError> {
         Ok(transport::client::client(
             std::slice::from_ref(&self.ci),
-            Some(self.role(role).identity()),
+            Some(self.role(&role)?.identity()),
             &transport::ServerRole::AnyRole,
         )?)
     }
@@ -604,6 +725,24 @@ fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
         });
     }
     Ok(bytes)
+}
+
+/// The stems of the operator certificates in `dir`: every `*.pem` but the CI's, the
+/// manufacturer's, the PVA's and the RO's, sorted.
+fn operator_names(dir: &Path) -> Result<Vec<String>, PkiError> {
+    let io = |source| PkiError::Io { path: dir.into(), source };
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".pem")
+            && !RESERVED.contains(&stem)
+            && !stem.starts_with('.')
+        {
+            names.push(stem.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 fn single_certificate(path: &Path, pem: &[u8]) -> Result<Vec<u8>, PkiError> {
@@ -660,20 +799,26 @@ mod tests {
 
     #[test]
     fn role_names_round_trip() {
-        for role in Role::ALL {
+        for role in [
+            Role::Pva,
+            Role::Ro,
+            Role::mno_a(),
+            Role::mno_b(),
+            Role::operator("acme-mobile").unwrap(),
+        ] {
             assert_eq!(role.name().parse::<Role>().unwrap(), role);
         }
-        assert!(matches!("ci".parse::<Role>(), Err(PkiError::UnknownRole(_))));
+        for bad in ["ci", "manufacturer", "", "Mno-A", "-x", "a.b", &"x".repeat(64)] {
+            assert!(matches!(bad.parse::<Role>(), Err(PkiError::UnknownRole(_))), "{bad}");
+        }
     }
 
     #[test]
     fn generated_files_cover_the_layout_with_secret_keys() {
-        let files = generate(SystemTime::now()).unwrap();
-        let mut names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-        names.sort_unstable();
-        let mut expected = FILES.to_vec();
-        expected.sort_unstable();
-        assert_eq!(names, expected);
+        let operators = [Role::mno_a(), Role::mno_b(), Role::operator("mno-c").unwrap()];
+        let files = generate(SystemTime::now(), &operators).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, file_names(&["mno-a", "mno-b", "mno-c"]), "keys first, the CI last");
         for f in &files {
             assert_eq!(f.secret, f.name.ends_with(".key"), "{}", f.name);
             assert_eq!(f.mode(), if f.secret { 0o600 } else { 0o644 });

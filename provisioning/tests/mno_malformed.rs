@@ -70,7 +70,7 @@ async fn malformed_and_oversized_bodies_are_refused_on_every_route() {
     let b = world.mno_b.url();
     let d = dev.to_hex();
     let ro = world.http(Role::Ro);
-    let mno_b = world.http(Role::MnoB);
+    let mno_b = world.http(Role::mno_b());
     let json = "application/json";
     let cbor = "application/cbor";
     let big = vec![b'['; 3 * 1024 * 1024];

@@ -38,7 +38,7 @@ async fn an_imsi_list_is_accepted_only_from_the_campaigns_new_operator() {
     ro_b.create_campaign(&campaign("c1", &devices)).await.unwrap();
     let list = list_for(&devices, "001029999999999");
 
-    for role in [Role::Ro, Role::MnoA, Role::Pva] {
+    for role in [Role::Ro, Role::mno_a(), Role::Pva] {
         let sender = world.client(role, &world.mno_a);
         assert_problem(
             sender.send_imsi_list(&id, &list).await,
@@ -58,7 +58,7 @@ async fn an_imsi_list_is_accepted_only_from_the_campaigns_new_operator() {
     other.to = "mno-x".into();
     ro_a.create_campaign(&other).await.unwrap();
 
-    let mno_b = world.client(Role::MnoB, &world.mno_a);
+    let mno_b = world.client(Role::mno_b(), &world.mno_a);
     assert_eq!(mno_b.send_imsi_list(&id, &list).await.unwrap().accepted, 1);
     assert_eq!(mno_b.send_imsi_list(&id, &list).await.unwrap().accepted, 1, "a repeat is accepted");
     assert_problem(
@@ -83,7 +83,7 @@ async fn a_campaign_to_another_operator_refuses_mno_b() {
     let mut request = campaign("to-x", &devices);
     request.to = "mno-x".into();
     ro_a.create_campaign(&request).await.unwrap();
-    let mno_b = world.client(Role::MnoB, &world.mno_a);
+    let mno_b = world.client(Role::mno_b(), &world.mno_a);
     assert_problem(
         mno_b.send_imsi_list(&cid("to-x"), &list_for(&devices, "001029999999999")).await,
         403,
@@ -105,8 +105,8 @@ async fn every_route_checks_the_callers_role() {
     ro_a.create_campaign(&campaign("c1", &devices)).await.unwrap();
     ro_b.create_campaign(&campaign("c1", &devices)).await.unwrap();
 
-    for role in [Role::MnoB, Role::Pva, Role::MnoA] {
-        let a = world.client(role, &world.mno_a);
+    for role in [Role::mno_b(), Role::Pva, Role::mno_a()] {
+        let a = world.client(role.clone(), &world.mno_a);
         let b = world.client(role, &world.mno_b);
         assert_problem(a.create_campaign(&campaign("c9", &devices)).await, 403, "role-not-allowed");
         assert_problem(a.campaign(&id).await, 403, "role-not-allowed");
@@ -180,7 +180,11 @@ async fn an_ear_that_does_not_verify_gets_no_profile() {
         (sign_ear(pki, Role::Pva, &expired), 403, "ear-expired"),
         (sign_ear(pki, Role::Pva, &ear_claims(dev, bad)), 403, "ear-not-affirming"),
         (sign_ear(pki, Role::Pva, &ear_claims(dev, warning)), 403, "ear-not-affirming"),
-        (sign_ear(pki, Role::MnoA, &ear_claims(dev, affirming())), 403, "ear-signer-not-allowed"),
+        (
+            sign_ear(pki, Role::mno_a(), &ear_claims(dev, affirming())),
+            403,
+            "ear-signer-not-allowed",
+        ),
         (sign_ear(pki, Role::Pva, &no_counter), 403, "ear-missing-rollback-counter"),
         (sign_ear(pki, Role::Pva, &no_key), 403, "ear-missing-bundle-key"),
         (sign_ear(pki, Role::Pva, &off_curve), 403, "ear-bundle-key-invalid"),

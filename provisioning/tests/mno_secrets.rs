@@ -85,7 +85,7 @@ async fn no_secret_reaches_a_log_line_or_the_stores() {
             .attestation(
                 &id,
                 device,
-                &sign_ear(&world.pki, Role::MnoA, &ear_claims(device, affirming())),
+                &sign_ear(&world.pki, Role::mno_a(), &ear_claims(device, affirming())),
             )
             .await;
         let (ear, key) = attested(&world.pki, device);

@@ -11,7 +11,11 @@ use std::process::Command;
 use axum::Router;
 use axum::routing::get;
 use protocol::x509::ChainError;
-use provisioning::pki::{self, FILES, PeerAuth, Pki, PkiError, Role};
+use provisioning::pki::{self, DEFAULT_OPERATORS, PeerAuth, Pki, PkiError, Role};
+
+fn files() -> Vec<String> {
+    pki::file_names(&DEFAULT_OPERATORS)
+}
 use transport::PeerIdentity;
 
 fn mode(path: &Path) -> u32 {
@@ -33,14 +37,14 @@ fn init_writes_the_layout_with_private_keys_0600() {
     let dir = parent.path().join("nested/pki");
     let pki = pki::init(&dir, false).unwrap();
     assert_eq!(pki.dir(), dir);
-    for file in FILES {
-        let path = dir.join(file);
+    for file in files() {
+        let path = dir.join(&file);
         let expected = if file.ends_with(".key") { 0o600 } else { 0o644 };
         assert_eq!(mode(&path), expected, "{file}");
     }
     assert_eq!(mode(&dir), 0o700);
     // Nothing but the PKI in the directory, no temporary left next to it.
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), FILES.len());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), files().len());
     let siblings: Vec<_> =
         std::fs::read_dir(dir.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(siblings, vec![std::ffi::OsString::from("pki")]);
@@ -51,7 +55,7 @@ fn openssl_verifies_every_role_certificate_against_the_ci() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("pki");
     pki::init(&dir, false).unwrap();
-    for role in Role::ALL {
+    for role in pki::Pki::load(&dir).unwrap().roles() {
         let cert = format!("{role}.pem");
         let (ok, out) = openssl(&["verify", "-CAfile", "ci.pem", &cert], &dir);
         assert!(ok, "openssl verify {cert}: {out}");
@@ -101,7 +105,7 @@ fn existing_pki_is_kept_unless_forced() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
-    for file in FILES.iter().filter(|f| f.ends_with(".key")) {
+    for file in files().iter().filter(|f| f.ends_with(".key")) {
         assert_eq!(mode(&dir.join(file)), 0o600);
     }
     // One stray PKI file is enough to count as an existing PKI.
@@ -174,7 +178,7 @@ fn role_keys_sign_es256_verifiable_with_the_certificate() {
     use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
     let parent = tempfile::tempdir().unwrap();
     let pki = pki::init(&parent.path().join("pki"), false).unwrap();
-    let pva = pki.role(Role::Pva);
+    let pva = pki.role(&Role::Pva).unwrap();
     let signature =
         pva.signing_key().unwrap().sign(&ring::rand::SystemRandom::new(), b"EAR").unwrap();
     assert_eq!(signature.as_ref().len(), 64, "COSE ES256 wants r||s");
@@ -212,10 +216,47 @@ async fn roles_talk_mutual_tls_with_the_pki() {
     }));
     let url = format!("https://localhost:{port}/whoami");
 
-    let mno_b = pki.client(Role::MnoB).unwrap();
+    let mno_b = pki.client(Role::mno_b()).unwrap();
     assert_eq!(mno_b.get(&url).send().await.unwrap().text().await.unwrap(), "mno-b");
     assert!(pki.anonymous_client().unwrap().get(&url).send().await.is_err());
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+}
+
+#[test]
+fn any_operators_at_init_and_one_more_added_under_the_same_ci() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("pki");
+    let pki = pki::init_with(&dir, false, &["mno-a", "acme-mobile", "op7"]).unwrap();
+    assert_eq!(pki.operators().collect::<Vec<_>>(), ["acme-mobile", "mno-a", "op7"]);
+    assert!(!dir.join("mno-b.pem").exists());
+    assert!(matches!(pki.role(&Role::mno_b()), Err(PkiError::NoSuchOperator(_))));
+
+    let ci_before = std::fs::read(dir.join("ci.pem")).unwrap();
+    let pki = pki::add_operator(&dir, "mno-c").unwrap();
+    assert_eq!(std::fs::read(dir.join("ci.pem")).unwrap(), ci_before, "the CI stays");
+    assert_eq!(pki.operators().collect::<Vec<_>>(), ["acme-mobile", "mno-a", "mno-c", "op7"]);
+    assert_eq!(mode(&dir.join("mno-c.key")), 0o600);
+    let (ok, out) =
+        openssl(&["verify", "-CAfile", "ci.pem", "-purpose", "sslclient", "mno-c.pem"], &dir);
+    assert!(ok, "{out}");
+    let creds = pki.role(&Role::operator("mno-c").unwrap()).unwrap();
+    assert_eq!(
+        protocol::role::CertifiedRole::of_der(creds.certificate_der()).unwrap(),
+        protocol::role::CertifiedRole {
+            role: protocol::role::Role::Operator,
+            name: "mno-c".into()
+        }
+    );
+
+    // Taken, reserved and malformed names are refused, and nothing is written for them.
+    let before = std::fs::read_dir(&dir).unwrap().count();
+    assert!(matches!(pki::add_operator(&dir, "mno-c"), Err(PkiError::OperatorExists { .. })));
+    for bad in ["pva", "ro", "ci", "manufacturer", "Mno-D", "mno_d", "-x", ""] {
+        assert!(matches!(pki::add_operator(&dir, bad), Err(PkiError::UnknownRole(_))), "{bad}");
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), before);
+    assert!(pki::init_with(&parent.path().join("none"), false, &[]).is_err());
+    assert!(pki::init_with(&parent.path().join("twice"), false, &["a", "a"]).is_err());
 }

@@ -173,8 +173,8 @@ async fn an_imsi_list_not_from_the_new_operator_is_refused() {
         }],
     };
     let body = provisioning::mno::api::to_cbor(&list).unwrap();
-    for role in [Role::Ro, Role::Pva, Role::MnoA] {
-        let client = lab.pki.client(role).unwrap();
+    for role in [Role::Ro, Role::Pva, Role::mno_a()] {
+        let client = lab.pki.client(role.clone()).unwrap();
         let response = client
             .post(format!("{}/v1/campaigns/{}/imsi-list", lab.urls.mno_a, campaign.id))
             .header("content-type", "application/cbor")

@@ -106,8 +106,8 @@ async fn a_device_moves_to_mno_b_and_back_to_mno_a() {
     device.swtpm.power_cycle().unwrap();
     let back = lab
         .create_campaign_between(
-            Role::MnoB,
-            Role::MnoA,
+            Role::mno_b(),
+            Role::mno_a(),
             vec![CampaignDevice {
                 device_id: device.device_id.clone(),
                 iccid: first.iccid.parse().unwrap(),
@@ -122,5 +122,67 @@ async fn a_device_moves_to_mno_b_and_back_to_mno_a() {
     assert!(second.imsi.starts_with("00101"), "an MNO-A IMSI again: {}", second.imsi);
     assert_ne!(second.imsi, device.imsi.to_string(), "a new subscription, not the retired one");
     assert!(second.usim_active && !second.tre_active);
+    lab.stop().await;
+}
+
+/// Any number of operators, by any name: a device goes round three (the third named unlike
+/// the lab's defaults) and comes back to the first, each hop a new subscription AKA-checked
+/// by its operator; a campaign naming an operator the RO does not know is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_goes_round_three_operators_and_back() {
+    use provisioning::mno::api::CampaignDevice;
+    use provisioning::pki::Role;
+    use tresor::lab::LabOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["mno-a", "mno-b", "acme-mobile"].map(String::from).to_vec();
+    let options = LabOptions { operators: names.clone(), ..LabOptions::default() };
+    let lab = Lab::start_with(dir.path(), &image(), &options).await.unwrap();
+    let device = lab.manufacture(0, KeyAlg::Ecc).unwrap();
+    let config = || lab.agent_config(&device, Duration::from_secs(60)).unwrap();
+    let join = |agent: std::thread::JoinHandle<anyhow::Result<tre::agent::Outcome>>| {
+        tokio::task::spawn_blocking(move || agent.join().unwrap().unwrap())
+    };
+
+    let unknown = lab
+        .create_campaign_between(
+            Role::mno_a(),
+            Role::operator("mno-z").unwrap(),
+            vec![CampaignDevice {
+                device_id: device.device_id.clone(),
+                iccid: device.iccid.clone(),
+            }],
+        )
+        .await;
+    assert!(unknown.is_err(), "a campaign to an unknown operator: {unknown:?}");
+
+    let mut iccid = device.iccid.clone();
+    let mut imsis = vec![device.imsi.to_string()];
+    // MNC of each operator: the lab numbers them 01, 02, 03.
+    for (hop, (from, to, mnc)) in
+        [("mno-a", "mno-b", "02"), ("mno-b", "acme-mobile", "03"), ("acme-mobile", "mno-a", "01")]
+            .into_iter()
+            .enumerate()
+    {
+        if hop > 0 {
+            device.swtpm.power_cycle().unwrap();
+        }
+        let campaign = lab
+            .create_campaign_between(
+                Role::operator(from).unwrap(),
+                Role::operator(to).unwrap(),
+                vec![CampaignDevice { device_id: device.device_id.clone(), iccid: iccid.clone() }],
+            )
+            .await
+            .unwrap();
+        assert_eq!(campaign.state, "ready", "{from} → {to}: {campaign:?}");
+        let outcome = join(run_agent(&device, &image(), config())).await.unwrap();
+        let status = lab.campaign(&campaign.id).await.unwrap();
+        assert_eq!(outcome.state, AgentState::Switched, "{from} → {to}: {status:#?}");
+        assert!(outcome.imsi.starts_with(&format!("001{mnc}")), "{to}: {}", outcome.imsi);
+        assert!(!imsis.contains(&outcome.imsi), "a new subscription each hop: {imsis:?}");
+        assert!(outcome.usim_active && !outcome.tre_active);
+        imsis.push(outcome.imsi.clone());
+        iccid = outcome.iccid.parse().unwrap();
+    }
     lab.stop().await;
 }

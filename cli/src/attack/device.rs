@@ -292,7 +292,7 @@ pub(crate) async fn campaign(
             .map(|(id, iccid)| CampaignDevice { device_id: (*id).clone(), iccid: (*iccid).clone() })
             .collect(),
     };
-    let role = if to == "mno-a" { Role::MnoA } else { Role::MnoB };
+    let role = if to == "mno-a" { Role::mno_a() } else { Role::mno_b() };
     let client = ctx.lab.pki.client(role)?;
     let response =
         client.post(format!("{}/v1/campaigns", ctx.lab.urls.ro)).json(&new).send().await?;
@@ -305,7 +305,7 @@ pub(crate) async fn campaign(
 /// Cancels `campaign` at the RO as its new operator: devices under way are told to restore
 /// their old profile.
 pub(crate) async fn cancel(ctx: &Ctx, campaign: &str) -> Result<()> {
-    let client = ctx.lab.pki.client(Role::MnoB)?;
+    let client = ctx.lab.pki.client(Role::mno_b())?;
     let url = format!("{}/v1/campaigns/{campaign}/cancel", ctx.lab.urls.ro);
     let _: CampaignReport = transport::client::json(client.post(url).send().await?).await?;
     Ok(())

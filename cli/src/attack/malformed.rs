@@ -262,7 +262,7 @@ fn ro_device_api(ctx: &Ctx) -> Result<Observed> {
 }
 
 fn ro_campaign_api(ctx: &Ctx) -> Result<Observed> {
-    let http = ctx.lab.pki.client(Role::MnoB)?;
+    let http = ctx.lab.pki.client(Role::mno_b())?;
     let url = format!("{}/v1/campaigns", ctx.lab.urls.ro);
     let json = Some("application/json");
     let bodies: Vec<(&str, Vec<u8>)> = vec![
@@ -293,7 +293,7 @@ fn ro_campaign_api(ctx: &Ctx) -> Result<Observed> {
 fn mno_api(ctx: &Ctx) -> Result<Observed> {
     let (baseline, genuine) = genuine(ctx)?;
     let (a, b) = (&ctx.lab.urls.mno_a, &ctx.lab.urls.mno_b);
-    let (ro, mno_b) = (ctx.lab.pki.client(Role::Ro)?, ctx.lab.pki.client(Role::MnoB)?);
+    let (ro, mno_b) = (ctx.lab.pki.client(Role::Ro)?, ctx.lab.pki.client(Role::mno_b())?);
     let (id, device) = (&baseline.campaign, baseline.device_id.to_hex());
     let (json, cbor, cose) =
         (Some("application/json"), Some("application/cbor"), Some("application/cose"));

@@ -463,7 +463,8 @@ pub async fn run(options: &Options) -> Result<Report> {
     anyhow::ensure!(!selected.is_empty(), "no scenario matches {:?}", options.only);
 
     let image = lab::write_sample_image(&dir.join("image"))?;
-    let lab_options = LabOptions { nonce_ttl_seconds: Some(NONCE_TTL_SECS) };
+    let lab_options =
+        LabOptions { nonce_ttl_seconds: Some(NONCE_TTL_SECS), ..LabOptions::default() };
     let lab = Lab::start_with(&dir, &image, &lab_options).await.context("starting the lab")?;
     let work = dir.join("attack");
     storage::private_dir(&work)?;

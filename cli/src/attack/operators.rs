@@ -49,8 +49,8 @@ fn wrong_sender(ctx: &Ctx) -> Result<Observed> {
     };
     let before = view(&rt)?;
     let mut layers = Vec::new();
-    for role in [Role::Ro, Role::Pva, Role::MnoA] {
-        let http = ctx.lab.pki.client(role)?;
+    for role in [Role::Ro, Role::Pva, Role::mno_a()] {
+        let http = ctx.lab.pki.client(role.clone())?;
         let answer = rt.block_on(observe::post(&http, &url, mno_api::CBOR, body.clone()))?;
         let mut layer = answer_layer(Stage::MnoA, &answer);
         layer.detail = format!("as {role}: {}", layer.detail);

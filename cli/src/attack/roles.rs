@@ -79,7 +79,7 @@ fn wrong_roles(ctx: &Ctx) -> Result<Observed> {
     for step in ["activate-tre", "tre-activated"] {
         add(
             &format!("MNO-A {step}, as MNO-B"),
-            as_role(Role::MnoB)?,
+            as_role(Role::mno_b())?,
             per_device(&urls.mno_a, step),
         );
         add(
@@ -91,7 +91,7 @@ fn wrong_roles(ctx: &Ctx) -> Result<Observed> {
     for step in ["register", "attestation", "aka-challenge", "aka-response"] {
         add(
             &format!("MNO-B {step}, as MNO-A"),
-            as_role(Role::MnoA)?,
+            as_role(Role::mno_a())?,
             per_device(&urls.mno_b, step),
         );
         add(
@@ -116,7 +116,7 @@ fn wrong_roles(ctx: &Ctx) -> Result<Observed> {
     );
     add(
         "the RO's MNO-B client, to MNO-A",
-        pki.client_to(Role::Ro, Role::MnoB)?,
+        pki.client_to(Role::Ro, Role::mno_b())?,
         format!("{}/health", urls.mno_a),
     );
 

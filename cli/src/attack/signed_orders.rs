@@ -67,7 +67,7 @@ fn forged_abort_order(ctx: &Ctx) -> Result<Observed> {
     // A reboot before the campaign under attack: PCRs that hold one boot, as attested.
     target.power_off();
     target.power_on(ctx)?;
-    let mno_b = role_signer(ctx, Role::MnoB)?;
+    let mno_b = role_signer(ctx, Role::mno_b())?;
     let mut forger = Forger::new(ctx);
     let attacked = attack_target(ctx, target, &ctx.image, |d: &mut Hostile, task| {
         forger.settle(d)?;
@@ -103,7 +103,7 @@ fn forged_abort_order(ctx: &Ctx) -> Result<Observed> {
 
 fn forged_commit_order(ctx: &Ctx) -> Result<Observed> {
     let target = Target::new(ctx.manufacture()?);
-    let mno_b = role_signer(ctx, Role::MnoB)?;
+    let mno_b = role_signer(ctx, Role::mno_b())?;
     let mut forger = Forger::new(ctx);
     let attacked = attack_target(ctx, target, &ctx.image, |d: &mut Hostile, task| {
         forger.settle(d)?;
@@ -288,7 +288,7 @@ fn role_signer(ctx: &Ctx, role: Role) -> Result<CoseSigner> {
     let path = ctx.lab.pki.dir().join(format!("{}.key", role.name()));
     let key = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(CoseSigner::from_pkcs8_pem(&key, ctx.lab.pki.role(role).x5chain())?)
+    Ok(CoseSigner::from_pkcs8_pem(&key, ctx.lab.pki.role(&role)?.x5chain())?)
 }
 
 /// An order for `device`'s change in `campaign`, as the RO would issue it, signed by

@@ -1,8 +1,9 @@
 //! `tresor demo`: the main job. A temporary PKI, N devices manufactured on swtpm with MNO-A
-//! profiles, the PVA, the RO and both operators on loopback HTTPS, and one campaign that
+//! profiles, the PVA, the RO and the operators on loopback HTTPS, and one campaign that
 //! moves every device to MNO-B — all twelve steps of TR 33.812 alternative 3d — with a
 //! progress bar per device, a table of the outcome and timings, and exit status 0 only when
-//! every device switched.
+//! every device switched. With `--operators 3` (or more) the fleet then moves on, one
+//! campaign per hop, MNO-B → MNO-C → … and back to MNO-A; each hop reboots the devices.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use provisioning::pki::Role;
 use serde::Serialize;
 use tre::agent::{AgentState, Outcome};
 use tre::tpm::KeyAlg;
-use tresor::lab::{self, Lab, LabDevice};
+use tresor::lab::{self, Lab, LabDevice, LabOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,19 +36,36 @@ pub struct Args {
     /// How long a device may take before the demo gives up on it.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// How many operators (mno-a, mno-b, mno-c, …; 2 to 26). With more than two, the fleet
+    /// goes round them all and back to MNO-A, one campaign per hop.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=26))]
+    operators: u8,
 }
 
-/// The `--json` document.
+/// The `--json` document: every hop, and (as `devices`) the last hop's devices.
 #[derive(Serialize)]
 struct Report {
+    hops: Vec<Hop>,
     devices: Vec<DeviceResult>,
     summary: Summary,
 }
 
+/// One campaign of the demo: every device from `from` to `to`.
 #[derive(Serialize)]
+struct Hop {
+    from: String,
+    to: String,
+    campaign: String,
+    devices: Vec<DeviceResult>,
+    switched: usize,
+    wall_s: f64,
+}
+
+#[derive(Serialize, Clone)]
 struct DeviceResult {
     device_id: String,
     iccid: String,
+    new_iccid: String,
     old_imsi: String,
     new_imsi: String,
     /// `switched` or `failed`.
@@ -67,6 +85,7 @@ struct Step {
     ms: u64,
 }
 
+/// `switched`: devices that switched in every hop.
 #[derive(Serialize)]
 struct Summary {
     switched: usize,
@@ -132,81 +151,72 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
             temp.path().to_path_buf()
         }
     };
+    let names = lab::operator_names(usize::from(args.operators));
+    let mut hops: Vec<(String, String)> =
+        names.windows(2).map(|w| (w[0].clone(), w[1].clone())).collect();
+    if names.len() > 2 {
+        hops.push((names[names.len() - 1].clone(), names[0].clone()));
+    }
+    let route: Vec<&str> =
+        std::iter::once(hops[0].0.as_str()).chain(hops.iter().map(|h| h.1.as_str())).collect();
     println!(
-        "tresor demo: {} device(s) move from MNO-A to MNO-B (3GPP TR 33.812 alternative 3d)",
-        args.devices
+        "tresor demo: {} device(s) move {} (3GPP TR 33.812 alternative 3d)",
+        args.devices,
+        route.iter().map(|n| n.to_uppercase()).collect::<Vec<_>>().join(" → ")
     );
     let image = lab::write_sample_image(&dir.join("image"))?;
-    let lab = Lab::start(&dir, &image).await.context("starting PVA, RO, MNO-A and MNO-B")?;
-    println!(
-        "  PVA {}  RO {}  MNO-A {}  MNO-B {}",
-        lab.urls.pva, lab.urls.ro, lab.urls.mno_a, lab.urls.mno_b
-    );
+    let options = LabOptions { operators: names.clone(), ..LabOptions::default() };
+    let lab = Lab::start_with(&dir, &image, &options)
+        .await
+        .context("starting the PVA, the RO and the operators")?;
+    let operators: Vec<String> =
+        lab.urls.operators.iter().map(|(n, url)| format!("{} {url}", n.to_uppercase())).collect();
+    println!("  PVA {}  RO {}  {}", lab.urls.pva, lab.urls.ro, operators.join("  "));
 
     let devices = manufacture(&lab, args.devices, args.ek)?;
     println!("  step 1: {} device(s) manufactured with MNO-A profiles", devices.len());
-    let campaign = lab.create_campaign(&devices.iter().collect::<Vec<_>>()).await?;
-    anyhow::ensure!(campaign.state == "ready", "campaign not ready: {:?}", campaign.failure);
-    println!("  steps 2–3: campaign {} created, IMSI list sent by MNO-B to MNO-A", campaign.id);
-
-    let deadline = Duration::from_secs(args.timeout_secs);
-    let agents: Vec<_> = devices
-        .iter()
-        .map(|d| lab.agent_config(d, deadline).map(|c| lab::run_agent(d, &lab.image, c)))
-        .collect::<anyhow::Result<_>>()?;
-    let outcomes = follow(&lab, &campaign.id, &devices, agents).await?;
-    let status = lab.campaign(&campaign.id).await?;
-
-    let client = lab.pki.client(Role::Ro)?;
-    let mut results = Vec::new();
-    for (device, outcome) in devices.iter().zip(&outcomes) {
-        let row = status.devices.iter().find(|r| r.device_id == device.device_id);
-        let mut steps =
-            vec![Step { step: 1, name: provisioning::ro::step_name(1), ms: device.manufacture_ms }];
-        if let Some(row) = row {
-            steps.extend(row.steps.iter().map(|s| Step {
-                step: s.step,
-                name: provisioning::ro::step_name(s.step),
-                ms: s.ms,
-            }));
-        }
-        let (switched, new_imsi, usim, tre, mut failure) = match outcome {
-            Ok(o) => (
-                o.state == AgentState::Switched,
-                o.imsi.clone(),
-                o.usim_active,
-                o.tre_active,
-                o.abort_reason.clone(),
-            ),
-            Err(e) => (false, device.imsi.to_string(), false, false, Some(format!("{e:#}"))),
-        };
-        if failure.is_none() && !switched {
-            failure = row.and_then(|r| r.failure.clone());
-        }
-        let aka_ok = switched && subscription_live(&client, &lab.urls.mno_b, &new_imsi).await;
-        results.push(DeviceResult {
-            device_id: device.device_id.to_string(),
-            iccid: device.iccid.to_string(),
-            old_imsi: device.imsi.to_string(),
-            new_imsi: if switched { new_imsi } else { device.imsi.to_string() },
-            status: if switched && aka_ok { "switched" } else { "failed" },
-            aka_ok,
-            usim_active: usim,
-            tre_active: tre,
-            failure,
-            steps,
-        });
-    }
-    let switched = results.iter().filter(|r| r.status == "switched").count();
-    let report = Report {
-        summary: Summary {
-            switched,
-            failed: results.len() - switched,
-            wall_s: started.elapsed().as_secs_f64(),
-        },
-        devices: results,
+    let mut iccids: Vec<String> = devices.iter().map(|d| d.iccid.to_string()).collect();
+    let mut imsis: Vec<String> = devices.iter().map(|d| d.imsi.to_string()).collect();
+    let mut report = Report {
+        hops: Vec::new(),
+        devices: Vec::new(),
+        summary: Summary { switched: 0, failed: 0, wall_s: 0.0 },
     };
-    print_table(&report);
+    for (n, (from, to)) in hops.iter().enumerate() {
+        if n > 0 {
+            // A reboot between campaigns: the next attestation measures a fresh boot.
+            for d in &devices {
+                d.swtpm.power_cycle()?;
+            }
+            println!();
+        }
+        let hop = run_hop(&lab, &args, &devices, (from, to), (&iccids, &imsis), n == 0).await?;
+        for (i, d) in hop.devices.iter().enumerate() {
+            if d.status == "switched" {
+                iccids[i] = d.new_iccid.clone();
+                imsis[i] = d.new_imsi.clone();
+            }
+        }
+        print_table(&hop);
+        report.hops.push(hop);
+    }
+    let switched = (0..devices.len())
+        .filter(|&i| report.hops.iter().all(|h| h.devices[i].status == "switched"))
+        .count();
+    report.summary = Summary {
+        switched,
+        failed: devices.len() - switched,
+        wall_s: started.elapsed().as_secs_f64(),
+    };
+    if let Some(last) = report.hops.last() {
+        report.devices = last.devices.clone();
+    }
+    if report.hops.len() > 1 {
+        println!(
+            "  every hop: switched {}, failed {}, wall {:.1}s",
+            report.summary.switched, report.summary.failed, report.summary.wall_s
+        );
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -223,8 +233,9 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot rename {}", old.display()))?;
         }
         println!(
-            "kept in {}: pki/, pva/, ro/, mno-a/, mno-b/, devices/<device id>/",
-            dir.display()
+            "kept in {}: pki/, pva/, ro/, {}/, devices/<device id>/",
+            dir.display(),
+            names.join("/, ")
         );
     }
     Ok(if report.summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -308,9 +319,9 @@ fn progress(state: &str) -> u8 {
     }
 }
 
-/// Whether MNO-B marked the subscription live (its AuC saw RES = XRES).
-async fn subscription_live(client: &reqwest::Client, mno_b: &str, imsi: &str) -> bool {
-    let Ok(response) = client.get(format!("{mno_b}/v1/subscribers/{imsi}")).send().await else {
+/// Whether the new operator marked the subscription live (its AuC saw RES = XRES).
+async fn subscription_live(client: &reqwest::Client, operator: &str, imsi: &str) -> bool {
+    let Ok(response) = client.get(format!("{operator}/v1/subscribers/{imsi}")).send().await else {
         return false;
     };
     match transport::client::json::<serde_json::Value>(response).await {
@@ -323,8 +334,14 @@ fn short(id: &str) -> String {
     id.get(4..16).unwrap_or(id).to_owned()
 }
 
-fn print_table(report: &Report) {
+fn print_table(report: &Hop) {
     println!();
+    println!(
+        "  {} → {}, campaign {}",
+        report.from.to_uppercase(),
+        report.to.to_uppercase(),
+        report.campaign
+    );
     println!(
         "  {:<12}  {:<33}  {:<8}  {:<3}  {:>7}",
         "device", "old IMSI → new IMSI", "result", "AKA", "total"
@@ -352,7 +369,7 @@ fn print_table(report: &Report) {
     }
     println!();
     for step in 1..=12u8 {
-        print!("  {:>2} {:<33}", step, provisioning::ro::step_name(step));
+        print!("  {:>2} {:<33}", step, hop_step_name(step, &report.from, &report.to));
         for d in report.devices.iter().take(columns) {
             match d.steps.iter().find(|s| s.step == step) {
                 Some(s) => print!(" {:>12}", s.ms),
@@ -361,7 +378,120 @@ fn print_table(report: &Report) {
         }
         println!();
     }
-    let s = &report.summary;
     println!();
-    println!("  switched {}, failed {}, wall {:.1}s", s.switched, s.failed, s.wall_s);
+    println!(
+        "  switched {}, failed {}, wall {:.1}s",
+        report.switched,
+        report.devices.len() - report.switched,
+        report.wall_s
+    );
+}
+
+/// The step's name with this hop's operators in place of the default MNO-A and MNO-B.
+fn hop_step_name(step: u8, from: &str, to: &str) -> String {
+    provisioning::ro::step_name(step)
+        .replace("MNO-A", "\u{0}")
+        .replace("MNO-B", &to.to_uppercase())
+        .replace('\u{0}', &from.to_uppercase())
+}
+
+/// One campaign: every device from `from` to `to`, run to the end; `iccids` and `imsis`
+/// are what the devices run now. Step 1 (manufacturing) is reported in the first hop only.
+async fn run_hop(
+    lab: &Lab,
+    args: &Args,
+    devices: &[LabDevice],
+    (from, to): (&str, &str),
+    (iccids, imsis): (&[String], &[String]),
+    first: bool,
+) -> anyhow::Result<Hop> {
+    let started = Instant::now();
+    let members = devices
+        .iter()
+        .zip(iccids)
+        .map(|(d, iccid)| {
+            Ok(provisioning::mno::api::CampaignDevice {
+                device_id: d.device_id.clone(),
+                iccid: iccid.parse()?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let campaign =
+        lab.create_campaign_between(Role::operator(from)?, Role::operator(to)?, members).await?;
+    anyhow::ensure!(campaign.state == "ready", "campaign not ready: {:?}", campaign.failure);
+    println!(
+        "  steps 2–3: campaign {} created, IMSI list sent by {} to {}",
+        campaign.id,
+        to.to_uppercase(),
+        from.to_uppercase()
+    );
+
+    let deadline = Duration::from_secs(args.timeout_secs);
+    let agents: Vec<_> = devices
+        .iter()
+        .map(|d| lab.agent_config(d, deadline).map(|c| lab::run_agent(d, &lab.image, c)))
+        .collect::<anyhow::Result<_>>()?;
+    let outcomes = follow(lab, &campaign.id, devices, agents).await?;
+    let status = lab.campaign(&campaign.id).await?;
+
+    let client = lab.pki.client(Role::Ro)?;
+    let to_url = lab.urls.operator(to).context("no such operator")?;
+    let mut results = Vec::new();
+    for (i, (device, outcome)) in devices.iter().zip(&outcomes).enumerate() {
+        let row = status.devices.iter().find(|r| r.device_id == device.device_id);
+        let mut steps = Vec::new();
+        if first {
+            steps.push(Step {
+                step: 1,
+                name: provisioning::ro::step_name(1),
+                ms: device.manufacture_ms,
+            });
+        }
+        if let Some(row) = row {
+            steps.extend(row.steps.iter().map(|s| Step {
+                step: s.step,
+                name: provisioning::ro::step_name(s.step),
+                ms: s.ms,
+            }));
+        }
+        let (switched, new_imsi, new_iccid, usim, tre, mut failure) = match outcome {
+            Ok(o) => (
+                o.state == AgentState::Switched,
+                o.imsi.clone(),
+                o.iccid.clone(),
+                o.usim_active,
+                o.tre_active,
+                o.abort_reason.clone(),
+            ),
+            Err(e) => {
+                (false, imsis[i].clone(), iccids[i].clone(), false, false, Some(format!("{e:#}")))
+            }
+        };
+        if failure.is_none() && !switched {
+            failure = row.and_then(|r| r.failure.clone());
+        }
+        let aka_ok = switched && subscription_live(&client, to_url, &new_imsi).await;
+        results.push(DeviceResult {
+            device_id: device.device_id.to_string(),
+            iccid: iccids[i].clone(),
+            new_iccid: if switched { new_iccid } else { iccids[i].clone() },
+            old_imsi: imsis[i].clone(),
+            new_imsi: if switched { new_imsi } else { imsis[i].clone() },
+            status: if switched && aka_ok { "switched" } else { "failed" },
+            aka_ok,
+            usim_active: usim,
+            tre_active: tre,
+            failure,
+            steps,
+        });
+    }
+    let switched = results.iter().filter(|r| r.status == "switched").count();
+    Ok(Hop {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        campaign: campaign.id,
+        devices: results,
+        switched,
+        wall_s: started.elapsed().as_secs_f64(),
+    })
 }

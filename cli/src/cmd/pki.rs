@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use provisioning::pki::{self, Pki, Role};
+use provisioning::pki::{self, Pki};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -14,14 +14,23 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// Create a CI root, PVA/RO/MNO-A/MNO-B certificates and a TPM manufacturer CA in DIR.
+    /// Create a CI root, PVA, RO and operator certificates and a TPM manufacturer CA in DIR.
     Init {
-        /// Directory for ci.pem, pva.pem, ro.pem, mno-a.pem, mno-b.pem, manufacturer.pem and
-        /// their .key files (created if missing).
+        /// Directory for ci.pem, pva.pem, ro.pem, one <operator>.pem per operator,
+        /// manufacturer.pem and their .key files (created if missing).
         dir: PathBuf,
         /// Replace an existing PKI in DIR.
         #[arg(long)]
         force: bool,
+        /// An operator to certify (repeat, or separate with commas); default mno-a and mno-b.
+        #[arg(long = "operator", value_delimiter = ',')]
+        operators: Vec<String>,
+    },
+    /// Certify one more operator under the CI of the PKI in DIR (reads DIR/ci.key).
+    AddOperator {
+        dir: PathBuf,
+        /// Its name: a DNS label (e.g. acme-mobile), its certificate's CN.
+        name: String,
     },
     /// Load DIR and check it: chains to the CI, validity, key pairs, key file modes.
     Check { dir: PathBuf },
@@ -29,10 +38,21 @@ enum Command {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
-        Command::Init { dir, force } => {
-            let pki = pki::init(&dir, force)
+        Command::Init { dir, force, operators } => {
+            let operators: Vec<&str> = if operators.is_empty() {
+                pki::DEFAULT_OPERATORS.to_vec()
+            } else {
+                operators.iter().map(String::as_str).collect()
+            };
+            let pki = pki::init_with(&dir, force, &operators)
                 .with_context(|| format!("tresor pki init {}", dir.display()))?;
             println!("PKI written to {}", dir.display());
+            print_summary(&pki);
+        }
+        Command::AddOperator { dir, name } => {
+            let pki = pki::add_operator(&dir, &name)
+                .with_context(|| format!("tresor pki add-operator {} {name}", dir.display()))?;
+            println!("{name}.pem and {name}.key written to {}", dir.display());
             print_summary(&pki);
         }
         Command::Check { dir } => {
@@ -46,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn print_summary(pki: &Pki) {
     println!("  ci.pem            CI root (ECDSA P-256)");
-    for role in Role::ALL {
+    for role in pki.roles() {
         println!(
             "  {:<17} {role}, signed by the CI (TLS server + client, COSE signing)",
             format!("{role}.pem")

@@ -116,7 +116,7 @@ async fn main() -> Result<()> {
     let pva_key = key_der("pva")?;
     let mno_b_key = key_der("mno-b")?;
     let pva_cert = lab.pki.role(Role::Pva).certificate_der().to_vec();
-    let mno_b_cert = lab.pki.role(Role::MnoB).certificate_der().to_vec();
+    let mno_b_cert = lab.pki.role(Role::mno_b()).certificate_der().to_vec();
     let mno_b_pem = std::fs::read_to_string(pki_dir.join("mno-b.key"))?;
     let manufacturer_root = pem::parse(lab.pki.manufacturer_cert_pem())?.into_contents();
     let ci_root = lab.pki.ci_root().to_vec();

@@ -122,7 +122,7 @@ pub struct EarSettings {
 /// A loaded and checked operator configuration.
 #[derive(Debug)]
 pub struct MnoConfig {
-    /// `mno-a` or `mno-b`: the common name of this operator's certificate.
+    /// The operator's name (`mno-a`, `acme-mobile`): the common name of its certificate.
     pub role: Role,
     pub listen: SocketAddr,
     /// PEM: this operator's certificate (then any intermediates).
@@ -258,10 +258,13 @@ impl MnoConfig {
                 reason: format!("line {line}: {}", e.message()),
             }
         })?;
-        let role: Role = raw.role.parse().map_err(|_| invalid("role", "must be mno-a or mno-b"))?;
-        if !matches!(role, Role::MnoA | Role::MnoB) {
-            return Err(invalid("role", "must be mno-a or mno-b"));
-        }
+        let role = Role::operator(&raw.role).map_err(|_| {
+            invalid(
+                "role",
+                "must be the operator's name: a DNS label (lower-case letters, digits, hyphens) \
+                 other than pva, ro, ci and manufacturer, as in its certificate",
+            )
+        })?;
         let listen = raw
             .listen
             .parse()
@@ -329,7 +332,7 @@ impl MnoConfig {
     }
 
     /// The operator's name: its role and its certificate's common name.
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> &str {
         self.role.name()
     }
 }
@@ -428,6 +431,22 @@ mod tests {
         let short = INLINE.replace("1e1f\"", "\"");
         let err = MnoConfig::from_toml(&short, Path::new(".")).unwrap_err();
         assert!(!err.to_string().contains("0001020304"));
+    }
+
+    #[test]
+    fn any_operator_name_but_another_roles_is_an_operator() {
+        let acme = INLINE.replace("role = \"mno-b\"", "role = \"acme-mobile\"");
+        assert_eq!(MnoConfig::from_toml(&acme, Path::new(".")).unwrap().name(), "acme-mobile");
+        for bad in ["pva", "ci", "manufacturer", "ACME", "acme_mobile", ""] {
+            let text = INLINE.replace("role = \"mno-b\"", &format!("role = \"{bad}\""));
+            assert!(
+                matches!(
+                    MnoConfig::from_toml(&text, Path::new(".")),
+                    Err(ConfigError::Invalid { key: "role", .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

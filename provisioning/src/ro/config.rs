@@ -48,15 +48,14 @@ pub struct StorePath {
     pub path: PathBuf,
 }
 
-/// Base URLs (https://host:port) of the PVA and the operators, by role name.
+/// Base URLs (https://host:port) of the PVA and of every operator, by name: `pva = "…"`, and
+/// one `<operator> = "…"` per operator (`mno-a`, `acme-mobile`, …), at least two. Campaigns
+/// move devices between these operators only, and only they may create campaigns.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Peers {
     pub pva: String,
-    #[serde(rename = "mno-a")]
-    pub mno_a: String,
-    #[serde(rename = "mno-b")]
-    pub mno_b: String,
+    #[serde(flatten)]
+    pub operators: std::collections::BTreeMap<String, String>,
 }
 
 fn default_poll_ms() -> u64 {
@@ -95,9 +94,23 @@ impl RoConfig {
     }
 
     fn check(&self) -> Result<(), RoError> {
-        for (name, url) in
-            [("pva", &self.peers.pva), ("mno-a", &self.peers.mno_a), ("mno-b", &self.peers.mno_b)]
-        {
+        for name in self.peers.operators.keys() {
+            if crate::pki::Role::operator(name).is_err() {
+                return Err(RoError::Config(format!(
+                    "peers.{name}: not an operator name (a DNS label other than pva, ro, ci and \
+                     manufacturer)"
+                )));
+            }
+        }
+        if self.peers.operators.len() < 2 {
+            return Err(RoError::Config(
+                "peers must name at least two operators besides pva (a campaign moves devices \
+                 from one to another)"
+                    .into(),
+            ));
+        }
+        let urls = self.peers.operators.iter().map(|(name, url)| (name.as_str(), url));
+        for (name, url) in std::iter::once(("pva", &self.peers.pva)).chain(urls) {
             if !url.starts_with("https://") {
                 return Err(RoError::Config(format!(
                     "peers.{name} must be an https:// URL, not {url:?}"
@@ -128,12 +141,57 @@ impl RoConfig {
         Duration::from_millis(self.poll_timeout_ms)
     }
 
-    /// The base URL of an operator by its role name.
+    /// The base URL of an operator by its name.
     pub fn operator_url(&self, name: &str) -> Option<&str> {
-        match name {
-            "mno-a" => Some(&self.peers.mno_a),
-            "mno-b" => Some(&self.peers.mno_b),
-            _ => None,
+        self.peers.operators.get(name).map(String::as_str)
+    }
+
+    /// The operators' names, sorted.
+    pub fn operators(&self) -> impl Iterator<Item = &str> {
+        self.peers.operators.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(peers: &str) -> Result<RoConfig, RoError> {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\n[pki]\ncertificate = \"ro.pem\"\nkey = \"ro.key\"\n\
+             ci_root = \"ci.pem\"\nmanufacturer_roots = \"m\"\n[store]\npath = \"ro.sqlite\"\n\
+             [peers]\npva = \"https://localhost:1\"\n{peers}"
+        );
+        let config: RoConfig = toml::from_str(&text).map_err(|e| RoError::Config(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn operators_are_every_peer_but_the_pva() {
+        let c = config(
+            "mno-a = \"https://localhost:2/\"\nacme-mobile = \"https://localhost:3\"\n\
+             op7 = \"https://localhost:4\"",
+        )
+        .unwrap();
+        assert_eq!(c.operators().collect::<Vec<_>>(), ["acme-mobile", "mno-a", "op7"]);
+        assert_eq!(c.operator_url("acme-mobile"), Some("https://localhost:3"));
+        assert_eq!(c.operator_url("pva"), None, "the PVA is not an operator");
+        assert_eq!(c.operator_url("mno-b"), None);
+    }
+
+    #[test]
+    fn fewer_than_two_operators_bad_names_and_plain_http_are_refused() {
+        let refused = |peers: &str| config(peers).unwrap_err().to_string();
+        assert!(refused("mno-a = \"https://localhost:2\"").contains("at least two operators"));
+        for bad in ["ro", "ci", "Mno-A", "mno_a"] {
+            let e = refused(&format!(
+                "mno-a = \"https://localhost:2\"\n{bad} = \"https://localhost:3\""
+            ));
+            assert!(e.contains("not an operator name"), "{bad}: {e}");
         }
+        let e = refused("mno-a = \"https://localhost:2\"\nmno-b = \"http://localhost:3\"");
+        assert!(e.contains("peers.mno-b must be an https:// URL"), "{e}");
+        assert!(refused("mno-a = \"https://localhost:2\"\nmno-b = 7").contains("invalid type"));
     }
 }

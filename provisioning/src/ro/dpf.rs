@@ -182,7 +182,7 @@ mod tests {
             verifier_id: VerifierId { developer: "tresor".into(), build: "test".into() },
             appraisal,
         };
-        let pva = pki.role(Role::Pva);
+        let pva = pki.role(&Role::Pva).unwrap();
         let signing = pva.signing_key().unwrap();
         claims
             .sign(&pva.x5chain(), |tbs| {

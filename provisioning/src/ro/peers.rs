@@ -31,10 +31,10 @@ const MAX_RESPONSE: usize = 256 * 1024;
 /// an operator, nor MNO-A's for MNO-B.
 #[derive(Debug, Clone)]
 pub struct Peers {
-    clients: HashMap<&'static str, reqwest::Client>,
+    clients: HashMap<String, reqwest::Client>,
     pva: String,
-    mno_a: String,
-    mno_b: String,
+    /// Base URLs by operator name.
+    operators: HashMap<String, String>,
 }
 
 impl Peers {
@@ -44,25 +44,21 @@ impl Peers {
         client: impl Fn(Expected) -> Result<reqwest::Client, RoError>,
     ) -> Result<Self, RoError> {
         let mut clients = HashMap::new();
-        clients.insert("pva", client(Expected::named(Role::Pva, "pva"))?);
-        for operator in ["mno-a", "mno-b"] {
-            clients.insert(operator, client(Expected::named(Role::Operator, operator))?);
+        clients.insert("pva".to_owned(), client(Expected::named(Role::Pva, "pva"))?);
+        let mut operators = HashMap::new();
+        for (name, url) in &config.peers.operators {
+            clients.insert(name.clone(), client(Expected::named(Role::Operator, name))?);
+            operators.insert(name.clone(), url.trim_end_matches('/').to_owned());
         }
-        Ok(Self {
-            clients,
-            pva: config.peers.pva.trim_end_matches('/').to_owned(),
-            mno_a: config.peers.mno_a.trim_end_matches('/').to_owned(),
-            mno_b: config.peers.mno_b.trim_end_matches('/').to_owned(),
-        })
+        Ok(Self { clients, pva: config.peers.pva.trim_end_matches('/').to_owned(), operators })
     }
 
-    /// The base URL of an operator by role name.
+    /// The base URL of an operator by name.
     pub fn operator(&self, name: &str) -> Result<&str, RoError> {
-        match name {
-            "mno-a" => Ok(&self.mno_a),
-            "mno-b" => Ok(&self.mno_b),
-            other => Err(RoError::BadCampaign(format!("unknown operator {other:?}"))),
-        }
+        self.operators
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| RoError::BadCampaign(format!("unknown operator {name:?}")))
     }
 
     pub async fn enrol(&self, request: &EnrolRequest) -> Result<EnrolResponse, RoError> {

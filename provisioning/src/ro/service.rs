@@ -54,15 +54,16 @@ pub(crate) fn router(ro: Arc<Ro>) -> Router {
 
 type Shared = State<Arc<Ro>>;
 
-/// Who may create and cancel campaigns: the operators.
-fn operators() -> [Expected; 2] {
-    [Expected::named(CertRole::Operator, "mno-a"), Expected::named(CertRole::Operator, "mno-b")]
+/// Who may create and cancel campaigns: the configured operators.
+fn operators(ro: &Ro) -> Vec<Expected> {
+    ro.config.operators().map(|name| Expected::named(CertRole::Operator, name)).collect()
 }
 
 /// Who may read campaigns: the operators and the RO's own tooling.
-fn campaign_readers() -> [Expected; 3] {
-    let [a, b] = operators();
-    [a, b, Expected::named(CertRole::Ro, "ro")]
+fn campaign_readers(ro: &Ro) -> Vec<Expected> {
+    let mut readers = operators(ro);
+    readers.push(Expected::named(CertRole::Ro, "ro"));
+    readers
 }
 
 async fn create_campaign(
@@ -70,7 +71,7 @@ async fn create_campaign(
     peer: PeerIdentity,
     body: Bytes,
 ) -> Result<Response, RoError> {
-    let caller = peer.require(&operators()).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
+    let caller = peer.require(&operators(&ro)).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
     let new: NewCampaign =
         serde_json::from_slice(&body).map_err(|e| RoError::Decode(e.to_string()))?;
     let report = ro.create_campaign(&caller, new).await?;
@@ -78,7 +79,7 @@ async fn create_campaign(
 }
 
 async fn campaigns(State(ro): Shared, peer: PeerIdentity) -> Result<Response, RoError> {
-    peer.require(&campaign_readers()).map_err(|p| RoError::Forbidden(p.title))?;
+    peer.require(&campaign_readers(&ro)).map_err(|p| RoError::Forbidden(p.title))?;
     Ok(axum::Json(ro.campaign_list()?).into_response())
 }
 
@@ -87,7 +88,7 @@ async fn cancel_campaign(
     peer: PeerIdentity,
     Path(id): Path<String>,
 ) -> Result<Response, RoError> {
-    let caller = peer.require(&operators()).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
+    let caller = peer.require(&operators(&ro)).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
     Ok(axum::Json(ro.cancel_campaign(&caller, &id).await?).into_response())
 }
 
@@ -96,7 +97,7 @@ async fn campaign(
     peer: PeerIdentity,
     Path(id): Path<String>,
 ) -> Result<Response, RoError> {
-    peer.require(&campaign_readers()).map_err(|p| RoError::Forbidden(p.title))?;
+    peer.require(&campaign_readers(&ro)).map_err(|p| RoError::Forbidden(p.title))?;
     Ok(axum::Json(ro.campaign_report(&id)?).into_response())
 }
 

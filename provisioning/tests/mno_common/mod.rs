@@ -243,7 +243,7 @@ pub fn ear_claims_for(
 
 /// Signs `claims` with `role`'s key from the PKI (the PVA's for a genuine EAR).
 pub fn sign_ear(pki: &Pki, role: Role, claims: &EarClaims) -> Vec<u8> {
-    let creds = pki.role(role);
+    let creds = pki.role(&role).unwrap();
     let key = creds.signing_key().unwrap();
     let rng = SystemRandom::new();
     claims
