@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Ro;
 use super::error::RoError;
+use super::events::Event;
 use super::outbox::{backoff, final_reports};
 use super::state::{DeviceState, step_name};
 use super::store::{CampaignRow, now_ms};
@@ -252,10 +253,31 @@ impl Ro {
     /// Ends a campaign none of whose devices received a command: every device is rolled
     /// back and both operators get its failure report, which releases it there.
     async fn end_unprepared(&self, campaign: &CampaignRow, state: &str, reason: &str) {
+        let devices = self.store.campaign_devices(&campaign.id).map_or(0, |d| d.len() as u32);
+        let finished = Event::finished(&campaign.id, state, 0, devices);
         loop {
-            match self.store.close_campaign(&campaign.id, state, reason, |device| {
-                final_reports(campaign, device, Err((2, reason)))
-            }) {
+            let closed = finished.messages(&self.webhooks).and_then(|messages| {
+                self.store.close_campaign(
+                    &campaign.id,
+                    state,
+                    reason,
+                    |device| {
+                        let mut queued = final_reports(campaign, device, Err((2, reason)))?;
+                        let rolled = Event::transition(
+                            &campaign.id,
+                            device,
+                            "pending",
+                            "rolled-back",
+                            true,
+                            now_ms(),
+                        );
+                        queued.extend(rolled.messages(&self.webhooks)?);
+                        Ok(queued)
+                    },
+                    &messages,
+                )
+            });
+            match closed {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(campaign = %campaign.id, error = %e, "cannot close the campaign; will retry");
@@ -263,7 +285,7 @@ impl Ro {
                 }
             }
         }
-        self.outbox_wake.notify_one();
+        self.published(finished);
         tracing::info!(campaign = %campaign.id, state, reason, "campaign closed");
     }
 
@@ -338,7 +360,9 @@ impl Ro {
             _ => return Ok(()),
         };
         if self.store.campaign_devices(id)?.iter().all(|d| d.state.is_final()) {
-            self.store.set_campaign_state(id, next)?;
+            let (event, messages) = self.campaign_finished_event(id, next)?;
+            self.store.set_campaign_state_with(id, next, &messages)?;
+            self.published(event);
             tracing::info!(campaign = %id, state = next, "campaign finished");
         }
         Ok(())

@@ -27,6 +27,10 @@ pub struct RoConfig {
     /// How long a call to a peer may take before it counts as failed (and is retried).
     #[serde(default = "default_peer_timeout")]
     pub peer_timeout_ms: u64,
+    /// Receivers of campaign events (`ro::events`): each gets every device transition and
+    /// campaign end, signed, from the outbox.
+    #[serde(default)]
+    pub webhooks: Vec<super::events::WebhookConfig>,
 }
 
 /// The RO's certificate and key (TLS server and client), the CI root every peer chains to,
@@ -84,7 +88,14 @@ impl RoConfig {
             &mut config.pki.ci_root,
             &mut config.pki.manufacturer_roots,
             &mut config.store.path,
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            config
+                .webhooks
+                .iter_mut()
+                .flat_map(|w| std::iter::once(&mut w.secret_file).chain(w.ca_file.as_mut())),
+        ) {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

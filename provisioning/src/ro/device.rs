@@ -133,10 +133,10 @@ impl Ro {
         {
             return self.abandon_locked(&row, 5, &e.to_string());
         }
-        self.store.record_step(&row.campaign_id, &device, 5, ms(timer))?;
+        self.record_step(&row, 5, ms(timer))?;
         // The card's proof is MNO-A's to check: only it knows the KID.
         let state = DeviceState::TreActivated { proof: request.activation_proof };
-        self.store.transition(&row.campaign_id, &device, &state, &[4], &[])?;
+        self.transition(&row, &state, &[4], &[])?;
         drop(_guard);
         self.advance_now(&device).await
     }
@@ -196,7 +196,7 @@ impl Ro {
                     encrypted_secret: response.encrypted_secret,
                     ak_public: request.ak_public,
                 };
-                self.store.transition(&row.campaign_id, device, &state, &[7], &[])
+                self.transition(&row, &state, &[7], &[])
             }
             Err(e) => self.relay_failed(&row, 7, e),
         }
@@ -224,13 +224,7 @@ impl Ro {
             // (or the answer was lost): enrol again, which the device answers as before.
             Err(e) if e.peer_problem() == Some("pva/no-pending-enrolment") => {
                 tracing::info!(device = %device, "activation already taken; enrolling again");
-                return self.store.transition(
-                    &row.campaign_id,
-                    device,
-                    &DeviceState::Registered,
-                    &[],
-                    &[],
-                );
+                return self.transition(&row, &DeviceState::Registered, &[], &[]);
             }
             Err(e) => return self.relay_failed(&row, 7, e),
         };
@@ -274,7 +268,7 @@ impl Ro {
             }
         };
         let state = DeviceState::Appraising { nonce, evidence: ByteBuf::from(body.to_vec()) };
-        self.store.transition(&row.campaign_id, device, &state, &[8], &[])?;
+        self.transition(&row, &state, &[8], &[])?;
         drop(_guard);
         self.advance_now(device).await
     }
@@ -320,9 +314,9 @@ impl Ro {
         if let Err(e) = self.dpf.verify_receipt(&receipt, &ak, device, &expected) {
             return self.abandon_locked(&row, 12, &e.to_string());
         }
-        self.store.record_step(&row.campaign_id, device, 12, ms(timer))?;
+        self.record_step(&row, 12, ms(timer))?;
         let state = DeviceState::Installed { expected };
-        self.store.transition(&row.campaign_id, device, &state, &[11], &[])?;
+        self.transition(&row, &state, &[11], &[])?;
         drop(_guard);
         self.advance_now(device).await
     }
@@ -351,7 +345,7 @@ impl Ro {
         let body =
             protocol::device_api::to_cbor(&result).map_err(|e| RoError::Decode(e.to_string()))?;
         let state = DeviceState::AkaAnswered { rand, autn, answer: ByteBuf::from(body), expected };
-        self.store.transition(&row.campaign_id, device, &state, &[12], &[])?;
+        self.transition(&row, &state, &[12], &[])?;
         drop(_guard);
         self.advance_now(device).await
     }
@@ -383,7 +377,7 @@ impl Ro {
                 let reason =
                     format!("the card committed IMSI {runs}, but the released profile is {imsi}");
                 let state = DeviceState::Reconciling { reason };
-                self.store.transition(&row.campaign_id, device, &state, &[], &[])
+                self.transition(&row, &state, &[], &[])
             }
             CommitResult::FellBack { reason, .. } => self.finish(
                 &row,
@@ -426,7 +420,7 @@ impl Ro {
                 ack.imsi
             );
             let state = DeviceState::Reconciling { reason };
-            return self.store.transition(&row.campaign_id, device, &state, &[], &[]);
+            return self.transition(&row, &state, &[], &[]);
         }
         if !ack.usim_active || ack.tre_active {
             // The card could not restore yet (e.g. its state could not be written): the

@@ -23,6 +23,8 @@ mod config;
 mod device;
 mod dpf;
 mod error;
+pub mod events;
+mod metrics;
 mod outbox;
 mod peers;
 mod service;
@@ -92,7 +94,14 @@ pub struct Ro {
     driving: Mutex<HashSet<String>>,
     /// The device channel's nonce key, spent nonces and pending AK bindings (memory only).
     channel: channel::Channel,
+    metrics: metrics::RoMetrics,
+    webhooks: events::Webhooks,
+    /// Every event as it is committed, for the event stream (memory only).
+    events: tokio::sync::broadcast::Sender<events::Event>,
 }
+
+/// Events an event-stream subscriber may fall behind by before it is told it lost some.
+const EVENT_BUFFER: usize = 4096;
 
 impl std::fmt::Debug for Ro {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -134,6 +143,7 @@ impl Ro {
                 .map_err(|e| RoError::Config(format!("TLS client: {e}")))
         };
         let peers = peers::Peers::new(&config, client)?;
+        let webhooks = events::Webhooks::load(&config.webhooks, timeout)?;
         let manufacturer_roots = if config.pki.manufacturer_roots.is_dir() {
             TrustAnchors::from_dir(&config.pki.manufacturer_roots)
         } else {
@@ -151,6 +161,9 @@ impl Ro {
             outbox_wake: tokio::sync::Notify::new(),
             driving: Mutex::new(HashSet::new()),
             channel: channel::Channel::new()?,
+            metrics: metrics::RoMetrics::new(),
+            webhooks,
+            events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
             config,
         })
     }

@@ -22,6 +22,8 @@ use protocol::DeviceId;
 
 use super::Ro;
 use super::error::RoError;
+use super::events;
+use super::metrics::PeerLabel;
 use rusqlite::params;
 
 use super::store::{CampaignRow, OutboxMessage, RoStore, now_ms};
@@ -114,6 +116,10 @@ impl Ro {
     async fn deliver(&self, row: OutboxRow) {
         let m = &row.message;
         let sent = async {
+            if m.peer.starts_with(events::PEER_PREFIX) {
+                let id = m.key.splitn(3, '/').nth(2).unwrap_or(&m.key);
+                return self.webhooks.deliver(&m.peer, &m.body, id).await.map(|()| Vec::new());
+            }
             let base = self.peers.operator(&m.peer)?;
             self.peers
                 .post(&m.peer, &format!("{base}{}", m.path), "application/json", m.body.clone())
@@ -125,6 +131,16 @@ impl Ro {
             Err(RoError::PeerRefused { status: 404, .. }) if m.missing_ok => Ok(()),
             Err(e) => Err(e),
         };
+        let counted = match &outcome {
+            Ok(()) => "delivered",
+            Err(e) if e.is_transient() => "retry",
+            Err(_) => "dead",
+        };
+        let peer_label = if m.peer.starts_with(events::PEER_PREFIX) { "webhook" } else { &m.peer };
+        self.metrics
+            .deliveries
+            .get_or_create(&PeerLabel { peer: peer_label.into(), outcome: counted.into() })
+            .inc();
         let recorded = match outcome {
             Ok(()) => {
                 tracing::info!(key = %m.key, peer = %m.peer, attempts = row.attempts + 1, "delivered");

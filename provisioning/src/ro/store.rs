@@ -285,8 +285,12 @@ impl RoStore {
         state: &str,
         failure: &str,
         reports: impl Fn(&DeviceId) -> Result<Vec<OutboxMessage>, RoError>,
+        finished: &[OutboxMessage],
     ) -> Result<(), RoError> {
         self.write(&format!("campaign-{state}"), |tx| {
+            for m in finished {
+                insert_message(tx, m)?;
+            }
             tx.execute(
                 "UPDATE campaigns SET state = ?2, failure = ?3 WHERE id = ?1",
                 params![id, state, failure],
@@ -316,9 +320,22 @@ impl RoStore {
 
     /// Sets a campaign's state (`cancelling`, `completed`).
     pub fn set_campaign_state(&self, id: &str, state: &str) -> Result<(), RoError> {
+        self.set_campaign_state_with(id, state, &[])
+    }
+
+    /// [`RoStore::set_campaign_state`] with `messages` queued in the same transaction.
+    pub fn set_campaign_state_with(
+        &self,
+        id: &str,
+        state: &str,
+        messages: &[OutboxMessage],
+    ) -> Result<(), RoError> {
         self.write(&format!("campaign-{state}"), |tx| {
             tx.execute("UPDATE campaigns SET state = ?2 WHERE id = ?1", params![id, state])
                 .map_err(|e| RoError::store("update campaign", e))?;
+            for m in messages {
+                insert_message(tx, m)?;
+            }
             Ok(())
         })
     }
@@ -702,7 +719,7 @@ mod tests {
         // nothing of c2 was written
         assert!(store.campaign("c2").unwrap().is_none());
         // a campaign that failed during creation releases its devices
-        store.close_campaign("c1", "failed", "mno-b unreachable", |_| Ok(Vec::new())).unwrap();
+        store.close_campaign("c1", "failed", "mno-b unreachable", |_| Ok(Vec::new()), &[]).unwrap();
         assert!(store.campaign_devices("c1").unwrap()[0].state.is_final());
         store.create_campaign("c3", "mno-b", "mno-a", &[(d1, i1)]).unwrap();
     }
