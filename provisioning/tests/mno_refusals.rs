@@ -132,11 +132,35 @@ async fn every_route_checks_the_callers_role() {
         };
         assert_problem(a.report(&report).await, 403, "role-not-allowed");
         assert_problem(a.subscriber(&devices[0].1.imsi).await, 403, "role-not-allowed");
-        assert_eq!(a.health().await.unwrap().operator, "mno-a");
+        assert_eq!(a.health().await.unwrap().name, "mno-a");
     }
-    // Without a client certificate there is no TLS session at all.
+    // Without a client certificate: health only (as on every role); every step is refused.
     let anonymous = MnoClient::new(world.pki.anonymous_client().unwrap(), &world.mno_a.url());
-    assert!(matches!(anonymous.health().await, Err(transport::Error::Http(_))));
+    let health = anonymous.health().await.unwrap();
+    assert_eq!(
+        (health.status.as_str(), health.role.as_str(), health.name.as_str()),
+        ("ok", "mno", "mno-a")
+    );
+    assert_problem(anonymous.campaign(&id).await, 401, "client-certificate-required");
+    assert_problem(anonymous.activate_tre(&id, dev).await, 401, "client-certificate-required");
+    assert_problem(
+        anonymous
+            .report(&Report {
+                campaign: id.clone(),
+                device_id: dev.clone(),
+                outcome: ReportOutcome::Success,
+                step: None,
+                reason: None,
+            })
+            .await,
+        401,
+        "client-certificate-required",
+    );
+    assert_problem(
+        anonymous.subscriber(&devices[0].1.imsi).await,
+        401,
+        "client-certificate-required",
+    );
     // Steps addressed to the wrong side of the campaign.
     assert_problem(ro_a.prepare(&id).await, 409, "wrong-campaign-party");
     assert_problem(ro_b.activate_tre(&id, dev).await, 409, "wrong-campaign-party");

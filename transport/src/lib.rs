@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod health;
 pub mod metrics;
 pub mod problem;
 pub mod retry;

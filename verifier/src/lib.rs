@@ -39,6 +39,7 @@ pub mod ek_allow;
 pub mod enrol;
 pub mod error;
 pub mod marks;
+mod metrics;
 pub mod nonce;
 mod policies;
 pub mod policy;

@@ -31,6 +31,7 @@ use crate::ek_allow::EkAllowList;
 use crate::enrol::{self, EnrolledDevice};
 use crate::error::{AppraisalError, ChallengeError, Error, StoreError};
 use crate::marks::{self, ClockMarks};
+use crate::metrics::PvaMetrics;
 use crate::nonce::{self, Nonces};
 use crate::policies::PolicySet;
 use crate::refvalues::ReferenceValues;
@@ -116,6 +117,7 @@ pub struct Pva {
     devices: RwLock<HashMap<DeviceId, Arc<EnrolledDevice>>>,
     nonces: Nonces,
     marks: ClockMarks,
+    metrics: PvaMetrics,
 }
 
 impl std::fmt::Debug for Pva {
@@ -151,6 +153,7 @@ impl Pva {
             devices: RwLock::new(HashMap::new()),
             nonces,
             marks,
+            metrics: PvaMetrics::new(),
         })
     }
 
@@ -284,14 +287,16 @@ impl Pva {
         requested_by: Option<&str>,
         now: SystemTime,
     ) -> Result<EnrolResponse, Error> {
-        enrol::begin(
+        let result = enrol::begin(
             &self.store,
             &enrol::EkTrust { roots: &self.manufacturer_roots, allowed: &self.ek_allow_list },
             req,
             requested_by,
             now,
             self.settings.enrolment_ttl,
-        )
+        );
+        self.metrics.enrolled(&result);
+        result
     }
 
     /// Step 5, second half: the secret came back; the AK is enrolled.
@@ -300,7 +305,9 @@ impl Pva {
         req: &ActivateRequest,
         now: SystemTime,
     ) -> Result<ActivateResponse, Error> {
-        let record = enrol::activate(&self.store, req, now)?;
+        let activated = enrol::activate(&self.store, req, now);
+        self.metrics.enrolled(&activated);
+        let record = activated?;
         let device = Arc::new(EnrolledDevice::from_record(&record)?);
         self.devices_write().insert(record.device_id.clone(), device);
         Ok(ActivateResponse { device_id: record.device_id, ak_name: ByteBuf::from(record.ak_name) })
@@ -321,6 +328,16 @@ impl Pva {
 
     /// Step 8: a nonce for an enrolled device.
     pub fn challenge(
+        &self,
+        req: &ChallengeRequest,
+        now: SystemTime,
+    ) -> Result<ChallengeResponse, Error> {
+        let result = self.issue_challenge(req, now);
+        self.metrics.challenged(&result);
+        result
+    }
+
+    fn issue_challenge(
         &self,
         req: &ChallengeRequest,
         now: SystemTime,
@@ -349,9 +366,28 @@ impl Pva {
     /// Steps 8–9: appraise CBOR evidence. `Err` is a refusal (no EAR); `Ok` carries a
     /// signed EAR, affirming or not.
     pub fn appraise(&self, evidence: &[u8], now: SystemTime) -> Result<Appraised, Error> {
-        let evidence = Evidence::from_cbor(evidence)
-            .map_err(|e| AppraisalError::EvidenceMalformed(e.to_string()))?;
-        self.appraise_evidence(&evidence, now)
+        let timer = std::time::Instant::now();
+        let result = Evidence::from_cbor(evidence)
+            .map_err(|e| AppraisalError::EvidenceMalformed(e.to_string()).into())
+            .and_then(|evidence| self.appraise_evidence(&evidence, now));
+        self.metrics.appraised(&result, timer.elapsed());
+        match &result {
+            Ok(a) => tracing::info!(
+                device = %a.claims.appraisal.device_id,
+                status = %a.status(),
+                failures = a.failures.len(),
+                ms = timer.elapsed().as_millis() as u64,
+                "appraised"
+            ),
+            Err(e) => tracing::info!(error = %e, "appraisal refused"),
+        }
+        result
+    }
+
+    /// The PVA's metrics, encoded (`GET /metrics`).
+    pub fn metrics_response(&self) -> axum::response::Response {
+        let enrolled = self.devices.read().map_or(0, |d| d.len());
+        self.metrics.response(enrolled)
     }
 
     /// [`Pva::appraise`] of decoded evidence.

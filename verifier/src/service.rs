@@ -46,6 +46,9 @@ pub fn router(pva: Arc<Pva>) -> Router {
         .route(path::APPRAISE, post(appraise))
         .route(path::HEALTH, get(health))
         .route(path::RELOAD_POLICIES, post(reload_policies))
+        .route("/health", get(live))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(pva);
@@ -167,6 +170,19 @@ async fn health(State(pva): State<Arc<Pva>>) -> Response {
         )
         .into_response(),
     }
+}
+
+async fn live() -> Response {
+    transport::health::live("pva", "pva")
+}
+
+async fn ready(State(pva): State<Arc<Pva>>) -> Response {
+    let store = tokio::task::spawn_blocking(move || pva.store_healthy()).await.unwrap_or(false);
+    transport::health::ready("pva", "pva", &[("store", store)])
+}
+
+async fn metrics(State(pva): State<Arc<Pva>>) -> Response {
+    pva.metrics_response()
 }
 
 async fn not_found() -> Response {

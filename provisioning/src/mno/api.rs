@@ -376,12 +376,17 @@ pub struct DeviceStatus {
     pub report: Option<ReportOutcome>,
 }
 
-/// `GET /health` (JSON).
+/// `GET /health` and `GET /ready` (JSON, `transport::health`): open to anyone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     pub status: String,
-    pub operator: String,
+    pub role: String,
+    /// The operator's name.
+    pub name: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// CBOR-encodes a message.

@@ -25,6 +25,7 @@ pub mod auc;
 pub mod client;
 pub mod config;
 pub mod error;
+mod metrics;
 mod new_operator;
 mod old_operator;
 mod operator;

@@ -120,7 +120,10 @@ impl Operator {
         let signer = ProfileSigner::from_pkcs8_pem(&key_pem, chain.clone())
             .map_err(|e| ConfigError::Invalid { key: "pki.key", reason: e.to_string() })?;
         let roots = transport::tls::roots_from_pem_file(&config.ci_root)?;
-        let tls = transport::server_config(&identity, ClientAuth::Required(roots.clone()))?;
+        // Optional at the TLS layer so that /health, /ready and /metrics answer anyone;
+        // every other route refuses a request without a client certificate of its role
+        // (401 `client-certificate-required`, `PeerIdentity`).
+        let tls = transport::server_config(&identity, ClientAuth::Optional(roots.clone()))?;
         // One client per peer operator, accepting only that operator's certificate.
         let mut http = BTreeMap::new();
         for peer in config.peers.keys() {

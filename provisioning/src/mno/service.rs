@@ -25,8 +25,8 @@ use tokio::net::TcpListener;
 use transport::PeerIdentity;
 
 use super::api::{
-    self, CBOR, CampaignId, CampaignRequest, Health, ImsiList, JSON, MAX_BULK_BODY,
-    MAX_DEVICE_BODY, Report, TreActivated,
+    self, CBOR, CampaignId, CampaignRequest, ImsiList, JSON, MAX_BULK_BODY, MAX_DEVICE_BODY,
+    Report, TreActivated,
 };
 use super::config::MnoConfig;
 use super::error::{MnoError, Result};
@@ -70,6 +70,8 @@ pub fn router(operator: Arc<Operator>) -> Router {
         .route("/v1/campaigns/{campaign}/imsi-list", post(imsi_list));
     let per_device = Router::new()
         .route(api::path::HEALTH, get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/v1/campaigns/{campaign}", get(campaign_status))
         .route("/v1/campaigns/{campaign}/prepare", post(prepare))
         .route("/v1/campaigns/{campaign}/devices/{device}/activate-tre", post(activate_tre))
@@ -93,9 +95,23 @@ fn ro_only(peer: &PeerIdentity) -> Result<()> {
     Ok(())
 }
 
-async fn health(State(op): Shared, peer: PeerIdentity) -> Json<Health> {
-    tracing::debug!(peer = ?peer.common_name, "health");
-    Json(Health { status: "ok".into(), operator: op.name().to_owned() })
+/// Open to anyone, as on every role (`transport::health`); every other route requires a
+/// client certificate of the role it serves.
+async fn health(State(op): Shared) -> Response {
+    transport::health::live("mno", op.name())
+}
+
+async fn ready(State(op): Shared) -> Response {
+    let name = op.name().to_owned();
+    let store = tokio::task::spawn_blocking(move || op.store_healthy()).await.unwrap_or(false);
+    transport::health::ready("mno", &name, &[("store", store)])
+}
+
+async fn metrics(State(op): Shared) -> Response {
+    match tokio::task::spawn_blocking(move || op.metrics_response()).await {
+        Ok(response) => response,
+        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn create_campaign(State(op): Shared, peer: PeerIdentity, body: Body) -> Result<Response> {

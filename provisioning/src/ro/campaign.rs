@@ -10,6 +10,7 @@
 //! its deadline; then the campaign fails and its devices are released at both operators by
 //! their final reports. `cancel` ends a campaign at any point before a device's commit.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use super::error::RoError;
 use super::events::Event;
 use super::outbox::{backoff, final_reports};
 use super::state::{DeviceState, step_name};
-use super::store::{CampaignRow, now_ms};
+use super::store::{CampaignQuery, CampaignRow, Created, DeviceRow, Idempotency, now_ms};
 use crate::mno::api::{CampaignDevice, CampaignId, CampaignRequest};
 
 /// How long `POST /v1/campaigns` waits for the creation before it answers `preparing`.
@@ -53,7 +54,7 @@ pub struct CampaignReport {
     pub summary: Summary,
 }
 
-/// One campaign in `GET /v1/campaigns` (JSON array, oldest first).
+/// One campaign in `GET /v1/campaigns`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CampaignSummary {
     pub id: String,
@@ -62,7 +63,22 @@ pub struct CampaignSummary {
     pub state: String,
     /// Unix milliseconds.
     pub created_ms: u64,
+    /// Its devices counted by state (`pending`, …, `switched`, `rolled-back`).
+    pub devices: BTreeMap<String, u32>,
 }
+
+/// `GET /v1/campaigns?state=&operator=&limit=&after=` (JSON): oldest first; `next` is the
+/// `after` of the next page, absent on the last.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignPage {
+    pub campaigns: Vec<CampaignSummary>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next: Option<String>,
+}
+
+/// Largest page of `GET /v1/campaigns`, and its default.
+pub const MAX_PAGE: usize = 500;
+pub const DEFAULT_PAGE: usize = 100;
 
 /// One device of [`CampaignReport`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,7 +127,15 @@ impl Ro {
         self: &Arc<Self>,
         caller: &str,
         new: NewCampaign,
+        idempotency_key: Option<&str>,
     ) -> Result<CampaignReport, RoError> {
+        if let Some(key) = idempotency_key
+            && (key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(RoError::BadCampaign(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+            ));
+        }
         for name in [&new.from, &new.to] {
             self.peers.operator(name)?;
         }
@@ -130,7 +154,27 @@ impl Ro {
         request.validate().map_err(|e| RoError::BadCampaign(e.to_string()))?;
         let devices: Vec<(DeviceId, Iccid)> =
             request.devices.iter().map(|d| (d.device_id.clone(), d.iccid.clone())).collect();
-        self.store.create_campaign(id.as_str(), &request.from, &request.to, &devices)?;
+        let request_sha256 = ring::digest::digest(
+            &ring::digest::SHA256,
+            &serde_json::to_vec(&(&request.from, &request.to, &request.devices))
+                .map_err(|e| RoError::Decode(e.to_string()))?,
+        );
+        let idempotency = idempotency_key.map(|key| Idempotency {
+            caller,
+            key,
+            request_sha256: request_sha256.as_ref(),
+        });
+        let created = self.store.create_campaign(
+            id.as_str(),
+            &request.from,
+            &request.to,
+            &devices,
+            idempotency,
+        )?;
+        if let Created::Earlier(earlier) = created {
+            tracing::info!(campaign = %earlier, by = caller, "campaign request repeated with its Idempotency-Key");
+            return self.campaign_report(&earlier);
+        }
         tracing::info!(campaign = %id, from = %request.from, to = %request.to, devices = devices.len(), "campaign created");
         let driver = tokio::spawn(Arc::clone(self).drive_creation(id.to_string()));
         let _ = tokio::time::timeout(CREATE_WAIT, driver).await;
@@ -325,20 +369,29 @@ impl Ro {
         self.campaign_report(id)
     }
 
-    /// Every campaign, oldest first.
-    pub(crate) fn campaign_list(&self) -> Result<Vec<CampaignSummary>, RoError> {
-        Ok(self
-            .store
-            .campaigns()?
-            .into_iter()
-            .map(|c| CampaignSummary {
+    /// A page of campaigns, oldest first, with the cursor of the next page.
+    pub(crate) fn campaign_page(&self, query: &CampaignQuery<'_>) -> Result<CampaignPage, RoError> {
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let rows =
+            self.store.campaigns_page(&CampaignQuery { limit: limit + 1, ..query.clone() })?;
+        let more = rows.len() > limit;
+        let mut campaigns = Vec::new();
+        for c in rows.into_iter().take(limit) {
+            let mut devices = BTreeMap::new();
+            for (state, n) in self.store.campaign_counts(&c.id)? {
+                devices.insert(state, n);
+            }
+            campaigns.push(CampaignSummary {
                 id: c.id,
                 from: c.from,
                 to: c.to,
                 state: c.state,
                 created_ms: c.created_ms,
-            })
-            .collect())
+                devices,
+            });
+        }
+        let next = if more { campaigns.last().map(|c| c.id.clone()) } else { None };
+        Ok(CampaignPage { campaigns, next })
     }
 
     /// [`Ro::campaign_progress`] for every campaign under way.
@@ -374,63 +427,7 @@ impl Ro {
         let mut summary = Summary::default();
         let mut devices = Vec::new();
         for row in self.store.campaign_devices(id)? {
-            let (failed_step, failure) = match &row.state {
-                DeviceState::Aborting { step, reason }
-                | DeviceState::RolledBack { step, reason } => (Some(*step), Some(reason.clone())),
-                DeviceState::Reconciling { reason } => (Some(12), Some(reason.clone())),
-                _ => (None, None),
-            };
-            match &row.state {
-                DeviceState::Switched => summary.switched += 1,
-                DeviceState::RolledBack { .. } => summary.failed += 1,
-                DeviceState::Reconciling { .. } => summary.reconciling += 1,
-                _ => summary.in_progress += 1,
-            }
-            let outbox = self.store.outbox_state(id, Some(&row.device_id))?;
-            let reported = row.state.is_final() && outbox.pending == 0 && outbox.dead.is_empty();
-            if row.state.is_final() && !reported {
-                summary.reports_pending += 1;
-            }
-            let since = row.since_ms / 1000;
-            let waiting = match (&row.retry, &outbox.last_error, &row.state) {
-                (Some(retry), _, _) => {
-                    Some(format!("{} (attempt {})", retry.last_error, retry.attempts))
-                }
-                (None, Some(error), _) if outbox.pending > 0 => {
-                    Some(format!("final report not yet acknowledged: {error}"))
-                }
-                // Between the decision and the device's word nothing is reported.
-                (None, _, DeviceState::Committing { .. }) => Some(format!(
-                    "the device's signed answer to the commit order (since {since}; until it \
-                     commits, its fallback timer may still restore the old profile)"
-                )),
-                (None, _, DeviceState::Aborting { .. }) => Some(format!(
-                    "the device's signed acknowledgement of the abort order (since {since})"
-                )),
-                _ => None,
-            };
-            let mut steps: Vec<StepTime> = Vec::new();
-            for (step, ms) in [(2u8, campaign.step2_ms), (3, campaign.step3_ms)] {
-                if let Some(ms) = ms {
-                    steps.push(StepTime { step, name: step_name(step).into(), ms });
-                }
-            }
-            steps.extend(row.steps.iter().map(|(step, ms)| StepTime {
-                step: *step,
-                name: step_name(*step).into(),
-                ms: *ms,
-            }));
-            devices.push(DeviceReport {
-                device_id: row.device_id,
-                iccid: row.iccid,
-                state: row.state.name().into(),
-                failed_step,
-                failure,
-                waiting,
-                reported,
-                report_refused: outbox.dead,
-                steps,
-            });
+            devices.push(self.device_report(&campaign, row, &mut summary)?);
         }
         Ok(CampaignReport {
             id: campaign.id,
@@ -440,6 +437,89 @@ impl Ro {
             failure: campaign.failure,
             devices,
             summary,
+        })
+    }
+
+    /// One device of a campaign (`GET /v1/campaigns/{id}/devices/{device}`).
+    pub(crate) fn campaign_device(
+        &self,
+        id: &str,
+        device: &DeviceId,
+    ) -> Result<DeviceReport, RoError> {
+        let campaign = self.campaign_of(id)?;
+        let row = self
+            .store
+            .campaign_device(id, device)?
+            .ok_or_else(|| RoError::NotFound(format!("device {device} in campaign {id}")))?;
+        self.device_report(&campaign, row, &mut Summary::default())
+    }
+
+    /// A device's state, failure, what it waits for and its step timings; counted into
+    /// `summary`.
+    fn device_report(
+        &self,
+        campaign: &CampaignRow,
+        row: DeviceRow,
+        summary: &mut Summary,
+    ) -> Result<DeviceReport, RoError> {
+        let id = campaign.id.as_str();
+        let (failed_step, failure) = match &row.state {
+            DeviceState::Aborting { step, reason } | DeviceState::RolledBack { step, reason } => {
+                (Some(*step), Some(reason.clone()))
+            }
+            DeviceState::Reconciling { reason } => (Some(12), Some(reason.clone())),
+            _ => (None, None),
+        };
+        match &row.state {
+            DeviceState::Switched => summary.switched += 1,
+            DeviceState::RolledBack { .. } => summary.failed += 1,
+            DeviceState::Reconciling { .. } => summary.reconciling += 1,
+            _ => summary.in_progress += 1,
+        }
+        let outbox = self.store.outbox_state(id, Some(&row.device_id))?;
+        let reported = row.state.is_final() && outbox.pending == 0 && outbox.dead.is_empty();
+        if row.state.is_final() && !reported {
+            summary.reports_pending += 1;
+        }
+        let since = row.since_ms / 1000;
+        let waiting = match (&row.retry, &outbox.last_error, &row.state) {
+            (Some(retry), _, _) => {
+                Some(format!("{} (attempt {})", retry.last_error, retry.attempts))
+            }
+            (None, Some(error), _) if outbox.pending > 0 => {
+                Some(format!("final report not yet acknowledged: {error}"))
+            }
+            // Between the decision and the device's word nothing is reported.
+            (None, _, DeviceState::Committing { .. }) => Some(format!(
+                "the device's signed answer to the commit order (since {since}; until it \
+                 commits, its fallback timer may still restore the old profile)"
+            )),
+            (None, _, DeviceState::Aborting { .. }) => Some(format!(
+                "the device's signed acknowledgement of the abort order (since {since})"
+            )),
+            _ => None,
+        };
+        let mut steps: Vec<StepTime> = Vec::new();
+        for (step, ms) in [(2u8, campaign.step2_ms), (3, campaign.step3_ms)] {
+            if let Some(ms) = ms {
+                steps.push(StepTime { step, name: step_name(step).into(), ms });
+            }
+        }
+        steps.extend(row.steps.iter().map(|(step, ms)| StepTime {
+            step: *step,
+            name: step_name(*step).into(),
+            ms: *ms,
+        }));
+        Ok(DeviceReport {
+            device_id: row.device_id,
+            iccid: row.iccid,
+            state: row.state.name().into(),
+            failed_step,
+            failure,
+            waiting,
+            reported,
+            report_refused: outbox.dead,
+            steps,
         })
     }
 

@@ -18,6 +18,14 @@ pub enum RoError {
     DeviceBusy { device: DeviceId, campaign: String },
     #[error("no campaign {0}")]
     UnknownCampaign(String),
+    #[error("no {0}")]
+    NotFound(String),
+    /// An `Idempotency-Key` the caller already used for another request
+    /// (draft-ietf-httpapi-idempotency-key-header §2.7: 422).
+    #[error("Idempotency-Key {key:?} was used for another request (campaign {campaign})")]
+    IdempotencyKeyReused { key: String, campaign: String },
+    #[error("bad query: {0}")]
+    BadQuery(String),
     #[error("device {0} is in no ready campaign")]
     NotInCampaign(DeviceId),
     #[error("campaign must name a known operator for from and to, and they must differ: {0}")]
@@ -95,6 +103,11 @@ impl RoError {
             }
             RoError::DeviceBusy { .. } => (StatusCode::CONFLICT, "device-busy"),
             RoError::UnknownCampaign(_) => (StatusCode::NOT_FOUND, "unknown-campaign"),
+            RoError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
+            RoError::IdempotencyKeyReused { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused")
+            }
+            RoError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad-query"),
             RoError::NotInCampaign(_) => (StatusCode::NOT_FOUND, "not-in-campaign"),
             RoError::BadCampaign(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad-campaign"),
             RoError::WrongState { .. } => (StatusCode::CONFLICT, "wrong-state"),

@@ -42,10 +42,13 @@ use protocol::bundle::CoseSigner;
 use protocol::x509::TrustAnchors;
 use tokio::net::TcpListener;
 
-pub use campaign::{CampaignReport, CampaignSummary, DeviceReport, NewCampaign, StepTime, Summary};
+pub use campaign::{
+    CampaignPage, CampaignReport, CampaignSummary, DeviceReport, NewCampaign, StepTime, Summary,
+};
 pub use config::{Peers as PeerUrls, PkiPaths, RoConfig, StorePath};
 pub use dpf::{Dpf, ExpectedReceipt};
 pub use error::RoError;
+pub use events::{Event, WebhookConfig};
 pub use state::{DeviceState, STEP_NAMES, step_name};
 pub use store::RoStore;
 

@@ -21,9 +21,10 @@ use protocol::role::{Expected, Role as CertRole};
 use transport::PeerIdentity;
 
 use super::Ro;
-use super::campaign::NewCampaign;
+use super::campaign::{DEFAULT_PAGE, NewCampaign};
 use super::device::Answer;
 use super::error::RoError;
+use super::store::CampaignQuery;
 
 /// Largest body of a campaign request (10 000 devices fit).
 const MAX_CAMPAIGN_BODY: usize = 4 * 1024 * 1024;
@@ -42,12 +43,16 @@ pub(crate) fn router(ro: Arc<Ro>) -> Router {
         .route("/v1/devices/{device}/commit", post(commit))
         .route("/v1/devices/{device}/abort", post(abort))
         .route_layer(axum::middleware::from_fn_with_state(ro.clone(), with_next_nonce))
-        .route("/health", get(health));
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics));
     let devices = transport::limit_body(devices, device_api::MAX_MESSAGE_SIZE);
     let admin = Router::new()
         .route("/v1/campaigns", post(create_campaign).get(campaigns))
         .route("/v1/campaigns/{id}", get(campaign))
-        .route("/v1/campaigns/{id}/cancel", post(cancel_campaign));
+        .route("/v1/campaigns/{id}/devices/{device}", get(campaign_device))
+        .route("/v1/campaigns/{id}/cancel", post(cancel_campaign))
+        .route("/v1/events", get(events));
     let admin = transport::limit_body(admin, MAX_CAMPAIGN_BODY);
     devices.merge(admin).with_state(ro)
 }
@@ -66,21 +71,107 @@ fn campaign_readers(ro: &Ro) -> Vec<Expected> {
     readers
 }
 
+/// `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header): a repeated creation with
+/// the same key and request answers the campaign the first one created.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 async fn create_campaign(
     State(ro): Shared,
     peer: PeerIdentity,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response, RoError> {
     let caller = peer.require(&operators(&ro)).map_err(|p| RoError::Forbidden(p.title))?.to_owned();
+    let key =
+        match headers.get(IDEMPOTENCY_KEY) {
+            Some(v) => Some(v.to_str().map_err(|_| {
+                RoError::BadCampaign("Idempotency-Key must be visible ASCII".into())
+            })?),
+            None => None,
+        };
     let new: NewCampaign =
         serde_json::from_slice(&body).map_err(|e| RoError::Decode(e.to_string()))?;
-    let report = ro.create_campaign(&caller, new).await?;
+    let report = ro.create_campaign(&caller, new, key).await?;
     Ok((StatusCode::CREATED, axum::Json(report)).into_response())
 }
 
-async fn campaigns(State(ro): Shared, peer: PeerIdentity) -> Result<Response, RoError> {
+/// `GET /v1/campaigns?state=&operator=&limit=&after=`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    operator: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+async fn campaigns(
+    State(ro): Shared,
+    peer: PeerIdentity,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, RoError> {
     peer.require(&campaign_readers(&ro)).map_err(|p| RoError::Forbidden(p.title))?;
-    Ok(axum::Json(ro.campaign_list()?).into_response())
+    let axum::extract::Query(q) = query.map_err(|e| RoError::BadQuery(e.body_text()))?;
+    let query = CampaignQuery {
+        state: q.state.as_deref(),
+        operator: q.operator.as_deref(),
+        after: q.after.as_deref(),
+        limit: q.limit.unwrap_or(DEFAULT_PAGE),
+    };
+    Ok(axum::Json(ro.campaign_page(&query)?).into_response())
+}
+
+async fn campaign_device(
+    State(ro): Shared,
+    peer: PeerIdentity,
+    Path((id, device)): Path<(String, String)>,
+) -> Result<Response, RoError> {
+    peer.require(&campaign_readers(&ro)).map_err(|p| RoError::Forbidden(p.title))?;
+    let device = device_id(&device)?;
+    Ok(axum::Json(ro.campaign_device(&id, &device)?).into_response())
+}
+
+/// `GET /v1/events[?campaign=ID]`: the events as they are committed, as Server-Sent
+/// Events (`id` the event's id, `event` its type, `data` its JSON). A live view from now
+/// on: the durable channel is the webhooks.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    campaign: Option<String>,
+}
+
+async fn events(
+    State(ro): Shared,
+    peer: PeerIdentity,
+    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, RoError> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    peer.require(&campaign_readers(&ro)).map_err(|p| RoError::Forbidden(p.title))?;
+    let axum::extract::Query(q) = query.map_err(|e| RoError::BadQuery(e.body_text()))?;
+    let receiver = ro.events.subscribe();
+    let stream =
+        futures_util::stream::unfold((receiver, q.campaign), |(mut rx, filter)| async move {
+            loop {
+                let item = match rx.recv().await {
+                    Ok(event) if filter.as_deref().is_some_and(|c| c != event.campaign()) => {
+                        continue;
+                    }
+                    Ok(event) => {
+                        let kind = match &event {
+                            super::events::Event::DeviceTransition { .. } => "device-transition",
+                            super::events::Event::CampaignFinished { .. } => "campaign-finished",
+                        };
+                        SseEvent::default().id(event.id()).event(kind).json_data(&event)
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        Ok(SseEvent::default().event("lagged").data(missed.to_string()))
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                };
+                return Some((item, (rx, filter)));
+            }
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
 async fn cancel_campaign(
@@ -249,7 +340,21 @@ async fn abort(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError
 }
 
 async fn health() -> Response {
-    axum::Json(serde_json::json!({ "status": "ok", "role": "ro" })).into_response()
+    transport::health::live("ro", "ro")
+}
+
+async fn ready(State(ro): Shared) -> Response {
+    let store = tokio::task::spawn_blocking(move || ro.store.healthy()).await.unwrap_or(false);
+    transport::health::ready("ro", "ro", &[("store", store)])
+}
+
+async fn metrics(State(ro): Shared) -> Response {
+    let scraped = tokio::task::spawn_blocking(move || ro.metrics.scrape(&ro.store)).await;
+    match scraped {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 fn device_id(s: &str) -> Result<DeviceId, RoError> {

@@ -86,6 +86,47 @@ CREATE INDEX outbox_by_device ON outbox (campaign_id, device_id);
 ",
 };
 
+/// Tables added since schema version 3, created at open where missing (a store of version 3
+/// made by an earlier build gains them; nothing else changes).
+const ADDED_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    caller TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_sha256 BLOB NOT NULL,
+    campaign_id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (caller, key)
+);
+CREATE INDEX IF NOT EXISTS campaigns_by_time ON campaigns (created_ms, id);
+";
+
+/// What [`RoStore::create_campaign`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New,
+    /// The caller's idempotency key names this earlier campaign of the same request.
+    Earlier(String),
+}
+
+/// A caller's `Idempotency-Key` and the SHA-256 of its request.
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency<'a> {
+    pub caller: &'a str,
+    pub key: &'a str,
+    pub request_sha256: &'a [u8],
+}
+
+/// A page of [`RoStore::campaigns_page`].
+#[derive(Debug, Clone, Default)]
+pub struct CampaignQuery<'a> {
+    pub state: Option<&'a str>,
+    /// Campaigns this operator is in (as `from` or `to`).
+    pub operator: Option<&'a str>,
+    /// The id of the last campaign of the previous page.
+    pub after: Option<&'a str>,
+    pub limit: usize,
+}
+
 const ADD_STEP_TIME: &str =
     "INSERT INTO step_times (campaign_id, device_id, step, ms) VALUES (?1, ?2, ?3, ?4)
      ON CONFLICT (campaign_id, device_id, step) DO UPDATE SET ms = ms + excluded.ms";
@@ -163,6 +204,7 @@ impl RoStore {
         let conn =
             storage::open_sqlite(path, &SCHEMA, mode).map_err(|e| RoError::Store(e.to_string()))?;
         conn.execute_batch("PRAGMA foreign_keys = ON;")
+            .and_then(|()| conn.execute_batch(ADDED_TABLES))
             .map_err(|e| RoError::store("configure", e))?;
         Ok(Self { conn: Mutex::new(conn) })
     }
@@ -172,8 +214,14 @@ impl RoStore {
         let conn =
             storage::open_sqlite_in_memory(&SCHEMA).map_err(|e| RoError::Store(e.to_string()))?;
         conn.execute_batch("PRAGMA foreign_keys = ON;")
+            .and_then(|()| conn.execute_batch(ADDED_TABLES))
             .map_err(|e| RoError::store("configure", e))?;
         Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    /// Whether the store answers a query (`/ready`).
+    pub fn healthy(&self) -> bool {
+        self.conn().is_ok_and(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).is_ok())
     }
 
     pub(super) fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, RoError> {
@@ -204,8 +252,36 @@ impl RoStore {
         from: &str,
         to: &str,
         devices: &[(DeviceId, Iccid)],
-    ) -> Result<(), RoError> {
+        idempotency: Option<Idempotency<'_>>,
+    ) -> Result<Created, RoError> {
         self.write("campaign-created", |tx| {
+            if let Some(i) = idempotency {
+                let earlier: Option<(Vec<u8>, String)> = tx
+                    .query_row(
+                        "SELECT request_sha256, campaign_id FROM idempotency_keys
+                         WHERE caller = ?1 AND key = ?2",
+                        params![i.caller, i.key],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(|e| RoError::store("check idempotency key", e))?;
+                match earlier {
+                    Some((hash, campaign)) if hash == i.request_sha256 => {
+                        return Ok(Created::Earlier(campaign));
+                    }
+                    Some((_, campaign)) => {
+                        return Err(RoError::IdempotencyKeyReused { key: i.key.into(), campaign });
+                    }
+                    None => {
+                        tx.execute(
+                            "INSERT INTO idempotency_keys (caller, key, request_sha256, campaign_id, created_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![i.caller, i.key, i.request_sha256, id, now_ms() as i64],
+                        )
+                        .map_err(|e| RoError::store("record idempotency key", e))?;
+                    }
+                }
+            }
             for (device, _) in devices {
                 let busy: Option<String> = tx
                     .query_row(
@@ -235,8 +311,60 @@ impl RoStore {
                 )
                 .map_err(|e| RoError::store("insert device", e))?;
             }
-            Ok(())
+            Ok(Created::New)
         })
+    }
+
+    /// Campaigns matching `query`, oldest first, at most `query.limit`.
+    pub fn campaigns_page(&self, query: &CampaignQuery<'_>) -> Result<Vec<CampaignRow>, RoError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "{CAMPAIGN_SELECT}
+                 WHERE (?1 IS NULL OR state = ?1)
+                   AND (?2 IS NULL OR from_op = ?2 OR to_op = ?2)
+                   AND (?3 IS NULL OR (created_ms, id) >
+                        (SELECT created_ms, id FROM campaigns WHERE id = ?3))
+                 ORDER BY created_ms, id LIMIT ?4"
+            ))
+            .map_err(|e| RoError::store("read campaigns", e))?;
+        stmt.query_map(
+            params![query.state, query.operator, query.after, query.limit as i64],
+            campaign_row,
+        )
+        .and_then(|rows| rows.collect())
+        .map_err(|e| RoError::store("read campaigns", e))
+    }
+
+    /// A campaign's devices counted by state.
+    pub fn campaign_counts(&self, id: &str) -> Result<Vec<(String, u32)>, RoError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT state_name, COUNT(*) FROM devices WHERE campaign_id = ?1 GROUP BY state_name",
+            )
+            .map_err(|e| RoError::store("count devices", e))?;
+        stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| RoError::store("count devices", e))
+    }
+
+    /// One device of a campaign.
+    pub fn campaign_device(
+        &self,
+        id: &str,
+        device: &DeviceId,
+    ) -> Result<Option<DeviceRow>, RoError> {
+        let conn = self.conn()?;
+        let raw = conn
+            .query_row(
+                &format!("{DEVICE_SELECT} WHERE d.campaign_id = ?1 AND d.device_id = ?2"),
+                params![id, device.to_hex()],
+                raw_device,
+            )
+            .optional()
+            .map_err(|e| RoError::store("read device", e))?;
+        raw.map(|raw| device_row(&conn, raw)).transpose()
     }
 
     /// Records that creation step `done` (1–3) of a preparing campaign completed, with the
@@ -686,7 +814,9 @@ mod tests {
         let (d1, i1) = device(1);
         {
             let store = open(&path);
-            store.create_campaign("c1", "mno-a", "mno-b", &[(d1.clone(), i1.clone())]).unwrap();
+            store
+                .create_campaign("c1", "mno-a", "mno-b", &[(d1.clone(), i1.clone())], None)
+                .unwrap();
             assert!(store.device(&d1).unwrap().is_none(), "not ready yet");
             store.prepared_step("c1", 1, None, None).unwrap();
             assert_eq!(store.campaign("c1").unwrap().unwrap().prep_step, 1);
@@ -712,16 +842,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir.path().join("ro.sqlite"));
         let (d1, i1) = device(1);
-        store.create_campaign("c1", "mno-a", "mno-b", &[(d1.clone(), i1.clone())]).unwrap();
-        let err =
-            store.create_campaign("c2", "mno-a", "mno-b", &[(d1.clone(), i1.clone())]).unwrap_err();
+        store.create_campaign("c1", "mno-a", "mno-b", &[(d1.clone(), i1.clone())], None).unwrap();
+        let err = store
+            .create_campaign("c2", "mno-a", "mno-b", &[(d1.clone(), i1.clone())], None)
+            .unwrap_err();
         assert!(matches!(err, RoError::DeviceBusy { .. }));
         // nothing of c2 was written
         assert!(store.campaign("c2").unwrap().is_none());
         // a campaign that failed during creation releases its devices
         store.close_campaign("c1", "failed", "mno-b unreachable", |_| Ok(Vec::new()), &[]).unwrap();
         assert!(store.campaign_devices("c1").unwrap()[0].state.is_final());
-        store.create_campaign("c3", "mno-b", "mno-a", &[(d1, i1)]).unwrap();
+        store.create_campaign("c3", "mno-b", "mno-a", &[(d1, i1)], None).unwrap();
     }
 
     #[test]
@@ -729,7 +860,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir.path().join("ro.sqlite"));
         let (d1, i1) = device(1);
-        store.create_campaign("c1", "mno-a", "mno-b", &[(d1.clone(), i1)]).unwrap();
+        store.create_campaign("c1", "mno-a", "mno-b", &[(d1.clone(), i1)], None).unwrap();
         store.prepared_step("c1", 3, None, None).unwrap();
         let m = report("report/c1/x/mno-a", "c1", &d1);
         store
