@@ -98,6 +98,8 @@ pub struct LabOptions {
     /// The operators, at least two, by name; empty: MNO-A and MNO-B
     /// (`pki::DEFAULT_OPERATORS`). Devices are made with the first one's profiles.
     pub operators: Vec<String>,
+    /// Webhooks of the RO (`ro::events`): name, URL, secret file.
+    pub webhooks: Vec<(String, String, PathBuf)>,
 }
 
 impl LabOptions {
@@ -190,7 +192,7 @@ impl Lab {
             }));
         }
 
-        write_ro_config(&dir, &urls)?;
+        write_ro_config(&dir, &urls, &options.webhooks)?;
         let mut lab = Self {
             dir,
             pki,
@@ -486,12 +488,25 @@ fn write_mno_config(dir: &Path, index: usize, operators: &[(String, String)]) ->
     )
 }
 
-fn write_ro_config(dir: &Path, urls: &Urls) -> Result<PathBuf> {
+fn write_ro_config(
+    dir: &Path,
+    urls: &Urls,
+    webhooks: &[(String, String, PathBuf)],
+) -> Result<PathBuf> {
     let own = dir.join("ro");
     storage::private_dir(&own)?;
+    let webhooks: String = webhooks
+        .iter()
+        .map(|(name, url, secret)| {
+            format!(
+                "\n[[webhooks]]\nname = \"{name}\"\nurl = \"{url}\"\nsecret_file = \"{}\"\n",
+                secret.display()
+            )
+        })
+        .collect();
     write(
         &own.join("ro.toml"),
-        &format!(
+        &(format!(
             "listen = \"127.0.0.1:0\"\n\
              # Short long polls: a restarted RO waits for open requests to finish.\n\
              poll_timeout_ms = 2000\n\n\
@@ -504,7 +519,7 @@ fn write_ro_config(dir: &Path, urls: &Urls) -> Result<PathBuf> {
                 .iter()
                 .map(|(name, url)| format!("{name} = \"{url}\"\n"))
                 .collect::<String>()
-        ),
+        ) + &webhooks),
     )
 }
 

@@ -165,6 +165,16 @@ pub fn client_config(
     Ok(config)
 }
 
+/// A client configuration that trusts no server: for a client that speaks plain HTTP to a
+/// loopback address only (a test's webhook receiver), which reqwest still builds a TLS
+/// configuration for.
+pub fn trust_nothing_config() -> Result<ClientConfig> {
+    Ok(ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth())
+}
+
 /// The Web PKI checks (chain to the roots, validity, serverAuth, host name) and then the
 /// role the client requires of the server's certificate (`protocol::role`): a certificate of
 /// another role under the same CI is refused in the handshake.

@@ -233,7 +233,9 @@ impl Ro {
         if name != response.ak_name.as_ref() {
             return self.abandon_locked(&row, 7, "the PVA enrolled another AK");
         }
-        self.store.set_enrolled(&row.campaign_id, device, &ak)?;
+        self.transition_by(&row, &DeviceState::Enrolled, &[7], &[], |queued| {
+            self.store.set_enrolled(&row.campaign_id, device, &ak, queued)
+        })?;
         drop(_guard);
         self.advance_now(device).await
     }

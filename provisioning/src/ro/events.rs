@@ -194,7 +194,9 @@ impl Webhooks {
                 transport::client::client_builder(&roots, None, &transport::ServerRole::Outside)
                     .map_err(|e| bad(&c.name, e.to_string()))?
             } else {
-                reqwest::Client::builder().no_proxy()
+                let tls = transport::tls::trust_nothing_config()
+                    .map_err(|e| bad(&c.name, e.to_string()))?;
+                reqwest::Client::builder().use_preconfigured_tls(tls).no_proxy()
             }
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -259,6 +261,21 @@ impl super::Ro {
         completed: &[u8],
         messages: &[OutboxMessage],
     ) -> Result<(), RoError> {
+        self.transition_by(row, state, completed, messages, |queued| {
+            self.store.transition(&row.campaign_id, &row.device_id, state, completed, queued)
+        })
+    }
+
+    /// [`Ro::transition`] written by `write`, which must queue the messages it is given in
+    /// the transaction that moves the device (e.g. `RoStore::set_enrolled`).
+    pub(crate) fn transition_by(
+        &self,
+        row: &DeviceRow,
+        state: &DeviceState,
+        completed: &[u8],
+        messages: &[OutboxMessage],
+        write: impl FnOnce(&[OutboxMessage]) -> Result<(), RoError>,
+    ) -> Result<(), RoError> {
         let now = now_ms();
         let event = Event::transition(
             &row.campaign_id,
@@ -270,7 +287,7 @@ impl super::Ro {
         );
         let mut queued = messages.to_vec();
         queued.extend(event.messages(&self.webhooks)?);
-        self.store.transition(&row.campaign_id, &row.device_id, state, completed, &queued)?;
+        write(&queued)?;
         let share = match completed.len() {
             0 => 0.0,
             n => now.saturating_sub(row.since_ms) as f64 / 1000.0 / n as f64,

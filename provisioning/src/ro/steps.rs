@@ -128,7 +128,7 @@ impl Ro {
         tracing::warn!(device = %row.device_id, step, reason, "device change abandoned");
         if row.state.device_involved() {
             let state = DeviceState::Aborting { step, reason: reason.to_owned() };
-            self.transition(&row, &state, &[], &[])
+            self.transition(row, &state, &[], &[])
         } else {
             self.finish(row, DeviceState::RolledBack { step, reason: reason.to_owned() })
         }
@@ -162,7 +162,7 @@ impl Ro {
             }
             _ => Vec::new(),
         };
-        self.transition(&row, &state, &[], &reports)?;
+        self.transition(row, &state, &[], &reports)?;
         tracing::info!(device = %row.device_id, campaign = %row.campaign_id, state = state.name(), "device finished");
         self.outbox_wake.notify_one();
         self.campaign_progress(&row.campaign_id)
@@ -175,7 +175,7 @@ impl Ro {
         let timer = Instant::now();
         let command =
             self.peers.activate_tre(&self.campaign_of(&row.campaign_id)?, &row.device_id).await?;
-        self.record_step(&row, 4, ms(timer))?;
+        self.record_step(row, 4, ms(timer))?;
         Ok((DeviceState::TreActivation { command: ByteBuf::from(command) }, &[]))
     }
 
@@ -191,7 +191,7 @@ impl Ro {
         self.peers
             .tre_activated(&self.campaign_of(&row.campaign_id)?, &row.device_id, proof)
             .await?;
-        self.record_step(&row, 4, ms(timer))?;
+        self.record_step(row, 4, ms(timer))?;
         Ok((DeviceState::Attached, &[]))
     }
 
@@ -199,7 +199,7 @@ impl Ro {
     async fn register(&self, row: &DeviceRow) -> Result<(DeviceState, &'static [u8]), RoError> {
         let timer = Instant::now();
         self.peers.register(&self.campaign_of(&row.campaign_id)?, &row.device_id).await?;
-        self.record_step(&row, 6, ms(timer))?;
+        self.record_step(row, 6, ms(timer))?;
         Ok((DeviceState::Registered, &[]))
     }
 
@@ -231,7 +231,7 @@ impl Ro {
             }
             Err(e) => return Err(e),
         };
-        self.record_step(&row, 8, ms(timer))?;
+        self.record_step(row, 8, ms(timer))?;
         let ear = appraisal.ear.into_vec();
         let key = super::dpf::Dpf::evidence_bundle_key(&parsed)?;
         let verified = self.dpf.check_ear(&ear, &row.device_id, &nonce, &key, SystemTime::now())?;
@@ -262,10 +262,10 @@ impl Ro {
             .map_err(|e| RoError::Release(format!("attestation result: {e}")))?;
         let timer = Instant::now();
         let answer = self.peers.attestation(&campaign, &row.device_id, ear).await?;
-        self.record_step(&row, 9, ms(timer))?;
+        self.record_step(row, 9, ms(timer))?;
         let timer = Instant::now();
         let release = self.dpf.accept(&verified, ear, &row.device_id, &row.iccid, answer)?;
-        self.record_step(&row, 10, ms(timer))?;
+        self.record_step(row, 10, ms(timer))?;
         Ok((
             DeviceState::Delivering {
                 bundle: ByteBuf::from(release.bundle),
@@ -287,7 +287,7 @@ impl Ro {
         let timer = Instant::now();
         let (rand, autn) =
             self.peers.aka_challenge(&self.campaign_of(&row.campaign_id)?, &row.device_id).await?;
-        self.record_step(&row, 12, ms(timer))?;
+        self.record_step(row, 12, ms(timer))?;
         let state = DeviceState::Aka {
             rand: ByteBuf::from(rand),
             autn: ByteBuf::from(autn),
@@ -322,7 +322,7 @@ impl Ro {
                 )));
             }
         };
-        self.record_step(&row, 12, ms(timer))?;
+        self.record_step(row, 12, ms(timer))?;
         Ok(match verdict {
             AkaAnswer::Live => {
                 tracing::info!(device = %row.device_id, "new USIM authenticated; commit decided");

@@ -622,12 +622,13 @@ impl RoStore {
         fault("ro.bind-ak.after")
     }
 
-    /// Records the enrolled AK and moves the device on, in one transaction.
+    /// Records the enrolled AK and moves the device on, with `messages`, in one transaction.
     pub fn set_enrolled(
         &self,
         campaign: &str,
         device: &DeviceId,
         ak_public: &[u8],
+        messages: &[OutboxMessage],
     ) -> Result<(), RoError> {
         self.write(DeviceState::Enrolled.name(), |tx| {
             tx.execute(
@@ -635,6 +636,9 @@ impl RoStore {
                 params![device.to_hex(), ak_public],
             )
             .map_err(|e| RoError::store("write enrolment", e))?;
+            for m in messages {
+                insert_message(tx, m)?;
+            }
             update_device(tx, campaign, device, &DeviceState::Enrolled, &[7])
         })
     }

@@ -1,0 +1,295 @@
+//! The campaign API as a device-management stack uses it (`docs/campaigns.md`), on the real
+//! lab: an `Idempotency-Key` that makes a repeated creation harmless, pages of campaigns,
+//! one device's resource, the event stream, signed webhooks delivered from the outbox
+//! (through a receiver that fails its first deliveries), and `/metrics`, `/health` and
+//! `/ready` without a client certificate, their counts checked against the RO's store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use provisioning::mno::api::CampaignDevice;
+use provisioning::pki::Role;
+use provisioning::ro::events::{Event, ID_HEADER, SIGNATURE_HEADER, verify_signature};
+use provisioning::ro::{CampaignPage, CampaignReport, DeviceReport, NewCampaign};
+use tre::agent::AgentState;
+use tre::tpm::KeyAlg;
+use tresor::lab::{Lab, LabOptions, run_agent};
+
+fn image() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/image")
+}
+
+const SECRET: &str = "a webhook secret of at least thirty-two bytes";
+
+/// The receiver: checks every signature, answers 503 to the first two deliveries (the
+/// outbox must retry them), and keeps each event once by id, counting repeats.
+#[derive(Default)]
+struct Receiver {
+    events: BTreeMap<String, Event>,
+    deliveries: usize,
+    bad_signatures: usize,
+}
+
+async fn receive(
+    State(receiver): State<Arc<Mutex<Receiver>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let mut r = receiver.lock().unwrap();
+    r.deliveries += 1;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !verify_signature(SECRET.as_bytes(), signature, &body, now, Duration::from_secs(300)) {
+        r.bad_signatures += 1;
+        return StatusCode::UNAUTHORIZED;
+    }
+    if r.deliveries <= 2 {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let event: Event = serde_json::from_slice(&body).unwrap();
+    assert_eq!(headers.get(ID_HEADER).unwrap().to_str().unwrap(), event.id());
+    r.events.insert(event.id().to_owned(), event);
+    StatusCode::NO_CONTENT
+}
+
+async fn start_receiver() -> (String, Arc<Mutex<Receiver>>) {
+    let receiver = Arc::new(Mutex::new(Receiver::default()));
+    let app = axum::Router::new()
+        .route("/hooks", axum::routing::post(receive))
+        .with_state(Arc::clone(&receiver));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}/hooks", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, receiver)
+}
+
+fn secret_file(dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("webhook.secret");
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
+    std::io::Write::write_all(&mut f, SECRET.as_bytes()).unwrap();
+    path
+}
+
+/// The value of the series `name{labels}` in an OpenMetrics text, 0 if absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_management_stack_drives_and_follows_a_campaign() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook_url, receiver) = start_receiver().await;
+    let options = LabOptions {
+        webhooks: vec![("dm".into(), hook_url, secret_file(dir.path()))],
+        ..LabOptions::default()
+    };
+    let lab = Lab::start_with(&dir.path().join("lab"), &image(), &options).await.unwrap();
+    let devices: Vec<_> = (0..3).map(|i| lab.manufacture(i, KeyAlg::Ecc).unwrap()).collect();
+    let members: Vec<CampaignDevice> = devices
+        .iter()
+        .map(|d| CampaignDevice { device_id: d.device_id.clone(), iccid: d.iccid.clone() })
+        .collect();
+    let ro = &lab.urls.ro;
+    let mno_b = lab.pki.client(Role::mno_b()).unwrap();
+    let reader = lab.pki.client(Role::Ro).unwrap();
+
+    // Created once whatever the retries; the same key for another request is refused.
+    let new = NewCampaign { from: "mno-a".into(), to: "mno-b".into(), devices: members.clone() };
+    let create = |body: &NewCampaign, key: &str| {
+        mno_b.post(format!("{ro}/v1/campaigns")).header("idempotency-key", key).json(body).send()
+    };
+    let first: CampaignReport =
+        transport::client::json(create(&new, "order-42").await.unwrap()).await.unwrap();
+    let again: CampaignReport =
+        transport::client::json(create(&new, "order-42").await.unwrap()).await.unwrap();
+    assert_eq!(first.id, again.id, "a repeated creation answers the first campaign");
+    assert_eq!(first.state, "ready", "{first:?}");
+    let other = NewCampaign { devices: members[..1].to_vec(), ..new.clone() };
+    let reused = create(&other, "order-42").await.unwrap();
+    assert_eq!(reused.status(), 422);
+    let problem: serde_json::Value = reused.json().await.unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("idempotency-key-reused"), "{problem}");
+
+    // The event stream, opened before the devices start.
+    let stream = reader
+        .get(format!("{ro}/v1/events?campaign={}", first.id))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let streamed = tokio::spawn(async move {
+        let mut stream = stream;
+        let mut text = String::new();
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("event: campaign-finished") {
+                break;
+            }
+        }
+        text
+    });
+
+    let agents: Vec<_> = devices
+        .iter()
+        .map(|d| run_agent(d, &image(), lab.agent_config(d, Duration::from_secs(90)).unwrap()))
+        .collect();
+    let outcomes = tokio::task::spawn_blocking(move || {
+        agents.into_iter().map(|a| a.join().unwrap().unwrap()).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(outcomes.iter().all(|o| o.state == AgentState::Switched));
+    let text = tokio::time::timeout(Duration::from_secs(30), streamed).await.unwrap().unwrap();
+    assert!(text.matches("event: device-transition").count() >= 3 * 10, "{text}");
+    assert!(text.contains("\"to\":\"switched\""), "{text}");
+
+    // The webhooks: every event exactly once in effect, the failed deliveries retried.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let finished = loop {
+        let finished = {
+            let r = receiver.lock().unwrap();
+            r.events.values().any(|e| matches!(e, Event::CampaignFinished { .. }))
+        };
+        if finished || std::time::Instant::now() > deadline {
+            break finished;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(finished, "no campaign-finished webhook");
+    {
+        let r = receiver.lock().unwrap();
+        assert_eq!(r.bad_signatures, 0);
+        assert!(r.deliveries > r.events.len(), "the first deliveries failed and were retried");
+        for d in &devices {
+            // The device's transitions chain from `pending` to `switched`, each once.
+            let mut next: BTreeMap<&str, &str> = BTreeMap::new();
+            for e in r.events.values() {
+                if let Event::DeviceTransition { device_id, from, to, .. } = e
+                    && *device_id == d.device_id
+                {
+                    assert!(next.insert(from.as_str(), to.as_str()).is_none(), "{from} twice");
+                }
+            }
+            let mut at = "pending";
+            let mut path = vec![at];
+            while let Some(to) = next.get(at) {
+                at = to;
+                path.push(at);
+            }
+            assert_eq!(path.len(), next.len() + 1, "one chain: {next:?}");
+            assert_eq!(path[1], "tre-activation-issued", "{path:?}");
+            assert_eq!(path.last(), Some(&"switched"), "{path:?}");
+        }
+        let Some(Event::CampaignFinished { state, switched, rolled_back, .. }) =
+            r.events.values().find(|e| matches!(e, Event::CampaignFinished { .. }))
+        else {
+            unreachable!()
+        };
+        assert_eq!((state.as_str(), *switched, *rolled_back), ("completed", 3, 0));
+    }
+
+    // One device's resource, and pages of campaigns.
+    let device = &devices[0].device_id;
+    let one: DeviceReport = transport::client::json(
+        reader
+            .get(format!("{ro}/v1/campaigns/{}/devices/{device}", first.id))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(one.state, "switched");
+    assert!(one.steps.iter().any(|s| s.step == 8 && s.ms > 0), "{one:?}");
+    let back = NewCampaign {
+        from: "mno-b".into(),
+        to: "mno-a".into(),
+        devices: vec![CampaignDevice {
+            device_id: device.clone(),
+            iccid: outcomes[0].iccid.parse().unwrap(),
+        }],
+    };
+    let a = lab.pki.client(Role::mno_a()).unwrap();
+    let second: CampaignReport = transport::client::json(
+        a.post(format!("{ro}/v1/campaigns")).json(&back).send().await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let page = |query: &'static str| {
+        let reader = reader.clone();
+        let url = format!("{ro}/v1/campaigns?{query}");
+        async move {
+            transport::client::json::<CampaignPage>(reader.get(url).send().await.unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let p1 = page("limit=1").await;
+    assert_eq!(p1.campaigns.len(), 1);
+    assert_eq!(p1.campaigns[0].id, first.id);
+    assert_eq!(p1.campaigns[0].devices.get("switched"), Some(&3));
+    let cursor = p1.next.clone().unwrap();
+    let p2: CampaignPage = transport::client::json(
+        reader.get(format!("{ro}/v1/campaigns?limit=1&after={cursor}")).send().await.unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        p2.campaigns.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [second.id.as_str()]
+    );
+    assert!(p2.next.is_none());
+    assert_eq!(page("state=completed").await.campaigns.len(), 1);
+    let bad = reader.get(format!("{ro}/v1/campaigns?colour=red")).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Health, readiness and metrics: open to anyone, the same on every role.
+    let anonymous = lab.pki.anonymous_client().unwrap();
+    let mut bases = vec![("pva", lab.urls.pva.clone()), ("ro", lab.urls.ro.clone())];
+    bases.extend(lab.urls.operators.iter().map(|(_, url)| ("mno", url.clone())));
+    for (role, base) in &bases {
+        for route in ["health", "ready"] {
+            let doc: serde_json::Value = transport::client::json(
+                anonymous.get(format!("{base}/{route}")).send().await.unwrap(),
+            )
+            .await
+            .unwrap();
+            assert_eq!((doc["status"].as_str(), doc["role"].as_str()), (Some("ok"), Some(*role)));
+        }
+    }
+    let metrics = |base: String| {
+        let anonymous = anonymous.clone();
+        async move {
+            let r = anonymous.get(format!("{base}/metrics")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let ro_metrics = metrics(lab.urls.ro.clone()).await;
+    assert_eq!(metric(&ro_metrics, "tresor_ro_devices{state=\"switched\"}"), 3.0, "{ro_metrics}");
+    assert_eq!(metric(&ro_metrics, "tresor_ro_devices{state=\"pending\"}"), 1.0, "{ro_metrics}");
+    assert_eq!(metric(&ro_metrics, "tresor_ro_campaigns{state=\"completed\"}"), 1.0);
+    assert_eq!(metric(&ro_metrics, "tresor_ro_device_transitions_total{state=\"switched\"}"), 3.0);
+    assert!(ro_metrics.contains("tresor_ro_step_seconds_bucket{"), "{ro_metrics}");
+    let pva_metrics = metrics(lab.urls.pva.clone()).await;
+    assert_eq!(
+        metric(&pva_metrics, "tresor_pva_appraisals_total{outcome=\"affirming\",reason=\"none\"}"),
+        3.0,
+        "{pva_metrics}"
+    );
+    let b_metrics = metrics(lab.urls.mno_b.clone()).await;
+    assert_eq!(metric(&b_metrics, "tresor_mno_subscribers{status=\"live\"}"), 3.0, "{b_metrics}");
+    lab.stop().await;
+}
