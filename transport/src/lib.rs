@@ -6,12 +6,15 @@
 //! - [`tls`]: identities (chain + key), server and client configurations, PEM loading.
 //! - [`server`]: the HTTPS serve loop and the client's [`PeerIdentity`] for handlers.
 //! - [`client`]: the reqwest client over rustls and problem-aware response decoding.
+//! - [`negotiate`]: request and answer bodies in CBOR or JSON, by Content-Type and Accept.
+
 //! - [`problem`]: problem documents (`application/problem+json`) and the body-size limit.
 //! - [`retry`]: exponential backoff with jitter for clients that ask a peer again.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod negotiate;
 pub mod problem;
 pub mod retry;
 pub mod server;

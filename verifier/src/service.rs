@@ -1,5 +1,5 @@
-//! The PVA's HTTPS API (`docs/pva-api.md`): one axum handler per route, CBOR bodies
-//! (`protocol::pva_api`), a body-size limit on every route, and errors as RFC 9457 problem
+//! The PVA's HTTPS API (`docs/pva-api.md`): one axum handler per route, CBOR or JSON bodies
+//! (`protocol::pva_api`, `transport::negotiate`), a body-size limit on every route, and errors as RFC 9457 problem
 //! documents whose type URI names the exact check (`…/problems/pva/<slug>`). Problems say
 //! what the peer did wrong; store and signing failures are logged here and answered with a
 //! bare 503/500, never with their internals.
@@ -12,7 +12,7 @@
 //! Status codes: 400 malformed input, 401 evidence or credential not authentic or not fresh
 //! (not attested), or enrolment without a client certificate, 403 refused by policy or a
 //! role that may not enrol, 404 unknown device, policy or pending enrolment, 409 device
-//! bound to another EK, 410 credential expired, 413 body too large, 415 not CBOR, 429 too
+//! bound to another EK, 410 credential expired, 413 body too large, 415 neither CBOR nor JSON, 429 too
 //! many outstanding challenges, 500/503 the PVA's own failures.
 
 use std::sync::Arc;
@@ -21,16 +21,17 @@ use std::time::SystemTime;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use protocol::pva_api::ActivateRequest;
 use protocol::pva_api::{
-    AppraiseRequest, AppraiseResponse, CBOR_MEDIA_TYPE, ChallengeRequest, EnrolRequest,
-    MAX_REQUEST_SIZE, Message, path,
+    AppraiseRequest, AppraiseResponse, ChallengeRequest, EnrolRequest, MAX_REQUEST_SIZE, Message,
+    path,
 };
 use protocol::role::{Expected, Role};
 use serde_bytes::ByteBuf;
+use transport::negotiate;
 use transport::problem::{CLIENT_CERTIFICATE_REQUIRED, problem_type};
 use transport::{PeerIdentity, Problem};
 
@@ -178,7 +179,7 @@ async fn method_not_allowed() -> Response {
         .into_response()
 }
 
-/// Checks the media type, decodes the request, runs `op` off the async threads (it does
+/// Checks the media type (CBOR or JSON, `transport::negotiate`), decodes the request, runs `op` off the async threads (it does
 /// CPU work and waits for the store's fsync) between its fault points `pva.<name>.before`
 /// and `pva.<name>.after` (`protocol::fault`), encodes the answer.
 async fn run<Req, Resp>(
@@ -192,21 +193,19 @@ where
     Req: Message + Send + 'static,
     Resp: Message + Send + 'static,
 {
-    let is_cbor = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(CBOR_MEDIA_TYPE));
-    if !is_cbor {
-        return pva_problem(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Request body must be application/cbor",
-            None,
-        )
-        .into_response();
-    }
-    let req = match Req::from_cbor(body) {
+    let format = match negotiate::request_format(headers, negotiate::BOTH) {
+        Ok(format) => format,
+        Err(e) => {
+            return pva_problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Request body must be application/cbor or application/json",
+                Some(e.to_string()),
+            )
+            .into_response();
+        }
+    };
+    let req = match Req::decode(format, body) {
         Ok(req) => req,
         Err(e) => {
             return pva_problem(
@@ -218,6 +217,7 @@ where
             .into_response();
         }
     };
+    let answer_format = negotiate::response_format(headers, Some(format));
     let result = tokio::task::spawn_blocking(move || {
         let fault = |at: &str| {
             protocol::fault::point(&format!("pva.{name}.{at}"))
@@ -230,16 +230,12 @@ where
     })
     .await;
     let response = match result {
-        Ok(Ok(resp)) => resp.to_cbor().map_err(|e| Error::Signing(e.to_string())),
+        Ok(Ok(resp)) => resp.encode(answer_format).map_err(|e| Error::Signing(e.to_string())),
         Ok(Err(e)) => return problem(&e).into_response(),
         Err(e) => Err(Error::Config(format!("handler task failed: {e}"))),
     };
     match response {
-        Ok(bytes) => {
-            let mut r = (StatusCode::OK, bytes).into_response();
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CBOR_MEDIA_TYPE));
-            r
-        }
+        Ok(bytes) => negotiate::respond(StatusCode::OK, answer_format, bytes),
         Err(e) => problem(&e).into_response(),
     }
 }

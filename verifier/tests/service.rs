@@ -140,6 +140,22 @@ impl Server {
         }
     }
 
+    /// [`Server::call_as`] in JSON both ways (`protocol::wire`).
+    async fn call_json<Req: Message, Resp: Message>(
+        &self,
+        client: &reqwest::Client,
+        route: &str,
+        req: &Req,
+    ) -> Result<Resp, Problem> {
+        let resp = self.post_as(client, route, "application/json", req.to_json().unwrap()).await;
+        if resp.status().is_success() {
+            assert_eq!(resp.headers()["content-type"], "application/json");
+            Ok(Resp::from_json(&resp.bytes().await.unwrap()).unwrap())
+        } else {
+            Err(problem(resp).await)
+        }
+    }
+
     async fn shutdown(mut self) {
         let _ = self.stop.take().map(|s| s.send(()));
         self.task.await.unwrap().unwrap();
@@ -239,6 +255,101 @@ async fn a_device_enrols_and_is_appraised_over_https() {
     server.shutdown().await;
 }
 
+/// The same exchange in JSON, byte strings as base64url: what a client without CBOR sends.
+/// The EAR it gets is the same COSE_Sign1, and strictness is the same as in CBOR.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_enrols_and_is_appraised_in_json() {
+    let lab = Lab::new();
+    let server = start(&lab).await;
+    let mut device = lab.device();
+
+    let enrolled: EnrolResponse =
+        server.call_json(&server.ro, path::ENROL, &device.enrol_request()).await.unwrap();
+    let secret = device
+        .attester()
+        .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
+        .unwrap();
+    let activate = ActivateRequest {
+        device_id: device.id.clone(),
+        ak_name: enrolled.ak_name.clone(),
+        secret: CredentialSecret::from_slice(&secret).unwrap(),
+    };
+    let _: ActivateResponse =
+        server.call_json(&server.ro, path::ACTIVATE, &activate).await.unwrap();
+    let challenge = ChallengeRequest { device_id: device.id.clone(), policy_id: None };
+    let ch: ChallengeResponse =
+        server.call_json(&server.client, path::CHALLENGE, &challenge).await.unwrap();
+    let evidence = device.attester().evidence(&ch.nonce).unwrap();
+    let req = AppraiseRequest { evidence: ByteBuf::from(evidence.to_cbor().unwrap()) };
+    // The body as a person would write it: base64url, no padding.
+    let body =
+        format!(r#"{{"evidence":"{}"}}"#, protocol::wire::base64url(&evidence.to_cbor().unwrap()));
+    assert_eq!(body.as_bytes(), req.to_json().unwrap());
+    let resp = server.post(path::APPRAISE, "application/json", body.into_bytes()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(json["status"], "affirming");
+    let ear = protocol::wire::from_base64url(json["ear"].as_str().unwrap()).unwrap();
+    let verified = VerifiedEar::verify(
+        &ear,
+        &lab.ci.anchors(),
+        SystemTime::now(),
+        &device.id,
+        Some(&ch.nonce),
+    )
+    .unwrap();
+    assert_eq!(verified.status(), TrustTier::Affirming);
+
+    // A JSON request may ask for a CBOR answer, and a CBOR one for JSON.
+    let asked = server
+        .client
+        .post(format!("{}{}", server.base, path::CHALLENGE))
+        .header("content-type", "application/json")
+        .header("accept", "application/cbor")
+        .body(challenge.to_json().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.headers()["content-type"], CBOR_MEDIA_TYPE);
+    ChallengeResponse::from_cbor(&asked.bytes().await.unwrap()).unwrap();
+    let asked = server
+        .client
+        .post(format!("{}{}", server.base, path::CHALLENGE))
+        .header("content-type", CBOR_MEDIA_TYPE)
+        .header("accept", "application/json")
+        .body(challenge.to_cbor().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.headers()["content-type"], "application/json");
+    ChallengeResponse::from_json(&asked.bytes().await.unwrap()).unwrap();
+
+    // Malformed JSON: a 400 that names the field; unknown fields refused; the size limit.
+    let id = device.id.to_hex();
+    for (body, field) in [
+        (format!(r#"{{"device_id":"{id}","policy_id":7}}"#), "`policy_id`"),
+        (format!(r#"{{"device_id":"{id}","extra":1}}"#), "extra"),
+        (r#"{"device_id":"zz"}"#.to_owned(), "`device_id`"),
+        (r#"{"device_id":"#.to_owned(), "JSON"),
+    ] {
+        let resp = server.post(path::CHALLENGE, "application/json", body.into_bytes()).await;
+        assert_eq!(resp.status(), 400);
+        let p = problem(resp).await;
+        assert_eq!(p.type_uri, pva_type("malformed-request"));
+        assert!(p.detail.as_deref().unwrap_or("").contains(field), "{p}");
+    }
+    let padded = format!(r#"{{"evidence":"{}=="}}"#, protocol::wire::base64url(&[1, 2, 3, 4]));
+    let resp = server.post(path::APPRAISE, "application/json", padded.into_bytes()).await;
+    let p = problem(resp).await;
+    assert_eq!((p.status, p.type_uri), (400, pva_type("malformed-request")));
+    assert!(p.detail.unwrap_or_default().contains("`evidence`"));
+    let huge = vec![b' '; MAX_REQUEST_SIZE + 1];
+    let resp = server.post(path::APPRAISE, "application/json", huge).await;
+    assert_eq!(resp.status(), 413);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn enrolment_is_for_authenticated_relying_parties_unless_opened() {
     let lab = Lab::new();
@@ -307,7 +418,7 @@ async fn bad_requests_get_clean_problems() {
     let body: serde_json::Value = health.json().await.unwrap();
     assert_eq!(body["status"], "ok");
 
-    let resp = server.post(path::APPRAISE, "application/json", b"{}".to_vec()).await;
+    let resp = server.post(path::APPRAISE, "text/plain", b"{}".to_vec()).await;
     assert_eq!(resp.status(), 415);
     assert_eq!(problem(resp).await.type_uri, pva_type("unsupported-media-type"));
 
