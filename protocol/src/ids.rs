@@ -240,6 +240,17 @@ macro_rules! digit_string {
                 String::deserialize(d)?.parse().map_err(D::Error::custom)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::wire::string_schema(
+                    concat!(stringify!($name), ": decimal digits"),
+                    concat!("^[0-9]{", stringify!($min), ",", stringify!($max), "}$"),
+                )
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 

@@ -35,6 +35,19 @@ pub fn request_format(
         .ok_or(UnsupportedMediaType { expected: accepted })
 }
 
+/// [`request_format`], where a body without `Content-Type` is CBOR: the device API read
+/// bodies that way before JSON existed, and its long-deployed clients may not label them.
+pub fn request_format_or_cbor(
+    headers: &HeaderMap,
+    accepted: &'static [Format],
+) -> Result<Format, UnsupportedMediaType> {
+    if headers.contains_key(header::CONTENT_TYPE) {
+        request_format(headers, accepted)
+    } else {
+        Ok(Format::Cbor)
+    }
+}
+
 /// The format of the answer: the one of the two that `Accept` prefers (by q-value; a media
 /// range with q=0 is refused), else the request body's, else CBOR. Wildcards and other
 /// media types leave the choice to the request: an answer is never refused with 406.
@@ -103,6 +116,11 @@ mod tests {
         assert!(request_format(&json, &[Format::Cbor]).is_err());
         let cbor = headers(&[(header::CONTENT_TYPE, "Application/CBOR")]);
         assert_eq!(request_format(&cbor, BOTH), Ok(Format::Cbor));
+        assert_eq!(request_format_or_cbor(&HeaderMap::new(), BOTH), Ok(Format::Cbor));
+        assert!(
+            request_format_or_cbor(&headers(&[(header::CONTENT_TYPE, "text/plain")]), BOTH)
+                .is_err()
+        );
         for refused in [headers(&[(header::CONTENT_TYPE, "text/plain")]), HeaderMap::new()] {
             let e = request_format(&refused, BOTH).unwrap_err();
             assert_eq!(e.to_string(), "request body must be application/cbor or application/json");

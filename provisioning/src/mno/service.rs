@@ -2,7 +2,8 @@
 //! with mutual TLS required (only certificates under the CI connect), one handler per route,
 //! the caller's role checked from its certificate before anything else, bodies bounded
 //! (2 MiB for campaigns and IMSI lists, 128 KiB elsewhere) and decoded strictly, errors as
-//! problem documents with a stable type each ([`MnoError`]).
+//! problem documents with a stable type each ([`MnoError`]). The CBOR routes also read and
+//! answer JSON, byte strings as base64url (`transport::negotiate`, `protocol::wire`).
 //!
 //! Handlers run the operator's synchronous, transactional operations on a blocking thread.
 
@@ -23,6 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use transport::PeerIdentity;
+use transport::negotiate::{self, Format};
 
 use super::api::{
     self, CBOR, CampaignId, CampaignRequest, Health, ImsiList, JSON, MAX_BULK_BODY,
@@ -144,8 +146,9 @@ async fn imsi_list(
     let sender = peer.common_name.clone();
     let check = (Arc::clone(&op), id.clone(), sender.clone());
     blocking(move || check.0.check_imsi_list_sender(check.2.as_deref(), &check.1)).await?;
-    let list: ImsiList = body.cbor()?;
-    cbor(
+    let list: ImsiList = body.message()?;
+    reply(
+        body.answer,
         &blocking(move || at("imsi-list", || op.receive_imsi_list(sender.as_deref(), &id, &list)))
             .await?,
     )
@@ -160,7 +163,10 @@ async fn activate_tre(
     ro_only(&peer)?;
     let (id, device) = params.device()?;
     body.empty()?;
-    cbor(&blocking(move || at("activate-tre", || op.activate_tre(&id, &device))).await?)
+    reply(
+        body.answer,
+        &blocking(move || at("activate-tre", || op.activate_tre(&id, &device))).await?,
+    )
 }
 
 /// Step 4 confirmed: the card's MACed answer to the activate-TRE command, relayed by the RO.
@@ -172,8 +178,9 @@ async fn tre_activated(
 ) -> Result<Response> {
     ro_only(&peer)?;
     let (id, device) = params.device()?;
-    let request: TreActivated = body.cbor()?;
-    cbor(
+    let request: TreActivated = body.message()?;
+    reply(
+        body.answer,
         &blocking(move || {
             at("tre-activated", || op.tre_activated(&id, &device, &request.response))
         })
@@ -201,8 +208,10 @@ async fn attestation(
 ) -> Result<Response> {
     ro_only(&peer)?;
     let (id, device) = params.device()?;
+    let format = body.answer;
     let ear = body.cose()?;
-    cbor(
+    reply(
+        format,
         &blocking(move || {
             at("attestation", || op.attestation(&id, &device, &ear, SystemTime::now()))
         })
@@ -219,7 +228,10 @@ async fn aka_challenge(
     ro_only(&peer)?;
     let (id, device) = params.device()?;
     body.empty()?;
-    cbor(&blocking(move || at("aka-challenge", || op.aka_challenge(&id, &device))).await?)
+    reply(
+        body.answer,
+        &blocking(move || at("aka-challenge", || op.aka_challenge(&id, &device))).await?,
+    )
 }
 
 async fn aka_response(
@@ -230,8 +242,11 @@ async fn aka_response(
 ) -> Result<Response> {
     ro_only(&peer)?;
     let (id, device) = params.device()?;
-    let result: AkaResult = body.cbor()?;
-    cbor(&blocking(move || at("aka-response", || op.aka_response(&id, &device, &result))).await?)
+    let result: AkaResult = body.message()?;
+    reply(
+        body.answer,
+        &blocking(move || at("aka-response", || op.aka_response(&id, &device, &result))).await?,
+    )
 }
 
 async fn report(State(op): Shared, peer: PeerIdentity, body: Body) -> Result<Response> {
@@ -267,14 +282,24 @@ fn fault(name: &str, at: &str) -> Result<()> {
         .map_err(|_| MnoError::Internal("injected fault"))
 }
 
-fn cbor<T: Serialize>(value: &T) -> Result<Response> {
-    Ok(([(header::CONTENT_TYPE, CBOR)], api::to_cbor(value)?).into_response())
+/// An answer of a CBOR route, in the format the request asked for (`Body::answer`).
+fn reply<T: Serialize>(format: Format, value: &T) -> Result<Response> {
+    let bytes = match format {
+        Format::Cbor => api::to_cbor(value)?,
+        Format::Json => {
+            protocol::wire::to_json(value).map_err(|_| MnoError::Internal("JSON encoding"))?
+        }
+    };
+    Ok(negotiate::respond(StatusCode::OK, format, bytes))
 }
 
 /// A request body, read within the route's limit, with its media type (parameters
 /// dropped). Handlers decode it only after the caller's role was checked.
 struct Body {
     media: Option<String>,
+    /// The body's format if it is CBOR or JSON, and the answer's (`transport::negotiate`).
+    format: std::result::Result<Format, negotiate::UnsupportedMediaType>,
+    answer: Format,
     bytes: Bytes,
 }
 
@@ -288,6 +313,8 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .map(|v| v.trim().to_ascii_lowercase());
+        let format = negotiate::request_format(req.headers(), negotiate::BOTH);
+        let answer = negotiate::response_format(req.headers(), format.as_ref().ok().copied());
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 MnoError::TooLarge
@@ -298,7 +325,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                 }
             }
         })?;
-        Ok(Self { media, bytes })
+        Ok(Self { media, format, answer, bytes })
     }
 }
 
@@ -312,9 +339,14 @@ impl Body {
         }
     }
 
-    fn cbor<T: DeserializeOwned>(&self) -> Result<T> {
-        self.expect(&[CBOR])?;
-        api::from_cbor(&self.bytes)
+    /// A message of the operator API in CBOR or JSON (byte strings as base64url).
+    fn message<T: DeserializeOwned>(&self) -> Result<T> {
+        match self.format {
+            Ok(Format::Cbor) => api::from_cbor(&self.bytes),
+            Ok(Format::Json) => protocol::wire::from_json(&self.bytes, MAX_BULK_BODY)
+                .map_err(|e| MnoError::BadBody { expected: "JSON", reason: e.to_string() }),
+            Err(_) => Err(MnoError::UnsupportedMediaType { expected: CBOR }),
+        }
     }
 
     fn json<T: DeserializeOwned>(&self) -> Result<T> {

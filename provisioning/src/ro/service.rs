@@ -1,7 +1,9 @@
 //! The RO's HTTPS routes (docs/flow.md): the operators' campaign API, authenticated by their
 //! CI certificates, and the device API, where every request but the AK binding is signed by
-//! the device's bound AK over an RO nonce (`protocol::device_auth`, `channel`). One
-//! handler per route; every error is a problem document with the type of its `RoError`.
+//! the device's bound AK over an RO nonce (`protocol::device_auth`, `channel`). Device bodies
+//! are CBOR or JSON (`transport::negotiate`; a body without Content-Type is CBOR), and the
+//! AK signs SHA-256 of the body bytes as sent, in either format. One handler per route;
+//! every error is a problem document with the type of its `RoError`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +21,7 @@ use protocol::device_auth;
 use protocol::receipt::ANSWER_SIGNATURE_HEADER;
 use protocol::role::{Expected, Role as CertRole};
 use transport::PeerIdentity;
+use transport::negotiate::{self, Format};
 
 use super::Ro;
 use super::campaign::NewCampaign;
@@ -105,6 +108,9 @@ async fn campaign(
 struct Authed {
     device: DeviceId,
     body: Bytes,
+    /// The body's format (`transport::negotiate`), and the answer's.
+    format: Format,
+    answer_format: Format,
     answer_signature: Option<String>,
 }
 
@@ -120,6 +126,8 @@ impl FromRequest<Arc<Ro>> for Authed {
     async fn from_request(request: Request, ro: &Arc<Ro>) -> Result<Self, RoError> {
         let (parts, body) = request.into_parts();
         let device = device_of_path(parts.uri.path())?;
+        let format = negotiate::request_format_or_cbor(&parts.headers, negotiate::BOTH)?;
+        let answer_format = negotiate::response_format(&parts.headers, Some(format));
         let body = axum::body::to_bytes(body, device_api::MAX_MESSAGE_SIZE)
             .await
             .map_err(|e| RoError::Decode(format!("request body: {e}")))?;
@@ -133,7 +141,7 @@ impl FromRequest<Arc<Ro>> for Authed {
             &body,
         )?;
         let answer_signature = header(ANSWER_SIGNATURE_HEADER).map(str::to_owned);
-        Ok(Self { device, body, answer_signature })
+        Ok(Self { device, body, format, answer_format, answer_signature })
     }
 }
 
@@ -163,19 +171,24 @@ fn device_of_path(path: &str) -> Result<DeviceId, RoError> {
 async fn credential(
     State(ro): Shared,
     Path(device): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, RoError> {
-    let request: device_auth::CredentialRequest = decode(&body)?;
-    cbor(&ro.credential(&device_id(&device)?, request)?)
+    let format = negotiate::request_format_or_cbor(&headers, negotiate::BOTH)?;
+    let request: device_auth::CredentialRequest = decode(format, &body)?;
+    let challenge = ro.credential(&device_id(&device)?, request)?;
+    answer(negotiate::response_format(&headers, Some(format)), &challenge)
 }
 
 /// AK binding, step 2 (anonymous, proved by the secret): the AK is bound to the device.
 async fn credential_proof(
     State(ro): Shared,
     Path(device): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, RoError> {
-    let proof: device_auth::CredentialProof = decode(&body)?;
+    let format = negotiate::request_format_or_cbor(&headers, negotiate::BOTH)?;
+    let proof: device_auth::CredentialProof = decode(format, &body)?;
     ro.credential_proof(&device_id(&device)?, proof)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -188,7 +201,7 @@ async fn task(State(ro): Shared, request: Authed) -> Result<Response, RoError> {
         let wake = ro.wake.notified();
         let task = ro.task_for(&device).await?;
         if task != device_api::DeviceTask::Idle || tokio::time::Instant::now() >= deadline {
-            return cbor(&task);
+            return answer(request.answer_format, &task);
         }
         // Re-check at least every second: some work (a peer's answer) does not notify.
         let _ = tokio::time::timeout(
@@ -200,7 +213,7 @@ async fn task(State(ro): Shared, request: Authed) -> Result<Response, RoError> {
 }
 
 async fn attach(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
-    let attach: AttachRequest = decode(&request.body)?;
+    let attach: AttachRequest = decode(request.format, &request.body)?;
     if attach.device_id != request.device {
         return Err(RoError::Decode("attach request for another device".into()));
     }
@@ -209,40 +222,40 @@ async fn attach(State(ro): Shared, request: Authed) -> Result<StatusCode, RoErro
 }
 
 async fn enrolment(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
-    ro.enrolment(&request.device, &request.body).await?;
+    ro.enrolment(&request.device, request.format, &request.body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn activation(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
-    ro.activation(&request.device, &request.body).await?;
+    ro.activation(&request.device, request.format, &request.body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn evidence(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
-    ro.evidence(&request.device, &request.body).await?;
+    ro.evidence(&request.device, request.format, &request.body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn install(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
-    let result: InstallResult = decode(&request.body)?;
+    let result: InstallResult = decode(request.format, &request.body)?;
     ro.install(&request.device, result, request.answer()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn aka(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
-    let result: AkaResult = decode(&request.body)?;
+    let result: AkaResult = decode(request.format, &request.body)?;
     ro.aka(&request.device, result, request.answer()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn commit(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
-    let result: CommitResult = decode(&request.body)?;
+    let result: CommitResult = decode(request.format, &request.body)?;
     ro.commit(&request.device, result, request.answer()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn abort(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
-    let ack: AbortAck = decode(&request.body)?;
+    let ack: AbortAck = decode(request.format, &request.body)?;
     ro.abort(&request.device, ack, request.answer()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -255,11 +268,11 @@ fn device_id(s: &str) -> Result<DeviceId, RoError> {
     s.parse().map_err(|e| RoError::Decode(format!("device id: {e}")))
 }
 
-fn decode<T: for<'de> serde::Deserialize<'de>>(body: &[u8]) -> Result<T, RoError> {
-    device_api::from_cbor(body).map_err(|e| RoError::Decode(e.to_string()))
+fn decode<T: for<'de> serde::Deserialize<'de>>(format: Format, body: &[u8]) -> Result<T, RoError> {
+    device_api::decode(format, body).map_err(|e| RoError::Decode(e.to_string()))
 }
 
-fn cbor<T: serde::Serialize>(value: &T) -> Result<Response, RoError> {
-    let bytes = device_api::to_cbor(value).map_err(|e| RoError::Decode(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/cbor")], bytes).into_response())
+fn answer<T: serde::Serialize>(format: Format, value: &T) -> Result<Response, RoError> {
+    let bytes = device_api::encode(format, value).map_err(|e| RoError::Decode(e.to_string()))?;
+    Ok(negotiate::respond(StatusCode::OK, format, bytes))
 }
