@@ -8,6 +8,7 @@
 //! - [`client`]: the reqwest client over rustls and problem-aware response decoding.
 //! - [`negotiate`]: request and answer bodies in CBOR or JSON, by Content-Type and Accept.
 
+//! - [`openapi`]: what every role's OpenAPI 3.1 document shares, and its `/openapi.json` route.
 //! - [`problem`]: problem documents (`application/problem+json`) and the body-size limit.
 //! - [`retry`]: exponential backoff with jitter for clients that ask a peer again.
 
@@ -15,6 +16,7 @@
 
 pub mod client;
 pub mod negotiate;
+pub mod openapi;
 pub mod problem;
 pub mod retry;
 pub mod server;

@@ -520,3 +520,44 @@ async fn policies_reload_for_the_pvas_own_certificate_and_only_whole() {
     assert!(server.pva.policy("second").is_some());
     server.shutdown().await;
 }
+
+/// The OpenAPI document (`/openapi.json`, no client certificate) and the router agree:
+/// every documented operation is served, an undocumented method gets 405, and the document
+/// is OpenAPI 3.1 with both media types on every CBOR body.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_matches_the_router() {
+    let lab = Lab::new();
+    let server = start(&lab).await;
+    let resp = server.client.get(format!("{}/openapi.json", server.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let served: serde_json::Value = resp.json().await.unwrap();
+    let doc = verifier::service::openapi();
+    assert_eq!(served, serde_json::to_value(&doc).unwrap());
+    assert_eq!(transport::openapi::check_structure(&served), Vec::<String>::new());
+    let device = lab.device().id.to_hex();
+    let wrong = transport::openapi::check_served(
+        &server.ro,
+        &server.base,
+        &doc,
+        &[("device", device.as_str())],
+    )
+    .await;
+    assert_eq!(wrong, Vec::<String>::new());
+    for route in [path::ENROL, path::ACTIVATE, path::CHALLENGE, path::APPRAISE] {
+        let body = &served["paths"][route]["post"]["requestBody"]["content"];
+        assert!(body["application/cbor"].is_object() && body["application/json"].is_object());
+        let ok = &served["paths"][route]["post"]["responses"]["200"]["content"];
+        assert!(ok["application/cbor"].is_object() && ok["application/json"].is_object());
+        assert!(served["paths"][route]["post"]["responses"]["default"].is_object());
+    }
+    assert_eq!(
+        served["paths"][path::ENROL]["post"]["security"][0]["mutualTLS"],
+        serde_json::json!([])
+    );
+    assert_eq!(served["components"]["securitySchemes"]["mutualTLS"]["type"], "mutualTLS");
+    let enrol = &served["components"]["schemas"]["EnrolRequest"];
+    assert_eq!(enrol["additionalProperties"], false);
+    assert_eq!(enrol["properties"]["ek_certificate"]["$ref"], "#/components/schemas/Base64Url");
+    server.shutdown().await;
+}
