@@ -17,7 +17,6 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{get, post};
 use protocol::device_api::AkaResult;
 use protocol::{DeviceId, Imsi};
 use serde::Serialize;
@@ -25,15 +24,21 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use transport::PeerIdentity;
 use transport::negotiate::{self, Format};
+use transport::openapi::{CBOR, JSON};
+use transport::problem::{PROBLEM_JSON, Problem};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::api::{
-    self, CBOR, CampaignId, CampaignRequest, Health, ImsiList, JSON, MAX_BULK_BODY,
-    MAX_DEVICE_BODY, Report, TreActivated,
+    self, ActivateTreResponse, AkaChallenge, AkaVerdict, AttestationResponse, CampaignId,
+    CampaignRequest, CampaignStatus, Health, ImsiList, ImsiListAck, MAX_BULK_BODY, MAX_DEVICE_BODY,
+    PrepareResponse, RegisterResponse, Report, ReportAck, TreActivated, TreActivatedAck,
 };
 use super::config::MnoConfig;
 use super::error::{MnoError, Result};
 use super::new_operator::blocking;
 use super::operator::Operator;
+use super::records::SubscriberView;
 use crate::pki::Role;
 
 type Shared = State<Arc<Operator>>;
@@ -65,28 +70,56 @@ pub async fn serve_operator(
     transport::serve(listener, tls, router(operator), shutdown).await.map_err(MnoError::Serve)
 }
 
-/// Every route of the operator API.
+/// Every route of the operator API, and `/openapi.json`.
 pub fn router(operator: Arc<Operator>) -> Router {
-    let bulk = Router::new()
-        .route(api::path::CAMPAIGNS, post(create_campaign))
-        .route("/v1/campaigns/{campaign}/imsi-list", post(imsi_list));
-    let per_device = Router::new()
-        .route(api::path::HEALTH, get(health))
-        .route("/v1/campaigns/{campaign}", get(campaign_status))
-        .route("/v1/campaigns/{campaign}/prepare", post(prepare))
-        .route("/v1/campaigns/{campaign}/devices/{device}/activate-tre", post(activate_tre))
-        .route("/v1/campaigns/{campaign}/devices/{device}/tre-activated", post(tre_activated))
-        .route("/v1/campaigns/{campaign}/devices/{device}/register", post(register))
-        .route("/v1/campaigns/{campaign}/devices/{device}/attestation", post(attestation))
-        .route("/v1/campaigns/{campaign}/devices/{device}/aka-challenge", post(aka_challenge))
-        .route("/v1/campaigns/{campaign}/devices/{device}/aka-response", post(aka_response))
-        .route(api::path::REPORTS, post(report))
-        .route("/v1/subscribers/{imsi}", get(subscriber_status));
-    transport::limit_body(bulk, MAX_BULK_BODY)
+    let (bulk, bulk_doc) = bulk_api().split_for_parts();
+    let (per_device, mut doc) = per_device_api().split_for_parts();
+    doc.merge(bulk_doc);
+    let routes = transport::limit_body(bulk, MAX_BULK_BODY)
         .merge(transport::limit_body(per_device, MAX_DEVICE_BODY))
         .fallback(|| async { MnoError::NotFound })
         .method_not_allowed_fallback(|| async { MnoError::MethodNotAllowed })
-        .with_state(operator)
+        .with_state(operator);
+    transport::openapi::serve_document(routes, &document(doc))
+}
+
+/// The operator's OpenAPI 3.1 document, from the same declarations as its router.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = per_device_api().split_for_parts().1;
+    doc.merge(bulk_api().split_for_parts().1);
+    document(doc)
+}
+
+fn document(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    transport::openapi::finish(
+        doc,
+        "tresor MNO",
+        "An operator (MNO-A or MNO-B; docs/mno.md): campaigns, IMSI lists, the activate-TRE \
+         command, registration, the subscription bundle for an attested device, AKA, \
+         reports. Every route needs a client certificate under the CI. Administration is \
+         JSON; the other bodies are CBOR (default) or JSON with byte strings as base64url.",
+    )
+}
+
+/// The campaign and IMSI-list routes (2 MiB bodies).
+fn bulk_api() -> OpenApiRouter<Arc<Operator>> {
+    OpenApiRouter::new().routes(routes!(create_campaign)).routes(routes!(imsi_list))
+}
+
+/// Every other route (128 KiB bodies).
+fn per_device_api() -> OpenApiRouter<Arc<Operator>> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(campaign_status))
+        .routes(routes!(prepare))
+        .routes(routes!(activate_tre))
+        .routes(routes!(tre_activated))
+        .routes(routes!(register))
+        .routes(routes!(attestation))
+        .routes(routes!(aka_challenge))
+        .routes(routes!(aka_response))
+        .routes(routes!(report))
+        .routes(routes!(subscriber_status))
 }
 
 /// The RO (DRF and DPF) drives every per-device step and administers campaigns.
@@ -95,11 +128,32 @@ fn ro_only(peer: &PeerIdentity) -> Result<()> {
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    summary = "Health",
+    responses(
+        (status = 200, description = "the operator answers", body = Health, content_type = JSON),
+        (status = 403, description = "not the RO (or, for IMSI lists, not the campaign's new operator)", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn health(State(op): Shared, peer: PeerIdentity) -> Json<Health> {
     tracing::debug!(peer = ?peer.common_name, "health");
     Json(Health { status: "ok".into(), operator: op.name().to_owned() })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns",
+    summary = "Step 2: a campaign, from the RO",
+    request_body(content((CampaignRequest = JSON))),
+    responses(
+        (status = 201, description = "the campaign (201 when new, 200 when repeated)", body = CampaignStatus, content_type = JSON),
+        (status = 403, description = "not the RO (or, for IMSI lists, not the campaign's new operator)", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn create_campaign(State(op): Shared, peer: PeerIdentity, body: Body) -> Result<Response> {
     ro_only(&peer)?;
     let request: CampaignRequest = body.json()?;
@@ -109,6 +163,17 @@ async fn create_campaign(State(op): Shared, peer: PeerIdentity, body: Body) -> R
     Ok((code, Json(status)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/campaigns/{campaign}",
+    summary = "A campaign's devices and stages",
+    params(("campaign" = String, Path, description = "campaign id")),
+    responses(
+        (status = 200, description = "identifiers and stages, never a secret", body = CampaignStatus, content_type = JSON),
+        (status = 403, description = "not the RO (or, for IMSI lists, not the campaign's new operator)", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn campaign_status(
     State(op): Shared,
     peer: PeerIdentity,
@@ -119,6 +184,17 @@ async fn campaign_status(
     Ok(Json(blocking(move || op.campaign_status(&id)).await?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{campaign}/prepare",
+    summary = "Step 3 at the new operator: allocate IMSIs and send the list to the old one (no body)",
+    params(("campaign" = String, Path, description = "campaign id")),
+    responses(
+        (status = 200, description = "the list sent", body = PrepareResponse, content_type = JSON),
+        (status = 403, description = "not the RO (or, for IMSI lists, not the campaign's new operator)", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn prepare(
     State(op): Shared,
     peer: PeerIdentity,
@@ -136,6 +212,18 @@ async fn prepare(
 
 /// Step 3 at the old operator: the sender is checked against the campaign before the body
 /// is even decoded.
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{campaign}/imsi-list",
+    summary = "Step 3 at the old operator: the new IMSIs, from the new operator",
+    params(("campaign" = String, Path, description = "campaign id")),
+    request_body(content((ImsiList = CBOR), (ImsiList = JSON))),
+    responses(
+        (status = 200, description = "accepted", content((ImsiListAck = CBOR), (ImsiListAck = JSON))),
+        (status = 403, description = "not the RO (or, for IMSI lists, not the campaign's new operator)", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn imsi_list(
     State(op): Shared,
     peer: PeerIdentity,
@@ -154,6 +242,17 @@ async fn imsi_list(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{campaign}/devices/{device}/activate-tre",
+    summary = "Step 4: the MACed OTA command that activates the TRE (no body)",
+    params(("campaign" = String, Path, description = "campaign id"), ("device" = String, Path, description = "device id (hex of the EK name)")),
+    responses(
+        (status = 200, description = "the OTA command APDU", content((ActivateTreResponse = CBOR), (ActivateTreResponse = JSON))),
+        (status = 403, description = "not the RO (or, for IMSI lists, not the campaign's new operator)", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn activate_tre(
     State(op): Shared,
     peer: PeerIdentity,
@@ -170,6 +269,18 @@ async fn activate_tre(
 }
 
 /// Step 4 confirmed: the card's MACed answer to the activate-TRE command, relayed by the RO.
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{campaign}/devices/{device}/tre-activated",
+    summary = "Step 4 confirmed: the card's MACed answer",
+    params(("campaign" = String, Path, description = "campaign id"), ("device" = String, Path, description = "device id (hex of the EK name)")),
+    request_body(content((TreActivated = CBOR), (TreActivated = JSON))),
+    responses(
+        (status = 200, description = "which subscription the card proved it runs", content((TreActivatedAck = CBOR), (TreActivatedAck = JSON))),
+        (status = 403, description = "not the RO (or, for IMSI lists, not the campaign's new operator)", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn tre_activated(
     State(op): Shared,
     peer: PeerIdentity,
@@ -188,6 +299,17 @@ async fn tre_activated(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{campaign}/devices/{device}/register",
+    summary = "Steps 6-7: register the device with the new operator (no body)",
+    params(("campaign" = String, Path, description = "campaign id"), ("device" = String, Path, description = "device id (hex of the EK name)")),
+    responses(
+        (status = 200, description = "validation required", body = RegisterResponse, content_type = JSON),
+        (status = 403, description = "not the RO (or, for IMSI lists, not the campaign's new operator)", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn register(
     State(op): Shared,
     peer: PeerIdentity,
@@ -200,6 +322,18 @@ async fn register(
     Ok(Json(blocking(move || at("register", || op.register(&id, &device))).await?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{campaign}/devices/{device}/attestation",
+    summary = "Steps 10-11: the EAR (COSE_Sign1, application/cose or application/cbor) for the bundle",
+    params(("campaign" = String, Path, description = "campaign id"), ("device" = String, Path, description = "device id (hex of the EK name)")),
+    request_body(content((Vec<u8> = "application/cose"), (Vec<u8> = CBOR))),
+    responses(
+        (status = 200, description = "the encrypted bundle and what the receipt must name", content((AttestationResponse = CBOR), (AttestationResponse = JSON))),
+        (status = 403, description = "not the RO (or, for IMSI lists, not the campaign's new operator)", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn attestation(
     State(op): Shared,
     peer: PeerIdentity,
@@ -219,6 +353,17 @@ async fn attestation(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{campaign}/devices/{device}/aka-challenge",
+    summary = "Step 12: RAND and AUTN for the new USIM (no body)",
+    params(("campaign" = String, Path, description = "campaign id"), ("device" = String, Path, description = "device id (hex of the EK name)")),
+    responses(
+        (status = 200, description = "RAND and AUTN", content((AkaChallenge = CBOR), (AkaChallenge = JSON))),
+        (status = 403, description = "not the RO (or, for IMSI lists, not the campaign's new operator)", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn aka_challenge(
     State(op): Shared,
     peer: PeerIdentity,
@@ -234,6 +379,18 @@ async fn aka_challenge(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{campaign}/devices/{device}/aka-response",
+    summary = "Step 12: the USIM's answer",
+    params(("campaign" = String, Path, description = "campaign id"), ("device" = String, Path, description = "device id (hex of the EK name)")),
+    request_body(content((AkaResult = CBOR), (AkaResult = JSON))),
+    responses(
+        (status = 200, description = "live, or a resynchronised challenge", content((AkaVerdict = CBOR), (AkaVerdict = JSON))),
+        (status = 403, description = "not the RO (or, for IMSI lists, not the campaign's new operator)", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn aka_response(
     State(op): Shared,
     peer: PeerIdentity,
@@ -249,12 +406,34 @@ async fn aka_response(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/reports",
+    summary = "Step 12: one device's result, from the DPF",
+    request_body(content((Report = JSON))),
+    responses(
+        (status = 200, description = "what the operator did with the subscription", body = ReportAck, content_type = JSON),
+        (status = 403, description = "not the RO (or, for IMSI lists, not the campaign's new operator)", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn report(State(op): Shared, peer: PeerIdentity, body: Body) -> Result<Response> {
     ro_only(&peer)?;
     let report: Report = body.json()?;
     Ok(Json(blocking(move || at("report", || op.report(&report))).await?).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/subscribers/{imsi}",
+    summary = "A subscription's status, never a secret",
+    params(("imsi" = String, Path, description = "IMSI")),
+    responses(
+        (status = 200, description = "the subscription", body = SubscriberView, content_type = JSON),
+        (status = 403, description = "not the RO (or, for IMSI lists, not the campaign's new operator)", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn subscriber_status(
     State(op): Shared,
     peer: PeerIdentity,

@@ -44,6 +44,7 @@ pub use campaign::{CampaignReport, CampaignSummary, DeviceReport, NewCampaign, S
 pub use config::{Peers as PeerUrls, PkiPaths, RoConfig, StorePath};
 pub use dpf::{Dpf, ExpectedReceipt};
 pub use error::RoError;
+pub use service::openapi;
 pub use state::{DeviceState, STEP_NAMES, step_name};
 pub use store::RoStore;
 

@@ -14,14 +14,22 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use protocol::DeviceId;
-use protocol::device_api::{self, AbortAck, AkaResult, AttachRequest, CommitResult, InstallResult};
+use protocol::device_api::{
+    self, AbortAck, AkaResult, AttachRequest, CommitResult, DeviceTask, InstallResult,
+};
 use protocol::device_auth;
+use protocol::device_auth::{CredentialChallenge, CredentialProof, CredentialRequest};
+use protocol::evidence::Evidence;
+use protocol::pva_api::{ActivateRequest, EnrolRequest};
 use protocol::receipt::ANSWER_SIGNATURE_HEADER;
 use protocol::role::{Expected, Role as CertRole};
 use transport::PeerIdentity;
 use transport::negotiate::{self, Format};
+use transport::openapi::{CBOR, JSON};
+use transport::problem::{PROBLEM_JSON, Problem};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::Ro;
 use super::campaign::NewCampaign;
@@ -32,27 +40,61 @@ use super::error::RoError;
 const MAX_CAMPAIGN_BODY: usize = 4 * 1024 * 1024;
 
 pub(crate) fn router(ro: Arc<Ro>) -> Router {
-    let devices = Router::new()
-        .route("/v1/devices/{device}/credential", post(credential))
-        .route("/v1/devices/{device}/credential/activate", post(credential_proof))
-        .route("/v1/devices/{device}/attach", post(attach))
-        .route("/v1/devices/{device}/task", get(task))
-        .route("/v1/devices/{device}/enrolment", post(enrolment))
-        .route("/v1/devices/{device}/activation", post(activation))
-        .route("/v1/devices/{device}/evidence", post(evidence))
-        .route("/v1/devices/{device}/install", post(install))
-        .route("/v1/devices/{device}/aka", post(aka))
-        .route("/v1/devices/{device}/commit", post(commit))
-        .route("/v1/devices/{device}/abort", post(abort))
+    let (devices, mut doc) = device_api().split_for_parts();
+    let (health_route, health_doc) = OpenApiRouter::new().routes(routes!(health)).split_for_parts();
+    let (admin, admin_doc) = admin_api().split_for_parts();
+    doc.merge(health_doc);
+    doc.merge(admin_doc);
+    let devices = devices
         .route_layer(axum::middleware::from_fn_with_state(ro.clone(), with_next_nonce))
-        .route("/health", get(health));
+        .merge(health_route);
     let devices = transport::limit_body(devices, device_api::MAX_MESSAGE_SIZE);
-    let admin = Router::new()
-        .route("/v1/campaigns", post(create_campaign).get(campaigns))
-        .route("/v1/campaigns/{id}", get(campaign))
-        .route("/v1/campaigns/{id}/cancel", post(cancel_campaign));
     let admin = transport::limit_body(admin, MAX_CAMPAIGN_BODY);
-    devices.merge(admin).with_state(ro)
+    transport::openapi::serve_document(devices.merge(admin).with_state(ro), &document(doc))
+}
+
+/// The RO's OpenAPI 3.1 document, from the same declarations as its router.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = device_api().split_for_parts().1;
+    doc.merge(OpenApiRouter::<Arc<Ro>>::new().routes(routes!(health)).split_for_parts().1);
+    doc.merge(admin_api().split_for_parts().1);
+    document(doc)
+}
+
+fn document(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    transport::openapi::finish(
+        doc,
+        "tresor RO",
+        "Registration operator (DRF and DPF; docs/flow.md): the device API, where every \
+         request but the AK binding is signed by the device's bound AK over an RO nonce, \
+         and the operators' campaign API (client certificate under the CI). Device bodies \
+         are CBOR (default) or JSON with byte strings as base64url; every device answer \
+         carries the next nonce in the tresor-device-next-nonce header.",
+    )
+}
+
+/// The device API (docs/flow.md steps 4-12).
+fn device_api() -> OpenApiRouter<Arc<Ro>> {
+    OpenApiRouter::new()
+        .routes(routes!(credential))
+        .routes(routes!(credential_proof))
+        .routes(routes!(attach))
+        .routes(routes!(task))
+        .routes(routes!(enrolment))
+        .routes(routes!(activation))
+        .routes(routes!(evidence))
+        .routes(routes!(install))
+        .routes(routes!(aka))
+        .routes(routes!(commit))
+        .routes(routes!(abort))
+}
+
+/// The operators' campaign API.
+fn admin_api() -> OpenApiRouter<Arc<Ro>> {
+    OpenApiRouter::new()
+        .routes(routes!(create_campaign, campaigns))
+        .routes(routes!(campaign))
+        .routes(routes!(cancel_campaign))
 }
 
 type Shared = State<Arc<Ro>>;
@@ -68,6 +110,17 @@ fn campaign_readers() -> [Expected; 3] {
     [a, b, Expected::named(CertRole::Ro, "ro")]
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns",
+    summary = "Create a campaign (an operator)",
+    request_body(content_type = JSON, description = "the campaign: {id, from, to, devices: [{device_id, iccid}]}"),
+    responses(
+        (status = 201, description = "JSON campaign report", content_type = JSON),
+        (status = 403, description = "a certificate of another role", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn create_campaign(
     State(ro): Shared,
     peer: PeerIdentity,
@@ -80,11 +133,32 @@ async fn create_campaign(
     Ok((StatusCode::CREATED, axum::Json(report)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/campaigns",
+    summary = "List campaigns (operators, the RO)",
+    responses(
+        (status = 200, description = "JSON campaign report", content_type = JSON),
+        (status = 403, description = "a certificate of another role", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn campaigns(State(ro): Shared, peer: PeerIdentity) -> Result<Response, RoError> {
     peer.require(&campaign_readers()).map_err(|p| RoError::Forbidden(p.title))?;
     Ok(axum::Json(ro.campaign_list()?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/campaigns/{id}/cancel",
+    summary = "Cancel a campaign (an operator)",
+    params(("id" = String, Path, description = "campaign id")),
+    responses(
+        (status = 200, description = "JSON campaign report", content_type = JSON),
+        (status = 403, description = "a certificate of another role", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn cancel_campaign(
     State(ro): Shared,
     peer: PeerIdentity,
@@ -94,6 +168,17 @@ async fn cancel_campaign(
     Ok(axum::Json(ro.cancel_campaign(&caller, &id).await?).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/campaigns/{id}",
+    summary = "A campaign's report (operators, the RO)",
+    params(("id" = String, Path, description = "campaign id")),
+    responses(
+        (status = 200, description = "JSON campaign report", content_type = JSON),
+        (status = 403, description = "a certificate of another role", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn campaign(
     State(ro): Shared,
     peer: PeerIdentity,
@@ -168,6 +253,17 @@ fn device_of_path(path: &str) -> Result<DeviceId, RoError> {
 }
 
 /// AK binding, step 1 (anonymous): the RO's credential challenge for the AK under the EK.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{device}/credential",
+    summary = "AK binding, step 1 (unsigned): a credential for the AK under the EK",
+    params(("device" = String, Path, description = "device id: hex of the EK name")),
+    request_body(content((CredentialRequest = CBOR), (CredentialRequest = JSON))),
+    responses(
+        (status = 200, description = "TPM2_MakeCredential output", content((CredentialChallenge = CBOR), (CredentialChallenge = JSON))),
+        (status = 409, description = "the device is at another step", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn credential(
     State(ro): Shared,
     Path(device): Path<String>,
@@ -181,6 +277,17 @@ async fn credential(
 }
 
 /// AK binding, step 2 (anonymous, proved by the secret): the AK is bound to the device.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{device}/credential/activate",
+    summary = "AK binding, step 2 (unsigned): the secret; the AK is bound",
+    params(("device" = String, Path, description = "device id: hex of the EK name")),
+    request_body(content((CredentialProof = CBOR), (CredentialProof = JSON))),
+    responses(
+        (status = 204, description = "recorded"),
+        (status = 409, description = "the device is at another step", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn credential_proof(
     State(ro): Shared,
     Path(device): Path<String>,
@@ -194,6 +301,18 @@ async fn credential_proof(
 }
 
 /// Long poll: answers as soon as there is work, or `Idle` after the poll timeout.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{device}/task",
+    summary = "Long poll: the device's next task",
+    params(("device" = String, Path, description = "device id: hex of the EK name")),
+    responses(
+        (status = 200, description = "the next task (idle after the poll timeout)", content((DeviceTask = CBOR), (DeviceTask = JSON))),
+        (status = 401, description = "not signed by the bound AK, or a nonce not issued, expired or spent", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "the device is at another step", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("deviceNonce" = [], "deviceSignature" = [])),
+)]
 async fn task(State(ro): Shared, request: Authed) -> Result<Response, RoError> {
     let device = request.device;
     let deadline = tokio::time::Instant::now() + ro.config.poll_timeout();
@@ -212,6 +331,19 @@ async fn task(State(ro): Shared, request: Authed) -> Result<Response, RoError> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{device}/attach",
+    summary = "Step 5: attach to the DRF",
+    params(("device" = String, Path, description = "device id: hex of the EK name")),
+    request_body(content((AttachRequest = CBOR), (AttachRequest = JSON))),
+    responses(
+        (status = 204, description = "recorded"),
+        (status = 401, description = "not signed by the bound AK, or a nonce not issued, expired or spent", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "the device is at another step", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("deviceNonce" = [], "deviceSignature" = [])),
+)]
 async fn attach(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
     let attach: AttachRequest = decode(request.format, &request.body)?;
     if attach.device_id != request.device {
@@ -221,45 +353,142 @@ async fn attach(State(ro): Shared, request: Authed) -> Result<StatusCode, RoErro
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{device}/enrolment",
+    summary = "Step 8: the PVA enrolment request, relayed",
+    params(("device" = String, Path, description = "device id: hex of the EK name")),
+    request_body(content((EnrolRequest = CBOR), (EnrolRequest = JSON))),
+    responses(
+        (status = 204, description = "recorded"),
+        (status = 401, description = "not signed by the bound AK, or a nonce not issued, expired or spent", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "the device is at another step", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("deviceNonce" = [], "deviceSignature" = [])),
+)]
 async fn enrolment(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
     ro.enrolment(&request.device, request.format, &request.body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{device}/activation",
+    summary = "Step 8: the credential activation, relayed",
+    params(("device" = String, Path, description = "device id: hex of the EK name")),
+    request_body(content((ActivateRequest = CBOR), (ActivateRequest = JSON))),
+    responses(
+        (status = 204, description = "recorded"),
+        (status = 401, description = "not signed by the bound AK, or a nonce not issued, expired or spent", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "the device is at another step", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("deviceNonce" = [], "deviceSignature" = [])),
+)]
 async fn activation(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
     ro.activation(&request.device, request.format, &request.body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{device}/evidence",
+    summary = "Step 8: evidence for the PVA's nonce (kept as CBOR for the PVA)",
+    params(("device" = String, Path, description = "device id: hex of the EK name")),
+    request_body(content((Evidence = CBOR), (Evidence = JSON))),
+    responses(
+        (status = 204, description = "recorded"),
+        (status = 401, description = "not signed by the bound AK, or a nonce not issued, expired or spent", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "the device is at another step", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("deviceNonce" = [], "deviceSignature" = [])),
+)]
 async fn evidence(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
     ro.evidence(&request.device, request.format, &request.body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{device}/install",
+    summary = "Steps 11-12: the install receipt (answer signature header required)",
+    params(("device" = String, Path, description = "device id: hex of the EK name")),
+    request_body(content((InstallResult = CBOR), (InstallResult = JSON))),
+    responses(
+        (status = 204, description = "recorded"),
+        (status = 401, description = "not signed by the bound AK, or a nonce not issued, expired or spent", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "the device is at another step", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("deviceNonce" = [], "deviceSignature" = [])),
+)]
 async fn install(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
     let result: InstallResult = decode(request.format, &request.body)?;
     ro.install(&request.device, result, request.answer()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{device}/aka",
+    summary = "Step 12: the USIM's AKA answer (answer signature header required)",
+    params(("device" = String, Path, description = "device id: hex of the EK name")),
+    request_body(content((AkaResult = CBOR), (AkaResult = JSON))),
+    responses(
+        (status = 204, description = "recorded"),
+        (status = 401, description = "not signed by the bound AK, or a nonce not issued, expired or spent", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "the device is at another step", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("deviceNonce" = [], "deviceSignature" = [])),
+)]
 async fn aka(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
     let result: AkaResult = decode(request.format, &request.body)?;
     ro.aka(&request.device, result, request.answer()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{device}/commit",
+    summary = "Step 12: the card committed or fell back (answer signature header required)",
+    params(("device" = String, Path, description = "device id: hex of the EK name")),
+    request_body(content((CommitResult = CBOR), (CommitResult = JSON))),
+    responses(
+        (status = 204, description = "recorded"),
+        (status = 401, description = "not signed by the bound AK, or a nonce not issued, expired or spent", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "the device is at another step", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("deviceNonce" = [], "deviceSignature" = [])),
+)]
 async fn commit(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
     let result: CommitResult = decode(request.format, &request.body)?;
     ro.commit(&request.device, result, request.answer()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{device}/abort",
+    summary = "The card's answer to an abort order (answer signature header required)",
+    params(("device" = String, Path, description = "device id: hex of the EK name")),
+    request_body(content((AbortAck = CBOR), (AbortAck = JSON))),
+    responses(
+        (status = 204, description = "recorded"),
+        (status = 401, description = "not signed by the bound AK, or a nonce not issued, expired or spent", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "the device is at another step", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("deviceNonce" = [], "deviceSignature" = [])),
+)]
 async fn abort(State(ro): Shared, request: Authed) -> Result<StatusCode, RoError> {
     let ack: AbortAck = decode(request.format, &request.body)?;
     ro.abort(&request.device, ack, request.answer()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    summary = "Health",
+    responses((status = 200, description = "JSON: {\"status\": \"ok\", \"role\": \"ro\"}", content_type = JSON)),
+)]
 async fn health() -> Response {
     axum::Json(serde_json::json!({ "status": "ok", "role": "ro" })).into_response()
 }
