@@ -490,28 +490,26 @@ mod tests {
         assert!(!why.contains(&crate::wire::base64url(&[7; 31])), "the secret is not echoed");
         let big = vec![b' '; ActivateRequest::MAX_SIZE + 1];
         assert!(matches!(ActivateRequest::from_json(&big), Err(ApiError::TooLarge { .. })));
-        let enrol = EnrolRequest {
-            device_id: device(),
-            ek_certificate: ByteBuf::from(vec![0x30; 10]),
-            ek_intermediates: vec![ByteBuf::from(vec![1]); MAX_EK_INTERMEDIATES + 1],
-            ek_public: ByteBuf::from(vec![0; 8]),
-            ak_public: ByteBuf::from(vec![1; 8]),
-        };
+        let enrol = too_many_intermediates();
         assert!(matches!(
             EnrolRequest::decode(Format::Json, &enrol.to_json().unwrap()),
             Err(ApiError::Invalid(_))
         ));
     }
 
-    #[test]
-    fn too_many_intermediates_are_refused() {
-        let enrol = EnrolRequest {
+    fn too_many_intermediates() -> EnrolRequest {
+        EnrolRequest {
             device_id: device(),
             ek_certificate: ByteBuf::from(vec![0x30; 10]),
             ek_intermediates: vec![ByteBuf::from(vec![1]); MAX_EK_INTERMEDIATES + 1],
             ek_public: ByteBuf::from(vec![0; 8]),
             ak_public: ByteBuf::from(vec![1; 8]),
-        };
+        }
+    }
+
+    #[test]
+    fn too_many_intermediates_are_refused() {
+        let enrol = too_many_intermediates();
         assert!(matches!(
             EnrolRequest::from_cbor(&enrol.to_cbor().unwrap()),
             Err(ApiError::Invalid(_))

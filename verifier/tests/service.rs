@@ -170,6 +170,19 @@ async fn problem(resp: reqwest::Response) -> Problem {
     p
 }
 
+/// The device's answer to its enrolment: TPM2_ActivateCredential on its swtpm.
+fn activation(device: &mut support::Device, enrolled: &EnrolResponse) -> ActivateRequest {
+    let secret = device
+        .attester()
+        .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
+        .unwrap();
+    ActivateRequest {
+        device_id: device.id.clone(),
+        ak_name: enrolled.ak_name.clone(),
+        secret: CredentialSecret::from_slice(&secret).unwrap(),
+    }
+}
+
 fn pva_type(slug: &str) -> String {
     format!("https://tresor.example/problems/pva/{slug}")
 }
@@ -182,15 +195,7 @@ async fn a_device_enrols_and_is_appraised_over_https() {
 
     let enrolled: EnrolResponse =
         server.call_as(&server.ro, path::ENROL, &device.enrol_request()).await.unwrap();
-    let secret = device
-        .attester()
-        .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
-        .unwrap();
-    let activate = ActivateRequest {
-        device_id: device.id.clone(),
-        ak_name: enrolled.ak_name.clone(),
-        secret: CredentialSecret::from_slice(&secret).unwrap(),
-    };
+    let activate = activation(&mut device, &enrolled);
     let activated: ActivateResponse =
         server.call_as(&server.ro, path::ACTIVATE, &activate).await.unwrap();
     assert_eq!(activated.ak_name, enrolled.ak_name);
@@ -265,15 +270,7 @@ async fn a_device_enrols_and_is_appraised_in_json() {
 
     let enrolled: EnrolResponse =
         server.call_json(&server.ro, path::ENROL, &device.enrol_request()).await.unwrap();
-    let secret = device
-        .attester()
-        .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
-        .unwrap();
-    let activate = ActivateRequest {
-        device_id: device.id.clone(),
-        ak_name: enrolled.ak_name.clone(),
-        secret: CredentialSecret::from_slice(&secret).unwrap(),
-    };
+    let activate = activation(&mut device, &enrolled);
     let _: ActivateResponse =
         server.call_json(&server.ro, path::ACTIVATE, &activate).await.unwrap();
     let challenge = ChallengeRequest { device_id: device.id.clone(), policy_id: None };
@@ -377,15 +374,7 @@ async fn enrolment_is_for_authenticated_relying_parties_unless_opened() {
     // An operator may.
     let mno_b = client_as(&lab, "mno-b");
     let enrolled: EnrolResponse = server.call_as(&mno_b, path::ENROL, &req).await.unwrap();
-    let secret = device
-        .attester()
-        .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
-        .unwrap();
-    let activate = ActivateRequest {
-        device_id: device.id.clone(),
-        ak_name: enrolled.ak_name,
-        secret: CredentialSecret::from_slice(&secret).unwrap(),
-    };
+    let activate = activation(&mut device, &enrolled);
     let _: ActivateResponse = server.call_as(&mno_b, path::ACTIVATE, &activate).await.unwrap();
     let history = server.pva.enrolments(&device.id).unwrap();
     assert_eq!(history[0].requested_by.as_deref(), Some("mno-b"));
@@ -394,15 +383,7 @@ async fn enrolment_is_for_authenticated_relying_parties_unless_opened() {
     // `open_enrolment = true`: anyone.
     let server = start_with(&lab, "open_enrolment = true\n").await;
     let enrolled: EnrolResponse = server.call(path::ENROL, &req).await.unwrap();
-    let secret = device
-        .attester()
-        .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
-        .unwrap();
-    let activate = ActivateRequest {
-        device_id: device.id.clone(),
-        ak_name: enrolled.ak_name,
-        secret: CredentialSecret::from_slice(&secret).unwrap(),
-    };
+    let activate = activation(&mut device, &enrolled);
     let _: ActivateResponse = server.call(path::ACTIVATE, &activate).await.unwrap();
     server.shutdown().await;
 }
