@@ -16,9 +16,10 @@ DEB_PACKAGES := swtpm swtpm-tools libtss2-dev pkg-config tpm2-tools \
                 python3 python3-venv
 
 # pycose for the COSE interop tests, in a virtual environment of the project's own
-# (pycose 1.1 cannot read what cbor2 6 decodes, hence the pin).
+# (pycose 1.1 cannot read what cbor2 6 decodes, hence the pin), and openapi-spec-validator,
+# which checks the roles' OpenAPI documents (tests/tests/openapi_docs.rs).
 PYVENV := $(CURDIR)/target/pyvenv
-PYCOSE := pycose==1.1.0 'cbor2<6'
+PYCOSE := pycose==1.1.0 'cbor2<6' openapi-spec-validator
 export TRESOR_COSE_PYTHON := $(PYVENV)/bin/python
 
 .PHONY: all deps build demo bench test soak check fuzz clean
@@ -37,7 +38,7 @@ deps:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
-	@$(PYVENV)/bin/python -c 'import pycose, cbor2' 2>/dev/null || { \
+	@$(PYVENV)/bin/python -c 'import pycose, cbor2, openapi_spec_validator' 2>/dev/null || { \
 	  echo "make deps: installing pycose into $(PYVENV)"; \
 	  /usr/bin/python3 -m venv $(PYVENV) && \
 	  $(PYVENV)/bin/pip install -q --disable-pip-version-check $(PYCOSE); }

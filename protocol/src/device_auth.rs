@@ -91,29 +91,41 @@ impl RequestStatement {
 }
 
 /// Binding, first message: who the device claims to be, and the AK it will sign with.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialRequest {
     /// EK certificate, DER.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub ek_certificate: ByteBuf,
     /// Marshalled TPMT_PUBLIC of the EK; its name is the device id.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub ek_public: ByteBuf,
     /// Marshalled TPMT_PUBLIC of the AK.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub ak_public: ByteBuf,
 }
 
 /// Binding, the RO's challenge: TPM2_MakeCredential's output for the AK under the EK.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialChallenge {
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub id_object: ByteBuf,
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub encrypted_secret: ByteBuf,
 }
 
 /// Binding, the device's answer: the secret TPM2_ActivateCredential released.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialProof {
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub secret: ByteBuf,
 }
 

@@ -34,40 +34,52 @@ pub enum EvidenceError {
 }
 
 /// A TPM-signed attestation structure as the TPM returned it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignedAttest {
     /// Marshalled TPMS_ATTEST: the signed message.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub attest: ByteBuf,
     /// Marshalled TPMT_SIGNATURE over `attest`.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub signature: ByteBuf,
 }
 
 /// The key the new operator encrypts the subscription bundle to, with the TPM's word for it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BundleKeyEvidence {
     /// Marshalled TPMT_PUBLIC of the bundle key.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub public: ByteBuf,
     /// TPM2_Certify of the bundle key by the AK, qualifying data = the nonce.
     pub certify: SignedAttest,
 }
 
 /// Everything the PVA appraises (see the module documentation).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Evidence {
     pub version: u32,
     /// TPM name of the EK.
     pub device_id: DeviceId,
     /// EK certificate, DER, as read from the TCG NV index.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub ek_certificate: ByteBuf,
     /// Marshalled TPMT_PUBLIC of the AK. Informational: the PVA appraises with the AK it
     /// enrolled for `device_id`, never with this one.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub ak_public: ByteBuf,
     /// TPM2_Quote by the AK, qualifying data = the nonce.
     pub quote: SignedAttest,
     /// TCG PC Client crypto-agile event log (TCG_PCR_EVENT header + TCG_PCR_EVENT2s).
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub event_log: ByteBuf,
     pub bundle_key: BundleKeyEvidence,
     /// The TRE's anti-rollback NV counter: a bundle must carry a larger sequence number.

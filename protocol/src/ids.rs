@@ -104,6 +104,19 @@ impl<'de> Deserialize<'de> for DeviceId {
     }
 }
 
+/// Hex of the TPM name, in JSON; a byte string in CBOR.
+impl utoipa::PartialSchema for DeviceId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::wire::string_schema(
+            "Device id: the TPM name of the EK (nameAlg ‖ digest); lowercase hex in JSON and \
+             URLs, a byte string in CBOR",
+            "^[0-9a-fA-F]{4,132}$",
+        )
+    }
+}
+
+impl utoipa::ToSchema for DeviceId {}
+
 /// A verifier challenge: 32 random bytes, used once (the TPM's qualifying data for a quote).
 #[derive(Clone, Copy, Eq)]
 pub struct Nonce([u8; Nonce::LEN]);
@@ -175,6 +188,17 @@ impl<'de> Deserialize<'de> for Nonce {
     }
 }
 
+impl utoipa::PartialSchema for Nonce {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::wire::string_schema(
+            "Nonce: 32 bytes; lowercase hex in JSON, a byte string in CBOR",
+            "^[0-9a-fA-F]{64}$",
+        )
+    }
+}
+
+impl utoipa::ToSchema for Nonce {}
+
 /// Declares a string newtype of decimal digits with a length range, serialised as a string.
 macro_rules! digit_string {
     ($(#[$doc:meta])* $name:ident, $min:expr, $max:expr, $err:expr) => {
@@ -216,6 +240,17 @@ macro_rules! digit_string {
                 String::deserialize(d)?.parse().map_err(D::Error::custom)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::wire::string_schema(
+                    concat!(stringify!($name), ": decimal digits"),
+                    concat!("^[0-9]{", stringify!($min), ",", stringify!($max), "}$"),
+                )
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 

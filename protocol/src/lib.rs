@@ -20,6 +20,7 @@
 //! - [`role`]: role-bound certificates: the role OID and name every CI certificate carries.
 //! - [`secret`]: K, OPc, OTA keys and the subscription profile; zeroizing, never printed.
 //! - [`tpm`]: TPM 2.0 structures and software-side TPM protocols.
+//! - [`wire`]: the two encodings of API messages: CBOR, and JSON with base64url byte strings.
 //! - [`x509`]: X.509 path validation (x509-parser + ring), trust anchors, PEM loading.
 
 #![forbid(unsafe_code)]
@@ -44,6 +45,7 @@ pub mod receipt;
 pub mod role;
 pub mod secret;
 pub mod tpm;
+pub mod wire;
 pub mod x509;
 
 pub use ids::{DeviceId, Iccid, IdError, Imsi, Nonce};

@@ -3,7 +3,8 @@
 //! of evidence into a signed EAR. The device agent builds the requests, the RO relays them
 //! unchanged, the PVA answers; every body is CBOR (RFC 8949, media type
 //! `application/cbor`), a map with text keys, byte strings for TPM structures exactly as the
-//! TPM produced them. Errors are RFC 9457 problem documents (`transport::Problem`).
+//! TPM produced them, or the same message in JSON with byte strings as base64url
+//! (`crate::wire`). Errors are RFC 9457 problem documents (`transport::Problem`).
 //!
 //! Decoding is bounded ([`MAX_REQUEST_SIZE`]) and strict: unknown fields are refused, so a
 //! message that means something else to its sender is not half-understood here.
@@ -18,9 +19,11 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::ear::TrustTier;
 use crate::evidence::MAX_EVIDENCE_SIZE;
 use crate::ids::{DeviceId, Nonce};
+use crate::wire::Format;
 
-/// The media type of every request and response body except problems and health.
-pub const CBOR_MEDIA_TYPE: &str = "application/cbor";
+/// The media type of every request and response body except problems and health (the
+/// default; `application/json` is the other, `crate::wire`).
+pub const CBOR_MEDIA_TYPE: &str = crate::wire::CBOR_MEDIA_TYPE;
 
 /// The routes, relative to the PVA's base URL.
 pub mod path {
@@ -55,7 +58,7 @@ pub const MAX_EK_INTERMEDIATES: usize = 8;
 pub enum ApiError {
     #[error("message of {size} bytes exceeds the limit of {max}")]
     TooLarge { size: usize, max: usize },
-    #[error("message is not CBOR of the expected shape: {0}")]
+    #[error("message is not of the expected shape: {0}")]
     Decode(String),
     #[error("message could not be encoded: {0}")]
     Encode(String),
@@ -84,6 +87,36 @@ pub trait Message: Serialize + for<'de> Deserialize<'de> {
         Ok(message)
     }
 
+    /// JSON (`crate::wire`: byte strings as base64url), bounded and checked as CBOR is.
+    fn from_json(bytes: &[u8]) -> Result<Self, ApiError> {
+        let message: Self = crate::wire::from_json(bytes, Self::MAX_SIZE).map_err(|e| match e {
+            crate::wire::WireError::TooLarge { size, max } => ApiError::TooLarge { size, max },
+            other => ApiError::Decode(other.to_string()),
+        })?;
+        message.check()?;
+        Ok(message)
+    }
+
+    fn to_json(&self) -> Result<Vec<u8>, ApiError> {
+        crate::wire::to_json(self).map_err(|e| ApiError::Encode(e.to_string()))
+    }
+
+    /// [`Message::from_cbor`] or [`Message::from_json`].
+    fn decode(format: Format, bytes: &[u8]) -> Result<Self, ApiError> {
+        match format {
+            Format::Cbor => Self::from_cbor(bytes),
+            Format::Json => Self::from_json(bytes),
+        }
+    }
+
+    /// [`Message::to_cbor`] or [`Message::to_json`].
+    fn encode(&self, format: Format) -> Result<Vec<u8>, ApiError> {
+        match format {
+            Format::Cbor => self.to_cbor(),
+            Format::Json => self.to_json(),
+        }
+    }
+
     /// Checks beyond the shape (counts, lengths).
     fn check(&self) -> Result<(), ApiError> {
         Ok(())
@@ -93,19 +126,26 @@ pub trait Message: Serialize + for<'de> Deserialize<'de> {
 /// Step 5: the device presents its EK (certificate and public area) and the AK it wants
 /// the PVA to accept. The PVA validates the EK certificate, checks the AK's attributes and
 /// answers with a credential only this TPM can activate, and only for this AK.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrolRequest {
     /// The TPM name of the EK. The PVA computes it from `ek_public` and refuses a mismatch.
     pub device_id: DeviceId,
     /// EK certificate, DER, as read from the TCG NV index.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub ek_certificate: ByteBuf,
     /// Certificates between the EK certificate and a manufacturer root, DER, any order.
-    #[serde(default)]
+    #[serde(default, with = "crate::wire::bytes_list")]
+    #[schema(value_type = Vec<crate::wire::Base64Url>)]
     pub ek_intermediates: Vec<ByteBuf>,
     /// Marshalled TPMT_PUBLIC of the EK.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub ek_public: ByteBuf,
     /// Marshalled TPMT_PUBLIC of the AK.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub ak_public: ByteBuf,
 }
 
@@ -140,15 +180,21 @@ impl Message for EnrolRequest {
 
 /// The credential for TPM2_ActivateCredential(AK, EK): tss-esapi takes these as
 /// `IdObject::try_from(credential_blob)` and `EncryptedSecret::try_from(encrypted_secret)`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrolResponse {
     pub device_id: DeviceId,
     /// TPM2B_ID_OBJECT body: TPM2B_DIGEST(integrityHMAC) ‖ encIdentity.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub credential_blob: ByteBuf,
     /// TPM2B_ENCRYPTED_SECRET body: the OAEP ciphertext or the ephemeral ECC point.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub encrypted_secret: ByteBuf,
     /// The TPM name of the AK the credential is bound to.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub ak_name: ByteBuf,
     /// Seconds since the Unix epoch after which the credential is no longer accepted.
     pub expires_at: u64,
@@ -210,26 +256,50 @@ impl fmt::Debug for CredentialSecret {
     }
 }
 
+/// A byte string in CBOR, base64url in JSON (`crate::wire`); every copy zeroized.
 impl Serialize for CredentialSecret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
+        if s.is_human_readable() {
+            s.serialize_str(&zeroize::Zeroizing::new(crate::wire::base64url(&self.0)))
+        } else {
+            s.serialize_bytes(&self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for CredentialSecret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
-        let bytes = zeroize::Zeroizing::new(ByteBuf::deserialize(d)?.into_vec());
+        let bytes = if d.is_human_readable() {
+            let text = zeroize::Zeroizing::new(String::deserialize(d)?);
+            zeroize::Zeroizing::new(crate::wire::from_base64url(&text).map_err(D::Error::custom)?)
+        } else {
+            zeroize::Zeroizing::new(ByteBuf::deserialize(d)?.into_vec())
+        };
         Self::from_slice(&bytes).map_err(D::Error::custom)
     }
 }
 
+impl utoipa::PartialSchema for CredentialSecret {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::wire::string_schema(
+            "The 32-byte secret TPM2_ActivateCredential released: base64url without padding \
+             in JSON, a byte string in CBOR",
+            "^[A-Za-z0-9_-]{43}$",
+        )
+    }
+}
+
+impl utoipa::ToSchema for CredentialSecret {}
+
 /// Step 5, second half: the secret the TPM recovered. One attempt per credential.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateRequest {
     pub device_id: DeviceId,
     /// The TPM name of the AK, as in the [`EnrolResponse`].
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub ak_name: ByteBuf,
     pub secret: CredentialSecret,
 }
@@ -239,10 +309,12 @@ impl Message for ActivateRequest {
 }
 
 /// The AK is enrolled: from now on the PVA appraises this device's evidence with it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateResponse {
     pub device_id: DeviceId,
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub ak_name: ByteBuf,
 }
 
@@ -252,7 +324,7 @@ impl Message for ActivateResponse {
 
 /// Step 8: a fresh nonce for an enrolled device, to be used as qualifying data of its
 /// quote and of its bundle key's certification.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeRequest {
     pub device_id: DeviceId,
@@ -266,7 +338,7 @@ impl Message for ChallengeRequest {
 }
 
 /// A single-use nonce, bound to one device and one policy.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeResponse {
     pub device_id: DeviceId,
@@ -285,9 +357,11 @@ impl Message for ChallengeResponse {
 
 /// Step 8, second half: the evidence (`protocol::evidence::Evidence`, CBOR), carried as
 /// bytes so that the RO relays it without re-encoding.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppraiseRequest {
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub evidence: ByteBuf,
 }
 
@@ -311,10 +385,12 @@ impl Message for AppraiseRequest {
 
 /// Step 9: the signed EAR, and an unsigned summary of it for logs. Relying parties decide
 /// on the EAR alone, after `protocol::ear::EarVerifier::verify`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppraiseResponse {
     /// COSE_Sign1 (tag 18) over the EAR claims set.
+    #[serde(with = "crate::wire::bytes")]
+    #[schema(value_type = crate::wire::Base64Url)]
     pub ear: ByteBuf,
     /// The EAR's `ear.status` (informational copy).
     pub status: TrustTier,
@@ -391,14 +467,49 @@ mod tests {
     }
 
     #[test]
-    fn too_many_intermediates_are_refused() {
-        let enrol = EnrolRequest {
+    fn json_is_as_strict_as_cbor() {
+        let activate = ActivateRequest {
+            device_id: device(),
+            ak_name: ByteBuf::from(vec![0, 0x0B]),
+            secret: CredentialSecret::new([7; 32]),
+        };
+        let json = activate.to_json().unwrap();
+        assert_eq!(ActivateRequest::decode(Format::Json, &json).unwrap(), activate);
+        let mut value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        value["extra"] = true.into();
+        let unknown = serde_json::to_vec(&value).unwrap();
+        assert!(matches!(ActivateRequest::from_json(&unknown), Err(ApiError::Decode(_))));
+        value.as_object_mut().unwrap().remove("extra");
+        value["secret"] = crate::wire::base64url(&[7; 31]).into();
+        let Err(ApiError::Decode(why)) =
+            ActivateRequest::from_json(&serde_json::to_vec(&value).unwrap())
+        else {
+            panic!("a short secret is refused")
+        };
+        assert!(why.contains("`secret`"), "{why}");
+        assert!(!why.contains(&crate::wire::base64url(&[7; 31])), "the secret is not echoed");
+        let big = vec![b' '; ActivateRequest::MAX_SIZE + 1];
+        assert!(matches!(ActivateRequest::from_json(&big), Err(ApiError::TooLarge { .. })));
+        let enrol = too_many_intermediates();
+        assert!(matches!(
+            EnrolRequest::decode(Format::Json, &enrol.to_json().unwrap()),
+            Err(ApiError::Invalid(_))
+        ));
+    }
+
+    fn too_many_intermediates() -> EnrolRequest {
+        EnrolRequest {
             device_id: device(),
             ek_certificate: ByteBuf::from(vec![0x30; 10]),
             ek_intermediates: vec![ByteBuf::from(vec![1]); MAX_EK_INTERMEDIATES + 1],
             ek_public: ByteBuf::from(vec![0; 8]),
             ak_public: ByteBuf::from(vec![1; 8]),
-        };
+        }
+    }
+
+    #[test]
+    fn too_many_intermediates_are_refused() {
+        let enrol = too_many_intermediates();
         assert!(matches!(
             EnrolRequest::from_cbor(&enrol.to_cbor().unwrap()),
             Err(ApiError::Invalid(_))

@@ -68,6 +68,19 @@ async fn a_campaign_moves_two_devices_from_mno_a_to_mno_b() {
         let command = ro_a.activate_tre(&id, device).await.unwrap();
         assert_eq!(command.counter, profile.ota.counter + 1);
         assert_eq!(ro_a.activate_tre(&id, device).await.unwrap(), command, "idempotent");
+        // The same answer in JSON when asked for (protocol::wire: base64url byte strings).
+        let url = format!("{}/v1/campaigns/c1/devices/{}/activate-tre", world.mno_a.url(), device);
+        let json = world
+            .http(provisioning::pki::Role::Ro)
+            .post(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json.headers()["content-type"], "application/json");
+        let json: serde_json::Value = json.json().await.unwrap();
+        assert_eq!(json["command"], protocol::wire::base64url(&command.command));
+        assert_eq!(json["counter"], command.counter);
         let proof = card.ota(&command.command).unwrap();
         assert!(card.tre_active() && !card.usim_active());
         let activation = card.tre_activation().unwrap();

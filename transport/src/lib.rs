@@ -6,6 +6,9 @@
 //! - [`tls`]: identities (chain + key), server and client configurations, PEM loading.
 //! - [`server`]: the HTTPS serve loop and the client's [`PeerIdentity`] for handlers.
 //! - [`client`]: the reqwest client over rustls and problem-aware response decoding.
+//! - [`negotiate`]: request and answer bodies in CBOR or JSON, by Content-Type and Accept.
+
+//! - [`openapi`]: what every role's OpenAPI 3.1 document shares, and its `/openapi.json` route.
 //! - [`problem`]: problem documents (`application/problem+json`) and the body-size limit.
 //! - [`retry`]: exponential backoff with jitter for clients that ask a peer again.
 
@@ -14,6 +17,8 @@
 pub mod client;
 pub mod health;
 pub mod metrics;
+pub mod negotiate;
+pub mod openapi;
 pub mod problem;
 pub mod retry;
 pub mod server;

@@ -35,7 +35,7 @@ pub fn problem_type(slug: &str) -> String {
 
 /// An RFC 7807 problem document. `detail` is for the peer: never put secrets or internal
 /// error chains in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type", default = "about_blank")]
     pub type_uri: String,

@@ -1,5 +1,5 @@
-//! The PVA's HTTPS API (`docs/pva-api.md`): one axum handler per route, CBOR bodies
-//! (`protocol::pva_api`), a body-size limit on every route, and errors as RFC 9457 problem
+//! The PVA's HTTPS API (`docs/pva-api.md`): one axum handler per route, CBOR or JSON bodies
+//! (`protocol::pva_api`, `transport::negotiate`), a body-size limit on every route, and errors as RFC 9457 problem
 //! documents whose type URI names the exact check (`…/problems/pva/<slug>`). Problems say
 //! what the peer did wrong; store and signing failures are logged here and answered with a
 //! bare 503/500, never with their internals.
@@ -12,7 +12,7 @@
 //! Status codes: 400 malformed input, 401 evidence or credential not authentic or not fresh
 //! (not attested), or enrolment without a client certificate, 403 refused by policy or a
 //! role that may not enrol, 404 unknown device, policy or pending enrolment, 409 device
-//! bound to another EK, 410 credential expired, 413 body too large, 415 not CBOR, 429 too
+//! bound to another EK, 410 credential expired, 413 body too large, 415 neither CBOR nor JSON, 429 too
 //! many outstanding challenges, 500/503 the PVA's own failures.
 
 use std::sync::Arc;
@@ -21,40 +21,79 @@ use std::time::SystemTime;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use protocol::pva_api::ActivateRequest;
 use protocol::pva_api::{
-    AppraiseRequest, AppraiseResponse, CBOR_MEDIA_TYPE, ChallengeRequest, EnrolRequest,
-    MAX_REQUEST_SIZE, Message, path,
+    ActivateRequest, ActivateResponse, AppraiseRequest, AppraiseResponse, ChallengeRequest,
+    ChallengeResponse, EnrolRequest, EnrolResponse, MAX_REQUEST_SIZE, Message, path,
 };
 use protocol::role::{Expected, Role};
 use serde_bytes::ByteBuf;
+use transport::negotiate;
+use transport::openapi::{CBOR, JSON};
+use transport::problem::PROBLEM_JSON;
 use transport::problem::{CLIENT_CERTIFICATE_REQUIRED, problem_type};
 use transport::{PeerIdentity, Problem};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{AppraisalError, ChallengeError, EnrolmentError, Error};
 use crate::pva::Pva;
 
-/// The router of every PVA route, with the body limit.
+/// The router of every PVA route, with the body limit, and `/openapi.json`.
 pub fn router(pva: Arc<Pva>) -> Router {
-    let routes = Router::new()
-        .route(path::ENROL, post(enrol))
-        .route(path::ACTIVATE, post(activate))
-        .route(path::CHALLENGE, post(challenge))
-        .route(path::APPRAISE, post(appraise))
-        .route(path::HEALTH, get(health))
-        .route(path::RELOAD_POLICIES, post(reload_policies))
-        .route("/health", get(live))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(pva);
-    transport::limit_body(routes, MAX_REQUEST_SIZE)
+    let (routes, doc) = api().split_for_parts();
+    let routes =
+        routes.fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(pva);
+    transport::openapi::serve_document(
+        transport::limit_body(routes, MAX_REQUEST_SIZE),
+        &document(doc),
+    )
 }
 
+/// The PVA's OpenAPI 3.1 document, from the same declarations as its router.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    document(api().split_for_parts().1)
+}
+
+fn document(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    transport::openapi::finish(
+        doc,
+        "tresor PVA",
+        "Platform validation authority (docs/pva-api.md): AK enrolment by credential \
+         activation, nonce challenges, appraisal of TPM evidence into a signed EAR. Bodies \
+         are CBOR (default) or JSON with byte strings as base64url without padding.",
+    )
+}
+
+/// Every route, each declared once for both the router and the document.
+fn api() -> OpenApiRouter<Arc<Pva>> {
+    OpenApiRouter::new()
+        .routes(routes!(enrol))
+        .routes(routes!(activate))
+        .routes(routes!(challenge))
+        .routes(routes!(appraise))
+        .routes(routes!(health))
+        .routes(routes!(reload_policies))
+        .routes(routes!(live))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+}
+
+#[utoipa::path(
+    post,
+    path = path::ENROL,
+    summary = "Step 5: enrol the AK; answers a credential for TPM2_ActivateCredential",
+    request_body(content((EnrolRequest = CBOR), (EnrolRequest = JSON))),
+    responses(
+        (status = 200, description = "EnrolResponse", content((EnrolResponse = CBOR), (EnrolResponse = JSON))),
+        (status = 400, description = "malformed request, EK or AK public area", body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, description = "no client certificate, or the EK certificate does not verify", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "a role that may not enrol, or an AK or EK the PVA refuses", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "the device is bound to another EK", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn enrol(
     State(pva): State<Arc<Pva>>,
     peer: Option<PeerIdentity>,
@@ -71,6 +110,19 @@ async fn enrol(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = path::ACTIVATE,
+    summary = "Step 5: the secret TPM2_ActivateCredential released; the AK is enrolled",
+    request_body(content((ActivateRequest = CBOR), (ActivateRequest = JSON))),
+    responses(
+        (status = 200, description = "ActivateResponse", content((ActivateResponse = CBOR), (ActivateResponse = JSON))),
+        (status = 401, description = "no client certificate, or the wrong secret", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "no pending enrolment", body = Problem, content_type = PROBLEM_JSON),
+        (status = 410, description = "the credential expired", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn activate(
     State(pva): State<Arc<Pva>>,
     peer: Option<PeerIdentity>,
@@ -103,6 +155,18 @@ fn may_enrol(pva: &Pva, peer: Option<&PeerIdentity>) -> Result<Option<String>, P
     peer.require(&allowed).map(|name| Some(name.to_owned()))
 }
 
+#[utoipa::path(
+    post,
+    path = path::CHALLENGE,
+    summary = "Step 8: a single-use nonce for an enrolled device",
+    request_body(content((ChallengeRequest = CBOR), (ChallengeRequest = JSON))),
+    responses(
+        (status = 200, description = "ChallengeResponse", content((ChallengeResponse = CBOR), (ChallengeResponse = JSON))),
+        (status = 400, description = "malformed request", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "unknown device or policy", body = Problem, content_type = PROBLEM_JSON),
+        (status = 429, description = "too many outstanding challenges", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn challenge(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {
     run("challenge", pva, &headers, &body, |pva, req: ChallengeRequest, now| {
         pva.challenge(&req, now)
@@ -110,6 +174,19 @@ async fn challenge(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes)
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = path::APPRAISE,
+    summary = "Steps 8-9: appraise evidence into a signed EAR",
+    request_body(content((AppraiseRequest = CBOR), (AppraiseRequest = JSON))),
+    responses(
+        (status = 200, description = "AppraiseResponse", content((AppraiseResponse = CBOR), (AppraiseResponse = JSON))),
+        (status = 400, description = "malformed evidence", body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, description = "evidence not authentic or not fresh (the type names the check)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "refused by policy", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "unknown device", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn appraise(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) -> Response {
     run("appraise", pva, &headers, &body, |pva, req: AppraiseRequest, now| {
         let appraised = pva.appraise(&req.evidence, now)?;
@@ -123,6 +200,18 @@ async fn appraise(State(pva): State<Arc<Pva>>, headers: HeaderMap, body: Bytes) 
 }
 
 /// Only the holder of the PVA role's own certificate (its operator) reloads policies.
+#[utoipa::path(
+    post,
+    path = path::RELOAD_POLICIES,
+    summary = "Read the policies again from the configuration file (the PVA's own certificate)",
+    responses(
+        (status = 200, description = "JSON: {\"policies\": [ids], \"default\": id}", content_type = JSON),
+        (status = 401, description = "no client certificate", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "not the PVA's own certificate", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "the new policies were refused; the old ones stay", body = Problem, content_type = PROBLEM_JSON),
+    ),
+    security(("mutualTLS" = [])),
+)]
 async fn reload_policies(State(pva): State<Arc<Pva>>, peer: Option<PeerIdentity>) -> Response {
     let Some(peer) = peer else {
         return Problem::new(
@@ -156,6 +245,15 @@ async fn reload_policies(State(pva): State<Arc<Pva>>, peer: Option<PeerIdentity>
     }
 }
 
+#[utoipa::path(
+    get,
+    path = path::HEALTH,
+    summary = "Health: the store answers",
+    responses(
+        (status = 200, description = "JSON: {\"status\": \"ok\", \"version\": …}", content_type = JSON),
+        (status = 503, description = "the store is unavailable", body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn health(State(pva): State<Arc<Pva>>) -> Response {
     match tokio::task::spawn_blocking(move || pva.store_healthy()).await {
         Ok(true) => {
@@ -172,15 +270,36 @@ async fn health(State(pva): State<Arc<Pva>>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    summary = "Liveness (transport::health), as on every role: no client certificate",
+    responses((status = 200, description = "JSON: {\"status\": \"ok\", \"role\", \"name\", \"version\"}", content_type = JSON)),
+)]
 async fn live() -> Response {
     transport::health::live("pva", "pva")
 }
 
+#[utoipa::path(
+    get,
+    path = "/ready",
+    summary = "Readiness: the store answers; no client certificate",
+    responses(
+        (status = 200, description = "JSON: status ok, checks", content_type = JSON),
+        (status = 503, description = "JSON: status unavailable, the failing checks", content_type = JSON),
+    ),
+)]
 async fn ready(State(pva): State<Arc<Pva>>) -> Response {
     let store = tokio::task::spawn_blocking(move || pva.store_healthy()).await.unwrap_or(false);
     transport::health::ready("pva", "pva", &[("store", store)])
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    summary = "Prometheus metrics (OpenMetrics text); no client certificate",
+    responses((status = 200, description = "appraisals by outcome and reason, durations, challenges, enrolments", content_type = "application/openmetrics-text")),
+)]
 async fn metrics(State(pva): State<Arc<Pva>>) -> Response {
     pva.metrics_response()
 }
@@ -194,7 +313,7 @@ async fn method_not_allowed() -> Response {
         .into_response()
 }
 
-/// Checks the media type, decodes the request, runs `op` off the async threads (it does
+/// Checks the media type (CBOR or JSON, `transport::negotiate`), decodes the request, runs `op` off the async threads (it does
 /// CPU work and waits for the store's fsync) between its fault points `pva.<name>.before`
 /// and `pva.<name>.after` (`protocol::fault`), encodes the answer.
 async fn run<Req, Resp>(
@@ -208,21 +327,19 @@ where
     Req: Message + Send + 'static,
     Resp: Message + Send + 'static,
 {
-    let is_cbor = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(CBOR_MEDIA_TYPE));
-    if !is_cbor {
-        return pva_problem(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Request body must be application/cbor",
-            None,
-        )
-        .into_response();
-    }
-    let req = match Req::from_cbor(body) {
+    let format = match negotiate::request_format(headers, negotiate::BOTH) {
+        Ok(format) => format,
+        Err(e) => {
+            return pva_problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Request body must be application/cbor or application/json",
+                Some(e.to_string()),
+            )
+            .into_response();
+        }
+    };
+    let req = match Req::decode(format, body) {
         Ok(req) => req,
         Err(e) => {
             return pva_problem(
@@ -234,6 +351,7 @@ where
             .into_response();
         }
     };
+    let answer_format = negotiate::response_format(headers, Some(format));
     let result = tokio::task::spawn_blocking(move || {
         let fault = |at: &str| {
             protocol::fault::point(&format!("pva.{name}.{at}"))
@@ -246,16 +364,12 @@ where
     })
     .await;
     let response = match result {
-        Ok(Ok(resp)) => resp.to_cbor().map_err(|e| Error::Signing(e.to_string())),
+        Ok(Ok(resp)) => resp.encode(answer_format).map_err(|e| Error::Signing(e.to_string())),
         Ok(Err(e)) => return problem(&e).into_response(),
         Err(e) => Err(Error::Config(format!("handler task failed: {e}"))),
     };
     match response {
-        Ok(bytes) => {
-            let mut r = (StatusCode::OK, bytes).into_response();
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CBOR_MEDIA_TYPE));
-            r
-        }
+        Ok(bytes) => negotiate::respond(StatusCode::OK, answer_format, bytes),
         Err(e) => problem(&e).into_response(),
     }
 }

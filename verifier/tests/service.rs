@@ -140,6 +140,22 @@ impl Server {
         }
     }
 
+    /// [`Server::call_as`] in JSON both ways (`protocol::wire`).
+    async fn call_json<Req: Message, Resp: Message>(
+        &self,
+        client: &reqwest::Client,
+        route: &str,
+        req: &Req,
+    ) -> Result<Resp, Problem> {
+        let resp = self.post_as(client, route, "application/json", req.to_json().unwrap()).await;
+        if resp.status().is_success() {
+            assert_eq!(resp.headers()["content-type"], "application/json");
+            Ok(Resp::from_json(&resp.bytes().await.unwrap()).unwrap())
+        } else {
+            Err(problem(resp).await)
+        }
+    }
+
     async fn shutdown(mut self) {
         let _ = self.stop.take().map(|s| s.send(()));
         self.task.await.unwrap().unwrap();
@@ -154,6 +170,19 @@ async fn problem(resp: reqwest::Response) -> Problem {
     p
 }
 
+/// The device's answer to its enrolment: TPM2_ActivateCredential on its swtpm.
+fn activation(device: &mut support::Device, enrolled: &EnrolResponse) -> ActivateRequest {
+    let secret = device
+        .attester()
+        .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
+        .unwrap();
+    ActivateRequest {
+        device_id: device.id.clone(),
+        ak_name: enrolled.ak_name.clone(),
+        secret: CredentialSecret::from_slice(&secret).unwrap(),
+    }
+}
+
 fn pva_type(slug: &str) -> String {
     format!("https://tresor.example/problems/pva/{slug}")
 }
@@ -166,15 +195,7 @@ async fn a_device_enrols_and_is_appraised_over_https() {
 
     let enrolled: EnrolResponse =
         server.call_as(&server.ro, path::ENROL, &device.enrol_request()).await.unwrap();
-    let secret = device
-        .attester()
-        .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
-        .unwrap();
-    let activate = ActivateRequest {
-        device_id: device.id.clone(),
-        ak_name: enrolled.ak_name.clone(),
-        secret: CredentialSecret::from_slice(&secret).unwrap(),
-    };
+    let activate = activation(&mut device, &enrolled);
     let activated: ActivateResponse =
         server.call_as(&server.ro, path::ACTIVATE, &activate).await.unwrap();
     assert_eq!(activated.ak_name, enrolled.ak_name);
@@ -239,6 +260,93 @@ async fn a_device_enrols_and_is_appraised_over_https() {
     server.shutdown().await;
 }
 
+/// The same exchange in JSON, byte strings as base64url: what a client without CBOR sends.
+/// The EAR it gets is the same COSE_Sign1, and strictness is the same as in CBOR.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_enrols_and_is_appraised_in_json() {
+    let lab = Lab::new();
+    let server = start(&lab).await;
+    let mut device = lab.device();
+
+    let enrolled: EnrolResponse =
+        server.call_json(&server.ro, path::ENROL, &device.enrol_request()).await.unwrap();
+    let activate = activation(&mut device, &enrolled);
+    let _: ActivateResponse =
+        server.call_json(&server.ro, path::ACTIVATE, &activate).await.unwrap();
+    let challenge = ChallengeRequest { device_id: device.id.clone(), policy_id: None };
+    let ch: ChallengeResponse =
+        server.call_json(&server.client, path::CHALLENGE, &challenge).await.unwrap();
+    let evidence = device.attester().evidence(&ch.nonce).unwrap();
+    let req = AppraiseRequest { evidence: ByteBuf::from(evidence.to_cbor().unwrap()) };
+    // The body as a person would write it: base64url, no padding.
+    let body =
+        format!(r#"{{"evidence":"{}"}}"#, protocol::wire::base64url(&evidence.to_cbor().unwrap()));
+    assert_eq!(body.as_bytes(), req.to_json().unwrap());
+    let resp = server.post(path::APPRAISE, "application/json", body.into_bytes()).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(json["status"], "affirming");
+    let ear = protocol::wire::from_base64url(json["ear"].as_str().unwrap()).unwrap();
+    let verified = VerifiedEar::verify(
+        &ear,
+        &lab.ci.anchors(),
+        SystemTime::now(),
+        &device.id,
+        Some(&ch.nonce),
+    )
+    .unwrap();
+    assert_eq!(verified.status(), TrustTier::Affirming);
+
+    // A JSON request may ask for a CBOR answer, and a CBOR one for JSON.
+    let asked = server
+        .client
+        .post(format!("{}{}", server.base, path::CHALLENGE))
+        .header("content-type", "application/json")
+        .header("accept", "application/cbor")
+        .body(challenge.to_json().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.headers()["content-type"], CBOR_MEDIA_TYPE);
+    ChallengeResponse::from_cbor(&asked.bytes().await.unwrap()).unwrap();
+    let asked = server
+        .client
+        .post(format!("{}{}", server.base, path::CHALLENGE))
+        .header("content-type", CBOR_MEDIA_TYPE)
+        .header("accept", "application/json")
+        .body(challenge.to_cbor().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.headers()["content-type"], "application/json");
+    ChallengeResponse::from_json(&asked.bytes().await.unwrap()).unwrap();
+
+    // Malformed JSON: a 400 that names the field; unknown fields refused; the size limit.
+    let id = device.id.to_hex();
+    for (body, field) in [
+        (format!(r#"{{"device_id":"{id}","policy_id":7}}"#), "`policy_id`"),
+        (format!(r#"{{"device_id":"{id}","extra":1}}"#), "extra"),
+        (r#"{"device_id":"zz"}"#.to_owned(), "`device_id`"),
+        (r#"{"device_id":"#.to_owned(), "JSON"),
+    ] {
+        let resp = server.post(path::CHALLENGE, "application/json", body.into_bytes()).await;
+        assert_eq!(resp.status(), 400);
+        let p = problem(resp).await;
+        assert_eq!(p.type_uri, pva_type("malformed-request"));
+        assert!(p.detail.as_deref().unwrap_or("").contains(field), "{p}");
+    }
+    let padded = format!(r#"{{"evidence":"{}=="}}"#, protocol::wire::base64url(&[1, 2, 3, 4]));
+    let resp = server.post(path::APPRAISE, "application/json", padded.into_bytes()).await;
+    let p = problem(resp).await;
+    assert_eq!((p.status, p.type_uri), (400, pva_type("malformed-request")));
+    assert!(p.detail.unwrap_or_default().contains("`evidence`"));
+    let huge = vec![b' '; MAX_REQUEST_SIZE + 1];
+    let resp = server.post(path::APPRAISE, "application/json", huge).await;
+    assert_eq!(resp.status(), 413);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn enrolment_is_for_authenticated_relying_parties_unless_opened() {
     let lab = Lab::new();
@@ -266,15 +374,7 @@ async fn enrolment_is_for_authenticated_relying_parties_unless_opened() {
     // An operator may.
     let mno_b = client_as(&lab, "mno-b");
     let enrolled: EnrolResponse = server.call_as(&mno_b, path::ENROL, &req).await.unwrap();
-    let secret = device
-        .attester()
-        .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
-        .unwrap();
-    let activate = ActivateRequest {
-        device_id: device.id.clone(),
-        ak_name: enrolled.ak_name,
-        secret: CredentialSecret::from_slice(&secret).unwrap(),
-    };
+    let activate = activation(&mut device, &enrolled);
     let _: ActivateResponse = server.call_as(&mno_b, path::ACTIVATE, &activate).await.unwrap();
     let history = server.pva.enrolments(&device.id).unwrap();
     assert_eq!(history[0].requested_by.as_deref(), Some("mno-b"));
@@ -283,15 +383,7 @@ async fn enrolment_is_for_authenticated_relying_parties_unless_opened() {
     // `open_enrolment = true`: anyone.
     let server = start_with(&lab, "open_enrolment = true\n").await;
     let enrolled: EnrolResponse = server.call(path::ENROL, &req).await.unwrap();
-    let secret = device
-        .attester()
-        .activate_credential(&enrolled.credential_blob, &enrolled.encrypted_secret)
-        .unwrap();
-    let activate = ActivateRequest {
-        device_id: device.id.clone(),
-        ak_name: enrolled.ak_name,
-        secret: CredentialSecret::from_slice(&secret).unwrap(),
-    };
+    let activate = activation(&mut device, &enrolled);
     let _: ActivateResponse = server.call(path::ACTIVATE, &activate).await.unwrap();
     server.shutdown().await;
 }
@@ -307,7 +399,7 @@ async fn bad_requests_get_clean_problems() {
     let body: serde_json::Value = health.json().await.unwrap();
     assert_eq!(body["status"], "ok");
 
-    let resp = server.post(path::APPRAISE, "application/json", b"{}".to_vec()).await;
+    let resp = server.post(path::APPRAISE, "text/plain", b"{}".to_vec()).await;
     assert_eq!(resp.status(), 415);
     assert_eq!(problem(resp).await.type_uri, pva_type("unsupported-media-type"));
 
@@ -407,5 +499,46 @@ async fn policies_reload_for_the_pvas_own_certificate_and_only_whole() {
     assert!(p.type_uri.ends_with("/pva/reload-refused"), "{}", p.type_uri);
     assert_eq!(server.pva.policy_ids(), ["second".to_owned(), first.clone()]);
     assert!(server.pva.policy("second").is_some());
+    server.shutdown().await;
+}
+
+/// The OpenAPI document (`/openapi.json`, no client certificate) and the router agree:
+/// every documented operation is served, an undocumented method gets 405, and the document
+/// is OpenAPI 3.1 with both media types on every CBOR body.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_matches_the_router() {
+    let lab = Lab::new();
+    let server = start(&lab).await;
+    let resp = server.client.get(format!("{}/openapi.json", server.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let served: serde_json::Value = resp.json().await.unwrap();
+    let doc = verifier::service::openapi();
+    assert_eq!(served, serde_json::to_value(&doc).unwrap());
+    assert_eq!(transport::openapi::check_structure(&served), Vec::<String>::new());
+    let device = lab.device().id.to_hex();
+    let wrong = transport::openapi::check_served(
+        &server.ro,
+        &server.base,
+        &doc,
+        &[("device", device.as_str())],
+    )
+    .await;
+    assert_eq!(wrong, Vec::<String>::new());
+    for route in [path::ENROL, path::ACTIVATE, path::CHALLENGE, path::APPRAISE] {
+        let body = &served["paths"][route]["post"]["requestBody"]["content"];
+        assert!(body["application/cbor"].is_object() && body["application/json"].is_object());
+        let ok = &served["paths"][route]["post"]["responses"]["200"]["content"];
+        assert!(ok["application/cbor"].is_object() && ok["application/json"].is_object());
+        assert!(served["paths"][route]["post"]["responses"]["default"].is_object());
+    }
+    assert_eq!(
+        served["paths"][path::ENROL]["post"]["security"][0]["mutualTLS"],
+        serde_json::json!([])
+    );
+    assert_eq!(served["components"]["securitySchemes"]["mutualTLS"]["type"], "mutualTLS");
+    let enrol = &served["components"]["schemas"]["EnrolRequest"];
+    assert_eq!(enrol["additionalProperties"], false);
+    assert_eq!(enrol["properties"]["ek_certificate"]["$ref"], "#/components/schemas/Base64Url");
     server.shutdown().await;
 }

@@ -235,6 +235,21 @@ impl fmt::Display for TrustTier {
     }
 }
 
+impl utoipa::PartialSchema for TrustTier {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "AR4SI trust tier (ear.status): its name in JSON, its integer (0, 2, 32, 96) in CBOR",
+            ))
+            .enum_values(Some(["none", "affirming", "warning", "contraindicated"]))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TrustTier {}
+
 /// Integer in CBOR, name in JSON, like ear.status.
 impl Serialize for TrustTier {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -1,7 +1,9 @@
 //! The operators' HTTP API messages (docs/flow.md steps 2–4, 6, 9–10, 12; `docs/mno.md`
 //! "API"). JSON (`application/json`) for administration — campaigns, prepare, register,
 //! reports, status — and CBOR (`application/cbor`) where a body carries an OTA command, an
-//! IMSI list, a COSE object or AKA values. Every message refuses unknown fields.
+//! IMSI list, a COSE object or AKA values; those routes also take and give the same
+//! messages in JSON, byte strings as base64url (`protocol::wire`). Every message refuses
+//! unknown fields.
 
 use std::fmt;
 use std::str::FromStr;
@@ -82,6 +84,14 @@ impl fmt::Display for CampaignId {
     }
 }
 
+impl utoipa::PartialSchema for CampaignId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        protocol::wire::string_schema("Campaign id, as the RO chose it", "^[A-Za-z0-9._-]{1,64}$")
+    }
+}
+
+impl utoipa::ToSchema for CampaignId {}
+
 impl Serialize for CampaignId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
@@ -95,7 +105,7 @@ impl<'de> Deserialize<'de> for CampaignId {
 }
 
 /// `POST /v1/campaigns` (JSON, from the RO): the campaign as the subscriber created it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignRequest {
     pub id: CampaignId,
@@ -107,7 +117,7 @@ pub struct CampaignRequest {
 }
 
 /// A device of a campaign: its id (EK name) and the ICCID of its current (old) profile.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignDevice {
     pub device_id: DeviceId,
@@ -165,13 +175,13 @@ impl CampaignRequest {
 
 /// `POST /v1/campaigns/{id}/imsi-list` (CBOR, MNO-B → MNO-A, step 3): one new IMSI per
 /// device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImsiList {
     pub entries: Vec<ImsiListEntry>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImsiListEntry {
     pub device_id: DeviceId,
@@ -182,7 +192,7 @@ pub struct ImsiListEntry {
 }
 
 /// The old operator's answer to an IMSI list (CBOR).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImsiListAck {
     pub accepted: u64,
@@ -190,7 +200,7 @@ pub struct ImsiListAck {
 
 /// The answer to `POST /v1/campaigns/{id}/prepare` (JSON): the list sent to the old
 /// operator.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrepareResponse {
     pub campaign: CampaignId,
@@ -199,9 +209,11 @@ pub struct PrepareResponse {
 
 /// The answer to `POST …/activate-tre` (CBOR, step 4): the OTA command APDU of
 /// `protocol::ota` for the device's UICC.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateTreResponse {
+    #[serde(with = "protocol::wire::bytes")]
+    #[schema(value_type = protocol::wire::Base64Url)]
     pub command: ByteBuf,
     /// The OTA counter the command carries.
     pub counter: u64,
@@ -210,15 +222,17 @@ pub struct ActivateTreResponse {
 /// `POST …/tre-activated` (CBOR, RO → old operator, step 4 confirmed): the card's MACed
 /// response to the activate-TRE command (`protocol::ota::response`), as the device attached
 /// with it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TreActivated {
+    #[serde(with = "protocol::wire::bytes")]
+    #[schema(value_type = protocol::wire::Base64Url)]
     pub response: ByteBuf,
 }
 
 /// The old operator's answer to a verified activation (CBOR): which subscription the card
 /// proved it runs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TreActivatedAck {
     pub iccid: Iccid,
@@ -228,7 +242,7 @@ pub struct TreActivatedAck {
 }
 
 /// The answer to `POST …/register` (JSON, steps 6–7): the new operator asks for validation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterResponse {
     /// Always true: no profile without an attestation result.
@@ -242,11 +256,13 @@ pub struct RegisterResponse {
 /// device's install receipt. Nothing here is secret: K, OPc and the OTA keys travel only
 /// inside `bundle`, which the operator signed and encrypted itself to the bundle key of the
 /// EAR it verified, so only the attested device's TPM can open it; the RO relays it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttestationResponse {
     /// COSE_Encrypt (`protocol::bundle::encrypt_bundle`) of the signed profile, to the EAR's
     /// bundle key, bound to the device id and SHA-256 of the EAR.
+    #[serde(with = "protocol::wire::bytes")]
+    #[schema(value_type = protocol::wire::Base64Url)]
     pub bundle: ByteBuf,
     /// The device the profile names.
     pub device_id: DeviceId,
@@ -261,26 +277,37 @@ pub struct AttestationResponse {
 }
 
 /// The answer to `POST …/aka-challenge` (CBOR, step 12): RAND and AUTN for the USIM.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AkaChallenge {
+    #[serde(with = "protocol::wire::bytes")]
+    #[schema(value_type = protocol::wire::Base64Url)]
     pub rand: ByteBuf,
+    #[serde(with = "protocol::wire::bytes")]
+    #[schema(value_type = protocol::wire::Base64Url)]
     pub autn: ByteBuf,
 }
 
 /// The answer to `POST …/aka-response` (CBOR; the request is
 /// `protocol::device_api::AkaResult` as the device posted it).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum AkaVerdict {
     /// RES = XRES: the subscription is live.
     Live,
     /// The card sent AUTS; the AuC resynchronised and asks again with this challenge.
-    Challenge { rand: ByteBuf, autn: ByteBuf },
+    Challenge {
+        #[serde(with = "protocol::wire::bytes")]
+        #[schema(value_type = protocol::wire::Base64Url)]
+        rand: ByteBuf,
+        #[serde(with = "protocol::wire::bytes")]
+        #[schema(value_type = protocol::wire::Base64Url)]
+        autn: ByteBuf,
+    },
 }
 
 /// How a device's change ended, as the DPF reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReportOutcome {
     Success,
@@ -297,7 +324,7 @@ impl ReportOutcome {
 }
 
 /// `POST /v1/reports` (JSON, from the RO's DPF, step 12): one device's result.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
     pub campaign: CampaignId,
@@ -311,7 +338,7 @@ pub struct Report {
 }
 
 /// The answer to a report (JSON): what the operator did with the subscription concerned.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportAck {
     pub campaign: CampaignId,
@@ -321,7 +348,7 @@ pub struct ReportAck {
 }
 
 /// Which side of a campaign this operator is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Party {
     /// The campaign's `from`: MNO-A.
@@ -331,7 +358,7 @@ pub enum Party {
 }
 
 /// Where a device stands at this operator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceStage {
     // Old operator.
@@ -353,7 +380,7 @@ pub enum DeviceStage {
 }
 
 /// `GET /v1/campaigns/{id}` (JSON): identifiers and stages, never a secret.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignStatus {
     pub id: CampaignId,
@@ -363,7 +390,7 @@ pub struct CampaignStatus {
     pub devices: Vec<DeviceStatus>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceStatus {
     pub device_id: DeviceId,
@@ -377,7 +404,7 @@ pub struct DeviceStatus {
 }
 
 /// `GET /health` and `GET /ready` (JSON, `transport::health`): open to anyone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     pub status: String,

@@ -42,5 +42,5 @@ pub use error::MnoError;
 pub use operator::Operator;
 pub use pool::PoolConfig;
 pub use records::{SubscriberStatus, SubscriberView};
-pub use service::{router, run, serve, serve_operator};
+pub use service::{openapi, router, run, serve, serve_operator};
 pub use store::Store;

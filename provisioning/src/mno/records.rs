@@ -20,7 +20,7 @@ use super::seal::{Field, Sealer};
 use super::store::{from_sql_u64, now_unix, to_sql_u64};
 
 /// Where a subscription stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SubscriberStatus {
     Active,
@@ -234,7 +234,7 @@ impl RawRecord {
 }
 
 /// What anyone may see of a subscription: identifiers and status, never a secret.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriberView {
     pub imsi: Imsi,

@@ -30,7 +30,7 @@ use crate::mno::api::{CampaignDevice, CampaignId, CampaignRequest};
 const CREATE_WAIT: Duration = Duration::from_secs(20);
 
 /// `POST /v1/campaigns` (JSON): what the subscriber wants switched.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCampaign {
     /// The old operator, e.g. `mno-a`.
@@ -41,7 +41,7 @@ pub struct NewCampaign {
 }
 
 /// `GET /v1/campaigns/{id}` (JSON).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CampaignReport {
     pub id: String,
     pub from: String,
@@ -55,7 +55,7 @@ pub struct CampaignReport {
 }
 
 /// One campaign in `GET /v1/campaigns`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CampaignSummary {
     pub id: String,
     pub from: String,
@@ -69,7 +69,7 @@ pub struct CampaignSummary {
 
 /// `GET /v1/campaigns?state=&operator=&limit=&after=` (JSON): oldest first; `next` is the
 /// `after` of the next page, absent on the last.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CampaignPage {
     pub campaigns: Vec<CampaignSummary>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -81,7 +81,7 @@ pub const MAX_PAGE: usize = 500;
 pub const DEFAULT_PAGE: usize = 100;
 
 /// One device of [`CampaignReport`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceReport {
     pub device_id: DeviceId,
     pub iccid: Iccid,
@@ -99,14 +99,14 @@ pub struct DeviceReport {
     pub steps: Vec<StepTime>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepTime {
     pub step: u8,
     pub name: String,
     pub ms: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Summary {
     pub switched: usize,
     /// Rolled back: the device runs its old profile.

@@ -16,6 +16,7 @@ use protocol::order::{Order, OrderKind, sign_order};
 use protocol::pva_api::{ActivateRequest, EnrolRequest, Message};
 use protocol::receipt::AnswerStatement;
 use protocol::tpm::{Public, Unmarshal};
+use protocol::wire::Format;
 use protocol::{DeviceId, ekcert};
 use serde_bytes::ByteBuf;
 
@@ -167,8 +168,14 @@ impl Ro {
     }
 
     /// Step 8 (relay): the device's enrolment request to the PVA.
-    pub(crate) async fn enrolment(&self, device: &DeviceId, body: &[u8]) -> Result<(), RoError> {
-        let request = EnrolRequest::from_cbor(body).map_err(|e| RoError::Decode(e.to_string()))?;
+    pub(crate) async fn enrolment(
+        &self,
+        device: &DeviceId,
+        format: Format,
+        body: &[u8],
+    ) -> Result<(), RoError> {
+        let request =
+            EnrolRequest::decode(format, body).map_err(|e| RoError::Decode(e.to_string()))?;
         if request.device_id != *device {
             return Err(RoError::Decode("enrolment request for another device".into()));
         }
@@ -203,9 +210,14 @@ impl Ro {
     }
 
     /// Step 8 (relay): the secret from TPM2_ActivateCredential to the PVA.
-    pub(crate) async fn activation(&self, device: &DeviceId, body: &[u8]) -> Result<(), RoError> {
+    pub(crate) async fn activation(
+        &self,
+        device: &DeviceId,
+        format: Format,
+        body: &[u8],
+    ) -> Result<(), RoError> {
         let request =
-            ActivateRequest::from_cbor(body).map_err(|e| RoError::Decode(e.to_string()))?;
+            ActivateRequest::decode(format, body).map_err(|e| RoError::Decode(e.to_string()))?;
         if request.device_id != *device {
             return Err(RoError::Decode("activation for another device".into()));
         }
@@ -252,8 +264,25 @@ impl Ro {
         self.step_failed(row, step, error)
     }
 
-    /// Step 8: the device's evidence, kept for the PVA's appraisal.
-    pub(crate) async fn evidence(&self, device: &DeviceId, body: &[u8]) -> Result<(), RoError> {
+    /// Step 8: the device's evidence, kept for the PVA's appraisal (as CBOR, the PVA's
+    /// evidence format, whatever the device sent: the TPM's signatures are over the TPM
+    /// structures inside, which travel unchanged either way).
+    pub(crate) async fn evidence(
+        &self,
+        device: &DeviceId,
+        format: Format,
+        body: &[u8],
+    ) -> Result<(), RoError> {
+        let cbor = match format {
+            Format::Cbor => body.to_vec(),
+            Format::Json => {
+                protocol::wire::from_json::<Evidence>(body, protocol::evidence::MAX_EVIDENCE_SIZE)
+                    .map_err(|e| RoError::Decode(e.to_string()))?
+                    .to_cbor()
+                    .map_err(|e| RoError::Decode(e.to_string()))?
+            }
+        };
+        let body = cbor.as_slice();
         let evidence = Evidence::from_cbor(body).map_err(|e| RoError::Decode(e.to_string()))?;
         if evidence.device_id != *device {
             return Err(RoError::Decode("evidence of another device".into()));

@@ -34,6 +34,8 @@ pub enum RoError {
     WrongState { device: DeviceId, state: &'static str },
     #[error("request body: {0}")]
     Decode(String),
+    #[error("{0}")]
+    UnsupportedMediaType(#[from] transport::negotiate::UnsupportedMediaType),
     #[error("attach refused: {0}")]
     Attach(String),
     /// The peer's problem type is part of the message, so a campaign's failure names the
@@ -112,6 +114,9 @@ impl RoError {
             RoError::BadCampaign(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad-campaign"),
             RoError::WrongState { .. } => (StatusCode::CONFLICT, "wrong-state"),
             RoError::Decode(_) => (StatusCode::BAD_REQUEST, "malformed-body"),
+            RoError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type")
+            }
             RoError::Attach(_) => (StatusCode::FORBIDDEN, "attach-refused"),
             RoError::PeerRefused { .. } => (StatusCode::BAD_GATEWAY, "peer-refused"),
             RoError::PeerUnreachable { .. } => (StatusCode::BAD_GATEWAY, "peer-unreachable"),

@@ -52,7 +52,7 @@ pub struct WebhookConfig {
 }
 
 /// What happened: a device moved, or a campaign ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Event {
     /// A device's change moved from one state to another (`docs/flow.md`, RO states).

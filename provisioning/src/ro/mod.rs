@@ -49,6 +49,7 @@ pub use config::{Peers as PeerUrls, PkiPaths, RoConfig, StorePath};
 pub use dpf::{Dpf, ExpectedReceipt};
 pub use error::RoError;
 pub use events::{Event, WebhookConfig};
+pub use service::openapi;
 pub use state::{DeviceState, STEP_NAMES, step_name};
 pub use store::RoStore;
 
