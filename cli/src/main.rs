@@ -55,6 +55,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
+    raise_open_file_limit();
     let result = match cli.command {
         Command::Pki(args) => cmd::pki::run(args),
         Command::Eventlog(args) => cmd::eventlog::run(args),
@@ -77,6 +78,28 @@ fn main() -> std::process::ExitCode {
         Err(err) => {
             eprintln!("tresor: {err:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the soft limit of open files (RLIMIT_NOFILE) to the hard limit. A role serving a
+/// fleet holds a socket per device, and the demo's process runs every device's agent and
+/// TPM connection next to the four services: the usual soft limit of 1024 would stop them
+/// near 250 devices, while the hard limit is usually far higher. Best effort: a refusal
+/// leaves the limit as it was, and `accept` backs off on EMFILE.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit(2) and setrlimit(2) read and write one rlimit struct that lives on
+    // this stack frame for the whole call.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let before = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::debug!(soft = before, "could not raise the open-file limit");
+            }
         }
     }
 }
