@@ -141,7 +141,7 @@ impl Lab {
         let swtpm = SwtpmConfig::load()?;
 
         // Listeners first: every service needs the others' addresses in its configuration.
-        let bind = || async { TcpListener::bind("127.0.0.1:0").await };
+        let bind = || async { transport::bind("127.0.0.1:0").await };
         let (pva_l, ro_l) = (bind().await?, bind().await?);
         let mut operator_listeners = Vec::new();
         for _ in &names {
@@ -230,7 +230,7 @@ impl Lab {
             task.await??;
         }
         let port = self.urls.ro.rsplit(':').next().unwrap_or_default().parse::<u16>()?;
-        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let listener = transport::bind(("127.0.0.1", port)).await?;
         self.start_ro(listener)?;
         self.wait_ready().await
     }

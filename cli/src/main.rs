@@ -64,6 +64,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    raise_open_file_limit();
     let result = match cli.command {
         Command::Pki(args) => cmd::pki::run(args),
         Command::Eventlog(args) => cmd::eventlog::run(args),
@@ -87,6 +88,17 @@ fn main() -> std::process::ExitCode {
             eprintln!("tresor: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft limit of open files (RLIMIT_NOFILE) to the hard limit. A role serving a
+/// fleet holds a socket per device, and the demo's process runs every device's agent and
+/// TPM connection next to the four services: the usual soft limit of 1024 would stop them
+/// near 250 devices, while the hard limit is usually far higher. Best effort: a refusal
+/// leaves the limit as it was, and `accept` backs off on EMFILE.
+fn raise_open_file_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::debug!(error = %e, "could not raise the open-file limit");
     }
 }
 

@@ -29,5 +29,5 @@ mod error;
 
 pub use error::{Error, Result};
 pub use problem::{Problem, limit_body};
-pub use server::{PeerIdentity, ServeOptions, serve, serve_with};
+pub use server::{LISTEN_BACKLOG, PeerIdentity, ServeOptions, bind, serve, serve_with};
 pub use tls::{ClientAuth, Identity, ServerRole, client_config, crypto_provider, server_config};

@@ -1,11 +1,22 @@
 //! The swtpm lab: one software TPM process per device, started in its own state directory,
-//! reachable over loopback TCP with the tpm2-tss `swtpm` TCTI, stopped when its handle drops.
+//! reachable over a Unix socket with the tpm2-tss `swtpm` TCTI (`swtpm:path=…`, tpm2-tss
+//! 3.2), stopped when its handle drops.
 //!
-//! swtpm speaks the TPM 2.0 command protocol on port P and the swtpm control protocol
-//! (swtpm's `man swtpm`, "CMD_*" control commands) on port P + 1; the tpm2-tss swtpm TCTI
-//! assumes exactly that pairing. tss-esapi cannot reach swtpm over a Unix socket, so the lab
-//! hands out loopback port pairs and proves after start that the listening sockets belong
-//! to the child it started (not to a process that raced it for the port).
+//! swtpm speaks the TPM 2.0 command protocol on `tpm.sock` and the swtpm control protocol
+//! (swtpm's `man swtpm`, "CMD_*" control commands) on `tpm.sock.ctrl`, both in the state
+//! directory: the tpm2-tss swtpm TCTI derives the control socket's path by appending
+//! `.ctrl`. Unix sockets rather than loopback TCP because the TCTI opens a connection per
+//! TPM command: over TCP each one left a TIME_WAIT socket behind (about 240 per device
+//! through a subscription change), and a loopback port may be bound by anyone.
+//!
+//! Ownership by construction: the state directory is private (mode 0700, owned by this
+//! process's user; [`Swtpm::start`] refuses any other), so only this user can create an
+//! entry in it. Before the spawn no swtpm serves the directory ([`stale::clear`]), and the
+//! child binds both sockets itself (mode 0600). Whatever answers on those paths is then the
+//! child — or a process of the same user, which could as well ptrace this one: no check of
+//! listening sockets in /proc is needed, and no port can be lost to a race.
+//! AF_UNIX limits a socket path to 107 bytes: a state directory too deep for that is
+//! refused with [`SwtpmError::SocketPath`].
 //!
 //! Process hygiene: a swtpm never outlives the device process that owns it. Dropping the
 //! handle kills it; [`Swtpm::start_owned`] also has the kernel kill it when its owner dies
@@ -15,11 +26,10 @@
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use protocol::tpm::HashAlg;
@@ -49,10 +59,19 @@ pub enum SwtpmError {
     Exited { status: String, log: String },
     #[error("swtpm did not answer on its control channel within {0:?}")]
     Timeout(Duration),
-    #[error("no free loopback port pair in {lo}..{hi} after {tries} tries")]
-    NoPorts { lo: u16, hi: u16, tries: usize },
-    #[error("too many swtpm instances in this process (limit {0}; see max_instances)")]
-    TooManyInstances(usize),
+    #[error(
+        "swtpm socket path {} is {len} bytes, more than the {MAX_SOCKET_PATH} a Unix socket \
+         allows: give the TPM a shorter state directory (e.g. a shorter TMPDIR or --keep \
+         directory)",
+        path.display()
+    )]
+    SocketPath { path: PathBuf, len: usize },
+    #[error(
+        "swtpm state directory {} must be private to this user (mode 0700 and owned by uid \
+         {uid}), since the TPM's sockets live there; it has mode {mode:o}, owner uid {owner}",
+        path.display()
+    )]
+    NotPrivate { path: PathBuf, mode: u32, owner: u32, uid: u32 },
     #[error("swtpm state directory {path}: {source}")]
     StateDir { path: PathBuf, source: std::io::Error },
     #[error("swtpm control channel: {0}")]
@@ -84,10 +103,13 @@ pub struct SwtpmConfig {
     pub pcr_banks: Vec<HashAlg>,
     pub state_root: PathBuf,
     pub log_level: u8,
-    pub port_range: [u16; 2],
-    pub max_instances: usize,
     pub startup_timeout_ms: u64,
 }
+
+/// Settings of earlier versions that mean nothing now (swtpm listened on loopback port
+/// pairs, and one process ran at most `max_instances`): an old file that has them still
+/// loads, with a warning.
+const RETIRED_KEYS: [&str; 2] = ["port_range", "max_instances"];
 
 impl SwtpmConfig {
     /// The settings from `$TRESOR_SWTPM_CONFIG` if set, else the built-in ones.
@@ -108,11 +130,18 @@ impl SwtpmConfig {
 
     fn parse(text: &str, origin: &str) -> Result<Self, SwtpmError> {
         let bad = |reason: String| SwtpmError::Config { path: origin.to_owned(), reason };
-        let config: Self = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
-        let [lo, hi] = config.port_range;
-        if lo < 1024 || hi <= lo.saturating_add(2) {
-            return Err(bad(format!("port_range [{lo}, {hi}] must be above 1023 and hold a pair")));
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        for key in RETIRED_KEYS {
+            if table.remove(key).is_some() {
+                tracing::warn!(
+                    settings = origin,
+                    key,
+                    "ignored: swtpm listens on Unix sockets in its state directory now, \
+                     with no port range or instance limit; remove the key"
+                );
+            }
         }
+        let config: Self = table.try_into().map_err(|e: toml::de::Error| bad(e.to_string()))?;
         if config.pcr_banks.is_empty() {
             return Err(bad("pcr_banks must name at least one bank".into()));
         }
@@ -127,10 +156,12 @@ impl SwtpmConfig {
     }
 }
 
-/// Instances alive in this process, to enforce `max_instances`.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-/// Next candidate port; seeded from the process id so concurrent processes start apart.
-static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+/// The TPM command socket's name in the state directory; the control socket is this name
+/// with `.ctrl` appended, as the tpm2-tss swtpm TCTI expects.
+const TPM_SOCKET: &str = "tpm.sock";
+
+/// The longest path a Unix socket address holds: `sun_path` is 108 bytes with its NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
 
 /// How a started swtpm is tied to the process that starts it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -154,9 +185,9 @@ pub struct Swtpm {
     // directory go.
     process: Process,
     _pid_file: stale::PidFile,
-    port: u16,
+    _socket_files: SocketFiles,
+    sockets: Sockets,
     state_dir: PathBuf,
-    _slot: Slot,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -200,7 +231,6 @@ impl Swtpm {
         config: &SwtpmConfig,
         options: StartOptions,
     ) -> Result<Self, SwtpmError> {
-        let slot = Slot::reserve(config.max_instances)?;
         // Private, and so is what an older version (or a restored copy) left in it.
         storage::private_dir(state_dir)
             .and_then(|()| storage::private_files_in(state_dir).map(drop))
@@ -208,7 +238,10 @@ impl Swtpm {
         // swtpm resolves relative paths against its own working directory.
         let state_dir = std::fs::canonicalize(state_dir)
             .map_err(|source| SwtpmError::StateDir { path: state_dir.to_owned(), source })?;
+        require_private(&state_dir)?;
+        let sockets = Sockets::in_dir(&state_dir)?;
         stale::clear(&state_dir, &config.binary)?;
+        sockets.remove_stale()?;
         // swtpm creates its lock file 0640 whatever `mode=` says, when it first needs it;
         // one that exists keeps its mode.
         let lock = state_dir.join(".lock");
@@ -221,38 +254,36 @@ impl Swtpm {
             .and_then(|_| storage::private_file(&lock))
             .map_err(|source| SwtpmError::StateDir { path: lock.clone(), source })?;
         let fresh = !state_dir.join("tpm2-00.permall").exists();
-        const TRIES: usize = 64;
-        for _ in 0..TRIES {
-            let Some(port) = free_port_pair(config) else { break };
-            // None: another process took the ports between our probe and swtpm's bind.
-            if let Some(process) = spawn_on(&state_dir, port, config, options)? {
-                let pid_file = stale::PidFile::write(&state_dir, process.0.id())?;
-                let tpm = Self {
-                    process,
-                    _pid_file: pid_file,
-                    port,
-                    state_dir,
-                    _slot: slot,
-                    _temp: None,
-                };
-                if fresh {
-                    tpm.allocate_pcr_banks(&config.pcr_banks)?;
-                }
-                return Ok(tpm);
-            }
+        let process = spawn(&state_dir, &sockets, config, options)?;
+        let pid_file = stale::PidFile::write(&state_dir, process.0.id())?;
+        let tpm = Self {
+            process,
+            _pid_file: pid_file,
+            _socket_files: SocketFiles(sockets.clone()),
+            sockets,
+            state_dir,
+            _temp: None,
+        };
+        if fresh {
+            tpm.allocate_pcr_banks(&config.pcr_banks)?;
         }
-        let [lo, hi] = config.port_range;
-        Err(SwtpmError::NoPorts { lo, hi, tries: TRIES })
+        Ok(tpm)
     }
 
-    /// The tpm2-tss TCTI configuration string for this instance.
+    /// The tpm2-tss TCTI configuration string for this instance (tss-esapi and tpm2-tools
+    /// alike): `swtpm:path=STATE_DIR/tpm.sock`.
     pub fn tcti(&self) -> String {
-        format!("swtpm:host=127.0.0.1,port={}", self.port)
+        format!("swtpm:path={}", self.sockets.tpm.display())
     }
 
-    /// TPM command port; the control channel is `port() + 1`.
-    pub fn port(&self) -> u16 {
-        self.port
+    /// The TPM command socket.
+    pub fn tpm_socket(&self) -> &Path {
+        &self.sockets.tpm
+    }
+
+    /// The control socket (`swtpm_ioctl --unix PATH`).
+    pub fn control_socket(&self) -> &Path {
+        &self.sockets.ctrl
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -269,27 +300,27 @@ impl Swtpm {
 
     /// Power-cycles the TPM (control CMD_INIT, then TPM2_Startup(CLEAR)): PCRs return to
     /// their reset values, transient objects and sessions are gone, NV stays. No client may
-    /// hold a connection to the TPM port meanwhile.
+    /// hold a connection to the TPM socket meanwhile.
     pub fn power_cycle(&self) -> Result<(), SwtpmError> {
         // An orderly TPM2_Shutdown first: after an unorderly reset the TPM reports its clock
         // as not safe (TPMS_CLOCK_INFO.safe = NO), which a strict verifier refuses.
-        tpm_command(self.port, "TPM2_Shutdown", &shutdown_clear_command())?;
-        control(self.port, CMD_INIT, &0u32.to_be_bytes(), 0)?;
-        tpm_command(self.port, "TPM2_Startup", &startup_clear_command())?;
+        tpm_command(&self.sockets.tpm, "TPM2_Shutdown", &shutdown_clear_command())?;
+        control(&self.sockets.ctrl, CMD_INIT, &0u32.to_be_bytes(), 0)?;
+        tpm_command(&self.sockets.tpm, "TPM2_Startup", &startup_clear_command())?;
         Ok(())
     }
 
     /// After a power loss (no TPM2_Shutdown before the last stop) the TPM reports its clock
     /// as not safe; this sets Clock forward past anything it can have reported, which makes
     /// it safe again (`clock`). Returns whether it had to. No client may hold a connection
-    /// to the TPM port meanwhile.
+    /// to the TPM socket meanwhile.
     pub fn recover_clock(&self) -> Result<bool, SwtpmError> {
-        let (now, safe) = clock::read(self.port)?;
+        let (now, safe) = clock::read(&self.sockets.tpm)?;
         if safe {
             return Ok(false);
         }
-        clock::set(self.port, now.saturating_add(clock::ADVANCE_MS))?;
-        let (_, safe) = clock::read(self.port)?;
+        clock::set(&self.sockets.tpm, now.saturating_add(clock::ADVANCE_MS))?;
+        let (_, safe) = clock::read(&self.sockets.tpm)?;
         if !safe {
             return Err(SwtpmError::Control(
                 "the TPM's clock stayed unsafe after TPM2_ClockSet".into(),
@@ -303,7 +334,11 @@ impl Swtpm {
         if HashAlg::ALL.iter().all(|alg| keep.contains(alg)) {
             return Ok(());
         }
-        tpm_command(self.port, "TPM2_PCR_Allocate", &pcr_allocate_command(&HashAlg::ALL, keep))?;
+        tpm_command(
+            &self.sockets.tpm,
+            "TPM2_PCR_Allocate",
+            &pcr_allocate_command(&HashAlg::ALL, keep),
+        )?;
         self.power_cycle()
     }
 }
@@ -315,7 +350,7 @@ impl Drop for Swtpm {
     fn drop(&mut self) {
         if let Ok(None) = self.process.0.try_wait() {
             let _ = tpm_command_within(
-                self.port,
+                &self.sockets.tpm,
                 "TPM2_Shutdown",
                 &shutdown_clear_command(),
                 Duration::from_millis(200),
@@ -337,33 +372,75 @@ impl Drop for Process {
     }
 }
 
-/// One of the `max_instances` places; given back on drop.
-#[derive(Debug)]
-struct Slot;
+/// The two Unix sockets of a swtpm, in its state directory.
+#[derive(Debug, Clone)]
+struct Sockets {
+    tpm: PathBuf,
+    ctrl: PathBuf,
+}
 
-impl Slot {
-    fn reserve(max: usize) -> Result<Self, SwtpmError> {
-        if LIVE.fetch_add(1, Ordering::SeqCst) >= max {
-            LIVE.fetch_sub(1, Ordering::SeqCst);
-            return Err(SwtpmError::TooManyInstances(max));
+impl Sockets {
+    /// The sockets of `state_dir` (absolute), if their paths fit a Unix socket address.
+    fn in_dir(state_dir: &Path) -> Result<Self, SwtpmError> {
+        let tpm = state_dir.join(TPM_SOCKET);
+        let mut ctrl = tpm.clone().into_os_string();
+        ctrl.push(".ctrl");
+        let ctrl = PathBuf::from(ctrl);
+        let len = ctrl.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(SwtpmError::SocketPath { path: ctrl, len });
         }
-        Ok(Slot)
+        Ok(Self { tpm, ctrl })
+    }
+
+    /// Removes socket files a swtpm that is gone left behind (it was killed before it could
+    /// unlink them); no swtpm serves the directory any more when this runs.
+    fn remove_stale(&self) -> Result<(), SwtpmError> {
+        for path in [&self.tpm, &self.ctrl] {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(SwtpmError::StateDir { path: path.clone(), source: e });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
-impl Drop for Slot {
+/// Removes the socket files when dropped, after the process that served them is gone (a
+/// killed swtpm leaves them behind).
+#[derive(Debug)]
+struct SocketFiles(Sockets);
+
+impl Drop for SocketFiles {
     fn drop(&mut self) {
-        LIVE.fetch_sub(1, Ordering::SeqCst);
+        let _ = self.0.remove_stale();
     }
 }
 
-/// Spawns swtpm on `port`/`port + 1`; `None` when it lost the ports to someone else.
-fn spawn_on(
+/// Refuses a state directory that another user could create entries in: the sockets'
+/// ownership rests on it (module comment).
+#[allow(unsafe_code)]
+fn require_private(dir: &Path) -> Result<(), SwtpmError> {
+    let meta = std::fs::metadata(dir)
+        .map_err(|source| SwtpmError::StateDir { path: dir.to_owned(), source })?;
+    // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no memory.
+    let uid = unsafe { libc::geteuid() };
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.uid() != uid || mode & 0o077 != 0 {
+        return Err(SwtpmError::NotPrivate { path: dir.to_owned(), mode, owner: meta.uid(), uid });
+    }
+    Ok(())
+}
+
+/// Spawns swtpm on `sockets` and waits until its control channel answers.
+fn spawn(
     state_dir: &Path,
-    port: u16,
+    sockets: &Sockets,
     config: &SwtpmConfig,
     options: StartOptions,
-) -> Result<Option<Process>, SwtpmError> {
+) -> Result<Process, SwtpmError> {
     let stderr_path = state_dir.join("swtpm.stderr");
     let stderr = OpenOptions::new()
         .write(true)
@@ -378,9 +455,9 @@ fn spawn_on(
         // swtpm's own default is 0640; a TPM's state is nobody else's to read.
         .arg(format!("dir={},mode=0600", state_dir.display()))
         .arg("--server")
-        .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+        .arg(format!("type=unixio,path={},mode=0600", sockets.tpm.display()))
         .arg("--ctrl")
-        .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+        .arg(format!("type=unixio,path={},mode=0600", sockets.ctrl.display()))
         .arg("--flags")
         .arg("not-need-init,startup-clear")
         .stdin(Stdio::null())
@@ -402,21 +479,15 @@ fn spawn_on(
     loop {
         if let Some(status) = process.0.try_wait()? {
             let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            if log.contains("Address already in use") {
-                return Ok(None);
-            }
             return Err(SwtpmError::Exited {
                 status: status.to_string(),
                 log: log.trim().to_owned(),
             });
         }
-        if control(port, CMD_GET_CAPABILITY, &[], 4).is_ok() {
-            // The answer might have come from a process that owns the port instead of our
-            // child; only the child's own sockets count.
-            let pid = process.0.id();
-            if owns_listener(pid, port) && owns_listener(pid, port + 1) {
-                return Ok(Some(process));
-            }
+        // swtpm binds both sockets before it serves either: once the control channel
+        // answers, the TPM socket is there too.
+        if control(&sockets.ctrl, CMD_GET_CAPABILITY, &[], 4).is_ok() {
+            return Ok(process);
         }
         if Instant::now() >= deadline {
             return Err(SwtpmError::Timeout(config.startup_timeout()));
@@ -472,12 +543,12 @@ const CMD_INIT: u32 = 0x02;
 
 /// Sends one control command; returns the `response_len` bytes after the result code.
 fn control(
-    port: u16,
+    socket: &Path,
     command: u32,
     payload: &[u8],
     response_len: usize,
 ) -> Result<Vec<u8>, SwtpmError> {
-    let mut stream = connect(port + 1)?;
+    let mut stream = connect(socket)?;
     let mut frame = command.to_be_bytes().to_vec();
     frame.extend_from_slice(payload);
     stream.write_all(&frame)?;
@@ -492,19 +563,19 @@ fn control(
     Ok(rest)
 }
 
-/// Sends a raw TPM command on the TPM port and checks its response code.
-fn tpm_command(port: u16, name: &'static str, command: &[u8]) -> Result<Vec<u8>, SwtpmError> {
-    tpm_command_within(port, name, command, Duration::from_secs(10))
+/// Sends a raw TPM command on the TPM socket and checks its response code.
+fn tpm_command(socket: &Path, name: &'static str, command: &[u8]) -> Result<Vec<u8>, SwtpmError> {
+    tpm_command_within(socket, name, command, Duration::from_secs(10))
 }
 
 /// [`tpm_command`] giving up after `timeout` (swtpm serves one connection at a time).
 fn tpm_command_within(
-    port: u16,
+    socket: &Path,
     name: &'static str,
     command: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>, SwtpmError> {
-    let mut stream = connect(port)?;
+    let mut stream = connect(socket)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.write_all(command)?;
     let mut header = [0u8; 10];
@@ -523,51 +594,11 @@ fn tpm_command_within(
     Ok(body)
 }
 
-fn connect(port: u16) -> Result<TcpStream, SwtpmError> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
+fn connect(socket: &Path) -> Result<UnixStream, SwtpmError> {
+    let stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     Ok(stream)
-}
-
-/// The next port P in the configured range where P and P + 1 are both free right now.
-fn free_port_pair(config: &SwtpmConfig) -> Option<u16> {
-    let [lo, hi] = config.port_range;
-    let span = (hi - lo) / 2;
-    if NEXT_PORT.load(Ordering::Relaxed) == 0 {
-        let seed = (std::process::id() as u16).wrapping_mul(7919) % span;
-        let _ = NEXT_PORT.compare_exchange(0, seed.max(1), Ordering::SeqCst, Ordering::SeqCst);
-    }
-    for _ in 0..span {
-        let slot = NEXT_PORT.fetch_add(1, Ordering::SeqCst) % span;
-        let port = lo + slot * 2;
-        let bind = |p: u16| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok();
-        if bind(port) && bind(port + 1) {
-            return Some(port);
-        }
-    }
-    None
-}
-
-/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (Linux /proc).
-fn owns_listener(pid: u32, port: u16) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return false };
-    let wanted = format!("0100007F:{port:04X}");
-    let inode = table.lines().skip(1).find_map(|line| {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        // local_address, st (0A = LISTEN), inode
-        match (cols.get(1), cols.get(3), cols.get(9)) {
-            (Some(local), Some(&"0A"), Some(inode)) if *local == wanted => Some(inode.to_string()),
-            _ => None,
-        }
-    });
-    let Some(inode) = inode else { return false };
-    let target = format!("socket:[{inode}]");
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-    fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == target.as_str())
-    })
 }
 
 /// TPM_ST_NO_SESSIONS TPM2_Startup(TPM_SU_CLEAR) (TPM 2.0 Part 3 §9.3).
@@ -620,15 +651,38 @@ mod tests {
     fn built_in_config_parses() {
         let c = SwtpmConfig::parse(DEFAULT_CONFIG, "built-in").unwrap();
         assert!(c.pcr_banks.contains(&HashAlg::Sha256));
-        assert!(c.max_instances >= 32);
+    }
+
+    #[test]
+    fn an_old_config_with_ports_still_loads() {
+        let old = format!("{DEFAULT_CONFIG}\nport_range = [20000, 32000]\nmax_instances = 128\n");
+        let c = SwtpmConfig::parse(&old, "old").unwrap();
+        assert_eq!(c.startup_timeout_ms, 5000);
+    }
+
+    #[test]
+    fn socket_paths_too_long_for_af_unix_are_refused() {
+        let deep = PathBuf::from(format!("/tmp/{}", "d".repeat(100)));
+        let err = Sockets::in_dir(&deep).unwrap_err();
+        assert!(matches!(err, SwtpmError::SocketPath { len, .. } if len > MAX_SOCKET_PATH));
+        assert!(err.to_string().contains("shorter"), "{err}");
+        let fits = Sockets::in_dir(Path::new("/tmp/tresor-demo-abc/devices/m2me-000/tpm")).unwrap();
+        assert_eq!(fits.ctrl, Path::new("/tmp/tresor-demo-abc/devices/m2me-000/tpm/tpm.sock.ctrl"));
+    }
+
+    #[test]
+    fn a_state_directory_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert!(matches!(require_private(dir.path()), Err(SwtpmError::NotPrivate { .. })));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        require_private(dir.path()).unwrap();
     }
 
     #[test]
     fn bad_config_is_refused() {
         let base = DEFAULT_CONFIG.replace("pcr_banks = [\"sha1\", \"sha256\"]", "pcr_banks = []");
         assert!(matches!(SwtpmConfig::parse(&base, "t"), Err(SwtpmError::Config { .. })));
-        let ports = DEFAULT_CONFIG.replace("port_range = [20000, 32000]", "port_range = [80, 81]");
-        assert!(SwtpmConfig::parse(&ports, "t").is_err());
         assert!(SwtpmConfig::parse("bogus = 1", "t").is_err());
     }
 

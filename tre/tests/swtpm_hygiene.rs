@@ -28,26 +28,48 @@ fn wait_gone(pid: u32, within: Duration) -> bool {
     !alive(pid)
 }
 
+/// How an orphan listens: on the Unix sockets in its state directory, as tresor starts
+/// swtpm now, or on a loopback port pair, as older versions did.
+enum Listen {
+    Unix,
+    Tcp(u16),
+}
+
 /// Starts a swtpm on `state` whose parent exits at once (as if its owner had died), and
 /// returns its pid once it listens.
-fn orphan_swtpm(state: &Path, port: u16) -> u32 {
+fn orphan_swtpm(state: &Path, listen: Listen) -> u32 {
     std::fs::create_dir_all(state).unwrap();
     let state = state.canonicalize().unwrap();
     let pid_file = state.join("orphan.pid");
+    let ctrl = state.join("tpm.sock.ctrl");
+    let channels = match listen {
+        Listen::Unix => format!(
+            "--server type=unixio,path={}/tpm.sock --ctrl type=unixio,path={}",
+            state.display(),
+            ctrl.display()
+        ),
+        Listen::Tcp(port) => format!(
+            "--server type=tcp,port={port},bindaddr=127.0.0.1 \
+             --ctrl type=tcp,port={},bindaddr=127.0.0.1",
+            port + 1
+        ),
+    };
     let script = format!(
-        "swtpm socket --tpm2 --tpmstate dir={} --server type=tcp,port={port},bindaddr=127.0.0.1 \
-         --ctrl type=tcp,port={},bindaddr=127.0.0.1 --flags not-need-init,startup-clear \
+        "swtpm socket --tpm2 --tpmstate dir={} {channels} --flags not-need-init,startup-clear \
          --pid file={} </dev/null >/dev/null 2>&1 &",
         state.display(),
-        port + 1,
         pid_file.display()
     );
     assert!(Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
+    let listening = || match listen {
+        Listen::Unix => std::os::unix::net::UnixStream::connect(&ctrl).is_ok(),
+        Listen::Tcp(port) => std::net::TcpStream::connect(("127.0.0.1", port + 1)).is_ok(),
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(pid) =
             std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse().ok())
-            && std::net::TcpStream::connect(("127.0.0.1", port + 1)).is_ok()
+            && listening()
         {
             return pid;
         }
@@ -79,14 +101,11 @@ fn a_second_start_on_a_state_in_use_is_refused_not_hung() {
     drop(Swtpm::start(dir.path(), &config).unwrap());
 }
 
-#[test]
-fn an_orphaned_swtpm_on_the_state_is_stopped_and_the_start_succeeds() {
+fn an_orphan_is_stopped_and_the_start_succeeds(listen: Listen) {
     let config = SwtpmConfig::load().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("tpm");
-    // Below the lab's port range, so no lab swtpm of a concurrent test can hold it.
-    let port = 19_000 + (std::process::id() % 400) as u16 * 2;
-    let orphan = orphan_swtpm(&state, port);
+    let orphan = orphan_swtpm(&state, listen);
     assert!(alive(orphan));
     let swtpm = Swtpm::start(&state, &config).unwrap();
     assert!(!alive(orphan), "the orphan was stopped before the new swtpm started");
@@ -94,6 +113,18 @@ fn an_orphaned_swtpm_on_the_state_is_stopped_and_the_start_succeeds() {
     // The new one holds the state and works.
     let tpm = tre::tpm::Tpm::connect(&swtpm.tcti());
     assert!(tpm.is_ok(), "{:?}", tpm.err());
+}
+
+#[test]
+fn an_orphaned_swtpm_on_the_state_is_stopped_and_the_start_succeeds() {
+    an_orphan_is_stopped_and_the_start_succeeds(Listen::Unix);
+}
+
+#[test]
+fn an_orphan_of_an_older_version_on_loopback_ports_is_stopped_too() {
+    // Below the kernel's ephemeral range and the tests' fixed ports (10000-19999).
+    let port = 20_000 + (std::process::id() % 4000) as u16 * 2;
+    an_orphan_is_stopped_and_the_start_succeeds(Listen::Tcp(port));
 }
 
 #[test]
@@ -139,7 +170,11 @@ fn the_tpm_state_is_private_to_its_owner() {
     let mut tpm = tre::tpm::Tpm::connect(&swtpm.tcti()).unwrap();
     tpm.ek(tre::tpm::KeyAlg::Ecc).unwrap();
     drop(tpm);
+    assert_eq!(swtpm.tcti(), format!("swtpm:path={}", state.join("tpm.sock").display()));
+    assert_eq!(mode(swtpm.tpm_socket()), 0o600);
+    assert_eq!(mode(swtpm.control_socket()), 0o600);
     swtpm.stop();
+    assert!(!state.join("tpm.sock").exists(), "the sockets go with the process");
     assert_eq!(mode(&state), 0o700);
     let files: Vec<_> = std::fs::read_dir(&state).unwrap().map(|e| e.unwrap().path()).collect();
     assert!(files.iter().any(|f| f.ends_with("tpm2-00.permall")), "{files:?}");

@@ -66,8 +66,8 @@ fn power_cycles_resets_and_clocks() {
     // Power lost without TPM2_Shutdown: resetCount grows, the clock is no longer safe.
     device.attester = None;
     let tcti = device.swtpm.tcti();
-    let ctrl = format!("127.0.0.1:{}", device.swtpm.port() + 1);
-    run(&tcti, "swtpm_ioctl", &["--tcp", &ctrl, "-i"]);
+    let ctrl = device.swtpm.control_socket().display().to_string();
+    run(&tcti, "swtpm_ioctl", &["--unix", &ctrl, "-i"]);
     run(&tcti, "tpm2_startup", &["-c"]);
     reboot(&mut device);
     let after_reset = device.evidence(&pva);
@@ -120,8 +120,8 @@ fn a_restart_count_that_goes_backwards_is_flagged() {
     device.attester = None;
     let tcti = device.swtpm.tcti();
     run(&tcti, "tpm2_shutdown", &[]);
-    let ctrl = format!("127.0.0.1:{}", device.swtpm.port() + 1);
-    run(&tcti, "swtpm_ioctl", &["--tcp", &ctrl, "-i"]);
+    let ctrl = device.swtpm.control_socket().display().to_string();
+    run(&tcti, "swtpm_ioctl", &["--unix", &ctrl, "-i"]);
     run(&tcti, "tpm2_startup", &[]);
     reboot(&mut device);
     let after = device.evidence(&pva);

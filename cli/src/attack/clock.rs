@@ -10,7 +10,7 @@
 //! (TPM 2.0 Part 1 §36.3, Part 3 §9.3).
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -78,7 +78,7 @@ fn reset_count_backwards(ctx: &Ctx) -> Result<Observed> {
     let mut target = Target::new(ctx.manufacture()?);
     let snapshot = snapshot(ctx, &mut target)?;
     // Two TPM Resets since the copy: the PVA sees resetCount + 2, the copy comes back at + 1.
-    tpm_reset(target.tpm_port()?)?;
+    tpm_reset(target.tpm_sockets()?)?;
     attest_once(ctx, &target, &ctx.image)?;
     restore(ctx, &mut target, &snapshot)?;
     attack_target(ctx, target, &ctx.image, genuine)?.observed()
@@ -88,7 +88,7 @@ fn restart_count_backwards(ctx: &Ctx) -> Result<Observed> {
     let mut target = Target::new(ctx.manufacture()?);
     let snapshot = snapshot(ctx, &mut target)?;
     // The same TPM Reset as the copy will come back in, one TPM Restart later.
-    tpm_restart(target.tpm_port()?)?;
+    tpm_restart(target.tpm_sockets()?)?;
     attest_once(ctx, &target, &ctx.image)?;
     restore(ctx, &mut target, &snapshot)?;
     attack_target(ctx, target, &ctx.image, genuine)?.observed()
@@ -138,18 +138,18 @@ const CC_SHUTDOWN: u32 = 0x0000_0145;
 const CMD_INIT: u32 = 0x02;
 
 /// TPM Reset: TPM2_Shutdown(CLEAR), _TPM_Init, TPM2_Startup(CLEAR).
-fn tpm_reset(port: u16) -> Result<()> {
-    power_sequence(port, SU_CLEAR)
+fn tpm_reset((tpm, ctrl): (PathBuf, PathBuf)) -> Result<()> {
+    power_sequence(&tpm, &ctrl, SU_CLEAR)
 }
 
 /// TPM Restart: TPM2_Shutdown(STATE), _TPM_Init, TPM2_Startup(CLEAR).
-fn tpm_restart(port: u16) -> Result<()> {
-    power_sequence(port, SU_STATE)
+fn tpm_restart((tpm, ctrl): (PathBuf, PathBuf)) -> Result<()> {
+    power_sequence(&tpm, &ctrl, SU_STATE)
 }
 
-fn power_sequence(port: u16, shutdown: u16) -> Result<()> {
-    tpm_command(port, CC_SHUTDOWN, shutdown)?;
-    let mut control = connect(port + 1)?;
+fn power_sequence(tpm: &Path, ctrl: &Path, shutdown: u16) -> Result<()> {
+    tpm_command(tpm, CC_SHUTDOWN, shutdown)?;
+    let mut control = connect(ctrl)?;
     let mut frame = CMD_INIT.to_be_bytes().to_vec();
     frame.extend_from_slice(&0u32.to_be_bytes());
     control.write_all(&frame)?;
@@ -160,17 +160,17 @@ fn power_sequence(port: u16, shutdown: u16) -> Result<()> {
         "swtpm CMD_INIT returned {:#x}",
         u32::from_be_bytes(result)
     );
-    tpm_command(port, CC_STARTUP, SU_CLEAR)
+    tpm_command(tpm, CC_STARTUP, SU_CLEAR)
 }
 
 /// Sends a TPM_ST_NO_SESSIONS command with one UINT16 parameter and checks its response
 /// code.
-fn tpm_command(port: u16, code: u32, parameter: u16) -> Result<()> {
+fn tpm_command(socket: &Path, code: u32, parameter: u16) -> Result<()> {
     let mut command = 0x8001u16.to_be_bytes().to_vec();
     command.extend_from_slice(&12u32.to_be_bytes());
     command.extend_from_slice(&code.to_be_bytes());
     command.extend_from_slice(&parameter.to_be_bytes());
-    let mut stream = connect(port)?;
+    let mut stream = connect(socket)?;
     stream.write_all(&command)?;
     let mut header = [0u8; 10];
     stream.read_exact(&mut header)?;
@@ -179,11 +179,8 @@ fn tpm_command(port: u16, code: u32, parameter: u16) -> Result<()> {
     Ok(())
 }
 
-fn connect(port: u16) -> Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(
-        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        Duration::from_secs(2),
-    )?;
+fn connect(socket: &Path) -> Result<UnixStream> {
+    let stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     Ok(stream)
 }

@@ -82,9 +82,10 @@ impl Target {
         Ok(())
     }
 
-    /// TCP port of the TPM (control channel: port + 1).
-    pub fn tpm_port(&self) -> Result<u16> {
-        self.swtpm.as_ref().map(Swtpm::port).context("the TPM is powered off")
+    /// The TPM's command and control sockets.
+    pub fn tpm_sockets(&self) -> Result<(PathBuf, PathBuf)> {
+        let swtpm = self.swtpm.as_ref().context("the TPM is powered off")?;
+        Ok((swtpm.tpm_socket().to_owned(), swtpm.control_socket().to_owned()))
     }
 }
 

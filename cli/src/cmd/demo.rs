@@ -99,10 +99,18 @@ enum Ended {
     Stopped(super::Stop),
 }
 
+/// The most devices one demo runs: each is a swtpm process and two threads on this machine.
+/// No resource of the lab sets it (swtpm listens on Unix sockets, the CLI raises its
+/// open-file limit); it only keeps a typo from starting a million processes.
+const MAX_DEVICES: usize = 10_000;
+
 /// Runs the demo; SIGINT or SIGTERM stops it, with every swtpm of its lab, and exits with
 /// 130 or 143.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!((1..=64).contains(&args.devices), "--devices must be 1 to 64");
+    anyhow::ensure!(
+        (1..=MAX_DEVICES).contains(&args.devices),
+        "--devices must be 1 to {MAX_DEVICES}"
+    );
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
     // Handlers before the first swtpm starts: from here on a signal reaches the select

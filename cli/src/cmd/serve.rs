@@ -93,7 +93,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 /// ready file.
 async fn bind(address: &str, ready: Option<&Path>) -> anyhow::Result<TcpListener> {
     let listener =
-        TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+        transport::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
     let url = format!("https://localhost:{}", listener.local_addr()?.port());
     tracing::info!(%url, "serving");
     if let Some(path) = ready {

@@ -71,7 +71,7 @@ struct MakeArgs {
 
 #[derive(clap::Args)]
 struct ActivateArgs {
-    /// tpm2-tss TCTI of the TPM, e.g. swtpm:host=127.0.0.1,port=2321.
+    /// tpm2-tss TCTI of the TPM, e.g. swtpm:path=/run/tpm/tpm.sock or swtpm:host=127.0.0.1,port=2321.
     #[arg(long, env = "TPM2TOOLS_TCTI")]
     tcti: String,
     /// The credential file (`tpm2_makecredential -o`, `tresor tpm make-credential`).

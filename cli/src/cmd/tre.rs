@@ -24,7 +24,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct QuoteArgs {
-    /// tpm2-tss TCTI of the TPM, e.g. swtpm:host=127.0.0.1,port=2321.
+    /// tpm2-tss TCTI of the TPM, e.g. swtpm:path=/run/tpm/tpm.sock or swtpm:host=127.0.0.1,port=2321.
     #[arg(long, env = "TPM2TOOLS_TCTI")]
     tcti: String,
     /// Qualifying data, hex (the verifier's nonce), at most 64 bytes.

@@ -55,7 +55,7 @@ pub async fn serve(
 
 /// [`serve`] on the configuration's `listen` address (what `tresor serve mno` runs).
 pub async fn run(config: MnoConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-    let listener = TcpListener::bind(config.listen).await.map_err(MnoError::Serve)?;
+    let listener = transport::bind(config.listen).await.map_err(MnoError::Serve)?;
     serve(config, listener, shutdown).await
 }
 

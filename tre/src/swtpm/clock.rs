@@ -8,6 +8,8 @@
 //! report `safe` again: exactly what the TPM itself does once it has run for one update
 //! interval. Clock only moves forward, so no verifier's history check is weakened.
 
+use std::path::Path;
+
 use super::{SwtpmError, tpm_command};
 
 /// TPM_CC_ReadClock and TPM_CC_ClockSet (TPM 2.0 Part 2 §6.5.2).
@@ -20,12 +22,12 @@ const TPM_RH_OWNER: u32 = 0x4000_0001;
 pub(super) const ADVANCE_MS: u64 = 8_192;
 
 /// TPMS_CLOCK_INFO's `clock` and `safe`, from TPM2_ReadClock.
-pub(super) fn read(port: u16) -> Result<(u64, bool), SwtpmError> {
+pub(super) fn read(socket: &Path) -> Result<(u64, bool), SwtpmError> {
     let mut command = Vec::with_capacity(10);
     command.extend_from_slice(&0x8001u16.to_be_bytes());
     command.extend_from_slice(&10u32.to_be_bytes());
     command.extend_from_slice(&TPM_CC_READ_CLOCK.to_be_bytes());
-    let body = tpm_command(port, "TPM2_ReadClock", &command)?;
+    let body = tpm_command(socket, "TPM2_ReadClock", &command)?;
     // TPMS_TIME_INFO: time (8), clockInfo { clock (8), resetCount (4), restartCount (4), safe (1) }
     let clock = body.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok());
     match (clock, body.get(24)) {
@@ -35,8 +37,8 @@ pub(super) fn read(port: u16) -> Result<(u64, bool), SwtpmError> {
 }
 
 /// TPM2_ClockSet(TPM_RH_OWNER, new_time) with an empty owner password.
-pub(super) fn set(port: u16, new_time: u64) -> Result<(), SwtpmError> {
-    tpm_command(port, "TPM2_ClockSet", &clock_set_command(new_time)).map(drop)
+pub(super) fn set(socket: &Path, new_time: u64) -> Result<(), SwtpmError> {
+    tpm_command(socket, "TPM2_ClockSet", &clock_set_command(new_time)).map(drop)
 }
 
 fn clock_set_command(new_time: u64) -> Vec<u8> {

@@ -176,12 +176,16 @@ fn option_value<'a>(args: &[&'a [u8]], name: &str) -> Option<&'a [u8]> {
     })
 }
 
-/// The TPM port of a swtpm command line (`--server type=tcp,port=P`).
-fn tpm_port_of(args: &[&[u8]]) -> Option<u16> {
+/// The TPM socket of a swtpm command line (`--server type=unixio,path=P`).
+fn tpm_socket_of(args: &[&[u8]]) -> Option<PathBuf> {
     let value = option_value(args, "--server")?;
-    value
-        .split(|b| *b == b',')
-        .find_map(|part| std::str::from_utf8(part.strip_prefix(b"port=")?).ok()?.parse().ok())
+    let mut parts = value.split(|b| *b == b',');
+    if !parts.clone().any(|part| part == b"type=unixio") {
+        return None;
+    }
+    parts.find_map(|part| {
+        part.strip_prefix(b"path=").map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+    })
 }
 
 fn proc_info(pid: u32) -> Option<ProcInfo> {
@@ -217,14 +221,16 @@ fn command_line(pid: u32) -> String {
     if text.is_empty() { "command line unknown".into() } else { text }
 }
 
-/// Stops orphan `swtpm`: an orderly TPM2_Shutdown if it still answers on its TPM port (so
-/// its clock stays safe), then SIGKILL, then waits for it to exit.
+/// Stops orphan `swtpm`: an orderly TPM2_Shutdown if it still answers on its TPM socket (so
+/// its clock stays safe), then SIGKILL, then waits for it to exit. Only a socket in the
+/// private state directory is spoken to (an older tresor's swtpm on a loopback port is just
+/// killed, and the next start sets its clock safe again).
 fn stop(swtpm: &ProcInfo, state_dir: &Path, binary: &str) -> Result<(), SwtpmError> {
     let raw = std::fs::read(format!("/proc/{}/cmdline", swtpm.pid)).unwrap_or_default();
     let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
-    if let Some(port) = tpm_port_of(&args).filter(|&p| super::owns_listener(swtpm.pid, p)) {
+    if let Some(socket) = tpm_socket_of(&args).filter(|p| p.parent() == Some(state_dir)) {
         let _ = super::tpm_command_within(
-            port,
+            &socket,
             "TPM2_Shutdown",
             &super::shutdown_clear_command(),
             Duration::from_millis(200),
@@ -310,12 +316,14 @@ mod tests {
     }
 
     #[test]
-    fn the_state_directory_and_port_come_from_swtpm_command_lines_only() {
+    fn the_state_directory_and_socket_come_from_swtpm_command_lines_only() {
         let line = "/usr/bin/swtpm socket --tpm2 --tpmstate dir=/var/lib/d1/tpm,mode=0600 \
-                    --server type=tcp,port=20002,bindaddr=127.0.0.1";
+                    --server type=unixio,path=/var/lib/d1/tpm/tpm.sock,mode=0600";
         let a = args(line);
         assert_eq!(state_dir_of(&a, "swtpm"), Some(PathBuf::from("/var/lib/d1/tpm")));
-        assert_eq!(tpm_port_of(&a), Some(20002));
+        assert_eq!(tpm_socket_of(&a), Some(PathBuf::from("/var/lib/d1/tpm/tpm.sock")));
+        let tcp = args("swtpm socket --tpmstate dir=/s --server type=tcp,port=20002");
+        assert_eq!(tpm_socket_of(&tcp), None, "an older version's TCP port is not a socket");
         let a = args("swtpm socket --tpmstate=dir=tpm");
         assert_eq!(state_dir_of(&a, "swtpm"), Some(PathBuf::from("tpm")));
         let a = args("/opt/x/my-swtpm socket --tpmstate dir=/s");

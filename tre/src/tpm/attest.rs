@@ -136,7 +136,7 @@ impl Tpm {
             })
             .tpm("TPM2_ActivateCredential");
         self.flush_session(session)?;
-        Ok(Zeroizing::new(result?.value().to_vec()))
+        Ok(Zeroizing::new(result?.as_bytes().to_vec()))
     }
 
     /// TPM2_Quote by `ak` over `selection` with `qualifying_data` (the verifier's nonce).

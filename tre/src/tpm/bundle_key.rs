@@ -109,9 +109,9 @@ impl Tpm {
             });
         self.flush_session(session)?;
         let z = result?;
-        if z.x().value().is_empty() {
+        if z.x().as_bytes().is_empty() {
             return Err(Error::Structure("TPM2_ECDH_ZGen returned an empty point".into()));
         }
-        Ok(Zeroizing::new(z.x().value().to_vec()))
+        Ok(Zeroizing::new(z.x().as_bytes().to_vec()))
     }
 }

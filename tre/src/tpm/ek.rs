@@ -12,7 +12,7 @@ impl Tpm {
     /// (EK Credential Profile 2.x, templates L-1 and L-2). Deterministic: the same TPM
     /// always yields the same EK.
     pub fn create_ek(&mut self, alg: KeyAlg) -> Result<Key> {
-        let template = templates::create_ek_public_from_default_template(alg.asymmetric(), None)
+        let template = templates::create_ek_public_from_default_template(alg.ek_template(), None)
             .tpm("EK template")?;
         let created = self
             .with_password(|ctx| {

@@ -12,10 +12,13 @@ use std::str::FromStr;
 
 use protocol::tpm::HashAlg;
 use serde::{Deserialize, Serialize};
+use tss_esapi::abstraction::AsymmetricAlgorithmSelection;
 use tss_esapi::constants::{CapabilityType, PropertyTag};
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle, TpmHandle};
-use tss_esapi::interface_types::algorithm::{AsymmetricAlgorithm, HashingAlgorithm};
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::Provision;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{CapabilityData, Public};
@@ -65,10 +68,11 @@ impl KeyAlg {
         }
     }
 
-    fn asymmetric(self) -> AsymmetricAlgorithm {
+    /// The TCG default EK template's algorithm: RSA 2048 (L-1) or ECC NIST P-256 (L-2).
+    fn ek_template(self) -> AsymmetricAlgorithmSelection {
         match self {
-            KeyAlg::Rsa => AsymmetricAlgorithm::Rsa,
-            KeyAlg::Ecc => AsymmetricAlgorithm::Ecc,
+            KeyAlg::Rsa => AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+            KeyAlg::Ecc => AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
         }
     }
 }
@@ -134,7 +138,8 @@ impl fmt::Debug for Tpm {
 }
 
 impl Tpm {
-    /// Connects through a tpm2-tss TCTI, e.g. `swtpm:host=127.0.0.1,port=2321`.
+    /// Connects through a tpm2-tss TCTI, e.g. `swtpm:path=/run/tpm/tpm.sock` (tpm2-tss 3.2)
+    /// or `swtpm:host=127.0.0.1,port=2321`.
     pub fn connect(tcti: &str) -> Result<Self> {
         let conf = TctiNameConf::from_str(tcti)
             .map_err(|source| Error::Connect { tcti: tcti.to_owned(), source })?;

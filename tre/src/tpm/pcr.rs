@@ -39,7 +39,7 @@ impl Tpm {
             if values.len() != group.len() {
                 return Err(Error::Structure(format!("{bank} bank lacks some of PCRs {group:?}")));
             }
-            out.extend(group.iter().copied().zip(values.iter().map(|d| d.value().to_vec())));
+            out.extend(group.iter().copied().zip(values.iter().map(|d| d.as_bytes().to_vec())));
         }
         Ok(out)
     }
