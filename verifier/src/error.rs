@@ -105,7 +105,10 @@ pub enum AppraisalError {
     PcrSelectionInvalid { pcr: u8 },
 
     // ---- PCR values and event log (EAR, executables) ----
-    #[error("the evidence has no event log, but the policy's PCRs are not all pinned values")]
+    #[error(
+        "the evidence has no event log, but one is needed: the policy has reference events, or the \
+         quote covers PCRs that are neither pinned nor presented"
+    )]
     EventLogMissing,
     #[error("the event log has no {bank} digests, but the quote covers that bank")]
     EventLogMissingBank { bank: HashAlg },
