@@ -41,6 +41,8 @@ enum Command {
     Tpm(cmd::tpm::Args),
     /// The PVA's tools: reference values from an image, tpm2_checkquote-style checks.
     Pva(cmd::pva::Args),
+    /// Attest any TPM at a PVA: enrol, activate, challenge, quote, appraise; save the EAR.
+    Attest(cmd::attest::Args),
     /// EAT Attestation Results: verify one as a relying party does.
     Ear(cmd::ear::Args),
     /// The TRE's evidence: decode it field by field.
@@ -72,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Tre(args) => cmd::tre::run(args),
         Command::Tpm(args) => cmd::tpm::run(args),
         Command::Pva(args) => cmd::pva::run(args),
+        Command::Attest(args) => cmd::attest::run(args),
         Command::Ear(args) => cmd::ear::run(args),
         Command::Evidence(args) => cmd::evidence::run(args),
         Command::Bench(args) => cmd::bench::run(args),

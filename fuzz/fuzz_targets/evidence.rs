@@ -16,12 +16,14 @@ fuzz_target!(|data: &[u8]| {
     let Ok(evidence) = Evidence::from_cbor(data) else { return };
     let _ = Attest::from_bytes(&evidence.quote.attest);
     let _ = Signature::from_bytes(&evidence.quote.signature);
-    let _ = Attest::from_bytes(&evidence.bundle_key.certify.attest);
-    let _ = Signature::from_bytes(&evidence.bundle_key.certify.signature);
-    let _ = Public::from_bytes(&evidence.ak_public);
-    if let Ok(key) = Public::from_bytes(&evidence.bundle_key.public) {
-        let _ = key.name();
+    if let Some(bundle_key) = &evidence.bundle_key {
+        let _ = Attest::from_bytes(&bundle_key.certify.attest);
+        let _ = Signature::from_bytes(&bundle_key.certify.signature);
+        if let Ok(key) = Public::from_bytes(&bundle_key.public) {
+            let _ = key.name();
+        }
     }
+    let _ = Public::from_bytes(&evidence.ak_public);
     if let Ok(log) = EventLog::parse(&evidence.event_log) {
         let _ = log.replay();
     }

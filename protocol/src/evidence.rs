@@ -1,17 +1,26 @@
 //! Evidence: what the TRE presents to the PVA for appraisal (DESIGN.md §3 "Evidence";
 //! RFC 9334 §3.1 names the concept). One TPM2_Quote by the AK over the selected PCRs with
-//! the PVA's nonce as qualifying data, the measurement event log that explains those PCRs,
-//! and one TPM2_Certify by the AK over the bundle key with the same nonce.
+//! the PVA's nonce as qualifying data, the measurement event log that explains those PCRs
+//! (empty when the TPM has none), optionally the PCR values quoted (TPM2_PCR_Read), and —
+//! when the appraisal policy asks for one (`bundle_key = "required"`, the subscription
+//! change) — one TPM2_Certify by the AK over the bundle key with the same nonce.
+//!
+//! Both optional fields were added to version 1 without a new version: a map without them
+//! is what every earlier version-1 writer produced, so this reader reads all of them; a
+//! writer leaves a field out (not null) when it has nothing to put there.
 //!
 //! Encoding: CBOR (RFC 8949), a map with text keys, byte strings for every TPM structure
 //! exactly as the TPM produced it (marshalled TPMS_ATTEST, TPMT_SIGNATURE, TPMT_PUBLIC) so
 //! that signatures can be checked over the bytes received, never over a re-encoding.
 //! `docs/evidence.md` documents every field.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::ids::DeviceId;
+use crate::tpm::HashAlg;
 
 /// The evidence format this code writes and the only one it reads.
 pub const EVIDENCE_VERSION: u32 = 1;
@@ -77,11 +86,21 @@ pub struct Evidence {
     pub ak_public: ByteBuf,
     /// TPM2_Quote by the AK, qualifying data = the nonce.
     pub quote: SignedAttest,
-    /// TCG PC Client crypto-agile event log (TCG_PCR_EVENT header + TCG_PCR_EVENT2s).
+    /// TCG PC Client crypto-agile event log (TCG_PCR_EVENT header + TCG_PCR_EVENT2s);
+    /// empty: the TPM has no event log (a plain TPM, swtpm), which only a policy of pinned
+    /// PCR values accepts.
     #[serde(with = "crate::wire::bytes")]
     #[schema(value_type = crate::wire::Base64Url)]
     pub event_log: ByteBuf,
-    pub bundle_key: BundleKeyEvidence,
+    /// The values of the quoted PCRs as TPM2_PCR_Read returned them, bank → PCR → value:
+    /// what the quote's PCR digest is a digest of (as `tpm2_quote -o` writes them). With
+    /// them the PVA names the PCR that differs; without them it replays the event log.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::wire::pcr_values")]
+    #[schema(value_type = Option<BTreeMap<HashAlg, BTreeMap<u8, crate::wire::Base64Url>>>)]
+    pub pcr_values: Option<BTreeMap<HashAlg, BTreeMap<u8, ByteBuf>>>,
+    /// The certified bundle key; absent in evidence for an attestation-only policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_key: Option<BundleKeyEvidence>,
     /// The TRE's anti-rollback NV counter: a bundle must carry a larger sequence number.
     pub rollback_counter: u64,
 }
@@ -127,10 +146,11 @@ mod tests {
             ak_public: ByteBuf::from(vec![0x23; 90]),
             quote: signed(1),
             event_log: ByteBuf::from(vec![0; 2000]),
-            bundle_key: BundleKeyEvidence {
+            pcr_values: None,
+            bundle_key: Some(BundleKeyEvidence {
                 public: ByteBuf::from(vec![0x23; 90]),
                 certify: signed(2),
-            },
+            }),
             rollback_counter: 7,
         }
     }
@@ -140,6 +160,39 @@ mod tests {
         let e = sample();
         let bytes = e.to_cbor().unwrap();
         assert_eq!(Evidence::from_cbor(&bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn optional_fields_are_left_out_when_absent_and_round_trip_when_present() {
+        let mut e = sample();
+        e.bundle_key = None;
+        let bytes = e.to_cbor().unwrap();
+        let value: ciborium::Value = ciborium::from_reader(&bytes[..]).unwrap();
+        let keys: Vec<String> = value
+            .as_map()
+            .unwrap()
+            .iter()
+            .filter_map(|(k, _)| k.as_text().map(str::to_owned))
+            .collect();
+        assert!(!keys.iter().any(|k| k == "bundle_key" || k == "pcr_values"), "{keys:?}");
+        assert_eq!(Evidence::from_cbor(&bytes).unwrap(), e);
+        let mut values = BTreeMap::new();
+        values.insert(16u8, ByteBuf::from(vec![0; 32]));
+        e.pcr_values = Some(BTreeMap::from([(HashAlg::Sha256, values)]));
+        assert_eq!(Evidence::from_cbor(&e.to_cbor().unwrap()).unwrap(), e);
+        // A null is not an absent field.
+        let mut value: ciborium::Value =
+            ciborium::from_reader(&sample().to_cbor().unwrap()[..]).unwrap();
+        if let ciborium::Value::Map(m) = &mut value {
+            for (k, v) in m.iter_mut() {
+                if k.as_text() == Some("bundle_key") {
+                    *v = ciborium::Value::Bool(false);
+                }
+            }
+        }
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&value, &mut bytes).unwrap();
+        assert!(matches!(Evidence::from_cbor(&bytes), Err(EvidenceError::Decode(_))));
     }
 
     #[test]

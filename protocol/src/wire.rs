@@ -170,6 +170,44 @@ pub mod bytes_list {
     }
 }
 
+/// [`bytes`] for the values of a bank → PCR → value map (`Evidence::pcr_values`).
+pub mod pcr_values {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_bytes::ByteBuf;
+
+    use crate::tpm::HashAlg;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(transparent)]
+    struct Item(#[serde(with = "super::bytes")] ByteBuf);
+
+    type Values = BTreeMap<HashAlg, BTreeMap<u8, ByteBuf>>;
+
+    pub fn serialize<S: Serializer>(value: &Option<Values>, s: S) -> Result<S::Ok, S::Error> {
+        let items: Option<BTreeMap<HashAlg, BTreeMap<u8, Item>>> = value.as_ref().map(|banks| {
+            banks
+                .iter()
+                .map(|(bank, pcrs)| {
+                    (*bank, pcrs.iter().map(|(pcr, v)| (*pcr, Item(v.clone()))).collect())
+                })
+                .collect()
+        });
+        items.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Values>, D::Error> {
+        let items = Option::<BTreeMap<HashAlg, BTreeMap<u8, Item>>>::deserialize(d)?;
+        Ok(items.map(|banks| {
+            banks
+                .into_iter()
+                .map(|(bank, pcrs)| (bank, pcrs.into_iter().map(|(pcr, v)| (pcr, v.0)).collect()))
+                .collect()
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::{Deserialize, Serialize};
@@ -263,5 +301,32 @@ mod tests {
         assert_eq!(Format::of_media_type(" application/cbor"), Some(Format::Cbor));
         assert_eq!(Format::of_media_type("application/cbor-seq"), None);
         assert_eq!(Format::of_media_type("text/plain"), None);
+    }
+
+    #[test]
+    fn pcr_values_are_base64url_in_json_and_byte_strings_in_cbor() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct WithPcrs {
+            #[serde(default, with = "pcr_values")]
+            pcrs: Option<
+                std::collections::BTreeMap<
+                    crate::tpm::HashAlg,
+                    std::collections::BTreeMap<u8, ByteBuf>,
+                >,
+            >,
+        }
+        let mut bank = std::collections::BTreeMap::new();
+        bank.insert(16u8, ByteBuf::from(vec![0xFF; 32]));
+        let mut banks = std::collections::BTreeMap::new();
+        banks.insert(crate::tpm::HashAlg::Sha256, bank);
+        let value = WithPcrs { pcrs: Some(banks) };
+        let json = serde_json::to_value(&value).unwrap();
+        assert_eq!(json["pcrs"]["sha256"]["16"], base64url(&[0xFF; 32]));
+        assert_eq!(serde_json::from_value::<WithPcrs>(json).unwrap(), value);
+        let mut cbor = Vec::new();
+        ciborium::into_writer(&value, &mut cbor).unwrap();
+        assert!(cbor.windows(34).any(|w| w[0] == 0x58 && w[1] == 32 && w[2..] == [0xFF; 32]));
+        assert_eq!(ciborium::from_reader::<WithPcrs, _>(&cbor[..]).unwrap(), value);
+        assert!(serde_json::from_str::<WithPcrs>(r#"{"pcrs":{"sha256":{"16":"+/=="}}}"#).is_err());
     }
 }

@@ -498,7 +498,13 @@ impl<C: Uicc> Agent<C> {
             c.campaign == activation.campaign() && !matches!(c.phase(), Phase::FellBack { .. })
         });
         if !holds_change {
-            check_ear(&self.config.ci_roots, ear, &device_id, &nonce, &key.name)?;
+            check_attestation_result_for(
+                &self.config.ci_roots,
+                ear,
+                &device_id,
+                &nonce,
+                &key.name,
+            )?;
         }
         let expected = bundle::BundleExpectations {
             ci_roots: &self.config.ci_roots,
@@ -624,7 +630,7 @@ impl<C: Uicc> Agent<C> {
             .tpm()
             .bundle_key()?
             .ok_or(Error::Protocol("no bundle key: not attested".into()))?;
-        check_ear(&self.config.ci_roots, ear, &self.device_id, &nonce, &key.name)
+        check_attestation_result_for(&self.config.ci_roots, ear, &self.device_id, &nonce, &key.name)
     }
 
     /// The nonce of the device's latest evidence (journaled).
@@ -861,8 +867,12 @@ impl<C: Uicc> Agent<C> {
 }
 
 /// The name of a task's kind, as its fault points and the RO's routes spell it.
-/// See [`Agent::check_attestation_result`].
-fn check_ear(
+/// The check of [`Agent::check_attestation_result`], for a given nonce and bundle key: the
+/// EAR verifies under the CI roots (signed by a PVA, unexpired, affirming, for this device
+/// and this nonce) and certifies exactly the TPM's bundle key. An EAR of an
+/// attestation-only appraisal (no bundle-key claim) is refused: it says nothing about the
+/// key a bundle would be encrypted to.
+pub fn check_attestation_result_for(
     ci_roots: &TrustAnchors,
     ear: &[u8],
     device: &DeviceId,
@@ -871,7 +881,14 @@ fn check_ear(
 ) -> Result<()> {
     let verified =
         EarVerifier::new(ci_roots.clone()).verify(ear, SystemTime::now(), device, Some(nonce))?;
-    if verified.bundle_key()?.tpm_name() != bundle_key_name {
+    let key = verified.bundle_key().map_err(|_| {
+        Error::Bundle(
+            "the attestation result certifies no bundle key (an attestation-only appraisal): \
+             it cannot gate a bundle"
+                .into(),
+        )
+    })?;
+    if key.tpm_name() != bundle_key_name {
         return Err(Error::Bundle(
             "the attestation result certifies another bundle key than this TPM's".into(),
         ));

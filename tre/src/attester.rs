@@ -90,6 +90,11 @@ impl Attester {
         Ok(Self { tpm, options, selection, event_log })
     }
 
+    /// The TPM back, for another attester (`plain`) or to close it.
+    pub fn into_tpm(self) -> Tpm {
+        self.tpm
+    }
+
     /// The TPM, for operations beyond attestation (NV counter, experiments).
     pub fn tpm(&mut self) -> &mut Tpm {
         &mut self.tpm
@@ -159,25 +164,8 @@ impl Attester {
     pub fn evidence(&mut self, nonce: &Nonce) -> Result<Evidence> {
         let ak = self.tpm.ak(self.options.ak_alg)?;
         let quote = self.tpm.quote(&ak, nonce.as_bytes(), &self.selection)?;
-
-        let mut values = PcrValues::new();
-        for bank in self.selection.banks() {
-            let pcrs: Vec<u8> = bank.pcrs().collect();
-            for (pcr, value) in self.tpm.pcr_read(bank.hash(), &pcrs)? {
-                values
-                    .insert(bank.hash(), pcr, value)
-                    .map_err(|e| Error::Structure(e.to_string()))?;
-            }
-        }
-        let policy = policy_pcr(HashAlg::Sha256, &self.selection, &values)
-            .map_err(|e| Error::Structure(e.to_string()))?;
-        let mut unique = [0u8; 32];
-        ring::rand::SystemRandom::new()
-            .fill(&mut unique)
-            .map_err(|_| Error::Structure("no randomness".into()))?;
-        let key = self.tpm.create_bundle_key(policy.as_ref(), &unique)?;
-        let key = self.tpm.persist_bundle_key(key)?;
-        let certify = self.tpm.certify(&key, &ak, nonce.as_bytes())?;
+        let values = read_pcrs(&mut self.tpm, &self.selection)?;
+        let bundle_key = certified_bundle_key(&mut self.tpm, &ak, nonce, &self.selection, &values)?;
 
         Ok(Evidence {
             version: EVIDENCE_VERSION,
@@ -186,15 +174,47 @@ impl Attester {
             ak_public: ByteBuf::from(ak.public_bytes()?),
             quote: wire(quote),
             event_log: ByteBuf::from(self.event_log.clone()),
-            bundle_key: BundleKeyEvidence {
-                public: ByteBuf::from(key.public_bytes()?),
-                certify: wire(certify),
-            },
+            // The PVA replays the log for the PCR values; the TRE's policy pins none.
+            pcr_values: None,
+            bundle_key: Some(bundle_key),
             rollback_counter: self.tpm.rollback_counter()?,
         })
     }
 }
 
-fn wire(signed: SignedAttest) -> WireAttest {
+/// TPM2_PCR_Read of every PCR of `selection`.
+pub fn read_pcrs(tpm: &mut Tpm, selection: &PcrSelection) -> Result<PcrValues> {
+    let mut values = PcrValues::new();
+    for bank in selection.banks() {
+        let pcrs: Vec<u8> = bank.pcrs().collect();
+        for (pcr, value) in tpm.pcr_read(bank.hash(), &pcrs)? {
+            values.insert(bank.hash(), pcr, value).map_err(|e| Error::Structure(e.to_string()))?;
+        }
+    }
+    Ok(values)
+}
+
+/// A fresh bundle key bound by PolicyPCR to `values` of `selection` (the PCRs as they are
+/// now), persisted in place of any earlier one, and certified by `ak` with `nonce`.
+pub fn certified_bundle_key(
+    tpm: &mut Tpm,
+    ak: &crate::tpm::Key,
+    nonce: &Nonce,
+    selection: &PcrSelection,
+    values: &PcrValues,
+) -> Result<BundleKeyEvidence> {
+    let policy = policy_pcr(HashAlg::Sha256, selection, values)
+        .map_err(|e| Error::Structure(e.to_string()))?;
+    let mut unique = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut unique)
+        .map_err(|_| Error::Structure("no randomness".into()))?;
+    let key = tpm.create_bundle_key(policy.as_ref(), &unique)?;
+    let key = tpm.persist_bundle_key(key)?;
+    let certify = tpm.certify(&key, ak, nonce.as_bytes())?;
+    Ok(BundleKeyEvidence { public: ByteBuf::from(key.public_bytes()?), certify: wire(certify) })
+}
+
+pub(crate) fn wire(signed: SignedAttest) -> WireAttest {
     WireAttest { attest: ByteBuf::from(signed.attest), signature: ByteBuf::from(signed.signature) }
 }

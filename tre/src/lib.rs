@@ -10,6 +10,7 @@
 //! - [`journal`]: the agent's durable record of the receipts it signed.
 //! - [`attester`]: measured boot, event log, enrolment and evidence (quote, bundle key).
 //! - [`manufacture`]: the equipment supplier's step: EK, EK certificate in NV, counter.
+//! - [`plain`]: an attester for any TPM (`tresor attest`): the PCRs as they are.
 
 #![deny(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod device;
 pub mod ekcert;
 pub mod journal;
 pub mod manufacture;
+pub mod plain;
 pub mod swtpm;
 pub mod tpm;
 

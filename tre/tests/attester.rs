@@ -84,8 +84,9 @@ fn enrolment_and_evidence() {
         .unwrap()
         .verify(&ak, &evidence.quote.attest)
         .unwrap();
-    let certify = Attest::from_bytes(&evidence.bundle_key.certify.attest).unwrap();
-    let key = Public::from_bytes(&evidence.bundle_key.public).unwrap();
+    let certify =
+        Attest::from_bytes(&evidence.bundle_key.as_ref().unwrap().certify.attest).unwrap();
+    let key = Public::from_bytes(&evidence.bundle_key.as_ref().unwrap().public).unwrap();
     assert_eq!(certify.certify().unwrap().name.as_ref(), key.name().as_ref());
     assert!(bytes.len() < 8 * 1024, "evidence is {} bytes", bytes.len());
     eprintln!(
@@ -96,5 +97,5 @@ fn enrolment_and_evidence() {
 
     // a second attestation replaces the bundle key
     let again = attester.evidence(&Nonce::random().unwrap()).unwrap();
-    assert_ne!(again.bundle_key.public, evidence.bundle_key.public);
+    assert_ne!(again.bundle_key.unwrap().public, evidence.bundle_key.as_ref().unwrap().public);
 }

@@ -4,6 +4,9 @@
 //! header so relying parties can check it against the CI root, in the profile the PVA is
 //! configured for (`ear_profile`: the IETF draft's by default, or Veraison's).
 //!
+//! The bundle-key claim is there only when the policy requires a bundle key
+//! (`BundleKeyPolicy`): the EAR of an attestation-only appraisal certifies no key.
+//!
 //! An appraisal that fails is also logged, once, at info level: the device, the policy, the
 //! status and each failure's detail (PCR, bank, event, component) — what the EAR's failure
 //! details say, and nothing more (no digest, no event data, no key).
@@ -25,6 +28,7 @@ use x509_parser::prelude::FromDer;
 
 use crate::appraisal::{Authenticated, Findings};
 use crate::error::Error;
+use crate::policy::BundleKeyPolicy;
 use crate::refvalues::ReferenceValues;
 
 /// Largest PEM file read for the signing certificate or key.
@@ -141,9 +145,18 @@ pub fn claims(
 ) -> Result<EarClaims, Error> {
     let mut appraisal =
         Appraisal::new(findings.vector, refs.id().to_owned(), auth.device_id.clone());
-    let spki = Spki::from_public(&auth.bundle_key).ok();
-    appraisal.bundle_key = spki
-        .and_then(|s| BundleKey::from_spki(&s, auth.bundle_key.name().as_bytes().to_vec()).ok());
+    // The bundle-key claim says the key was appraised: only under a policy that requires
+    // one. Under `bundle_key = "none"` a certified key in the evidence fails the appraisal
+    // and is still left out, so no relying party takes the EAR for a key's certificate.
+    let appraised_key = auth
+        .bundle_key
+        .as_ref()
+        .filter(|_| refs.policy().bundle_key == BundleKeyPolicy::Required)
+        .map(|(_, key)| key);
+    appraisal.bundle_key = appraised_key.and_then(|key| {
+        let spki = Spki::from_public(key).ok()?;
+        BundleKey::from_spki(&spki, key.name().as_bytes().to_vec()).ok()
+    });
     appraisal.rollback_counter = Some(auth.rollback_counter);
     appraisal.failed_checks = findings.failures.iter().map(|f| f.slug().to_owned()).collect();
     appraisal.failure_details =

@@ -63,6 +63,8 @@ pub enum AppraisalError {
     BundleKeyMalformed(WireError),
     #[error("the event log is malformed: {0}")]
     EventLogMalformed(EventLogError),
+    #[error("the PCR values presented with the quote are malformed: {0}")]
+    PcrValuesMalformed(String),
 
     // ---- authenticity (refused) ----
     #[error("the quote's signature does not verify with the enrolled AK: {0}")]
@@ -103,8 +105,15 @@ pub enum AppraisalError {
     PcrSelectionInvalid { pcr: u8 },
 
     // ---- PCR values and event log (EAR, executables) ----
+    #[error(
+        "the evidence has no event log, but one is needed: the policy has reference events, or the \
+         quote covers PCRs that are neither pinned nor presented"
+    )]
+    EventLogMissing,
     #[error("the event log has no {bank} digests, but the quote covers that bank")]
     EventLogMissingBank { bank: HashAlg },
+    #[error("the event log replays {bank} PCR {pcr} to another value than the one quoted")]
+    EventLogNotPcrValue { bank: HashAlg, pcr: u8 },
     #[error("the quote's PCR digest is not the digest of the PCR values the event log replays to")]
     PcrDigestMismatch,
     #[error("{bank} PCR {pcr} is not the value the reference values predict")]
@@ -146,7 +155,13 @@ pub enum AppraisalError {
     #[error("the quote and the certification report different resets, restarts or firmware")]
     ClockInfoInconsistent,
 
-    // ---- bundle key (EAR, storage-opaque) ----
+    // ---- bundle key (EAR, storage-opaque; configuration when none was expected) ----
+    #[error("the policy requires a certified bundle key and the evidence has none")]
+    BundleKeyMissing,
+    #[error(
+        "the evidence certifies a bundle key, but the policy appraises none (bundle_key = \"none\")"
+    )]
+    BundleKeyNotExpected,
     #[error(
         "the bundle key lacks attributes {missing} or carries forbidden attributes {forbidden}"
     )]
@@ -170,6 +185,7 @@ impl AppraisalError {
             AttestationMalformed { what: Attestation::Certify, .. } => "certify-malformed",
             BundleKeyMalformed(_) => "bundle-key-malformed",
             EventLogMalformed(_) => "event-log-malformed",
+            PcrValuesMalformed(_) => "pcr-values-malformed",
             QuoteSignatureInvalid(_) => "quote-signature-invalid",
             NotTpmGenerated(Attestation::Quote) => "quote-not-tpm-generated",
             NotTpmGenerated(Attestation::Certify) => "certify-not-tpm-generated",
@@ -187,7 +203,9 @@ impl AppraisalError {
             BankNotAllowed { .. } => "bank-not-allowed",
             PolicyPcrNotQuoted { .. } => "policy-pcr-not-quoted",
             PcrSelectionInvalid { .. } => "pcr-selection-invalid",
+            EventLogMissing => "event-log-missing",
             EventLogMissingBank { .. } => "event-log-missing-bank",
+            EventLogNotPcrValue { .. } => "event-log-not-pcr-value",
             PcrDigestMismatch => "pcr-digest-mismatch",
             PcrNotReferenceValue { .. } => "pcr-not-reference-value",
             EventMissingDigest { .. } => "event-missing-digest",
@@ -201,6 +219,8 @@ impl AppraisalError {
             ClockBehindWallTime { .. } => "clock-behind-wall-time",
             ClockNotSafe => "clock-not-safe",
             ClockInfoInconsistent => "clock-info-inconsistent",
+            BundleKeyMissing => "bundle-key-missing",
+            BundleKeyNotExpected => "bundle-key-not-expected",
             BundleKeyAttributes { .. } => "bundle-key-attributes",
             BundleKeyAlgorithm(_) => "bundle-key-algorithm",
             BundleKeyPolicyMismatch => "bundle-key-policy-mismatch",
@@ -215,10 +235,11 @@ impl AppraisalError {
             Sha1BankRefused
             | BankNotAllowed { .. }
             | PolicyPcrNotQuoted { .. }
-            | PcrSelectionInvalid { .. } => {
-                degrades(Claim::Configuration, value::UNSUPPORTABLE_CONFIG)
-            }
-            EventLogMissingBank { .. }
+            | PcrSelectionInvalid { .. }
+            | BundleKeyNotExpected => degrades(Claim::Configuration, value::UNSUPPORTABLE_CONFIG),
+            EventLogMissing
+            | EventLogMissingBank { .. }
+            | EventLogNotPcrValue { .. }
             | PcrDigestMismatch
             | PcrNotReferenceValue { .. }
             | EventMissingDigest { .. }
@@ -239,9 +260,10 @@ impl AppraisalError {
             | ClockBehindWallTime { .. }
             | ClockNotSafe
             | ClockInfoInconsistent => degrades(Claim::Hardware, value::CONTRAINDICATED_HARDWARE),
-            BundleKeyAttributes { .. } | BundleKeyAlgorithm(_) | BundleKeyPolicyMismatch => {
-                degrades(Claim::StorageOpaque, value::UNENCRYPTED_SECRETS)
-            }
+            BundleKeyMissing
+            | BundleKeyAttributes { .. }
+            | BundleKeyAlgorithm(_)
+            | BundleKeyPolicyMismatch => degrades(Claim::StorageOpaque, value::UNENCRYPTED_SECRETS),
             _ => Outcome::Refused,
         }
     }

@@ -1,6 +1,7 @@
 //! The appraisal policy: which PCRs a quote must cover and the bundle key must be bound to,
 //! which PCR banks are acceptable (SHA-1 only when listed), which components must have been
-//! measured, their minimum versions, and how long an EAR is valid. It is the `[policy]`
+//! measured, their minimum versions, whether the evidence must certify a bundle key (the
+//! subscription change) or must not (plain attestation), and how long an EAR is valid. It is the `[policy]`
 //! table of a reference-values file (`docs/reference-values.md`); policy can only add
 //! restrictions: every check of `docs/appraisal.md` runs whatever it says.
 
@@ -30,6 +31,24 @@ pub enum Severity {
     Contraindicated,
 }
 
+/// Whether an appraisal needs a certified bundle key (`[policy] bundle_key`).
+///
+/// Both ways fail closed: `required` refuses evidence without one (`BundleKeyMissing`);
+/// `none` refuses evidence with one (`BundleKeyNotExpected`), since an EAR that left the
+/// key out without saying so could be taken for one that had appraised it, and one that
+/// carried it would certify a key no check looked at. An EAR of a `none` policy carries no
+/// bundle-key claim and no storage-opaque claim, so no relying party can release a bundle
+/// on it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BundleKeyPolicy {
+    /// The evidence must certify a bundle key, which is appraised and named in the EAR.
+    #[default]
+    Required,
+    /// Attestation only: the evidence must not carry a bundle key.
+    None,
+}
+
 /// The `[policy]` table as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +63,8 @@ pub(crate) struct RawPolicy {
     below_minimum_version: Severity,
     #[serde(default)]
     ear_validity_seconds: Option<u64>,
+    #[serde(default)]
+    bundle_key: BundleKeyPolicy,
 }
 
 /// A checked policy.
@@ -57,6 +78,7 @@ pub struct Policy {
     pub minimum_versions: BTreeMap<String, Version>,
     pub below_minimum_version: Severity,
     pub ear_validity: Duration,
+    pub bundle_key: BundleKeyPolicy,
 }
 
 impl Policy {
@@ -104,6 +126,7 @@ impl Policy {
             minimum_versions,
             below_minimum_version: raw.below_minimum_version,
             ear_validity,
+            bundle_key: raw.bundle_key,
         })
     }
 
@@ -217,6 +240,7 @@ mod tests {
             minimum_versions: BTreeMap::new(),
             below_minimum_version: Severity::default(),
             ear_validity_seconds: None,
+            bundle_key: BundleKeyPolicy::default(),
         }
     }
 
@@ -234,5 +258,7 @@ mod tests {
         r.ear_validity_seconds = Some(100_000);
         assert!(Policy::from_raw(r).is_err());
         assert_eq!(Severity::default(), Severity::Contraindicated);
+        // Existing files keep their meaning: a bundle key is required unless they say not.
+        assert_eq!(BundleKeyPolicy::default(), BundleKeyPolicy::Required);
     }
 }

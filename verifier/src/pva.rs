@@ -413,7 +413,7 @@ impl Pva {
             appraisal::evaluate(&auth, refs, observed.previous.map(|p| p.mark));
         if let Some(behind) = observed.behind {
             findings.failures.push(behind);
-            findings.vector = appraisal::vector_of(&findings.failures);
+            findings.vector = appraisal::vector_of(&findings.failures, refs.policy().bundle_key);
         }
         let claims = ear_signing::claims(&auth, &findings, refs, &self.settings.verifier_id, now)?;
         let ear = self.signer.sign(&claims)?;

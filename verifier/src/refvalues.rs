@@ -5,6 +5,11 @@
 //! 1.05 §10.2) and from them the authPolicy a bundle key must carry (TPM 2.0 Part 3 §23.7
 //! PolicyPCR over the policy's selection).
 //!
+//! PCR values may also be pinned directly (`[pcr_values.BANK]` for a PCR no reference event
+//! extends, as Keylime's `tpm_policy`): such a PCR is appraised by its value alone, so a
+//! plain TPM without a firmware event log (swtpm) can be attested against a file of pinned
+//! values and no events.
+//!
 //! [`derive`] writes such a file from an image directory with `protocol::image::measure`, the
 //! code the TRE measures with, so the two cannot drift apart. [`derive_from_log`]
 //! (`from_log`) writes one from a golden event log of a real machine instead, as Keylime's
@@ -51,7 +56,9 @@ pub enum RefValuesError {
     Policy(String),
     #[error("event {index}: {reason}")]
     Event { index: usize, reason: String },
-    #[error("no reference events")]
+    #[error(
+        "no reference events, and not every PCR of the policy selection is pinned in pcr_values"
+    )]
     NoEvents,
     #[error("more than {MAX_EVENTS} reference events")]
     TooManyEvents,
@@ -151,6 +158,8 @@ pub struct ReferenceValues {
     /// bank → digest → indices of the events with that digest.
     index: HashMap<HashAlg, HashMap<Vec<u8>, Vec<usize>>>,
     predicted: PcrValues,
+    /// PCRs pinned in `pcr_values` that no reference event extends: appraised by value.
+    pinned_only: PcrValues,
     expected_auth_policy: Vec<u8>,
 }
 
@@ -199,9 +208,6 @@ impl ReferenceValues {
                 )));
             }
         }
-        if raw.event.is_empty() {
-            return Err(RefValuesError::NoEvents);
-        }
         if raw.event.len() > MAX_EVENTS {
             return Err(RefValuesError::TooManyEvents);
         }
@@ -231,9 +237,15 @@ impl ReferenceValues {
         if !matches!(startup_locality, 0 | 3 | 4) {
             return Err(RefValuesError::BadStartupLocality(startup_locality));
         }
-        let pcr_values = pcr_values(raw.pcr_values, &pcr_map)?;
+        let mut pcr_values = pcr_values(raw.pcr_values, &pcr_map)?;
+        let pinned_only = pinned_only(&mut pcr_values, &events, &policy)?;
+        if events.is_empty()
+            && policy.selection.iter().any(|(bank, pcr)| pinned_only.get(bank, pcr).is_none())
+        {
+            return Err(RefValuesError::NoEvents);
+        }
         let (predicted, expected_auth_policy) =
-            predict(&events, &policy, startup_locality, &pcr_values)?;
+            predict(&events, &policy, startup_locality, &pcr_values, &pinned_only)?;
         Ok(Self {
             id: raw.id,
             description: raw.description,
@@ -244,6 +256,7 @@ impl ReferenceValues {
             events,
             index,
             predicted,
+            pinned_only,
             expected_auth_policy,
         })
     }
@@ -297,6 +310,18 @@ impl ReferenceValues {
     /// The value the reference events predict for a PCR of the policy selection.
     pub fn predicted(&self, bank: HashAlg, pcr: u8) -> Option<&[u8]> {
         self.predicted.get(bank, pcr)
+    }
+
+    /// The pinned value of a PCR that no reference event extends (appraised by its value,
+    /// not by an event log).
+    pub fn pinned_only(&self, bank: HashAlg, pcr: u8) -> Option<&[u8]> {
+        self.pinned_only.get(bank, pcr)
+    }
+
+    /// Whether evidence must carry an event log: unless every PCR of the policy selection
+    /// is pinned, there are reference events to match it against.
+    pub fn needs_event_log(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// PolicyPCR (SHA-256) over the policy selection with the predicted values: the only
@@ -417,6 +442,38 @@ fn pcr_values(
     Ok(out)
 }
 
+/// Takes out of `pcr_values` the PCRs that no reference event extends: pinned values
+/// appraised by value. Each must be in the policy selection (a pinned value nobody quotes
+/// would be a check that never runs). What remains are values the events must replay to.
+fn pinned_only(
+    pcr_values: &mut BTreeMap<HashAlg, BTreeMap<u8, Vec<u8>>>,
+    events: &[ReferenceEvent],
+    policy: &Policy,
+) -> Result<PcrValues, RefValuesError> {
+    let mut out = PcrValues::new();
+    for (bank, values) in pcr_values.iter_mut() {
+        let pinned: Vec<u8> = values
+            .keys()
+            .copied()
+            .filter(|pcr| !events.iter().any(|e| e.pcr == u32::from(*pcr)))
+            .collect();
+        for pcr in pinned {
+            if !policy.selection.contains(*bank, pcr) {
+                return Err(RefValuesError::PcrValues(format!(
+                    "{bank}:{pcr} is pinned, no event extends it, and the policy's pcr_selection \
+                     does not quote it: the value would never be checked"
+                )));
+            }
+            if let Some(value) = values.remove(&pcr) {
+                out.insert(*bank, pcr, value)
+                    .map_err(|e| RefValuesError::PcrValues(e.to_string()))?;
+            }
+        }
+    }
+    pcr_values.retain(|_, values| !values.is_empty());
+    Ok(out)
+}
+
 /// The reference events replayed in file order from `startup_locality`, in the policy's
 /// banks and those of `pcr_values` (every event must carry a digest in each): the PCR
 /// values a device booted this way holds.
@@ -451,13 +508,15 @@ fn replay(
     log.replay().map_err(|e| err(&e))
 }
 
-/// The predicted values of the policy selection and the bundle key's expected authPolicy;
-/// every value `pcr_values` gives must be the prediction.
+/// The predicted values of the policy selection (a pinned-only PCR's is its pinned value)
+/// and the bundle key's expected authPolicy; every value `pcr_values` gives for a PCR that
+/// events extend must be the prediction.
 fn predict(
     events: &[ReferenceEvent],
     policy: &Policy,
     startup_locality: u8,
     pcr_values: &BTreeMap<HashAlg, BTreeMap<u8, Vec<u8>>>,
+    pinned_only: &PcrValues,
 ) -> Result<(PcrValues, Vec<u8>), RefValuesError> {
     let err = |e: &dyn std::fmt::Display| RefValuesError::Prediction(e.to_string());
     let banks = replay(events, policy, startup_locality, pcr_values)?;
@@ -475,7 +534,10 @@ fn predict(
     }
     let mut values = PcrValues::new();
     for (bank, pcr) in policy.selection.iter() {
-        let value = banks.value(bank, u32::from(pcr)).ok_or_else(|| err(&"no value"))?;
+        let value = match pinned_only.get(bank, pcr) {
+            Some(pinned) => pinned,
+            None => banks.value(bank, u32::from(pcr)).ok_or_else(|| err(&"no value"))?,
+        };
         values.insert(bank, pcr, value).map_err(|e| err(&e))?;
     }
     let auth = policy_pcr(POLICY_HASH, &policy.selection, &values).map_err(|e| err(&e))?;
@@ -669,6 +731,80 @@ mod tests {
             let bad = text.replacen(from, to, 1);
             assert!(ReferenceValues::parse(&bad).is_err(), "{why}");
         }
+    }
+
+    fn pinned(selection: &str, pins: &[(&str, &str)], extra: &str) -> String {
+        let mut t = format!(
+            "format = 1\nid = \"pinned\"\n[pcr_map]\n\"16\" = \"debug\"\n\"23\" = \"application\"\n\
+             [policy]\npcr_selection = \"{selection}\"\nbanks = [\"sha256\"]\n{extra}\n[pcr_values.sha256]\n"
+        );
+        for (pcr, value) in pins {
+            t.push_str(&format!("\"{pcr}\" = \"{value}\"\n"));
+        }
+        t
+    }
+
+    #[test]
+    fn pcr_values_alone_pin_pcrs_no_event_extends() {
+        let (a, b) = ("11".repeat(32), "22".repeat(32));
+        let text = pinned("sha256:16,23", &[("16", &a), ("23", &b)], "bundle_key = \"none\"");
+        let refs = ReferenceValues::parse(&text).unwrap();
+        assert!(!refs.needs_event_log());
+        assert_eq!(refs.policy().bundle_key, crate::policy::BundleKeyPolicy::None);
+        assert_eq!(
+            refs.pinned_only(HashAlg::Sha256, 16),
+            Some(hex::decode(&a).unwrap().as_slice())
+        );
+        assert_eq!(refs.predicted(HashAlg::Sha256, 23), Some(hex::decode(&b).unwrap().as_slice()));
+        assert_eq!(refs.pinned_only(HashAlg::Sha256, 0), None);
+
+        // Fail closed on what could never be checked or means nothing.
+        let cases = [
+            // A PCR of the selection neither pinned nor extended by any event.
+            (pinned("sha256:16,23", &[("16", &a)], ""), "not every PCR"),
+            // A pin nobody quotes.
+            (pinned("sha256:16", &[("16", &a), ("23", &b)], ""), "never be checked"),
+            // A pin of the wrong size, not hex, an unmapped PCR.
+            (pinned("sha256:16,23", &[("16", "11"), ("23", &b)], ""), "bytes"),
+            (pinned("sha256:16,23", &[("16", "zz"), ("23", &b)], ""), "hex"),
+            (pinned("sha256:16,23", &[("16", &a), ("23", &b), ("7", &a)], ""), "pcr_map"),
+            // Only "required" and "none".
+            (
+                pinned("sha256:16,23", &[("16", &a), ("23", &b)], "bundle_key = \"maybe\""),
+                "variant",
+            ),
+        ];
+        for (text, why) in cases {
+            let err = ReferenceValues::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_pinned_pcr_beside_reference_events() {
+        let text = derive(&example_image(), &[HashAlg::Sha256]).unwrap();
+        let pin = "33".repeat(32);
+        let text = text
+            .replace("[pcr_map]", "[pcr_map]\n\"16\" = \"debug\"")
+            .replace("\"sha256:0,2,4,8,9\"", "\"sha256:0,2,4,8,9,16\"")
+            .replace(
+                "[policy.minimum_versions]",
+                &format!("[pcr_values.sha256]\n\"16\" = \"{pin}\"\n[policy.minimum_versions]"),
+            );
+        let refs = ReferenceValues::parse(&text).unwrap();
+        assert!(refs.needs_event_log());
+        assert_eq!(
+            refs.pinned_only(HashAlg::Sha256, 16),
+            Some(hex::decode(&pin).unwrap().as_slice())
+        );
+        assert_eq!(refs.pinned_only(HashAlg::Sha256, 9), None);
+        // A pin of a PCR that events extend is still checked against their replay.
+        let wrong =
+            text.replace("[pcr_values.sha256]", &format!("[pcr_values.sha256]\n\"9\" = \"{pin}\""));
+        let err = ReferenceValues::parse(&wrong).unwrap_err().to_string();
+        assert!(err.contains("replay"), "{err}");
+        // Existing files keep meaning "required".
+        assert_eq!(refs.policy().bundle_key, crate::policy::BundleKeyPolicy::Required);
     }
 
     #[test]

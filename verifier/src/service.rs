@@ -424,6 +424,7 @@ fn appraisal_status(e: &AppraisalError) -> StatusCode {
         | AttestationMalformed { .. }
         | BundleKeyMalformed(_)
         | EventLogMalformed(_)
+        | PcrValuesMalformed(_)
         | NonceMalformed { .. } => StatusCode::BAD_REQUEST,
         UnknownDevice(_) => StatusCode::NOT_FOUND,
         e if e.is_refusal() => StatusCode::UNAUTHORIZED,

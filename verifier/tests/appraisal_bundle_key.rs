@@ -253,8 +253,8 @@ fn certified_keys_unfit_for_the_bundle_are_contraindicated() {
     let tcti = device.swtpm.tcti();
     for ((variant, expected), (nonce, mut evidence)) in cases.into_iter().zip(evidences) {
         let (public, certify) = certified_key(&tcti, variant, &expected_policy, nonce.as_bytes());
-        evidence.bundle_key.public = ByteBuf::from(public);
-        evidence.bundle_key.certify = certify;
+        evidence.bundle_key.as_mut().unwrap().public = ByteBuf::from(public);
+        evidence.bundle_key.as_mut().unwrap().certify = certify;
         let a = pva.appraise_evidence(&evidence, SystemTime::now()).unwrap();
         assert_eq!(a.failures, expected, "{variant:?}");
         assert_eq!(a.status(), protocol::ear::TrustTier::Contraindicated);

@@ -9,43 +9,16 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use protocol::ear::{EarProfile, EarVerifier, FailureDetail, TrustTier};
 use protocol::eventlog::{EventLog, EventType};
 use protocol::tpm::HashAlg;
-use support::{Lab, image_copy};
+use support::{Lab, image_copy, logged};
 use tre::attester::AttesterOptions;
 use tre::manufacture::ManufactureOptions;
 use verifier::store::Store;
 use verifier::{Pva, ReferenceValues, Settings};
-
-/// Everything the PVA logs while `f` runs, as text.
-fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    (out, text)
-}
 
 fn pva(lab: &Lab, profile: EarProfile) -> Pva {
     Pva::new(

@@ -38,7 +38,7 @@ fn ecc_device_appraises_affirming_and_the_ear_verifies() {
     assert_eq!(ear.status(), TrustTier::Affirming);
     assert_eq!(ear.policy_id(), "tresor-sample-m2me-2025.1");
     let key = ear.bundle_key().unwrap();
-    let public = Public::from_bytes(&evidence.bundle_key.public).unwrap();
+    let public = Public::from_bytes(&evidence.bundle_key.as_ref().unwrap().public).unwrap();
     assert_eq!(key.tpm_name(), public.name().as_bytes());
     let vector = &ear.claims().appraisal.vector;
     assert_eq!(vector.get(Claim::InstanceIdentity), Some(value::RECOGNIZED_INSTANCE));

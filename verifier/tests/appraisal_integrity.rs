@@ -402,8 +402,8 @@ fn bundle_keys_without_the_reference_pcr_policy_fail() {
         let ak = tpm.ak(tre::tpm::KeyAlg::Ecc).unwrap();
         let key = tpm.create_bundle_key(&policy, &[0x42; 32]).unwrap();
         let certify = tpm.certify(&key, &ak, nonce.as_bytes()).unwrap();
-        e.bundle_key.public = ByteBuf::from(key.public_bytes().unwrap());
-        e.bundle_key.certify = protocol::evidence::SignedAttest {
+        e.bundle_key.as_mut().unwrap().public = ByteBuf::from(key.public_bytes().unwrap());
+        e.bundle_key.as_mut().unwrap().certify = protocol::evidence::SignedAttest {
             attest: ByteBuf::from(certify.attest),
             signature: ByteBuf::from(certify.signature),
         };

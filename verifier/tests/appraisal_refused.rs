@@ -160,19 +160,19 @@ fn structures_the_tpm_did_not_generate_or_of_the_wrong_type_are_refused() {
     assert_eq!(refused(&pva, &e), AppraisalError::NotTpmGenerated(Attestation::Quote));
 
     // The same for the certification of the bundle key.
-    let mut forged = evidence.bundle_key.certify.attest.to_vec();
+    let mut forged = evidence.bundle_key.as_ref().unwrap().certify.attest.to_vec();
     forged[..4].copy_from_slice(&[0, 0, 0, 0]);
     let sig = tpm.sign(&ak, &forged).unwrap();
     let mut e = evidence.clone();
-    e.bundle_key.certify = signed(forged, sig);
+    e.bundle_key.as_mut().unwrap().certify = signed(forged, sig);
     assert_eq!(refused(&pva, &e), AppraisalError::NotTpmGenerated(Attestation::Certify));
 
     // A certification passed as the quote, and the quote passed as the certification.
     let mut e = evidence.clone();
-    e.quote = evidence.bundle_key.certify.clone();
+    e.quote = evidence.bundle_key.as_ref().unwrap().certify.clone();
     assert_eq!(refused(&pva, &e), AppraisalError::NotAQuote { tag: 0x8017 });
     let mut e = evidence.clone();
-    e.bundle_key.certify = evidence.quote.clone();
+    e.bundle_key.as_mut().unwrap().certify = evidence.quote.clone();
     assert_eq!(refused(&pva, &e), AppraisalError::NotACertify { tag: 0x8018 });
 
     // The genuine evidence was never consumed by the refusals.
@@ -208,7 +208,7 @@ fn bundle_keys_not_certified_for_this_appraisal_are_refused() {
 
     // A real certification presented with another public area (the AK's).
     let mut e = evidence.clone();
-    e.bundle_key.public = evidence.ak_public.clone();
+    e.bundle_key.as_mut().unwrap().public = evidence.ak_public.clone();
     assert_eq!(refused(&pva, &e), AppraisalError::BundleKeyNotCertified);
 
     pva.appraise_evidence(&evidence, SystemTime::now()).unwrap();
@@ -250,13 +250,14 @@ fn malformed_evidence_is_refused_without_panic() {
         AppraisalError::AttestationMalformed { what: Attestation::Quote, .. }
     ));
     let mut e = evidence.clone();
-    e.bundle_key.certify.signature = ByteBuf::from(vec![0x00, 0x18]);
+    e.bundle_key.as_mut().unwrap().certify.signature = ByteBuf::from(vec![0x00, 0x18]);
     assert!(matches!(
         refused(&pva, &e),
         AppraisalError::AttestationMalformed { what: Attestation::Certify, .. }
     ));
     let mut e = evidence.clone();
-    e.bundle_key.public = ByteBuf::from(evidence.bundle_key.public[..30].to_vec());
+    e.bundle_key.as_mut().unwrap().public =
+        ByteBuf::from(evidence.bundle_key.as_ref().unwrap().public[..30].to_vec());
     assert!(matches!(refused(&pva, &e), AppraisalError::BundleKeyMalformed(_)));
     let mut e = evidence.clone();
     e.event_log = ByteBuf::from(evidence.event_log[..evidence.event_log.len() - 3].to_vec());

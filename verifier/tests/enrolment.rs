@@ -211,7 +211,7 @@ fn aks_must_be_restricted_signing_keys_of_accepted_algorithms() {
     let mut device = lab.device();
     let req = device.enrol_request();
     let nonce = protocol::Nonce::random().unwrap();
-    let bundle_key = device.attester().evidence(&nonce).unwrap().bundle_key.public;
+    let bundle_key = device.attester().evidence(&nonce).unwrap().bundle_key.unwrap().public;
 
     // A decryption key offered as AK.
     let mut r = req.clone();

@@ -5,7 +5,7 @@
 //! sealed to a key it can use outside the attested state.
 
 use anyhow::Result;
-use protocol::evidence::SignedAttest;
+use protocol::evidence::{BundleKeyEvidence, SignedAttest};
 use protocol::tpm::wire::EccParameter;
 use protocol::tpm::{Marshal, Public, PublicKey, Unmarshal};
 use serde_bytes::ByteBuf;
@@ -49,7 +49,8 @@ pub(super) fn scenarios() -> Vec<Scenario> {
 fn software_key(ctx: &Ctx) -> Result<Observed> {
     let key = SoftwareKey::generate()?;
     edited_evidence(ctx, |_, _, e| {
-        let genuine = Public::from_bytes(&e.bundle_key.public)?;
+        let bundle_key = e.bundle_key.as_mut().ok_or_else(|| anyhow::anyhow!("no bundle key"))?;
+        let genuine = Public::from_bytes(&bundle_key.public)?;
         let mut public = genuine.clone();
         let (x, y) = key.point()?;
         if let PublicKey::Ecc { point, .. } = &mut public.key {
@@ -59,13 +60,13 @@ fn software_key(ctx: &Ctx) -> Result<Observed> {
         // The certification, rewritten to name the software key, and signed in software:
         // the AK would only sign it without TPM_GENERATED_VALUE.
         let attest = replace_once(
-            &e.bundle_key.certify.attest,
+            &bundle_key.certify.attest,
             genuine.name().as_bytes(),
             public.name().as_bytes(),
         )?;
         let signature = key.tpm_signature(&attest)?;
-        e.bundle_key.public = ByteBuf::from(public.to_bytes());
-        e.bundle_key.certify =
+        bundle_key.public = ByteBuf::from(public.to_bytes());
+        bundle_key.certify =
             SignedAttest { attest: ByteBuf::from(attest), signature: ByteBuf::from(signature) };
         Ok(())
     })?
@@ -81,11 +82,13 @@ fn no_policy(ctx: &Ctx) -> Result<Observed> {
             .map_err(|_| anyhow::anyhow!("no randomness"))?;
         let key = tpm.create_bundle_key(&[], &unique)?;
         let certify = tpm.certify(&key, &ak, nonce.as_bytes())?;
-        e.bundle_key.public = ByteBuf::from(key.public_bytes()?);
-        e.bundle_key.certify = SignedAttest {
-            attest: ByteBuf::from(certify.attest),
-            signature: ByteBuf::from(certify.signature),
-        };
+        e.bundle_key = Some(BundleKeyEvidence {
+            public: ByteBuf::from(key.public_bytes()?),
+            certify: SignedAttest {
+                attest: ByteBuf::from(certify.attest),
+                signature: ByteBuf::from(certify.signature),
+            },
+        });
         tpm.release(key)?;
         Ok(())
     })?

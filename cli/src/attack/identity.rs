@@ -349,7 +349,11 @@ fn sign_forged_quote(ctx: &Ctx) -> Result<Observed> {
 
 fn certify_as_quote(ctx: &Ctx) -> Result<Observed> {
     edited_evidence(ctx, |_, _, e| {
-        e.quote = e.bundle_key.certify.clone();
+        e.quote = e
+            .bundle_key
+            .as_ref()
+            .map(|b| b.certify.clone())
+            .ok_or_else(|| anyhow::anyhow!("no bundle key"))?;
         Ok(())
     })?
     .observed()

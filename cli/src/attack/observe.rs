@@ -165,6 +165,8 @@ pub(crate) fn ear_check(message: &str) -> String {
         ("EAR is for another nonce", "OtherNonce"),
         ("EAR is for another bundle key", "OtherBundleKey"),
         ("carries no bundle key", "MissingBundleKey"),
+        // The DPF's and the device's own words for an attestation-only EAR.
+        ("certifies no bundle key", "MissingBundleKey"),
     ];
     named("EarError", TABLE, message)
 }

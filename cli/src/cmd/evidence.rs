@@ -68,8 +68,13 @@ struct Report {
     ek_certificate: Blob,
     ak: KeyJson,
     quote: AttestJson,
-    event_log: LogJson,
-    bundle_key: BundleKeyJson,
+    /// `null`: the evidence has no event log (a TPM without one).
+    event_log: Option<LogJson>,
+    /// The PCR values presented with the quote (TPM2_PCR_Read), bank → PCR → hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pcr_values: Option<std::collections::BTreeMap<String, std::collections::BTreeMap<u8, String>>>,
+    /// `null`: no bundle key (evidence for an attestation-only policy).
+    bundle_key: Option<BundleKeyJson>,
     rollback_counter: u64,
 }
 
@@ -268,23 +273,36 @@ struct BundleKeyJson {
 impl Report {
     fn of(e: &Evidence) -> anyhow::Result<Self> {
         let ak = Public::from_bytes(&e.ak_public).context("ak_public")?;
-        let bundle = Public::from_bytes(&e.bundle_key.public).context("bundle_key.public")?;
-        let certify = AttestJson::of(
-            &e.bundle_key.certify.attest,
-            &e.bundle_key.certify.signature,
-            "bundle_key.certify",
-        )?;
-        let bundle_json = KeyJson::of(&bundle);
-        let certifies_this_key =
-            certify.certified_name.as_deref() == Some(bundle_json.name.as_str());
+        let bundle_key = match &e.bundle_key {
+            None => None,
+            Some(b) => {
+                let bundle = Public::from_bytes(&b.public).context("bundle_key.public")?;
+                let certify =
+                    AttestJson::of(&b.certify.attest, &b.certify.signature, "bundle_key.certify")?;
+                let public = KeyJson::of(&bundle);
+                let certifies_this_key =
+                    certify.certified_name.as_deref() == Some(public.name.as_str());
+                Some(BundleKeyJson { public, certify, certifies_this_key })
+            }
+        };
+        let pcr_values = e.pcr_values.as_ref().map(|banks| {
+            banks
+                .iter()
+                .map(|(bank, pcrs)| {
+                    let pcrs = pcrs.iter().map(|(pcr, v)| (*pcr, hex::encode(v))).collect();
+                    (bank.name().to_owned(), pcrs)
+                })
+                .collect()
+        });
         Ok(Self {
             version: e.version,
             device_id: e.device_id.to_hex(),
             ek_certificate: Blob::of(&e.ek_certificate),
             ak: KeyJson::of(&ak),
             quote: AttestJson::of(&e.quote.attest, &e.quote.signature, "quote")?,
-            event_log: LogJson::of(&e.event_log)?,
-            bundle_key: BundleKeyJson { public: bundle_json, certify, certifies_this_key },
+            event_log: if e.event_log.is_empty() { None } else { Some(LogJson::of(&e.event_log)?) },
+            pcr_values,
+            bundle_key,
             rollback_counter: e.rollback_counter,
         })
     }
@@ -300,26 +318,42 @@ fn print_summary(r: &Report) {
     println!("  AK:               {}", describe_key(&r.ak));
     println!("  quote:");
     print_attest(&r.quote);
-    let l = &r.event_log;
-    println!(
-        "  event log:        {} bytes, {} format, {} events, banks {}",
-        l.size,
-        l.format,
-        l.events,
-        l.banks.join(", ")
-    );
-    let per_pcr: Vec<String> =
-        l.events_per_pcr.iter().map(|(pcr, n)| format!("{pcr}:{n}")).collect();
-    println!("    events per PCR: {}", per_pcr.join(" "));
-    if l.no_action_records > 0 {
-        println!("    EV_NO_ACTION records for PCR 0xffffffff: {}", l.no_action_records);
+    match &r.event_log {
+        None => println!("  event log:        none"),
+        Some(l) => {
+            println!(
+                "  event log:        {} bytes, {} format, {} events, banks {}",
+                l.size,
+                l.format,
+                l.events,
+                l.banks.join(", ")
+            );
+            let per_pcr: Vec<String> =
+                l.events_per_pcr.iter().map(|(pcr, n)| format!("{pcr}:{n}")).collect();
+            println!("    events per PCR: {}", per_pcr.join(" "));
+            if l.no_action_records > 0 {
+                println!("    EV_NO_ACTION records for PCR 0xffffffff: {}", l.no_action_records);
+            }
+        }
     }
-    let b = &r.bundle_key;
-    println!("  bundle key:       {}", describe_key(&b.public));
-    println!("    certification (TPM2_Certify by the AK):");
-    print_attest(&b.certify);
-    let verdict = if b.certifies_this_key { "yes" } else { "NO" };
-    println!("      names this bundle key: {verdict}");
+    if let Some(banks) = &r.pcr_values {
+        println!("  PCR values (TPM2_PCR_Read, as presented):");
+        for (bank, pcrs) in banks {
+            for (pcr, value) in pcrs {
+                println!("    {bank}:{pcr:<2} {value}");
+            }
+        }
+    }
+    match &r.bundle_key {
+        None => println!("  bundle key:       none (attestation only)"),
+        Some(b) => {
+            println!("  bundle key:       {}", describe_key(&b.public));
+            println!("    certification (TPM2_Certify by the AK):");
+            print_attest(&b.certify);
+            let verdict = if b.certifies_this_key { "yes" } else { "NO" };
+            println!("      names this bundle key: {verdict}");
+        }
+    }
     println!("  rollback counter: {}", r.rollback_counter);
 }
 

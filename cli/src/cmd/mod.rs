@@ -1,6 +1,7 @@
 //! One module per subcommand group; each exposes `Args` and `run(Args)`.
 
 pub mod attack;
+pub mod attest;
 pub mod bench;
 mod bench_tpm;
 pub mod campaign;

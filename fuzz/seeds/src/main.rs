@@ -195,6 +195,7 @@ async fn main() -> Result<()> {
     for d in &devices {
         let e = &d.evidence;
         let t = d.tag;
+        let bundle_key = e.bundle_key.as_ref().context("the TRE's evidence has a bundle key")?;
         corpus.put(
             "tpm_structures",
             &format!("attest-quote-{t}"),
@@ -203,7 +204,7 @@ async fn main() -> Result<()> {
         corpus.put(
             "tpm_structures",
             &format!("attest-certify-{t}"),
-            &[&[0][..], &e.bundle_key.certify.attest].concat(),
+            &[&[0][..], &bundle_key.certify.attest].concat(),
         )?;
         corpus.put(
             "tpm_structures",
@@ -218,7 +219,7 @@ async fn main() -> Result<()> {
         corpus.put(
             "tpm_structures",
             &format!("public-bundle-key-{t}"),
-            &[&[2][..], &e.bundle_key.public].concat(),
+            &[&[2][..], &bundle_key.public].concat(),
         )?;
         corpus.put(
             "tpm_structures",

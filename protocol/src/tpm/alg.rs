@@ -14,7 +14,19 @@ use serde::{Deserialize, Serialize};
 use sm3::Digest as _;
 
 /// A hash algorithm a PCR bank, an event log or a TPM name can use.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Debug,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HashAlg {
     Sha1,

@@ -17,7 +17,7 @@
 use std::time::SystemTime;
 
 use protocol::bundle;
-use protocol::ear::{BundleKey, EarVerifier, VerifiedEar};
+use protocol::ear::{BundleKey, EarError, EarVerifier, VerifiedEar};
 use protocol::evidence::Evidence;
 use protocol::receipt::{Receipt, SignedReceipt};
 use protocol::tpm::{Public, Spki, Unmarshal};
@@ -61,7 +61,14 @@ impl Dpf {
 
     /// The bundle key certified in `evidence`, as an EAR names it.
     pub fn evidence_bundle_key(evidence: &Evidence) -> Result<BundleKey, RoError> {
-        let public = Public::from_bytes(&evidence.bundle_key.public)
+        let certified = evidence.bundle_key.as_ref().ok_or_else(|| {
+            RoError::Release(
+                "the evidence certifies no bundle key (attestation only): nothing to release a \
+                 bundle to"
+                    .into(),
+            )
+        })?;
+        let public = Public::from_bytes(&certified.public)
             .map_err(|e| RoError::Release(format!("bundle key public area: {e}")))?;
         let spki =
             Spki::from_public(&public).map_err(|e| RoError::Release(format!("bundle key: {e}")))?;
@@ -82,9 +89,14 @@ impl Dpf {
             .ears
             .verify(ear, now, device, Some(nonce))
             .map_err(|e| RoError::Release(format!("attestation result: {e}")))?;
-        verified
-            .check_bundle_key(bundle_key)
-            .map_err(|e| RoError::Release(format!("attestation result: {e}")))?;
+        verified.check_bundle_key(bundle_key).map_err(|e| match e {
+            EarError::MissingBundleKey => RoError::Release(
+                "attestation result certifies no bundle key (an attestation-only appraisal): \
+                 no bundle can be released on it"
+                    .into(),
+            ),
+            e => RoError::Release(format!("attestation result: {e}")),
+        })?;
         Ok(verified)
     }
 

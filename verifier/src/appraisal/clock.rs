@@ -51,21 +51,24 @@ pub(crate) fn mark_of(quote: &Attest) -> ClockMark {
     }
 }
 
+/// `certify` is the bundle key's certification, when the evidence has one.
 pub(super) fn check(
     quote: &Attest,
-    certify: &Attest,
+    certify: Option<&Attest>,
     previous: Option<ClockMark>,
     failures: &mut Failures,
 ) {
-    if !quote.clock_info.safe || !certify.clock_info.safe {
+    if !quote.clock_info.safe || certify.is_some_and(|c| !c.clock_info.safe) {
         failures.push(AppraisalError::ClockNotSafe);
     }
-    let (q, c) = (&quote.clock_info, &certify.clock_info);
-    if q.reset_count != c.reset_count
-        || q.restart_count != c.restart_count
-        || quote.firmware_version != certify.firmware_version
-    {
-        failures.push(AppraisalError::ClockInfoInconsistent);
+    if let Some(certify) = certify {
+        let (q, c) = (&quote.clock_info, &certify.clock_info);
+        if q.reset_count != c.reset_count
+            || q.restart_count != c.restart_count
+            || quote.firmware_version != certify.firmware_version
+        {
+            failures.push(AppraisalError::ClockInfoInconsistent);
+        }
     }
     let Some(last) = previous else { return };
     let now = mark_of(quote);

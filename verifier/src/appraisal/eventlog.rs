@@ -17,6 +17,15 @@ use crate::error::AppraisalError;
 use crate::policy::{Severity, Version};
 use crate::refvalues::ReferenceValues;
 
+/// The evidence has no event log: nothing was measured, so every required component is
+/// missing, and a policy with reference events cannot be met ([`AppraisalError::EventLogMissing`]
+/// is reported by the PCR checks, which know whether the quoted PCRs are all pinned).
+pub(super) fn check_absent(refs: &ReferenceValues, failures: &mut Failures) {
+    for component in &refs.policy().required_components {
+        failures.push(AppraisalError::RequiredComponentMissing { component: component.clone() });
+    }
+}
+
 pub(super) fn check(
     log: &EventLog,
     quoted_banks: &[HashAlg],

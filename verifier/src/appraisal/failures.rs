@@ -51,7 +51,9 @@ pub fn detail_of(error: &AppraisalError, event: Option<u32>) -> FailureDetail {
             d.bank = Some(bank.to_string());
         }
         E::Sha1BankRefused => d.bank = Some("sha1".into()),
-        E::PolicyPcrNotQuoted { bank, pcr } | E::PcrNotReferenceValue { bank, pcr } => {
+        E::PolicyPcrNotQuoted { bank, pcr }
+        | E::PcrNotReferenceValue { bank, pcr }
+        | E::EventLogNotPcrValue { bank, pcr } => {
             d.bank = Some(bank.to_string());
             d.pcr = Some(u32::from(*pcr));
         }

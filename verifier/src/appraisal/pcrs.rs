@@ -5,9 +5,18 @@
 //! replayed values of the policy selection must be the ones the reference values predict:
 //! an event log whose every event is known can still describe a boot in another order, or
 //! with a component measured twice.
+//!
+//! A PCR the reference values pin without events (`pcr_values`, as Keylime's `tpm_policy`)
+//! is appraised by value: its value is the one presented with the quote (TPM2_PCR_Read,
+//! bound by the quote's digest), or the pinned one itself when none is presented, and the
+//! event log need not explain it. When every PCR of the policy selection is pinned, the
+//! evidence may come without an event log (a plain TPM, swtpm); otherwise it is required.
+
+use std::collections::BTreeMap;
 
 use protocol::eventlog::PcrBanks;
-use protocol::tpm::{HashAlg, PcrSelection, QuoteInfo};
+use protocol::tpm::{Attest, HashAlg, PcrSelection, PcrValues, QuoteInfo};
+use serde_bytes::ByteBuf;
 
 use super::failures::Failures;
 use crate::error::AppraisalError;
@@ -38,46 +47,104 @@ pub(super) fn check_selection(selection: &PcrSelection, policy: &Policy, failure
     }
 }
 
-/// The quote's PCR digest against the replayed event log: is the log the TPM's history?
+/// Where the value of a quoted PCR comes from: the values presented with the quote
+/// (TPM2_PCR_Read, authenticated only through the quote's digest), else the pinned value
+/// of a PCR the reference values appraise by value, else the event log's replay.
+pub(super) struct Values<'a> {
+    pub(super) presented: Option<&'a PcrValues>,
+    pub(super) replayed: Option<&'a PcrBanks>,
+    pub(super) refs: &'a ReferenceValues,
+}
+
+impl Values<'_> {
+    fn value(&self, bank: HashAlg, pcr: u8) -> Option<&[u8]> {
+        if let Some(presented) = self.presented {
+            return presented.get(bank, pcr);
+        }
+        self.refs
+            .pinned_only(bank, pcr)
+            .or_else(|| self.replayed.and_then(|r| r.value(bank, u32::from(pcr))))
+    }
+}
+
+/// The PCR values presented with the quote, checked: exactly the quote's selection, each of
+/// its bank's size. Anything else is refused: they are what the PCR digest is checked over.
+pub(super) fn presented_values(
+    presented: &BTreeMap<HashAlg, BTreeMap<u8, ByteBuf>>,
+    quote: &Attest,
+) -> Result<PcrValues, AppraisalError> {
+    let bad = |m: String| AppraisalError::PcrValuesMalformed(m);
+    let selection =
+        &quote.quote().ok_or_else(|| bad("the quote has no PCR selection".into()))?.pcr_select;
+    let mut values = PcrValues::new();
+    for (bank, pcrs) in presented {
+        for (pcr, value) in pcrs {
+            if !selection.contains(*bank, *pcr) {
+                return Err(bad(format!("{bank} PCR {pcr} is not quoted")));
+            }
+            values.insert(*bank, *pcr, value.to_vec()).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    if let Some((bank, pcr)) = selection.iter().find(|(b, p)| values.get(*b, *p).is_none()) {
+        return Err(bad(format!("{bank} PCR {pcr} is quoted but its value is not given")));
+    }
+    Ok(values)
+}
+
+/// The quote's PCR digest against the PCR values ([`Values`]), and the event log against
+/// the quote: every quoted PCR that the reference values do not pin must be explained by the
+/// log (its replay is the value presented, or, without presented values, the value the
+/// digest is computed over).
 pub(super) fn check_digest(
     quote: &QuoteInfo,
     digest_hash: HashAlg,
-    replayed: &PcrBanks,
+    values: &Values<'_>,
     failures: &mut Failures,
 ) {
     let mut parts: Vec<&[u8]> = Vec::with_capacity(quote.pcr_select.count());
     let mut complete = true;
     let mut missing: Vec<HashAlg> = Vec::new();
+    let mut log_missing = values.replayed.is_none() && values.refs.needs_event_log();
     for (bank, pcr) in quote.pcr_select.iter() {
-        match replayed.bank(bank) {
-            None => {
-                complete = false;
-                if !missing.contains(&bank) {
-                    missing.push(bank);
-                    failures.push(AppraisalError::EventLogMissingBank { bank });
+        if values.refs.pinned_only(bank, pcr).is_none() {
+            match values.replayed.map(|r| r.bank(bank)) {
+                // No log: unexplained unless presented and outside what the policy appraises.
+                None => log_missing |= values.presented.is_none(),
+                Some(None) => {
+                    if !missing.contains(&bank) {
+                        missing.push(bank);
+                        failures.push(AppraisalError::EventLogMissingBank { bank });
+                    }
+                }
+                Some(Some(replayed)) => {
+                    let presented = values.presented.and_then(|p| p.get(bank, pcr));
+                    let logged = replayed.value(u32::from(pcr));
+                    if presented.is_some() && logged.is_some() && presented != logged {
+                        failures.push(AppraisalError::EventLogNotPcrValue { bank, pcr });
+                    }
                 }
             }
-            Some(values) => match values.value(u32::from(pcr)) {
-                Some(v) => parts.push(v),
-                // PCR ≥ 24: reported by check_selection.
-                None => complete = false,
-            },
         }
+        match values.value(bank, pcr) {
+            Some(v) => parts.push(v),
+            // No log, or a PCR ≥ 24 (reported by check_selection).
+            None => complete = false,
+        }
+    }
+    if log_missing {
+        failures.push(AppraisalError::EventLogMissing);
     }
     if complete && digest_hash.digest_parts(&parts) != quote.pcr_digest.as_bytes() {
         failures.push(AppraisalError::PcrDigestMismatch);
     }
 }
 
-/// The replayed values of the policy selection against the reference prediction.
-pub(super) fn check_reference(
-    replayed: &PcrBanks,
-    refs: &ReferenceValues,
-    failures: &mut Failures,
-) {
-    for (bank, pcr) in refs.policy().selection.iter() {
+/// The values of the policy selection against the reference prediction (for a pinned PCR,
+/// its pinned value).
+pub(super) fn check_reference(values: &Values<'_>, failures: &mut Failures) {
+    for (bank, pcr) in values.refs.policy().selection.iter() {
         let (Some(value), Some(predicted)) =
-            (replayed.value(bank, u32::from(pcr)), refs.predicted(bank, pcr))
+            (values.value(bank, pcr), values.refs.predicted(bank, pcr))
         else {
             continue;
         };
