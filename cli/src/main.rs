@@ -130,3 +130,14 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
     };
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks of every subcommand (duplicate argument names, …),
+    /// which otherwise fire only when that subcommand runs.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

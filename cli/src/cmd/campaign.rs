@@ -48,7 +48,7 @@ struct Connection {
     /// tooling, which may read). Default: the new operator to create, the campaign's new
     /// operator to cancel, `ro` to read.
     #[arg(long = "as")]
-    operator: Option<String>,
+    caller: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -184,7 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 show(&report, args.json)
             }
             Command::Cancel(args) => {
-                let operator = match &args.connection.operator {
+                let operator = match &args.connection.caller {
                     Some(operator) => operator.clone(),
                     None => {
                         // The campaign's new operator, as the RO's own tooling reads it.
@@ -250,7 +250,7 @@ async fn watch(args: &WatchArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn client(connection: &Connection, default_caller: &str) -> anyhow::Result<reqwest::Client> {
-    let caller = connection.operator.as_deref().unwrap_or(default_caller);
+    let caller = connection.caller.as_deref().unwrap_or(default_caller);
     let dir = &connection.pki;
     let identity = transport::Identity::from_pem_files(
         &dir.join(format!("{caller}.pem")),
