@@ -117,3 +117,42 @@ fn route_matching() {
         ["/v1/challenge", "/v1/devices/{id}/task", "/v1/enrol"]
     );
 }
+
+/// The RO's document and its router agree: a running RO (the lab's) serves exactly
+/// `provisioning::ro::openapi()` at `/openapi.json`, and every operation it documents is
+/// served (not the 404 fallback, not 405), device routes and campaign routes alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ro_serves_what_its_document_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/image");
+    let lab = tresor::lab::Lab::start(dir.path(), &image).await.unwrap();
+    // A short timeout: the event stream answers 200 and then never ends.
+    let reader = lab.pki.client(provisioning::pki::Role::Ro).unwrap();
+    let served: serde_json::Value = reader
+        .get(format!("{}/openapi.json", lab.urls.ro))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let doc = provisioning::ro::openapi();
+    assert_eq!(served, serde_json::to_value(&doc).unwrap());
+    let probe = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            transport::tls::client_config(
+                std::slice::from_ref(lab.pki.ci_root()),
+                Some(lab.pki.role(&provisioning::pki::Role::Ro).unwrap().identity()),
+                &transport::ServerRole::AnyRole,
+            )
+            .unwrap(),
+        )
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let device = "000b".to_owned() + &"ab".repeat(32);
+    let params = [("device", device.as_str()), ("id", "c-0000000000000000")];
+    let wrong = transport::openapi::check_served(&probe, &lab.urls.ro, &doc, &params).await;
+    assert_eq!(wrong, Vec::<String>::new());
+    lab.stop().await;
+}
