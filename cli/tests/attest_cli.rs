@@ -16,41 +16,9 @@ use std::time::SystemTime;
 
 use protocol::ear::{BundleKey, EarVerifier};
 use protocol::evidence::Evidence;
-use protocol::tpm::{HashAlg, PcrSelection};
 use protocol::x509::TrustAnchors;
 use support::{TRESOR, edit, prepare, serve};
 use tre::swtpm::{Swtpm, SwtpmConfig};
-use tre::tpm::{KeyAlg, Tpm};
-
-/// A policy of PCRs 0, 16 and 23 pinned to `values`, attestation only.
-fn pinned_policy(id: &str, values: &[(u8, String)]) -> String {
-    let mut t = format!(
-        "format = 1\nid = \"{id}\"\n\n[pcr_map]\n\"0\" = \"firmware (swtpm: none)\"\n\
-         \"16\" = \"debug\"\n\"23\" = \"application support\"\n\n[policy]\n\
-         pcr_selection = \"sha256:0,16,23\"\nbanks = [\"sha256\"]\nbundle_key = \"none\"\n\n\
-         [pcr_values.sha256]\n"
-    );
-    for (pcr, value) in values {
-        t.push_str(&format!("\"{pcr}\" = \"{value}\"\n"));
-    }
-    t
-}
-
-/// The swtpm's EK name (hex), and its PCRs 0, 16 and 23 after an application extended 16
-/// and 23, as an operator reads them from a known-good machine (`tpm2_pcrread`).
-fn prepare_tpm(tcti: &str) -> (String, Vec<(u8, String)>) {
-    let mut tpm = Tpm::connect(tcti).unwrap();
-    let ek = tpm.ek(KeyAlg::Ecc).unwrap();
-    let id = hex::encode(&ek.name);
-    tpm.release(ek).unwrap();
-    for pcr in [16, 23] {
-        tpm.pcr_extend(pcr, &[(HashAlg::Sha1, vec![pcr; 20]), (HashAlg::Sha256, vec![pcr; 32])])
-            .unwrap();
-    }
-    let selection: PcrSelection = "sha256:0,16,23".parse().unwrap();
-    let values = tre::attester::read_pcrs(&mut tpm, &selection).unwrap();
-    (id, values.iter().map(|(_, pcr, v)| (pcr, hex::encode(v))).collect())
-}
 
 fn attest(dir: &Path, tcti: &str, url: &str, extra: &[&str]) -> Output {
     Command::new(TRESOR)
@@ -70,27 +38,8 @@ fn attest_a_plain_swtpm_against_pinned_pcr_values() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path();
     prepare(dir);
-    let swtpm = Swtpm::start_temp(&SwtpmConfig::load().unwrap()).unwrap();
-    let tcti = swtpm.tcti();
-    let (device, values) = prepare_tpm(&tcti);
-
-    let mut wrong = values.clone();
-    wrong[2].1 = "ee".repeat(32);
-    std::fs::write(dir.join("pinned.toml"), pinned_policy("swtpm-pinned", &values)).unwrap();
-    std::fs::write(dir.join("wrong.toml"), pinned_policy("swtpm-wrong", &wrong)).unwrap();
-    std::fs::write(dir.join("ek-allow.txt"), format!("# the lab's swtpm\n{device}\n")).unwrap();
-    edit(
-        &dir.join("pva.toml"),
-        &[
-            ("127.0.0.1:8440", "127.0.0.1:0"),
-            (
-                r#"policies = ["reference-values.toml"]"#,
-                "policies = [\"reference-values.toml\", \"pinned.toml\", \"wrong.toml\"]\n\
-                 default_policy = \"tresor-sample-m2me-2025.1\"\nek_allow_list = \"ek-allow.txt\"",
-            ),
-        ],
-    );
-    let (_pva, url) = serve(dir, "pva", "pva", "pva.toml");
+    let lab = support::pinned::start(dir);
+    let (tcti, device, url) = (lab.tcti.clone(), lab.device.clone(), lab.url.clone());
 
     // Enrolled by the RO's certificate, appraised under the pinned policy: affirming.
     let enrol = ["--client-cert", "pki/ro.pem", "--client-key", "pki/ro.key"];

@@ -15,10 +15,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use protocol::tpm::{HashAlg, PcrSelection};
-use support::{TRESOR, edit, prepare, serve};
-use tre::swtpm::{Swtpm, SwtpmConfig};
-use tre::tpm::{KeyAlg, Tpm};
+use support::{TRESOR, prepare};
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/recipes/tpm2-tools-attest.sh")
@@ -43,19 +40,6 @@ fn python() -> Option<PathBuf> {
     );
     eprintln!("SKIPPED: the recipe needs tpm2-tools, curl and python3 with cbor2");
     None
-}
-
-fn policy(id: &str, values: &[(u8, String)]) -> String {
-    let mut t = format!(
-        "format = 1\nid = \"{id}\"\n\n[pcr_map]\n\"0\" = \"firmware (swtpm: none)\"\n\
-         \"16\" = \"debug\"\n\"23\" = \"application support\"\n\n[policy]\n\
-         pcr_selection = \"sha256:0,16,23\"\nbanks = [\"sha256\"]\nbundle_key = \"none\"\n\n\
-         [pcr_values.sha256]\n"
-    );
-    for (pcr, value) in values {
-        t.push_str(&format!("\"{pcr}\" = \"{value}\"\n"));
-    }
-    t
 }
 
 fn run_recipe(dir: &Path, python: &Path, tcti: &str, url: &str, policy: &str, out: &str) -> Output {
@@ -90,44 +74,8 @@ fn the_tpm2_tools_recipe_gets_an_ear() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path();
     prepare(dir);
-    let swtpm = Swtpm::start_temp(&SwtpmConfig::load().unwrap()).unwrap();
-    let tcti = swtpm.tcti();
-
-    // The known-good state, as an operator reads it from a reference machine: PCRs 16 and
-    // 23 extended by its application; the EK name for the PVA's allow-list.
-    let (device, values) = {
-        let mut tpm = Tpm::connect(&tcti).unwrap();
-        let ek = tpm.ek(KeyAlg::Ecc).unwrap();
-        let device = hex::encode(&ek.name);
-        tpm.release(ek).unwrap();
-        for pcr in [16, 23] {
-            tpm.pcr_extend(
-                pcr,
-                &[(HashAlg::Sha1, vec![pcr; 20]), (HashAlg::Sha256, vec![pcr; 32])],
-            )
-            .unwrap();
-        }
-        let selection: PcrSelection = "sha256:0,16,23".parse().unwrap();
-        let values = tre::attester::read_pcrs(&mut tpm, &selection).unwrap();
-        (device, values.iter().map(|(_, pcr, v)| (pcr, hex::encode(v))).collect::<Vec<_>>())
-    };
-    let mut wrong = values.clone();
-    wrong[1].1 = "ab".repeat(32);
-    std::fs::write(dir.join("pinned.toml"), policy("swtpm-pinned", &values)).unwrap();
-    std::fs::write(dir.join("wrong.toml"), policy("swtpm-wrong", &wrong)).unwrap();
-    std::fs::write(dir.join("ek-allow.txt"), format!("{device}\n")).unwrap();
-    edit(
-        &dir.join("pva.toml"),
-        &[
-            ("127.0.0.1:8440", "127.0.0.1:0"),
-            (
-                r#"policies = ["reference-values.toml"]"#,
-                "policies = [\"reference-values.toml\", \"pinned.toml\", \"wrong.toml\"]\n\
-                 default_policy = \"tresor-sample-m2me-2025.1\"\nek_allow_list = \"ek-allow.txt\"",
-            ),
-        ],
-    );
-    let (_pva, url) = serve(dir, "pva", "pva", "pva.toml");
+    let lab = support::pinned::start(dir);
+    let (tcti, device, url) = (lab.tcti.clone(), lab.device.clone(), lab.url.clone());
 
     let out = run_recipe(dir, &python, &tcti, &url, "swtpm-pinned", "good");
     assert!(out.status.success(), "{}", text(&out));
@@ -139,7 +87,7 @@ fn the_tpm2_tools_recipe_gets_an_ear() {
         .unwrap();
     assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
 
-    // The same TPM against a policy that pins PCR 16 elsewhere: an EAR, not affirming,
+    // The same TPM against a policy that pins PCR 23 elsewhere: an EAR, not affirming,
     // naming the PCR.
     let out = run_recipe(dir, &python, &tcti, &url, "swtpm-wrong", "wrong");
     assert!(out.status.success(), "{}", text(&out));
@@ -149,5 +97,5 @@ fn the_tpm2_tools_recipe_gets_an_ear() {
         .args(["ear", "verify", "wrong/ear.cbor", "--ca", "pki/ci.pem", "--any-status"])
         .output()
         .unwrap();
-    assert!(text(&shown).contains("16"), "{}", text(&shown));
+    assert!(text(&shown).contains("PCR 23"), "{}", text(&shown));
 }
