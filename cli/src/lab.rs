@@ -111,7 +111,7 @@ impl RoleProcesses {
 impl Drop for RoleProcesses {
     fn drop(&mut self) {
         for (_, child) in &self.0 {
-            // SAFETY-free: kill(2) with a pid this process started and has not reaped.
+            // kill(1): the library forbids unsafe code; the pid is a child not reaped yet.
             let _ = std::process::Command::new("kill")
                 .arg("-TERM")
                 .arg(child.id().to_string())
@@ -322,12 +322,8 @@ impl Lab {
     ) -> Result<Self> {
         let port_of = |name: &str| ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p);
         let mut configs = vec![("pva".to_owned(), "pva", pva)];
-        for index in 0..names.len() {
-            configs.push((
-                names[index].clone(),
-                "mno",
-                write_mno_config(&dir, index, &urls.operators)?,
-            ));
+        for (index, name) in names.iter().enumerate() {
+            configs.push((name.clone(), "mno", write_mno_config(&dir, index, &urls.operators)?));
         }
         configs.push(("ro".to_owned(), "ro", write_ro_config(&dir, &urls, options)?));
         for (name, _, config) in &configs {

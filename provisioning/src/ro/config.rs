@@ -80,7 +80,7 @@ fn default_peer_timeout() -> u64 {
 }
 
 fn default_max_in_flight() -> u64 {
-    64
+    256
 }
 
 impl RoConfig {
