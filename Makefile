@@ -56,6 +56,7 @@ bench: deps
 	./target/release/tresor bench manufacture --runs 20
 	./target/release/tresor bench quote --runs 30
 	taskset -c 0 ./target/release/tresor bench appraisal
+	./target/release/tresor bench fleet --devices 10,100,1000 --processes
 
 # The seeded soak runs on its own, so that its seed and figures are printed.
 SOAK := a_seeded_soak_of_random_kills

@@ -63,6 +63,69 @@ pub struct Lab {
     tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
     /// The RO runs apart from the others so that tests can restart it.
     ro: Option<(watch::Sender<bool>, tokio::task::JoinHandle<Result<()>>)>,
+    /// With [`LabOptions::processes`]: the roles' processes.
+    processes: RoleProcesses,
+}
+
+/// The roles' `tresor serve` processes of a lab ([`LabOptions::processes`]), stopped
+/// (SIGTERM, then SIGKILL) and reaped when dropped.
+#[derive(Default)]
+struct RoleProcesses(Vec<(String, std::process::Child)>);
+
+impl RoleProcesses {
+    /// Starts `tresor serve KIND --config CONFIG` as role `name`, its log in `dir/NAME.log`.
+    fn spawn(
+        &mut self,
+        tresor: &Path,
+        dir: &Path,
+        name: &str,
+        kind: &str,
+        config: &Path,
+    ) -> Result<()> {
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let child = std::process::Command::new(tresor)
+            .current_dir(dir)
+            .arg("serve")
+            .arg(kind)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {} serve {kind}", tresor.display()))?;
+        self.0.push((name.to_owned(), child));
+        Ok(())
+    }
+
+    /// The first role that exited, with its status.
+    fn exited(&mut self) -> Option<(String, std::process::ExitStatus)> {
+        self.0.iter_mut().find_map(|(name, child)| {
+            child.try_wait().ok().flatten().map(|status| (name.clone(), status))
+        })
+    }
+}
+
+impl Drop for RoleProcesses {
+    fn drop(&mut self) {
+        for (_, child) in &self.0 {
+            // kill(1): the library forbids unsafe code; the pid is a child not reaped yet.
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for (_, child) in &mut self.0 {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl std::fmt::Debug for Lab {
@@ -100,6 +163,12 @@ pub struct LabOptions {
     pub operators: Vec<String>,
     /// Webhooks of the RO (`ro::events`): name, URL, secret file.
     pub webhooks: Vec<(String, String, PathBuf)>,
+    /// Every role (PVA, RO, each operator) as its own `tresor serve` process started from
+    /// this `tresor` binary, instead of tasks of this process: what a deployment looks like.
+    /// Devices stay in this process either way.
+    pub processes: Option<PathBuf>,
+    /// The RO's admission control (`max_in_flight`); `None`: the RO's default.
+    pub max_in_flight: Option<u64>,
 }
 
 impl LabOptions {
@@ -110,6 +179,13 @@ impl LabOptions {
             self.operators.clone()
         }
     }
+}
+
+/// How many devices to manufacture at once: one per core. Started all at once, 1,000
+/// swtpm and their EK creations share the cores anyway, each taking ~20 s instead of a
+/// fraction of a second, and the first device is ready only when nearly all are.
+pub fn manufacture_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |p| p.get())
 }
 
 /// The names of `count` operators: `mno-a`, `mno-b`, `mno-c`, … (at most 26).
@@ -156,6 +232,11 @@ impl Lab {
             .zip(&operator_listeners)
             .map(|(name, l)| Ok((name.clone(), url(l)?)))
             .collect::<Result<_>>()?;
+        let port = |l: &TcpListener| -> Result<u16> { Ok(l.local_addr()?.port()) };
+        let mut ports = vec![("pva".to_owned(), port(&pva_l)?), ("ro".to_owned(), port(&ro_l)?)];
+        for (name, l) in names.iter().zip(&operator_listeners) {
+            ports.push((name.clone(), port(l)?));
+        }
         let urls = Urls {
             pva: url(&pva_l)?,
             ro: url(&ro_l)?,
@@ -174,6 +255,16 @@ impl Lab {
         let mut tasks = Vec::new();
 
         let pva = write_pva_config(&dir, &image, &swtpm.pcr_banks, options)?;
+        if let Some(tresor) = &options.processes {
+            return Self::start_processes(
+                tresor,
+                (dir, pki, urls, image, names, swtpm),
+                (pva, &ports, [pva_l, ro_l].into_iter().chain(operator_listeners).collect()),
+                options,
+                (shutdown, tasks),
+            )
+            .await;
+        }
         let pva = verifier::Config::load(&pva)?;
         let stopping = stop();
         tasks.push(tokio::spawn(async move {
@@ -192,7 +283,7 @@ impl Lab {
             }));
         }
 
-        write_ro_config(&dir, &urls, &options.webhooks)?;
+        write_ro_config(&dir, &urls, options)?;
         let mut lab = Self {
             dir,
             pki,
@@ -204,10 +295,75 @@ impl Lab {
             shutdown,
             tasks,
             ro: None,
+            processes: RoleProcesses::default(),
         };
         lab.start_ro(ro_l)?;
         lab.wait_ready().await?;
         Ok(lab)
+    }
+
+    /// [`Lab::start_with`] for [`LabOptions::processes`]: the same configurations, each
+    /// role listening on the port its listener here was given (released just before the
+    /// roles start), every role a `tresor serve` process.
+    #[allow(clippy::type_complexity)]
+    async fn start_processes(
+        tresor: &Path,
+        (dir, pki, urls, image, names, swtpm): (
+            PathBuf,
+            Pki,
+            Urls,
+            PathBuf,
+            Vec<String>,
+            SwtpmConfig,
+        ),
+        (pva, ports, listeners): (PathBuf, &[(String, u16)], Vec<TcpListener>),
+        options: &LabOptions,
+        (shutdown, tasks): (watch::Sender<bool>, Vec<tokio::task::JoinHandle<Result<()>>>),
+    ) -> Result<Self> {
+        let port_of = |name: &str| ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p);
+        let mut configs = vec![("pva".to_owned(), "pva", pva)];
+        for (index, name) in names.iter().enumerate() {
+            configs.push((name.clone(), "mno", write_mno_config(&dir, index, &urls.operators)?));
+        }
+        configs.push(("ro".to_owned(), "ro", write_ro_config(&dir, &urls, options)?));
+        for (name, _, config) in &configs {
+            let listen = format!("listen = \"127.0.0.1:{}\"", port_of(name).unwrap_or(0));
+            let text = std::fs::read_to_string(config)?;
+            let text = if text.contains("listen = \"127.0.0.1:0\"") {
+                text.replace("listen = \"127.0.0.1:0\"", &listen)
+            } else {
+                format!("{listen}\n{text}")
+            };
+            write(config, &text)?;
+        }
+        // The first operator's store, open here too (SQLite, shared): devices are made with
+        // its subscriptions while its process serves.
+        let first = Arc::new(Operator::open(&MnoConfig::load(&configs[1].2)?)?);
+        drop(listeners);
+        let mut processes = RoleProcesses::default();
+        for (name, kind, config) in &configs {
+            processes.spawn(tresor, &dir, name, kind, config)?;
+        }
+        let mut lab = Self {
+            dir,
+            pki,
+            urls,
+            image,
+            mno_a: first,
+            operators: names,
+            swtpm,
+            shutdown,
+            tasks,
+            ro: None,
+            processes,
+        };
+        lab.wait_ready().await?;
+        Ok(lab)
+    }
+
+    /// The roles' processes (name, pid) with [`LabOptions::processes`]; empty otherwise.
+    pub fn role_pids(&self) -> Vec<(String, u32)> {
+        self.processes.0.iter().map(|(name, child)| (name.clone(), child.id())).collect()
     }
 
     fn start_ro(&mut self, listener: TcpListener) -> Result<()> {
@@ -225,6 +381,7 @@ impl Lab {
     /// Stops the RO (it finishes the requests under way) and starts it again on the same
     /// port and store: what a crash-and-restart of the RO looks like to devices and peers.
     pub async fn restart_ro(&mut self) -> Result<()> {
+        anyhow::ensure!(self.processes.0.is_empty(), "a lab of processes cannot restart its RO");
         if let Some((stop, task)) = self.ro.take() {
             let _ = stop.send(true);
             task.await??;
@@ -245,6 +402,11 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(30);
         for url in checks {
             loop {
+                if let Some((name, status)) = self.processes.exited() {
+                    let log = std::fs::read_to_string(self.dir.join(format!("{name}.log")))
+                        .unwrap_or_default();
+                    anyhow::bail!("{name} exited during start-up with {status}:\n{log}");
+                }
                 if let Some((_, task)) = self.ro.take_if(|(_, task)| task.is_finished()) {
                     return Err(match task.await {
                         Ok(Err(e)) => e.context("the RO stopped during start-up"),
@@ -305,6 +467,46 @@ impl Lab {
         })
     }
 
+    /// Manufactures devices `0..count` ([`Lab::manufacture`]), at most `parallel` at a time
+    /// ([`manufacture_parallelism`]): a swtpm start with its PCR banks, the EK and its
+    /// certificate are CPU-bound work that only queues up behind itself when a whole fleet
+    /// starts at once.
+    pub fn manufacture_fleet(
+        &self,
+        count: usize,
+        ek: KeyAlg,
+        parallel: usize,
+    ) -> Result<Vec<LabDevice>> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let made = std::sync::Mutex::new(Vec::with_capacity(count));
+        std::thread::scope(|scope| -> Result<()> {
+            let workers: Vec<_> = (0..parallel.min(count))
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if i >= count {
+                                return Ok(());
+                            }
+                            let device = self.manufacture(i, ek)?;
+                            made.lock()
+                                .map_err(|_| anyhow::anyhow!("a manufacturing thread panicked"))?
+                                .push(device);
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join().map_err(|_| anyhow::anyhow!("manufacturing thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        let mut devices =
+            made.into_inner().map_err(|_| anyhow::anyhow!("a manufacturing thread panicked"))?;
+        devices.sort_by_key(|d| d.index);
+        Ok(devices)
+    }
+
     /// Creates a campaign at the RO from the first operator to the second, as the new one
     /// (steps 2–3).
     pub async fn create_campaign(&self, devices: &[&LabDevice]) -> Result<CampaignReport> {
@@ -357,6 +559,7 @@ impl Lab {
 
     /// Stops the services.
     pub async fn stop(self) {
+        drop(self.processes);
         let _ = self.shutdown.send(true);
         let mut tasks = self.tasks;
         if let Some((stop, task)) = self.ro {
@@ -488,14 +691,15 @@ fn write_mno_config(dir: &Path, index: usize, operators: &[(String, String)]) ->
     )
 }
 
-fn write_ro_config(
-    dir: &Path,
-    urls: &Urls,
-    webhooks: &[(String, String, PathBuf)],
-) -> Result<PathBuf> {
+fn write_ro_config(dir: &Path, urls: &Urls, options: &LabOptions) -> Result<PathBuf> {
     let own = dir.join("ro");
     storage::private_dir(&own)?;
-    let webhooks: String = webhooks
+    let admission = match options.max_in_flight {
+        Some(n) => format!("max_in_flight = {n}\n"),
+        None => String::new(),
+    };
+    let webhooks: String = options
+        .webhooks
         .iter()
         .map(|(name, url, secret)| {
             format!(
@@ -509,11 +713,12 @@ fn write_ro_config(
         &(format!(
             "listen = \"127.0.0.1:0\"\n\
              # Short long polls: a restarted RO waits for open requests to finish.\n\
-             poll_timeout_ms = 2000\n\n\
+             poll_timeout_ms = 2000\n{}\n\
              [pki]\ncertificate = \"../pki/ro.pem\"\nkey = \"../pki/ro.key\"\nci_root = \"../pki/ci.pem\"\n\
              manufacturer_roots = \"../pki/manufacturer.pem\"\n\n\
              [store]\npath = \"ro.sqlite\"\n\n\
              [peers]\npva = \"{}\"\n{}",
+            admission,
             urls.pva,
             urls.operators
                 .iter()

@@ -17,6 +17,8 @@
 //!   same work as `tpm2_checkquote` and Keylime's `tpm_util.checkquote`: read the AK's PEM,
 //!   parse, verify the signature, compare nonce and PCR digest. `bench/quote-check.sh` runs
 //!   it side by side with Keylime on the same files.
+//! - `fleet --devices N[,N…] [--operators K] [--processes] [--json FILE]`: one campaign
+//!   switching N devices on this machine (`bench_fleet`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +55,9 @@ enum Command {
     Quote(QuoteArgs),
     /// Checks per second of one tpm2_quote output, as tpm2_checkquote does them.
     QuoteCheck(QuoteCheckArgs),
+    /// One campaign switching a fleet of N devices: wall time, per-step p50/p90, CPU by
+    /// role, peak memory (`--devices 10,100,1000`, `--processes`).
+    Fleet(super::bench_fleet::FleetArgs),
 }
 
 #[derive(clap::Args)]
@@ -110,6 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Appraisal(args) => appraisal(&args),
         Command::QuoteCheck(args) => quote_check(&args),
+        Command::Fleet(args) => super::bench_fleet::run(args),
         Command::Manufacture(args) => {
             anyhow::ensure!((1..=1000).contains(&args.runs), "--runs must be 1 to 1000");
             let figures = super::bench_tpm::manufacture_figures(args.runs)?;

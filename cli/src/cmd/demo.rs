@@ -249,16 +249,9 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     Ok(if report.summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Manufactures the devices, in parallel (each on its own swtpm).
+/// Manufactures the devices, one per core at a time (`Lab::manufacture_fleet`).
 fn manufacture(lab: &Lab, count: usize, ek: KeyAlg) -> anyhow::Result<Vec<LabDevice>> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            (0..count).map(|i| scope.spawn(move || lab.manufacture(i, ek))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().map_err(|_| anyhow::anyhow!("manufacturing thread panicked"))?)
-            .collect()
-    })
+    lab.manufacture_fleet(count, ek, lab::manufacture_parallelism())
 }
 
 /// Shows a progress bar per device (its state at the RO) until every agent has finished.

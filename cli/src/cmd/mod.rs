@@ -3,6 +3,7 @@
 pub mod attack;
 pub mod attest;
 pub mod bench;
+mod bench_fleet;
 mod bench_tpm;
 pub mod campaign;
 mod checkquote_json;

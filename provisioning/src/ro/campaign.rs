@@ -412,7 +412,7 @@ impl Ro {
             "cancelling" => "cancelled",
             _ => return Ok(()),
         };
-        if self.store.campaign_devices(id)?.iter().all(|d| d.state.is_final()) {
+        if self.store.campaign_unfinished(id)? == 0 {
             let (event, messages) = self.campaign_finished_event(id, next)?;
             self.store.set_campaign_state_with(id, next, &messages)?;
             self.published(event);

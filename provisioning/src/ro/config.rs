@@ -27,6 +27,11 @@ pub struct RoConfig {
     /// How long a call to a peer may take before it counts as failed (and is retried).
     #[serde(default = "default_peer_timeout")]
     pub peer_timeout_ms: u64,
+    /// Admission control (`ro::admission`): at most this many devices between their first
+    /// step and their final state at once; the others wait, `pending`, their long polls
+    /// answered `idle`. 0: no bound.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u64,
     /// Receivers of campaign events (`ro::events`): each gets every device transition and
     /// campaign end, signed, from the outbox.
     #[serde(default)]
@@ -72,6 +77,10 @@ fn default_step_deadline() -> u64 {
 
 fn default_peer_timeout() -> u64 {
     30_000
+}
+
+fn default_max_in_flight() -> u64 {
+    256
 }
 
 impl RoConfig {

@@ -288,6 +288,9 @@ impl super::Ro {
         let mut queued = messages.to_vec();
         queued.extend(event.messages(&self.webhooks)?);
         write(&queued)?;
+        if state.is_final() && !row.state.is_final() && row.state != DeviceState::Pending {
+            self.admission.released();
+        }
         let share = match completed.len() {
             0 => 0.0,
             n => now.saturating_sub(row.since_ms) as f64 / 1000.0 / n as f64,

@@ -17,6 +17,7 @@
 //! - `peers`: the PVA and operator clients.
 //! - `service`: the HTTPS routes.
 
+mod admission;
 mod campaign;
 mod channel;
 mod config;
@@ -99,6 +100,8 @@ pub struct Ro {
     /// The device channel's nonce key, spent nonces and pending AK bindings (memory only).
     channel: channel::Channel,
     metrics: metrics::RoMetrics,
+    /// Paces devices into their change (memory only).
+    admission: admission::Admission,
     webhooks: events::Webhooks,
     /// Every event as it is committed, for the event stream (memory only).
     events: tokio::sync::broadcast::Sender<events::Event>,
@@ -166,6 +169,7 @@ impl Ro {
             driving: Mutex::new(HashSet::new()),
             channel: channel::Channel::new()?,
             metrics: metrics::RoMetrics::new(),
+            admission: admission::Admission::new(config.max_in_flight),
             webhooks,
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
             config,

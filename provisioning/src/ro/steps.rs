@@ -45,6 +45,8 @@ impl Ro {
             }
             let step = row.state.step();
             let next = match &row.state {
+                // Admission control: a device the RO cannot take yet stays pending.
+                DeviceState::Pending if !self.admission.admit(&self.store)? => break,
                 DeviceState::Pending => self.activate_tre(&row).await,
                 DeviceState::TreActivated { proof } => self.confirm_activation(&row, proof).await,
                 DeviceState::Attached => self.register(&row).await,

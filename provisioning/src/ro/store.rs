@@ -349,6 +349,33 @@ impl RoStore {
             .map_err(|e| RoError::store("count devices", e))
     }
 
+    /// How many of a campaign's devices are not final yet: a COUNT on the `final` column
+    /// (kept with every state write), so that the outbox loop's completion check costs the
+    /// same at 1,000 devices as at one instead of decoding every device's state.
+    pub fn campaign_unfinished(&self, id: &str) -> Result<u64, RoError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT COUNT(*) FROM devices WHERE campaign_id = ?1 AND final = 0")
+            .map_err(|e| RoError::store("count devices", e))?;
+        stmt.query_row([id], |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(|e| RoError::store("count devices", e))
+    }
+
+    /// Devices of every campaign between their first step and their final state: the
+    /// RO's admission control bounds it (`ro::admission`).
+    pub fn devices_in_flight(&self) -> Result<u64, RoError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM devices WHERE final = 0 AND state_name != 'pending'",
+            )
+            .map_err(|e| RoError::store("count devices", e))?;
+        stmt.query_row([], |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(|e| RoError::store("count devices", e))
+    }
+
     /// One device of a campaign.
     pub fn campaign_device(
         &self,
@@ -839,6 +866,19 @@ mod tests {
             ("ready", Some(5), Some(7))
         );
         assert_eq!(store.outbox_due(u64::MAX, 10).unwrap().len(), 1, "the report survived");
+    }
+
+    #[test]
+    fn unfinished_devices_are_counted_from_the_final_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir.path().join("ro.sqlite"));
+        let ((d1, i1), (d2, i2)) = (device(1), device(2));
+        store.create_campaign("c1", "mno-a", "mno-b", &[(d1.clone(), i1), (d2, i2)], None).unwrap();
+        assert_eq!(store.campaign_unfinished("c1").unwrap(), 2);
+        let state = DeviceState::RolledBack { step: 8, reason: "x".into() };
+        store.transition("c1", &d1, &state, &[], &[]).unwrap();
+        assert_eq!(store.campaign_unfinished("c1").unwrap(), 1);
+        assert_eq!(store.campaign_unfinished("no-such-campaign").unwrap(), 0);
     }
 
     #[test]

@@ -1,0 +1,247 @@
+//! A fleet through a third operator (issue 14): every role (PVA, RO, MNO-A, MNO-B, MNO-C)
+//! its own `tresor serve` process, 200 devices (`TRESOR_FLEET_DEVICES` sets another count)
+//! on swtpm moved MNO-A → MNO-C by one campaign. Checked: every device switched; a webhook
+//! receiver (a small server here, checking every signature with
+//! `provisioning::ro::events::verify_signature`) got every event exactly once in effect —
+//! deduplicated by id, each device's transitions one chain from `pending` to `switched`, one
+//! `campaign-finished`; and the `/metrics` counts of the RO, the new operator and the PVA
+//! agree with their stores, opened read-only afterwards. The 1,000-device runs are
+//! benchmarks (`tresor bench fleet`, `make bench`), not tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use provisioning::mno::api::CampaignDevice;
+use provisioning::pki::Role;
+use provisioning::ro::CampaignReport;
+use provisioning::ro::events::{Event, ID_HEADER, SIGNATURE_HEADER, verify_signature};
+use tre::agent::AgentState;
+use tre::tpm::KeyAlg;
+use tresor::lab::{self, Lab, LabOptions, run_agent};
+
+const SECRET: &str = "the fleet's webhook secret, more than thirty-two bytes";
+
+/// Every delivery, and each event once by id.
+#[derive(Default)]
+struct Receiver {
+    events: BTreeMap<String, Event>,
+    deliveries: usize,
+    bad_signatures: usize,
+}
+
+async fn receive(
+    State(receiver): State<Arc<Mutex<Receiver>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let mut r = receiver.lock().unwrap();
+    r.deliveries += 1;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !verify_signature(SECRET.as_bytes(), signature, &body, now, Duration::from_secs(300)) {
+        r.bad_signatures += 1;
+        return StatusCode::UNAUTHORIZED;
+    }
+    let event: Event = serde_json::from_slice(&body).unwrap();
+    assert_eq!(headers.get(ID_HEADER).unwrap().to_str().unwrap(), event.id());
+    r.events.insert(event.id().to_owned(), event);
+    StatusCode::NO_CONTENT
+}
+
+async fn start_receiver() -> (String, Arc<Mutex<Receiver>>) {
+    let receiver = Arc::new(Mutex::new(Receiver::default()));
+    let app = axum::Router::new()
+        .route("/hooks", axum::routing::post(receive))
+        .with_state(Arc::clone(&receiver));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}/hooks", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, receiver)
+}
+
+fn secret_file(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("webhook.secret");
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
+    std::io::Write::write_all(&mut f, SECRET.as_bytes()).unwrap();
+    path
+}
+
+/// The value of the series `name{labels}` in an OpenMetrics text, 0 if absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// `SELECT COUNT(*) …` on a store opened read-only.
+fn count(store: &Path, sql: &str) -> u64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_moves_to_a_third_operator_with_every_role_its_own_process() {
+    let n: usize = std::env::var("TRESOR_FLEET_DEVICES").map_or(200, |v| v.parse().unwrap());
+    let temp = tempfile::Builder::new().prefix("tresor-fleet-test-").tempdir().unwrap();
+    let dir = temp.path().join("lab");
+    let image = lab::write_sample_image(&temp.path().join("image")).unwrap();
+    let (hook_url, receiver) = start_receiver().await;
+    let options = LabOptions {
+        operators: lab::operator_names(3),
+        webhooks: vec![("dm".into(), hook_url, secret_file(temp.path()))],
+        processes: Some(PathBuf::from(env!("CARGO_BIN_EXE_tresor"))),
+        ..LabOptions::default()
+    };
+    let lab = Lab::start_with(&dir, &image, &options).await.unwrap();
+    assert_eq!(lab.role_pids().len(), 5, "PVA, RO and three operators, each a process");
+
+    let timer = Instant::now();
+    let devices = lab.manufacture_fleet(n, KeyAlg::Ecc, lab::manufacture_parallelism()).unwrap();
+    let manufactured = timer.elapsed();
+
+    let timer = Instant::now();
+    let members: Vec<CampaignDevice> = devices
+        .iter()
+        .map(|d| CampaignDevice { device_id: d.device_id.clone(), iccid: d.iccid.clone() })
+        .collect();
+    let campaign = lab
+        .create_campaign_between(
+            Role::operator("mno-a").unwrap(),
+            Role::operator("mno-c").unwrap(),
+            members,
+        )
+        .await
+        .unwrap();
+    assert_eq!(campaign.state, "ready", "{:?}", campaign.failure);
+    let agents: Vec<_> = devices
+        .iter()
+        .map(|d| run_agent(d, &image, lab.agent_config(d, Duration::from_secs(900)).unwrap()))
+        .collect();
+    let outcomes = tokio::task::spawn_blocking(move || {
+        agents.into_iter().map(|a| a.join().unwrap()).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (d, outcome) in devices.iter().zip(&outcomes) {
+        match outcome {
+            Ok(o) => assert_eq!(o.state, AgentState::Switched, "{}: {o:?}", d.device_id),
+            Err(e) => panic!("{}: {e:#}", d.device_id),
+        }
+        let o = outcome.as_ref().unwrap();
+        assert!(o.imsi.starts_with("00103"), "MNO-C's IMSI: {o:?}");
+    }
+
+    // Every final report acknowledged and every webhook delivered.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let report: CampaignReport = loop {
+        let report = lab.campaign(&campaign.id).await.unwrap();
+        let finished = receiver
+            .lock()
+            .unwrap()
+            .events
+            .values()
+            .any(|e| matches!(e, Event::CampaignFinished { .. }));
+        if report.state == "completed" && report.summary.reports_pending == 0 && finished {
+            break report;
+        }
+        assert!(Instant::now() < deadline, "the campaign did not finish: {:?}", report.summary);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let switched = timer.elapsed();
+    eprintln!(
+        "fleet of {n}: manufactured in {:.1}s, switched and reported in {:.1}s",
+        manufactured.as_secs_f64(),
+        switched.as_secs_f64()
+    );
+    assert_eq!((report.summary.switched, report.summary.failed), (n, 0), "{:?}", report.summary);
+
+    // The webhooks: every event exactly once in effect.
+    {
+        let r = receiver.lock().unwrap();
+        assert_eq!(r.bad_signatures, 0);
+        let mut chains: BTreeMap<String, BTreeMap<&str, &str>> = BTreeMap::new();
+        let mut finished = Vec::new();
+        for e in r.events.values() {
+            match e {
+                Event::DeviceTransition { device_id, from, to, campaign: c, .. } => {
+                    assert_eq!(c, &campaign.id);
+                    let next = chains.entry(device_id.to_string()).or_default();
+                    assert!(next.insert(from.as_str(), to.as_str()).is_none(), "{from} twice");
+                }
+                Event::CampaignFinished { .. } => finished.push(e),
+            }
+        }
+        assert_eq!(finished.len(), 1, "one campaign-finished: {finished:?}");
+        let Event::CampaignFinished { state, switched, rolled_back, .. } = finished[0] else {
+            unreachable!()
+        };
+        assert_eq!((state.as_str(), *switched as usize, *rolled_back), ("completed", n, 0));
+        assert_eq!(chains.len(), n, "transitions of every device");
+        for d in &devices {
+            let next = &chains[&d.device_id.to_string()];
+            let mut at = "pending";
+            let mut path = vec![at];
+            while let Some(to) = next.get(at) {
+                at = to;
+                path.push(at);
+            }
+            assert_eq!(path.len(), next.len() + 1, "one chain: {next:?}");
+            assert_eq!(path.last(), Some(&"switched"), "{path:?}");
+        }
+    }
+
+    // /metrics against the stores.
+    let anonymous = lab.pki.anonymous_client().unwrap();
+    let metrics = |base: String| {
+        let anonymous = anonymous.clone();
+        async move {
+            let r = anonymous.get(format!("{base}/metrics")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let ro_metrics = metrics(lab.urls.ro.clone()).await;
+    let mno_c_metrics = metrics(lab.urls.operator("mno-c").unwrap().to_owned()).await;
+    let pva_metrics = metrics(lab.urls.pva.clone()).await;
+    let ro_switched = count(
+        &dir.join("ro/ro.sqlite"),
+        "SELECT COUNT(*) FROM devices WHERE state_name = 'switched' AND final = 1",
+    );
+    assert_eq!(ro_switched, n as u64);
+    assert_eq!(
+        metric(&ro_metrics, "tresor_ro_devices{state=\"switched\"}"),
+        ro_switched as f64,
+        "{ro_metrics}"
+    );
+    let live = count(
+        &dir.join("mno-c/mno-c.sqlite"),
+        "SELECT COUNT(*) FROM subscribers WHERE status = 'live'",
+    );
+    assert_eq!(live, n as u64);
+    assert_eq!(
+        metric(&mno_c_metrics, "tresor_mno_subscribers{status=\"live\"}"),
+        live as f64,
+        "{mno_c_metrics}"
+    );
+    // One affirming appraisal per switched device, each of an enrolled device.
+    let enrolled = count(&dir.join("pva/pva.sqlite"), "SELECT COUNT(*) FROM devices");
+    assert_eq!(enrolled, n as u64);
+    assert_eq!(
+        metric(&pva_metrics, "tresor_pva_appraisals_total{outcome=\"affirming\",reason=\"none\"}"),
+        ro_switched as f64,
+        "{pva_metrics}"
+    );
+    drop(devices);
+    lab.stop().await;
+}
