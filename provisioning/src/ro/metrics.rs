@@ -34,6 +34,7 @@ pub(crate) struct RoMetrics {
     pub transitions: Family<StateLabel, Counter>,
     pub step_seconds: Family<StepLabel, Histogram>,
     pub deliveries: Family<PeerLabel, Counter>,
+    peer_errors: Family<PeerLabel, Counter>,
     devices: Family<StateLabel, Gauge>,
     campaigns: Family<StateLabel, Gauge>,
     outbox: Family<StateLabel, Gauge>,
@@ -68,6 +69,12 @@ impl RoMetrics {
             "Outbox delivery attempts by peer and outcome (delivered, retry, dead), since start",
             deliveries.clone(),
         );
+        let peer_errors = Family::<PeerLabel, Counter>::default();
+        registry.register(
+            "peer_errors",
+            "Failed calls of a device step to a peer, by peer and outcome (unreachable: retried; refused), since start",
+            peer_errors.clone(),
+        );
         let devices = Family::<StateLabel, Gauge>::default();
         registry.register("devices", "Devices of every campaign by current state", devices.clone());
         let campaigns = Family::<StateLabel, Gauge>::default();
@@ -78,7 +85,27 @@ impl RoMetrics {
             "Outbox messages by state (pending, delivered, dead)",
             outbox.clone(),
         );
-        Self { registry, transitions, step_seconds, deliveries, devices, campaigns, outbox }
+        Self {
+            registry,
+            transitions,
+            step_seconds,
+            deliveries,
+            peer_errors,
+            devices,
+            campaigns,
+            outbox,
+        }
+    }
+
+    /// Counts `error` if a peer caused it.
+    pub fn peer_error(&self, error: &RoError) {
+        let (peer, outcome) = match error {
+            RoError::PeerUnreachable { peer, .. } => (peer, "unreachable"),
+            RoError::PeerRefused { peer, .. } => (peer, "refused"),
+            _ => return,
+        };
+        let label = PeerLabel { peer: peer.clone(), outcome: outcome.into() };
+        self.peer_errors.get_or_create(&label).inc();
     }
 
     /// Reads the store's counts into the gauges, then encodes the registry.
@@ -128,5 +155,33 @@ impl RoStore {
                  FROM outbox GROUP BY s",
             )?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_errors_are_counted_by_peer_and_outcome_and_nothing_else() {
+        let m = RoMetrics::new();
+        let down = || RoError::PeerUnreachable { peer: "mno-b".into(), detail: "refused".into() };
+        m.peer_error(&down());
+        m.peer_error(&down());
+        m.peer_error(&RoError::PeerRefused {
+            peer: "pva".into(),
+            status: 403,
+            problem_type: String::new(),
+            detail: "no".into(),
+        });
+        m.peer_error(&RoError::Busy("a full disk is not a peer".into()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry).unwrap();
+        assert!(
+            text.contains("tresor_ro_peer_errors_total{peer=\"mno-b\",outcome=\"unreachable\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("tresor_ro_peer_errors_total{peer=\"pva\",outcome=\"refused\"} 1"));
+        assert_eq!(text.matches("tresor_ro_peer_errors_total{").count(), 2, "{text}");
     }
 }

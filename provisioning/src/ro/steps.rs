@@ -93,6 +93,7 @@ impl Ro {
         step: u8,
         error: RoError,
     ) -> Result<(), RoError> {
+        self.metrics.peer_error(&error);
         if error.is_transient() && !self.past_deadline(row.since_ms) {
             let attempts = row.retry.as_ref().map_or(0, |r| r.attempts);
             let next = now_ms() + backoff(attempts).as_millis() as u64;
