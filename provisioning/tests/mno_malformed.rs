@@ -28,13 +28,17 @@ async fn snapshot(
     dev: &protocol::DeviceId,
     old: &protocol::Imsi,
 ) -> Snapshot {
+    // The challenge first: the first call issues it (and stamps the subscriber's
+    // updated_at), every later one answers the same without writing. Read after it, the
+    // subscriber is the same in every snapshot whatever the clock's second.
+    let challenge = ro_b.aka_challenge(id, dev).await.unwrap();
     let b = ro_b.campaign(id).await.unwrap();
     let new_imsi = b.devices[0].new_imsi.clone().unwrap();
     Snapshot {
         a: ro_a.campaign(id).await.unwrap(),
         old: ro_a.subscriber(old).await.unwrap(),
         new: ro_b.subscriber(&new_imsi).await.unwrap(),
-        challenge: ro_b.aka_challenge(id, dev).await.unwrap(),
+        challenge,
         b,
     }
 }
