@@ -2,7 +2,7 @@
 //! its own `tresor serve` process, 200 devices (`TRESOR_FLEET_DEVICES` sets another count)
 //! on swtpm moved MNO-A → MNO-C by one campaign. Checked: every device switched; a webhook
 //! receiver (a small server here, checking every signature with
-//! `provisioning::ro::events::verify_signature`) got every event exactly once in effect —
+//! `provisioning::ro::webhooks::verify_signature`) got every event exactly once in effect —
 //! deduplicated by id, each device's transitions one chain from `pending` to `switched`, one
 //! `campaign-finished`; and the `/metrics` counts of the RO, the new operator and the PVA
 //! agree with their stores, opened read-only afterwards. The 1,000-device runs are
@@ -21,7 +21,8 @@ use axum::http::{HeaderMap, StatusCode};
 use provisioning::mno::api::CampaignDevice;
 use provisioning::pki::Role;
 use provisioning::ro::CampaignReport;
-use provisioning::ro::events::{Event, ID_HEADER, SIGNATURE_HEADER, verify_signature};
+use provisioning::ro::Event;
+use provisioning::ro::webhooks::{ID_HEADER, SIGNATURE_HEADER, verify_signature};
 use tre::agent::AgentState;
 use tre::tpm::KeyAlg;
 use tresor::lab::{self, Lab, LabOptions, run_agent};

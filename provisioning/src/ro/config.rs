@@ -35,7 +35,7 @@ pub struct RoConfig {
     /// Receivers of campaign events (`ro::events`): each gets every device transition and
     /// campaign end, signed, from the outbox.
     #[serde(default)]
-    pub webhooks: Vec<super::events::WebhookConfig>,
+    pub webhooks: Vec<super::webhooks::WebhookConfig>,
 }
 
 /// The RO's certificate and key (TLS server and client), the CI root every peer chains to,

@@ -32,6 +32,7 @@ mod service;
 mod state;
 mod steps;
 mod store;
+pub mod webhooks;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -49,10 +50,11 @@ pub use campaign::{
 pub use config::{Peers as PeerUrls, PkiPaths, RoConfig, StorePath};
 pub use dpf::{Dpf, ExpectedReceipt};
 pub use error::RoError;
-pub use events::{Event, WebhookConfig};
+pub use events::Event;
 pub use service::openapi;
 pub use state::{DeviceState, STEP_NAMES, step_name};
 pub use store::RoStore;
+pub use webhooks::WebhookConfig;
 
 /// The RO's TLS identity and the CI root, in the forms rustls and `protocol::x509` take,
 /// and its signing identity (the same key and certificate) for its orders.
@@ -102,7 +104,7 @@ pub struct Ro {
     metrics: metrics::RoMetrics,
     /// Paces devices into their change (memory only).
     admission: admission::Admission,
-    webhooks: events::Webhooks,
+    webhooks: webhooks::Webhooks,
     /// Every event as it is committed, for the event stream (memory only).
     events: tokio::sync::broadcast::Sender<events::Event>,
 }
@@ -150,7 +152,7 @@ impl Ro {
                 .map_err(|e| RoError::Config(format!("TLS client: {e}")))
         };
         let peers = peers::Peers::new(&config, client)?;
-        let webhooks = events::Webhooks::load(&config.webhooks, timeout)?;
+        let webhooks = webhooks::Webhooks::load(&config.webhooks, timeout)?;
         let manufacturer_roots = if config.pki.manufacturer_roots.is_dir() {
             TrustAnchors::from_dir(&config.pki.manufacturer_roots)
         } else {

@@ -22,8 +22,8 @@ use protocol::DeviceId;
 
 use super::Ro;
 use super::error::RoError;
-use super::events;
 use super::metrics::PeerLabel;
+use super::webhooks;
 use rusqlite::params;
 
 use super::store::{CampaignRow, OutboxMessage, RoStore, now_ms};
@@ -116,7 +116,7 @@ impl Ro {
     async fn deliver(&self, row: OutboxRow) {
         let m = &row.message;
         let sent = async {
-            if m.peer.starts_with(events::PEER_PREFIX) {
+            if m.peer.starts_with(webhooks::PEER_PREFIX) {
                 let id = m.key.splitn(3, '/').nth(2).unwrap_or(&m.key);
                 return self.webhooks.deliver(&m.peer, &m.body, id).await.map(|()| Vec::new());
             }
@@ -136,7 +136,8 @@ impl Ro {
             Err(e) if e.is_transient() => "retry",
             Err(_) => "dead",
         };
-        let peer_label = if m.peer.starts_with(events::PEER_PREFIX) { "webhook" } else { &m.peer };
+        let peer_label =
+            if m.peer.starts_with(webhooks::PEER_PREFIX) { "webhook" } else { &m.peer };
         self.metrics
             .deliveries
             .get_or_create(&PeerLabel { peer: peer_label.into(), outcome: counted.into() })
