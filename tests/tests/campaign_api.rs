@@ -158,17 +158,21 @@ async fn a_device_management_stack_drives_and_follows_a_campaign() {
 
     // The webhooks: every event exactly once in effect, the failed deliveries retried.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Done when the finished event is in and no device's outbox holds anything (webhook
+    // messages included): the end can overtake a device's retried first delivery.
     let finished = loop {
         let finished = {
             let r = receiver.lock().unwrap();
             r.events.values().any(|e| matches!(e, Event::CampaignFinished { .. }))
         };
-        if finished || std::time::Instant::now() > deadline {
-            break finished;
+        let report = lab.campaign(&first.id).await.unwrap();
+        let delivered = report.summary.reports_pending == 0;
+        if (finished && delivered) || std::time::Instant::now() > deadline {
+            break finished && delivered;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(finished, "no campaign-finished webhook");
+    assert!(finished, "no campaign-finished webhook, or messages still pending");
     {
         let r = receiver.lock().unwrap();
         assert_eq!(r.bad_signatures, 0);
