@@ -474,7 +474,7 @@ impl Ro {
         if let Some(row) = self.store.device(device)? {
             self.advance(row).await?;
         }
-        self.wake.notify_waiters();
+        self.device_wake(device).notify_waiters();
         Ok(())
     }
 

@@ -95,6 +95,10 @@ pub struct Ro {
     locks: Mutex<HashMap<DeviceId, Arc<tokio::sync::Mutex<()>>>>,
     /// Woken when work appears (a campaign becomes ready), so long polls answer at once.
     wake: tokio::sync::Notify,
+    /// Woken when one device's own work changes (after its answer), so that only its long
+    /// poll looks again: waking every poll on every answer made a fleet's polls storm the
+    /// store.
+    device_wakes: Mutex<HashMap<DeviceId, Arc<tokio::sync::Notify>>>,
     /// Woken when a message is queued in the outbox.
     outbox_wake: tokio::sync::Notify,
     /// Campaigns whose creation this process is driving.
@@ -167,6 +171,7 @@ impl Ro {
             manufacturer_roots,
             locks: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
+            device_wakes: Mutex::new(HashMap::new()),
             outbox_wake: tokio::sync::Notify::new(),
             driving: Mutex::new(HashSet::new()),
             channel: channel::Channel::new()?,
@@ -176,6 +181,12 @@ impl Ro {
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
             config,
         })
+    }
+
+    /// The device's own wake-up (see `device_wakes`).
+    fn device_wake(&self, device: &DeviceId) -> Arc<tokio::sync::Notify> {
+        let mut wakes = self.device_wakes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        wakes.entry(device.clone()).or_default().clone()
     }
 
     /// Serializes the handling of one device: a device's answers are applied one at a time.

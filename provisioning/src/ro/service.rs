@@ -448,16 +448,24 @@ async fn credential_proof(
 async fn task(State(ro): Shared, request: Authed) -> Result<Response, RoError> {
     let device = request.device;
     let deadline = tokio::time::Instant::now() + ro.config.poll_timeout();
+    let own = ro.device_wake(&device);
     loop {
-        let wake = ro.wake.notified();
+        // Registered before the check, so a wake-up between the check and the wait counts.
+        let (any, mine) = (ro.wake.notified(), own.notified());
         let task = ro.task_for(&device).await?;
         if task != device_api::DeviceTask::Idle || tokio::time::Instant::now() >= deadline {
             return answer(request.answer_format, &task);
         }
         // Re-check at least every second: some work (a peer's answer) does not notify.
+        let woken = async {
+            tokio::select! {
+                () = any => {}
+                () = mine => {}
+            }
+        };
         let _ = tokio::time::timeout(
             Duration::from_secs(1).min(deadline - tokio::time::Instant::now()),
-            wake,
+            woken,
         )
         .await;
     }
