@@ -10,71 +10,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use provisioning::mno::api::CampaignDevice;
 use provisioning::pki::Role;
 use provisioning::ro::CampaignReport;
 use provisioning::ro::Event;
-use provisioning::ro::webhooks::{ID_HEADER, SIGNATURE_HEADER, verify_signature};
 use tre::agent::AgentState;
 use tre::tpm::KeyAlg;
 use tresor::lab::{self, Lab, LabOptions, run_agent};
+use tresor::webhook_receiver::WebhookReceiver;
 
 const SECRET: &str = "the fleet's webhook secret, more than thirty-two bytes";
-
-/// Every delivery, and each event once by id.
-#[derive(Default)]
-struct Receiver {
-    events: BTreeMap<String, Event>,
-    deliveries: usize,
-    bad_signatures: usize,
-}
-
-async fn receive(
-    State(receiver): State<Arc<Mutex<Receiver>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let mut r = receiver.lock().unwrap();
-    r.deliveries += 1;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !verify_signature(SECRET.as_bytes(), signature, &body, now, Duration::from_secs(300)) {
-        r.bad_signatures += 1;
-        return StatusCode::UNAUTHORIZED;
-    }
-    let event: Event = serde_json::from_slice(&body).unwrap();
-    assert_eq!(headers.get(ID_HEADER).unwrap().to_str().unwrap(), event.id());
-    r.events.insert(event.id().to_owned(), event);
-    StatusCode::NO_CONTENT
-}
-
-async fn start_receiver() -> (String, Arc<Mutex<Receiver>>) {
-    let receiver = Arc::new(Mutex::new(Receiver::default()));
-    let app = axum::Router::new()
-        .route("/hooks", axum::routing::post(receive))
-        .with_state(Arc::clone(&receiver));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://127.0.0.1:{}/hooks", listener.local_addr().unwrap().port());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, receiver)
-}
-
-fn secret_file(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join("webhook.secret");
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
-    std::io::Write::write_all(&mut f, SECRET.as_bytes()).unwrap();
-    path
-}
 
 /// The value of the series `name{labels}` in an OpenMetrics text, 0 if absent.
 fn metric(text: &str, series: &str) -> f64 {
@@ -97,10 +45,10 @@ async fn a_fleet_moves_to_a_third_operator_with_every_role_its_own_process() {
     let temp = tempfile::Builder::new().prefix("tresor-fleet-test-").tempdir().unwrap();
     let dir = temp.path().join("lab");
     let image = lab::write_sample_image(&temp.path().join("image")).unwrap();
-    let (hook_url, receiver) = start_receiver().await;
+    let receiver = WebhookReceiver::start(temp.path(), SECRET, 0).await.unwrap();
     let options = LabOptions {
         operators: lab::operator_names(3),
-        webhooks: vec![("dm".into(), hook_url, secret_file(temp.path()))],
+        webhooks: vec![("dm".into(), receiver.url.clone(), receiver.secret_file.clone())],
         processes: Some(PathBuf::from(env!("CARGO_BIN_EXE_tresor"))),
         ..LabOptions::default()
     };
@@ -147,12 +95,7 @@ async fn a_fleet_moves_to_a_third_operator_with_every_role_its_own_process() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let report: CampaignReport = loop {
         let report = lab.campaign(&campaign.id).await.unwrap();
-        let finished = receiver
-            .lock()
-            .unwrap()
-            .events
-            .values()
-            .any(|e| matches!(e, Event::CampaignFinished { .. }));
+        let finished = !receiver.received().finished().is_empty();
         if report.state == "completed" && report.summary.reports_pending == 0 && finished {
             break report;
         }
@@ -169,36 +112,25 @@ async fn a_fleet_moves_to_a_third_operator_with_every_role_its_own_process() {
 
     // The webhooks: every event exactly once in effect.
     {
-        let r = receiver.lock().unwrap();
+        let r = receiver.received();
         assert_eq!(r.bad_signatures, 0);
-        let mut chains: BTreeMap<String, BTreeMap<&str, &str>> = BTreeMap::new();
-        let mut finished = Vec::new();
+        let mut devices_seen = std::collections::BTreeSet::new();
         for e in r.events.values() {
-            match e {
-                Event::DeviceTransition { device_id, from, to, campaign: c, .. } => {
-                    assert_eq!(c, &campaign.id);
-                    let next = chains.entry(device_id.to_string()).or_default();
-                    assert!(next.insert(from.as_str(), to.as_str()).is_none(), "{from} twice");
-                }
-                Event::CampaignFinished { .. } => finished.push(e),
+            if let Event::DeviceTransition { device_id, campaign: c, .. } = e {
+                assert_eq!(c, &campaign.id);
+                devices_seen.insert(device_id.clone());
             }
         }
+        let finished = r.finished();
         assert_eq!(finished.len(), 1, "one campaign-finished: {finished:?}");
         let Event::CampaignFinished { state, switched, rolled_back, .. } = finished[0] else {
             unreachable!()
         };
         assert_eq!((state.as_str(), *switched as usize, *rolled_back), ("completed", n, 0));
-        assert_eq!(chains.len(), n, "transitions of every device");
+        assert_eq!(devices_seen.len(), n, "transitions of every device");
         for d in &devices {
-            let next = &chains[&d.device_id.to_string()];
-            let mut at = "pending";
-            let mut path = vec![at];
-            while let Some(to) = next.get(at) {
-                at = to;
-                path.push(at);
-            }
-            assert_eq!(path.len(), next.len() + 1, "one chain: {next:?}");
-            assert_eq!(path.last(), Some(&"switched"), "{path:?}");
+            let path = r.path(&d.device_id).unwrap();
+            assert_eq!(path.last().map(String::as_str), Some("switched"), "{path:?}");
         }
     }
 

@@ -6,79 +6,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use provisioning::mno::api::CampaignDevice;
 use provisioning::pki::Role;
 use provisioning::ro::Event;
-use provisioning::ro::webhooks::{ID_HEADER, SIGNATURE_HEADER, verify_signature};
 use provisioning::ro::{CampaignPage, CampaignReport, DeviceReport, NewCampaign};
 use tre::agent::AgentState;
 use tre::tpm::KeyAlg;
 use tresor::lab::{Lab, LabOptions, run_agent};
+use tresor::webhook_receiver::WebhookReceiver;
 
 fn image() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/image")
 }
 
 const SECRET: &str = "a webhook secret of at least thirty-two bytes";
-
-/// The receiver: checks every signature, answers 503 to the first two deliveries (the
-/// outbox must retry them), and keeps each event once by id, counting repeats.
-#[derive(Default)]
-struct Receiver {
-    events: BTreeMap<String, Event>,
-    deliveries: usize,
-    bad_signatures: usize,
-}
-
-async fn receive(
-    State(receiver): State<Arc<Mutex<Receiver>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let mut r = receiver.lock().unwrap();
-    r.deliveries += 1;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !verify_signature(SECRET.as_bytes(), signature, &body, now, Duration::from_secs(300)) {
-        r.bad_signatures += 1;
-        return StatusCode::UNAUTHORIZED;
-    }
-    if r.deliveries <= 2 {
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    let event: Event = serde_json::from_slice(&body).unwrap();
-    assert_eq!(headers.get(ID_HEADER).unwrap().to_str().unwrap(), event.id());
-    r.events.insert(event.id().to_owned(), event);
-    StatusCode::NO_CONTENT
-}
-
-async fn start_receiver() -> (String, Arc<Mutex<Receiver>>) {
-    let receiver = Arc::new(Mutex::new(Receiver::default()));
-    let app = axum::Router::new()
-        .route("/hooks", axum::routing::post(receive))
-        .with_state(Arc::clone(&receiver));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://127.0.0.1:{}/hooks", listener.local_addr().unwrap().port());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, receiver)
-}
-
-fn secret_file(dir: &std::path::Path) -> PathBuf {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join("webhook.secret");
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
-    std::io::Write::write_all(&mut f, SECRET.as_bytes()).unwrap();
-    path
-}
 
 /// The value of the series `name{labels}` in an OpenMetrics text, 0 if absent.
 fn metric(text: &str, series: &str) -> f64 {
@@ -90,9 +34,10 @@ fn metric(text: &str, series: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_management_stack_drives_and_follows_a_campaign() {
     let dir = tempfile::tempdir().unwrap();
-    let (hook_url, receiver) = start_receiver().await;
+    // It refuses its first two deliveries: the outbox must retry them.
+    let receiver = WebhookReceiver::start(dir.path(), SECRET, 2).await.unwrap();
     let options = LabOptions {
-        webhooks: vec![("dm".into(), hook_url, secret_file(dir.path()))],
+        webhooks: vec![("dm".into(), receiver.url.clone(), receiver.secret_file.clone())],
         ..LabOptions::default()
     };
     let lab = Lab::start_with(&dir.path().join("lab"), &image(), &options).await.unwrap();
@@ -161,10 +106,7 @@ async fn a_device_management_stack_drives_and_follows_a_campaign() {
     // Done when the finished event is in and no device's outbox holds anything (webhook
     // messages included): the end can overtake a device's retried first delivery.
     let finished = loop {
-        let finished = {
-            let r = receiver.lock().unwrap();
-            r.events.values().any(|e| matches!(e, Event::CampaignFinished { .. }))
-        };
+        let finished = !receiver.received().finished().is_empty();
         let report = lab.campaign(&first.id).await.unwrap();
         let delivered = report.summary.reports_pending == 0;
         if (finished && delivered) || std::time::Instant::now() > deadline {
@@ -174,31 +116,17 @@ async fn a_device_management_stack_drives_and_follows_a_campaign() {
     };
     assert!(finished, "no campaign-finished webhook, or messages still pending");
     {
-        let r = receiver.lock().unwrap();
+        let r = receiver.received();
         assert_eq!(r.bad_signatures, 0);
         assert!(r.deliveries > r.events.len(), "the first deliveries failed and were retried");
         for d in &devices {
             // The device's transitions chain from `pending` to `switched`, each once.
-            let mut next: BTreeMap<&str, &str> = BTreeMap::new();
-            for e in r.events.values() {
-                if let Event::DeviceTransition { device_id, from, to, .. } = e
-                    && *device_id == d.device_id
-                {
-                    assert!(next.insert(from.as_str(), to.as_str()).is_none(), "{from} twice");
-                }
-            }
-            let mut at = "pending";
-            let mut path = vec![at];
-            while let Some(to) = next.get(at) {
-                at = to;
-                path.push(at);
-            }
-            assert_eq!(path.len(), next.len() + 1, "one chain: {next:?}");
+            let path = r.path(&d.device_id).unwrap();
             assert_eq!(path[1], "tre-activation-issued", "{path:?}");
-            assert_eq!(path.last(), Some(&"switched"), "{path:?}");
+            assert_eq!(path.last().map(String::as_str), Some("switched"), "{path:?}");
         }
         let Some(Event::CampaignFinished { state, switched, rolled_back, .. }) =
-            r.events.values().find(|e| matches!(e, Event::CampaignFinished { .. }))
+            r.finished().first().copied()
         else {
             unreachable!()
         };
