@@ -111,6 +111,21 @@ pub enum OpenError {
     Leftover { path: PathBuf, journal: PathBuf, role: &'static str },
     #[error("store {}: {detail}", path.display())]
     Io { path: PathBuf, detail: String },
+    #[error("store {database}: {detail}")]
+    Postgres { database: String, detail: String },
+    #[error(
+        "store {database}: a database with tables that are not a {role} store ({}); refusing \
+         to use it (give the {role} a database of its own)",
+        list(tables)
+    )]
+    PgNoSchema { database: String, role: &'static str, tables: Vec<String> },
+    #[error("store {database}: a {found} store, not a {expected} store; refusing to use it")]
+    PgOtherRole { database: String, expected: &'static str, found: String },
+    #[error(
+        "store {database}: {role} schema version {found} is newer than this build's \
+         {supported}; refusing to use it (run the newer tresor that migrated it)"
+    )]
+    PgNewerVersion { database: String, role: &'static str, found: i64, supported: i64 },
     #[error("store {}: SQLite: {detail}", path.display())]
     Sqlite { path: PathBuf, detail: String },
 }

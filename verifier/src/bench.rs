@@ -193,7 +193,7 @@ pub fn breakdown(pva: &Pva, recorded: &Recorded, duration: Duration) -> Result<B
     let store = measure(duration, || {
         let now = SystemTime::now();
         pva.reissue_nonce_for_benchmark(&recorded.device, recorded.nonce)?;
-        let consumed = pva.nonces().consume(&recorded.device, &recorded.nonce, now)?;
+        let consumed = pva.nonces().consume(&recorded.device, &recorded.nonce, now)??;
         pva.observe_clock(&auth, consumed.issued_at_ms, now).map(|_| ())
     })?;
     Ok(Breakdown {

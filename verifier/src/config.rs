@@ -30,7 +30,7 @@ pub enum ClientAuth {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    database: PathBuf,
+    database: String,
     tls_certificate: PathBuf,
     tls_key: PathBuf,
     #[serde(default)]
@@ -89,8 +89,9 @@ fn default_clock_slack() -> u64 {
 pub struct Config {
     /// The file this configuration was loaded from (policy reloads read it again).
     pub source: Option<PathBuf>,
-    /// SQLite file, created on first start.
-    pub database: PathBuf,
+    /// The store: an SQLite file, created on first start, or a `postgres://` URL of the
+    /// database that several PVA instances share (its schema created or migrated at start).
+    pub database: storage::Location,
     /// TLS server certificate chain (PEM) and key.
     pub tls_certificate: PathBuf,
     pub tls_key: PathBuf,
@@ -178,7 +179,7 @@ impl Config {
         }
         Ok(Self {
             source: None,
-            database: abs(raw.database),
+            database: storage::Location::parse(&raw.database, abs),
             tls_certificate: abs(raw.tls_certificate),
             tls_key: abs(raw.tls_key),
             client_ca: raw.client_ca.map(abs),
@@ -237,7 +238,12 @@ policies = ["policy.toml"]
     #[test]
     fn resolves_paths_and_applies_defaults() {
         let c = Config::from_toml(MINIMAL, Path::new("/etc/tresor")).unwrap();
-        assert_eq!(c.database, Path::new("/etc/tresor/pva.sqlite"));
+        assert_eq!(c.database.file(), Some(Path::new("/etc/tresor/pva.sqlite")));
+        let url = "postgres://pva:secret@db/pva";
+        let shared = MINIMAL.replace("\"pva.sqlite\"", &format!("\"{url}\""));
+        let c = Config::from_toml(&shared, Path::new("/etc/tresor")).unwrap();
+        assert_eq!(c.database, storage::Location::Postgres(url.into()));
+        assert!(!format!("{c:?}").contains("secret"), "the password is never printed");
         assert_eq!(c.policies, [Path::new("/etc/tresor/policy.toml")]);
         assert_eq!(c.nonce_ttl, Duration::from_secs(60));
         assert_eq!(c.client_auth, ClientAuth::Optional);

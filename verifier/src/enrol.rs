@@ -30,8 +30,8 @@ use protocol::pva_api::{ActivateRequest, CredentialSecret, EnrolRequest, EnrolRe
 use protocol::tpm::public::{EccCurve, EccScheme, KdfScheme, RsaScheme, SymDefObject};
 use protocol::tpm::{HashAlg, ObjectAttributes, Public, PublicKey, Unmarshal, make_credential};
 use protocol::x509::TrustAnchors;
-use rusqlite::{OptionalExtension, params};
 use serde_bytes::ByteBuf;
+use storage::{Tx, args};
 use subtle::ConstantTimeEq;
 
 use crate::error::{EnrolmentError, Error, StoreError};
@@ -174,7 +174,7 @@ pub(crate) fn activate(
             if let Some((existing, _)) = store::get_device(c, &device_id)?
                 && existing.ek_public != pending.ek_public
             {
-                return Ok(Err(EnrolmentError::DeviceBoundToAnotherEk(device_id)));
+                return Ok(Err(EnrolmentError::DeviceBoundToAnotherEk(device_id.clone())));
             }
             let record = DeviceRecord {
                 device_id: pending.device_id,
@@ -255,72 +255,65 @@ struct Pending {
     requested_by: Option<String>,
 }
 
-fn put_pending(
-    c: &rusqlite::Connection,
-    p: &Pending,
-    now: u64,
-    expires_at: u64,
-) -> Result<(), StoreError> {
+fn put_pending(tx: &mut dyn Tx, p: &Pending, now: u64, expires_at: u64) -> Result<(), StoreError> {
     let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    c.prepare_cached("DELETE FROM pending_enrolments WHERE expires_at <= ?1")?
-        .execute(params![to_i64(now)])?;
-    c.prepare_cached(
-        "INSERT OR REPLACE INTO pending_enrolments
+    tx.execute("DELETE FROM pending_enrolments WHERE expires_at <= ?1", args![to_i64(now)])?;
+    tx.execute(
+        "INSERT INTO pending_enrolments
          (device_id, ak_name, ek_public, ek_certificate, ak_public, secret_hash, created_at,
           expires_at, requested_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        p.device_id.as_bytes(),
-        p.ak_name,
-        p.ek_public,
-        p.ek_certificate,
-        p.ak_public,
-        p.secret_hash,
-        to_i64(now),
-        to_i64(expires_at),
-        p.requested_by
-    ])?;
-    // Keep the newest few per device, so that a flood of enrolments for one id cannot grow
-    // the table (see docs/pva-api.md on enrolment denial of service).
-    c.prepare_cached(
-        "DELETE FROM pending_enrolments WHERE device_id = ?1 AND rowid NOT IN
-         (SELECT rowid FROM pending_enrolments WHERE device_id = ?1
-          ORDER BY created_at DESC, rowid DESC LIMIT ?2)",
-    )?
-    .execute(params![p.device_id.as_bytes(), MAX_PENDING_PER_DEVICE])?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (device_id, ak_name) DO UPDATE SET
+            ek_public = excluded.ek_public, ek_certificate = excluded.ek_certificate,
+            ak_public = excluded.ak_public, secret_hash = excluded.secret_hash,
+            created_at = excluded.created_at, expires_at = excluded.expires_at,
+            requested_by = excluded.requested_by",
+        args![
+            p.device_id.as_bytes(),
+            &p.ak_name,
+            &p.ek_public,
+            &p.ek_certificate,
+            &p.ak_public,
+            &p.secret_hash,
+            to_i64(now),
+            to_i64(expires_at),
+            p.requested_by.as_deref()
+        ],
+    )?;
+    // Keep this one and the newest few others per device, so that a flood of enrolments
+    // for one id cannot grow the table (see docs/pva-api.md on enrolment denial of service).
+    tx.execute(
+        "DELETE FROM pending_enrolments WHERE device_id = ?1 AND ak_name <> ?2 AND ak_name NOT IN
+         (SELECT ak_name FROM pending_enrolments WHERE device_id = ?1 AND ak_name <> ?2
+          ORDER BY created_at DESC, ak_name DESC LIMIT ?3)",
+        args![p.device_id.as_bytes(), &p.ak_name, MAX_PENDING_PER_DEVICE - 1],
+    )?;
     Ok(())
 }
 
-/// Removes and returns the pending credential for (device, AK): one attempt each.
+/// Removes and returns the pending credential for (device, AK): one attempt each, also
+/// when two PVA instances are presented the same secret at once (one statement).
 fn take_pending(
-    c: &rusqlite::Connection,
+    tx: &mut dyn Tx,
     device_id: &DeviceId,
     ak_name: &[u8],
 ) -> Result<Option<(Pending, u64)>, StoreError> {
-    let row = c
-        .prepare_cached(
-            "SELECT ek_public, ek_certificate, ak_public, secret_hash, expires_at, requested_by
-             FROM pending_enrolments WHERE device_id = ?1 AND ak_name = ?2",
-        )?
-        .query_row(params![device_id.as_bytes(), ak_name], |r| {
-            Ok((
-                Pending {
-                    device_id: device_id.clone(),
-                    ak_name: ak_name.to_vec(),
-                    ek_public: r.get(0)?,
-                    ek_certificate: r.get(1)?,
-                    ak_public: r.get(2)?,
-                    secret_hash: r.get(3)?,
-                    requested_by: r.get(5)?,
-                },
-                u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
-            ))
-        })
-        .optional()?;
-    if row.is_some() {
-        c.prepare_cached("DELETE FROM pending_enrolments WHERE device_id = ?1 AND ak_name = ?2")?
-            .execute(params![device_id.as_bytes(), ak_name])?;
-    }
-    Ok(row)
+    let Some(r) = tx.query_opt(
+        "DELETE FROM pending_enrolments WHERE device_id = ?1 AND ak_name = ?2
+         RETURNING ek_public, ek_certificate, ak_public, secret_hash, expires_at, requested_by",
+        args![device_id.as_bytes(), ak_name],
+    )?
+    else {
+        return Ok(None);
+    };
+    let pending = Pending {
+        device_id: device_id.clone(),
+        ak_name: ak_name.to_vec(),
+        ek_public: r.get(0)?,
+        ek_certificate: r.get(1)?,
+        ak_public: r.get(2)?,
+        secret_hash: r.get(3)?,
+        requested_by: r.get(5)?,
+    };
+    Ok(Some((pending, u64::try_from(r.get::<i64>(4)?).unwrap_or(0))))
 }

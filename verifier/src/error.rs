@@ -343,11 +343,14 @@ impl ChallengeError {
     }
 }
 
-/// The SQLite store failed; details are for the PVA's log, not for peers.
+/// The store failed; details are for the PVA's log, not for peers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("store: SQLite: {0}")]
     Sqlite(String),
+    /// A statement failed on either backend (SQLite or PostgreSQL; the message says which).
+    #[error("store: {0}")]
+    Sql(storage::SqlError),
     #[error("store {path}: schema version {found} is newer than this PVA's ({supported})")]
     SchemaTooNew { path: String, found: i64, supported: i64 },
     /// The file is not the PVA's store (empty, not SQLite, another role's, …): refused at
@@ -363,6 +366,12 @@ pub enum StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         Self::Sqlite(e.to_string())
+    }
+}
+
+impl From<storage::SqlError> for StoreError {
+    fn from(e: storage::SqlError) -> Self {
+        Self::Sql(e)
     }
 }
 

@@ -81,10 +81,17 @@ impl ClockMarks {
         Ok(Self { shared, flusher: Some(flusher) })
     }
 
-    /// Makes the store's mark of a device known, unless a mark is held already (the one in
-    /// memory is never older than the stored one).
+    /// Makes the store's mark of a device known, keeping the higher of it and the one held:
+    /// a lone PVA's memory is never behind its store, but another instance sharing the
+    /// store may have raised the mark since this one last saw the device.
     pub(crate) fn load(&self, device: &DeviceId, stored: Option<SeenClock>) {
-        lock(&self.shared.marks).entry(device.clone()).or_insert(stored);
+        let mut marks = lock(&self.shared.marks);
+        let held = marks.entry(device.clone()).or_insert(stored);
+        if let Some(stored) = stored
+            && held.is_none_or(|h| stored.mark > h.mark)
+        {
+            *held = Some(stored);
+        }
     }
 
     /// The quote of `device` reports `seen`, answering a nonce issued at `issued_at_ms`; the

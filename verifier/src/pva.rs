@@ -140,7 +140,12 @@ impl Pva {
         }
         let policies = PolicySet::build(policies, settings.default_policy.as_deref(), None)?;
         let store = Arc::new(store);
-        let nonces = Nonces::new(settings.nonce_ttl, settings.max_outstanding_challenges)?;
+        let (ttl, max) = (settings.nonce_ttl, settings.max_outstanding_challenges);
+        let nonces = if store.is_shared() {
+            Nonces::shared(store.clone(), ttl, max)?
+        } else {
+            Nonces::new(ttl, max)?
+        };
         let marks = ClockMarks::start(store.clone(), settings.mark_flush_interval)?;
         Ok(Self {
             store,
@@ -165,14 +170,14 @@ impl Pva {
     /// [`Pva::from_config`], opening the store with `mode` (`--init` initialises an empty
     /// store file).
     pub fn from_config_with(config: &Config, mode: OpenMode) -> Result<Self, Error> {
-        Self::from_config_using(config, || Store::open_with(&config.database, mode))
+        Self::from_config_using(config, || Store::open_at(&config.database, mode))
     }
 
     /// Loads everything `config` names as a start does, with the store in memory, then
     /// judges the store file without writing to it (`tresor serve pva --check`).
     pub fn check_config(config: &Config) -> Result<storage::StoreCheck, Error> {
         Self::from_config_using(config, Store::open_in_memory)?;
-        Ok(Store::check(&config.database)?)
+        Ok(Store::check_at(&config.database)?)
     }
 
     /// Loads the files `config` names, then opens the store with `open_store`, last.
@@ -398,9 +403,9 @@ impl Pva {
     ) -> Result<Appraised, Error> {
         let device = self.device(&evidence.device_id)?;
         let auth = appraisal::authenticate(evidence, &device)?;
-        let consumed = self.nonces.consume(&auth.device_id, &auth.nonce, now)?;
-        // The nonce is used from here on: whatever happens next, this process never accepts
-        // it again, and no other process ever accepted it (its key died with it).
+        let consumed = self.nonces.consume(&auth.device_id, &auth.nonce, now)??;
+        // The nonce is used from here on: whatever happens next, no instance accepts it
+        // again (a lone PVA's key dies with its process; shared nonces are deleted).
         let refs = self.policy_set().by_index(consumed.policy).ok_or_else(|| {
             Error::Config(format!(
                 "the policy of this nonce (index {}) was removed by a reload",
@@ -430,7 +435,7 @@ impl Pva {
         device: &DeviceId,
         nonce: Nonce,
     ) -> Result<(), Error> {
-        Ok(self.nonces.reissue(device, &nonce)?)
+        Ok(self.nonces.reissue(device, &nonce)??)
     }
 
     /// Reads the device's clock mark, checks the quote's clock against it and the wall time,
@@ -461,7 +466,7 @@ impl Pva {
 
     /// Whether the store answers (for health checks).
     pub fn store_healthy(&self) -> bool {
-        self.store.call(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).is_ok()
+        self.store.call(|c| Ok(c.query_one("SELECT 1", &[])?)).is_ok()
     }
 
     pub(crate) fn signer(&self) -> &EarSigner {
@@ -473,8 +478,12 @@ impl Pva {
     }
 
     /// The enrolled device, from the cache or the store.
+    ///
+    /// Instances sharing a store read it every time: another instance may have enrolled
+    /// the device again (another AK) or raised its clock mark since.
     pub(crate) fn device(&self, id: &DeviceId) -> Result<Arc<EnrolledDevice>, Error> {
-        if let Some(d) = self.devices_read().get(id) {
+        let shared = self.store.is_shared();
+        if !shared && let Some(d) = self.devices_read().get(id) {
             return Ok(d.clone());
         }
         let key = id.clone();

@@ -91,7 +91,7 @@ pub fn check(role: ServedRole, config: &Path) -> ExitCode {
                 certificate(&mut report, "certificate", &ro.pki.certificate, ci, &expected);
                 let store = ro.store.path.clone();
                 let found = ro::Ro::check_config(ro).map_err(|e| e.to_string());
-                judge_store(&mut report, &store, found);
+                judge_store(&mut report, &store.display(), found);
             }
         },
         ServedRole::Mno => match mno::MnoConfig::load(config) {
@@ -102,19 +102,29 @@ pub fn check(role: ServedRole, config: &Path) -> ExitCode {
                 let ci = Some(mno.ci_root.as_path());
                 certificate(&mut report, "certificate", &mno.certificate, ci, &expected);
                 let found = mno::Operator::check_config(&mno).map_err(|e| e.to_string());
-                judge_store(&mut report, &mno.database, found);
+                judge_store(&mut report, &mno.database.display(), found);
             }
         },
     }
     report.print()
 }
 
-fn judge_store(report: &mut Report, path: &Path, found: Result<StoreCheck, String>) {
-    let item = format!("store {}", path.display());
+fn judge_store(
+    report: &mut Report,
+    store: &dyn std::fmt::Display,
+    found: Result<StoreCheck, String>,
+) {
+    let item = format!("store {store}");
     match found {
         Err(e) => report.add(item, Verdict::Fail(e)),
         Ok(StoreCheck::Missing) => {
-            report.add(item, Verdict::Ok("no file yet: a start creates the store".into()));
+            report.add(
+                item,
+                Verdict::Ok(
+                    "no store yet (no file, or a database without tables): a start creates it"
+                        .into(),
+                ),
+            );
         }
         Ok(StoreCheck::Ready { unstamped, too_open }) => {
             report.add(item.clone(), Verdict::Ok("this role's store, intact".into()));
