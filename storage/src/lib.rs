@@ -14,6 +14,7 @@
 //!   and [`check_sqlite`], which judges a store the same way without writing to it.
 //! - [`sql`]: [`Tx`], the statements of a transaction, and [`Value`], for either backend.
 //! - `sqlite_tx`: [`SqliteTx`], [`Tx`] on an SQLite connection.
+//! - `database`: [`Database`], either backend behind one `transaction`.
 //! - `location`: [`Location`], a store's file or database URL as configured.
 //! - `postgres`: [`Postgres`], a pooled PostgreSQL store with versioned migrations.
 //! - [`pg_server`]: a private PostgreSQL server in a temporary directory (tests, the lab).
@@ -21,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+mod database;
 mod location;
 pub mod pg_server;
 mod postgres;
@@ -29,6 +31,7 @@ pub mod sql;
 mod sqlite;
 mod sqlite_tx;
 
+pub use database::Database;
 pub use location::Location;
 pub use postgres::{DEFAULT_POOL_SIZE, PgSchema, Postgres, is_postgres_url};
 pub use private::{DIR_MODE, FILE_MODE, private_dir, private_file, private_files_in};
