@@ -4,11 +4,13 @@
 //! Layout:
 //! - [`lab`]: a whole deployment on one machine: PKI, PVA, RO, MNO-A, MNO-B, devices.
 //! - [`attack`]: the attack matrix: every attack tresor claims to stop, run against a lab.
+//! - [`front`]: a round-robin TCP front (TLS passed through) for several instances of a role.
 //! - [`webhook_receiver`]: a receiver of the RO's campaign events, as a device-management
 //!   stack runs one.
 
 #![forbid(unsafe_code)]
 
 pub mod attack;
+pub mod front;
 pub mod lab;
 pub mod webhook_receiver;

@@ -51,6 +51,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Run one network role: the PVA, the RO, or an operator (MNO-A/MNO-B).
     Serve(cmd::serve::Args),
+    /// A round-robin TCP front (TLS passed through) for several instances of one role.
+    Front(cmd::front::Args),
     /// A device (M2ME): manufacture it, or power it on and run its agent.
     Device(cmd::device::Args),
     /// Create a campaign at the RO, follow it, cancel it.
@@ -79,6 +81,7 @@ fn main() -> std::process::ExitCode {
         Command::Evidence(args) => cmd::evidence::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Front(args) => cmd::front::run(args),
         Command::Device(args) => cmd::device::run(args),
         Command::Campaign(args) => cmd::campaign::run(args),
         Command::Mno(args) => cmd::mno::run(args),

@@ -12,6 +12,7 @@ pub mod device;
 pub mod ear;
 pub mod eventlog;
 pub mod evidence;
+pub mod front;
 pub mod mno;
 pub mod pki;
 pub mod pva;
