@@ -572,8 +572,7 @@ mod tests {
             let verdicts: Vec<_> = instances
                 .iter()
                 .map(|n| {
-                    let (n, barrier, nonce, a) =
-                        (n.clone(), barrier.clone(), ch.nonce, a.clone());
+                    let (n, barrier, nonce, a) = (n.clone(), barrier.clone(), ch.nonce, a.clone());
                     std::thread::spawn(move || {
                         barrier.wait();
                         n.consume(&a, &nonce, at(T0 + round)).unwrap()

@@ -89,9 +89,9 @@ pub fn check(role: ServedRole, config: &Path) -> ExitCode {
                 let expected = Expected::named(Role::Ro, "ro");
                 let ci = Some(ro.pki.ci_root.as_path());
                 certificate(&mut report, "certificate", &ro.pki.certificate, ci, &expected);
-                let store = ro.store.path.clone();
+                let store = ro.store.location();
                 let found = ro::Ro::check_config(ro).map_err(|e| e.to_string());
-                judge_store(&mut report, &store.display(), found);
+                judge_store(&mut report, &store, found);
             }
         },
         ServedRole::Mno => match mno::MnoConfig::load(config) {

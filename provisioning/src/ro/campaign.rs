@@ -184,11 +184,17 @@ impl Ro {
     /// Resumes the creation of every campaign a previous run left preparing (or cancelled
     /// while preparing), and completes the campaigns whose last device finished just
     /// before the crash.
+    ///
+    /// Instances sharing a store call it again now and then (`run_outbox`): a campaign whose
+    /// creating instance died is taken over once that instance's lease lapsed.
     pub(crate) fn resume_creations(self: &Arc<Self>) -> Result<(), RoError> {
         let cancelled_early =
             self.store.campaigns_in("cancelling")?.into_iter().filter(|c| c.prep_step < 3);
         for campaign in self.store.campaigns_in("preparing")?.into_iter().chain(cancelled_early) {
-            tracing::info!(campaign = %campaign.id, step = campaign.prep_step, "resuming creation");
+            if self.driving.lock().unwrap_or_else(|p| p.into_inner()).contains(&campaign.id) {
+                continue;
+            }
+            tracing::debug!(campaign = %campaign.id, step = campaign.prep_step, "resuming creation");
             tokio::spawn(Arc::clone(self).drive_creation(campaign.id));
         }
         self.campaigns_progress()
@@ -201,6 +207,13 @@ impl Ro {
         }
         let mut attempts = 0u32;
         loop {
+            // Renewed at every step: another instance takes the creation over only if this
+            // one stops driving it.
+            if !matches!(self.lease_campaign(&id), Ok(true)) {
+                tracing::warn!(campaign = %id, "lost the lease on the campaign's creation");
+                self.driving.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                return;
+            }
             let campaign = match self.store.campaign(&id) {
                 Ok(Some(c)) if c.state == "preparing" => c,
                 Ok(Some(c)) if c.state == "cancelling" && c.prep_step < 3 => {
@@ -528,13 +541,22 @@ impl Ro {
         now_ms().saturating_sub(since_ms) > self.config.step_deadline().as_millis() as u64
     }
 
-    /// Takes the right to drive a campaign's creation in this process.
+    /// Takes the right to drive a campaign's creation in this process and, on a shared
+    /// store, among the instances (its lease).
     fn claim(&self, id: &str) -> bool {
-        self.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned())
+        if !self.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned()) {
+            return false;
+        }
+        if matches!(self.lease_campaign(id), Ok(true)) {
+            return true;
+        }
+        self.driving.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        false
     }
 
     fn release_claim(&self, id: &str) {
         self.driving.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.release_campaign(id);
     }
 }
 

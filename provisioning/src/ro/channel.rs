@@ -27,9 +27,11 @@ use ring::rand::SystemRandom;
 use serde_bytes::ByteBuf;
 use subtle::ConstantTimeEq;
 
+use storage::args;
+
 use super::Ro;
 use super::error::RoError;
-use super::store::now_ms;
+use super::store::{RoStore, ms, now_ms};
 
 /// Bindings under way (challenge issued, proof pending) the RO keeps at most.
 const MAX_PENDING: usize = 100_000;
@@ -41,11 +43,25 @@ const BINDING_TTL: Duration = Duration::from_secs(120);
 /// Length of a nonce's MAC.
 const MAC_LEN: usize = NONCE_LEN - 8;
 
-/// The RO's in-memory state of the device channel.
+/// The RO's state of the device channel: in memory for a lone RO; for instances sharing a
+/// store, the key is the store's and spent nonces and binding challenges are its rows
+/// (tables `channel_key`, `channel_spent`, `channel_bindings`), so that a nonce one
+/// instance issued is spent once at any, and a challenge one instance issued is answered
+/// at any.
 pub(crate) struct Channel {
     key: hmac::Key,
     spent: Mutex<HashMap<[u8; NONCE_LEN], u64>>,
     bindings: Bindings,
+    shared: bool,
+}
+
+/// A key for the device channel from the system CSPRNG (a shared store's, drawn when the
+/// store is created).
+pub(crate) fn fresh_key() -> Result<zeroize::Zeroizing<[u8; 32]>, RoError> {
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    ring::rand::SecureRandom::fill(&SystemRandom::new(), key.as_mut())
+        .map_err(|_| RoError::Config("no randomness for the device channel key".into()))?;
+    Ok(key)
 }
 
 /// The binding challenges issued and not yet answered, by device.
@@ -108,10 +124,23 @@ impl Bindings {
 }
 
 impl Channel {
+    /// A lone RO's channel: a fresh key, everything in memory.
     pub(crate) fn new() -> Result<Self, RoError> {
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
-            .map_err(|_| RoError::Config("no randomness for the device channel key".into()))?;
-        Ok(Self { key, spent: Mutex::new(HashMap::new()), bindings: Bindings::default() })
+        Ok(Self::with_key(&fresh_key()?[..], false))
+    }
+
+    /// The channel of the instances sharing `store`: its key, its rows.
+    pub(crate) fn shared(store: &RoStore) -> Result<Self, RoError> {
+        Ok(Self::with_key(&store.channel_key()?, true))
+    }
+
+    fn with_key(key: &[u8], shared: bool) -> Self {
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            spent: Mutex::new(HashMap::new()),
+            bindings: Bindings::default(),
+            shared,
+        }
     }
 
     /// A fresh nonce for `device` (hex).
@@ -150,7 +179,14 @@ impl Channel {
     }
 
     /// Spends a verified request's nonce; a second spend is a replay.
-    fn spend(&self, nonce: [u8; NONCE_LEN], expires: u64) -> Result<(), RoError> {
+    fn spend(&self, store: &RoStore, nonce: [u8; NONCE_LEN], expires: u64) -> Result<(), RoError> {
+        if self.shared {
+            return if store.spend_channel_nonce(&nonce, expires)? {
+                Ok(())
+            } else {
+                Err(RoError::DeviceNonce("nonce already used: a replayed request".into()))
+            };
+        }
         let mut spent =
             self.spent.lock().map_err(|_| RoError::Store("nonce set poisoned".into()))?;
         let now = now_ms();
@@ -191,7 +227,7 @@ impl Ro {
         RequestStatement::new(device.clone(), method, path, nonce, body)
             .verify(&ak, &signature)
             .map_err(|e| unauthenticated(&format!("request signature: {e}")))?;
-        self.channel.spend(nonce, expires)
+        self.channel.spend(&self.store, nonce, expires)
     }
 
     /// A fresh nonce for the device's next request.
@@ -221,7 +257,17 @@ impl Ro {
             .map_err(|_| RoError::Config("no randomness for a credential".into()))?;
         let made = make_credential(&ek, &ak.name(), secret.expose())
             .map_err(|e| RoError::Attach(format!("credential for the EK: {e}")))?;
-        self.channel.bindings.open(device, request.ak_public.into_vec(), secret, Instant::now())?;
+        if self.channel.shared {
+            let until = now_ms().saturating_add(BINDING_TTL.as_millis() as u64);
+            self.store.open_binding(device, &request.ak_public, &sha256(secret.expose()), until)?;
+        } else {
+            self.channel.bindings.open(
+                device,
+                request.ak_public.into_vec(),
+                secret,
+                Instant::now(),
+            )?;
+        }
         Ok(CredentialChallenge {
             id_object: ByteBuf::from(made.id_object.as_bytes().to_vec()),
             encrypted_secret: ByteBuf::from(made.encrypted_secret.as_bytes().to_vec()),
@@ -235,10 +281,106 @@ impl Ro {
         device: &DeviceId,
         proof: CredentialProof,
     ) -> Result<(), RoError> {
-        let ak_public = self.channel.bindings.answer(device, &proof.secret, Instant::now())?;
+        let ak_public = if self.channel.shared {
+            self.store.answer_binding(device, &sha256(&proof.secret), now_ms())?.ok_or_else(
+                || {
+                    RoError::DeviceNotAuthenticated(
+                    "wrong credential secret or an expired challenge: the AK is not beside this EK"
+                        .into(),
+                )
+                },
+            )?
+        } else {
+            self.channel.bindings.answer(device, &proof.secret, Instant::now())?
+        };
         self.store.bind_ak(device, &ak_public)?;
         tracing::info!(device = %device, "device AK bound");
         Ok(())
+    }
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec()
+}
+
+/// The shared channel's rows.
+impl RoStore {
+    fn channel_key(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, RoError> {
+        let key = self.read(|tx| {
+            let row = tx.query_one("SELECT key FROM channel_key WHERE id = 1", &[])?;
+            Ok(zeroize::Zeroizing::new(row.get::<Vec<u8>>(0)?))
+        })?;
+        if key.len() < 32 {
+            return Err(RoError::Store("device channel key shorter than 32 bytes".into()));
+        }
+        Ok(key)
+    }
+
+    /// Whether `nonce` was unspent (and is spent now): one insert, so two instances
+    /// presented the same request at once let exactly one through.
+    fn spend_channel_nonce(&self, nonce: &[u8], until_ms: u64) -> Result<bool, RoError> {
+        let now = ms(now_ms());
+        self.read(|tx| {
+            // Spent nonces are kept until they expire; each spend sweeps a few expired ones.
+            tx.execute(
+                "DELETE FROM channel_spent WHERE nonce IN
+                 (SELECT nonce FROM channel_spent WHERE until_ms < ?1 LIMIT 16)",
+                args![now],
+            )?;
+            let inserted = tx.execute(
+                "INSERT INTO channel_spent (nonce, until_ms) VALUES (?1, ?2) ON CONFLICT (nonce) DO NOTHING",
+                args![nonce, ms(until_ms)],
+            )?;
+            Ok(inserted == 1)
+        })
+    }
+
+    /// Keeps a binding challenge (the SHA-256 of its secret: the secret is never stored),
+    /// one per AK, at most [`MAX_PENDING_PER_DEVICE`] per device (the oldest evicted).
+    fn open_binding(
+        &self,
+        device: &DeviceId,
+        ak_public: &[u8],
+        secret_sha256: &[u8],
+        until_ms: u64,
+    ) -> Result<(), RoError> {
+        let (id, now) = (device.to_hex(), ms(now_ms()));
+        self.read(|tx| {
+            tx.execute(
+                "DELETE FROM channel_bindings WHERE device_id = ?1 AND (until_ms <= ?2 OR ak_public = ?3)",
+                args![&id, now, ak_public],
+            )?;
+            tx.execute(
+                "DELETE FROM channel_bindings WHERE device_id = ?1 AND ak_public NOT IN
+                 (SELECT ak_public FROM channel_bindings WHERE device_id = ?1
+                  ORDER BY until_ms DESC LIMIT ?2)",
+                args![&id, MAX_PENDING_PER_DEVICE as i64 - 1],
+            )?;
+            tx.execute(
+                "INSERT INTO channel_bindings (device_id, ak_public, secret_sha256, until_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                args![&id, ak_public, secret_sha256, ms(until_ms)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The AK whose unexpired challenge the secret answers, which is then spent (one
+    /// statement: at most one instance binds it). A wrong secret spends nothing.
+    fn answer_binding(
+        &self,
+        device: &DeviceId,
+        secret_sha256: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, RoError> {
+        self.read(|tx| {
+            let row = tx.query_opt(
+                "DELETE FROM channel_bindings
+                 WHERE device_id = ?1 AND secret_sha256 = ?2 AND until_ms > ?3 RETURNING ak_public",
+                args![device.to_hex(), secret_sha256, ms(now_ms)],
+            )?;
+            Ok(row.map(|r| r.get(0)).transpose()?)
+        })
     }
 }
 
@@ -263,8 +405,9 @@ mod tests {
         let n = nonce(&channel.issue(&device(1)));
         let expires = channel.check(&device(1), &n).unwrap();
         assert!(matches!(channel.check(&device(2), &n), Err(RoError::DeviceNonce(_))));
-        channel.spend(n, expires).unwrap();
-        assert!(matches!(channel.spend(n, expires), Err(RoError::DeviceNonce(_))));
+        let store = RoStore::open_in_memory().unwrap();
+        channel.spend(&store, n, expires).unwrap();
+        assert!(matches!(channel.spend(&store, n, expires), Err(RoError::DeviceNonce(_))));
         // Another process's nonce (another key), a changed MAC, a changed issue time.
         let other = Channel::new().unwrap();
         assert!(other.check(&device(1), &n).is_err());

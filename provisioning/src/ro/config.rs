@@ -50,11 +50,26 @@ pub struct PkiPaths {
     pub manufacturer_roots: PathBuf,
 }
 
-/// The SQLite file of campaigns and device states, created on first start.
+/// Where campaigns and device states are kept: `path`, an SQLite file created on first
+/// start (one RO), or `database`, a `postgres://` URL of the database several RO instances
+/// share (issue 15). Exactly one of the two.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorePath {
+    #[serde(default)]
     pub path: PathBuf,
+    #[serde(default)]
+    pub database: Option<storage::Location>,
+}
+
+impl StorePath {
+    /// The store as configured.
+    pub fn location(&self) -> storage::Location {
+        match &self.database {
+            Some(database) => database.clone(),
+            None => storage::Location::File(self.path.clone()),
+        }
+    }
 }
 
 /// Base URLs (https://host:port) of the PVA and of every operator, by name: `pva = "…"`, and
@@ -105,7 +120,7 @@ impl RoConfig {
                 .iter_mut()
                 .flat_map(|w| std::iter::once(&mut w.secret_file).chain(w.ca_file.as_mut())),
         ) {
-            if p.is_relative() {
+            if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
             }
         }
@@ -114,6 +129,20 @@ impl RoConfig {
     }
 
     fn check(&self) -> Result<(), RoError> {
+        match (&self.store.database, self.store.path.as_os_str().is_empty()) {
+            (Some(storage::Location::Postgres(_)), true) | (None, false) => {}
+            (Some(storage::Location::File(_)), _) => {
+                return Err(RoError::Config(
+                    "store.database: a postgres:// URL (an SQLite file is store.path)".into(),
+                ));
+            }
+            (Some(_), false) => {
+                return Err(RoError::Config("store: path or database, not both".into()));
+            }
+            (None, true) => {
+                return Err(RoError::Config("store: path or database is missing".into()));
+            }
+        }
         for name in self.peers.operators.keys() {
             if crate::pki::Role::operator(name).is_err() {
                 return Err(RoError::Config(format!(

@@ -37,7 +37,7 @@ pub(crate) struct Answer<'a> {
 impl Ro {
     /// The device's next task, after running any peer step that is due.
     pub(crate) async fn task_for(&self, device: &DeviceId) -> Result<DeviceTask, RoError> {
-        let _guard = self.lock(device).await;
+        let _guard = self.lock(device).await?;
         let Some(row) = self.store.device(device)? else { return Ok(DeviceTask::Idle) };
         let row = self.advance(row).await?;
         self.task_of(&row)
@@ -114,7 +114,7 @@ impl Ro {
     /// MNO-A the card's answer (a peer step), then the new operator registers the device.
     pub(crate) async fn attach(&self, request: AttachRequest) -> Result<(), RoError> {
         let device = request.device_id.clone();
-        let _guard = self.lock(&device).await;
+        let _guard = self.lock(&device).await?;
         let row = self.row(&device)?;
         match &row.state {
             DeviceState::TreActivation { .. } => {}
@@ -187,7 +187,7 @@ impl Ro {
                 "the enrolment names another AK than the one bound to the device".into(),
             ));
         }
-        let _guard = self.lock(device).await;
+        let _guard = self.lock(device).await?;
         let row = self.row(device)?;
         match &row.state {
             DeviceState::Registered => {}
@@ -221,7 +221,7 @@ impl Ro {
         if request.device_id != *device {
             return Err(RoError::Decode("activation for another device".into()));
         }
-        let _guard = self.lock(device).await;
+        let _guard = self.lock(device).await?;
         let row = self.row(device)?;
         let ak = match &row.state {
             DeviceState::Enrolling { ak_public, .. } => ak_public.clone(),
@@ -287,7 +287,7 @@ impl Ro {
         if evidence.device_id != *device {
             return Err(RoError::Decode("evidence of another device".into()));
         }
-        let _guard = self.lock(device).await;
+        let _guard = self.lock(device).await?;
         let row = self.row(device)?;
         let nonce = match &row.state {
             DeviceState::Attesting { nonce, .. } => *nonce,
@@ -312,7 +312,7 @@ impl Ro {
         result: InstallResult,
         answer: Answer<'_>,
     ) -> Result<(), RoError> {
-        let _guard = self.lock(device).await;
+        let _guard = self.lock(device).await?;
         let row = self.row(device)?;
         let (expected, bundle_key) = match &row.state {
             DeviceState::Delivering { expected, bundle_key, .. } => (expected.clone(), bundle_key),
@@ -359,7 +359,7 @@ impl Ro {
         result: AkaResult,
         answer: Answer<'_>,
     ) -> Result<(), RoError> {
-        let _guard = self.lock(device).await;
+        let _guard = self.lock(device).await?;
         let row = self.row(device)?;
         let (rand, autn, expected) = match &row.state {
             DeviceState::Aka { rand, autn, expected } => {
@@ -389,7 +389,7 @@ impl Ro {
         result: CommitResult,
         answer: Answer<'_>,
     ) -> Result<(), RoError> {
-        let _guard = self.lock(device).await;
+        let _guard = self.lock(device).await?;
         let row = self.row(device)?;
         let imsi = match &row.state {
             DeviceState::Committing { imsi, .. } => imsi.clone(),
@@ -427,7 +427,7 @@ impl Ro {
         ack: AbortAck,
         answer: Answer<'_>,
     ) -> Result<(), RoError> {
-        let _guard = self.lock(device).await;
+        let _guard = self.lock(device).await?;
         let row = self.row(device)?;
         let (step, reason) = match &row.state {
             DeviceState::Aborting { step, reason } => (*step, reason.clone()),
@@ -470,7 +470,7 @@ impl Ro {
 
     /// Runs the device's due peer steps now (after an answer), under its lock.
     async fn advance_now(&self, device: &DeviceId) -> Result<(), RoError> {
-        let _guard = self.lock(device).await;
+        let _guard = self.lock(device).await?;
         if let Some(row) = self.store.device(device)? {
             self.advance(row).await?;
         }

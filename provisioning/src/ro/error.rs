@@ -67,13 +67,21 @@ pub enum RoError {
     Busy(String),
 }
 
+/// A statement failed: the store's error (retried like every store error: a full disk, an
+/// unreachable database and a conflict with another instance may all pass).
+impl From<storage::SqlError> for RoError {
+    fn from(e: storage::SqlError) -> Self {
+        RoError::Store(e.to_string())
+    }
+}
+
 /// A tresor problem type without its common prefix (`pva/nonce-reused`); others unchanged.
 fn short_problem_type(problem_type: &str) -> &str {
     problem_type.strip_prefix(transport::problem::PROBLEM_TYPE_BASE).unwrap_or(problem_type)
 }
 
 impl RoError {
-    pub(crate) fn store(what: &str, e: rusqlite::Error) -> Self {
+    pub(crate) fn store(what: &str, e: impl std::fmt::Display) -> Self {
         RoError::Store(format!("{what}: {e}"))
     }
 

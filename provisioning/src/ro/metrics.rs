@@ -139,21 +139,19 @@ pub(crate) struct Counts {
 
 impl RoStore {
     pub(crate) fn counts(&self) -> Result<Counts, RoError> {
-        let conn = self.conn()?;
-        let group = |sql: &str| -> Result<Vec<(String, i64)>, RoError> {
-            let mut stmt = conn.prepare_cached(sql).map_err(|e| RoError::store("count", e))?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .and_then(|rows| rows.collect())
-                .map_err(|e| RoError::store("count", e))
-        };
-        Ok(Counts {
-            devices: group("SELECT state_name, COUNT(*) FROM devices GROUP BY state_name")?,
-            campaigns: group("SELECT state, COUNT(*) FROM campaigns GROUP BY state")?,
-            outbox: group(
-                "SELECT CASE WHEN delivered_ms IS NOT NULL THEN 'delivered'
-                             WHEN dead = 1 THEN 'dead' ELSE 'pending' END AS s, COUNT(*)
-                 FROM outbox GROUP BY s",
-            )?,
+        self.read(|tx| {
+            let mut group = |sql: &str| -> Result<Vec<(String, i64)>, RoError> {
+                tx.query(sql, &[])?.iter().map(|r| Ok((r.get(0)?, r.get(1)?))).collect()
+            };
+            Ok(Counts {
+                devices: group("SELECT state_name, COUNT(*) FROM devices GROUP BY state_name")?,
+                campaigns: group("SELECT state, COUNT(*) FROM campaigns GROUP BY state")?,
+                outbox: group(
+                    "SELECT CASE WHEN delivered_ms IS NOT NULL THEN 'delivered'
+                                 WHEN dead = 1 THEN 'dead' ELSE 'pending' END AS s, COUNT(*)
+                     FROM outbox GROUP BY s",
+                )?,
+            })
         })
     }
 }

@@ -7,12 +7,15 @@
 //!
 //! Layout:
 //! - `config`: the configuration file.
-//! - `store`: campaigns, device states, step timings, enrolled AKs, the outbox (SQLite).
+//! - `store`: campaigns, device states, step timings, enrolled AKs, the outbox (SQLite or
+//!   PostgreSQL).
 //! - `state`: the per-device state machine.
 //! - `campaign`: campaign creation (steps 2–3) as a resumable step machine, cancel, status.
 //! - `device`: the device API's logic: tasks, signed orders, answers (steps 4–12).
 //! - `steps`: the peer steps between the device's answers, retries and abandonment.
 //! - `outbox`: delivery of reports with retries until acknowledged.
+//! - `leases`: what one of several instances sharing a store holds for a while (a device's
+//!   steps, a campaign's creation).
 //! - `dpf`: the DPF's release and receipt checks.
 //! - `peers`: the PVA and operator clients.
 //! - `service`: the HTTPS routes.
@@ -25,6 +28,7 @@ mod device;
 mod dpf;
 mod error;
 pub mod events;
+mod leases;
 mod metrics;
 mod outbox;
 mod peers;
@@ -103,8 +107,11 @@ pub struct Ro {
     outbox_wake: tokio::sync::Notify,
     /// Campaigns whose creation this process is driving.
     driving: Mutex<HashSet<String>>,
-    /// The device channel's nonce key, spent nonces and pending AK bindings (memory only).
+    /// The device channel's nonce key, spent nonces and pending AK bindings (in memory, or
+    /// in a shared store).
     channel: channel::Channel,
+    /// This instance among those sharing a store: the holder of its leases.
+    instance: String,
     metrics: metrics::RoMetrics,
     /// Paces devices into their change (memory only).
     admission: admission::Admission,
@@ -130,15 +137,15 @@ impl Ro {
 
     /// As [`Ro::new`], with the store opened in `mode` (`tresor serve ro --init`).
     pub fn open(config: RoConfig, mode: storage::OpenMode) -> Result<Self, RoError> {
-        Self::open_using(config, |config| RoStore::open(&config.store.path, mode))
+        Self::open_using(config, |config| RoStore::open_at(&config.store.location(), mode))
     }
 
     /// Loads everything `config` names as a start does, with the store in memory, then
     /// judges the store file without writing to it (`tresor serve ro --check`).
     pub fn check_config(config: RoConfig) -> Result<storage::StoreCheck, RoError> {
-        let path = config.store.path.clone();
+        let location = config.store.location();
         Self::open_using(config, |_| RoStore::open_in_memory())?;
-        RoStore::check(&path)
+        RoStore::check_at(&location)
     }
 
     /// Loads the files `config` names, then opens the store with `open_store`, last.
@@ -163,8 +170,15 @@ impl Ro {
             TrustAnchors::from_file(&config.pki.manufacturer_roots)
         }
         .map_err(|e| RoError::Config(format!("manufacturer roots: {e}")))?;
+        let store = open_store(&config)?;
+        let channel = if store.is_shared() {
+            channel::Channel::shared(&store)?
+        } else {
+            channel::Channel::new()?
+        };
         Ok(Self {
-            store: open_store(&config)?,
+            store,
+            instance: leases::instance_id()?,
             peers,
             dpf: Dpf::new(tls.ci),
             signer: tls.signer,
@@ -174,7 +188,7 @@ impl Ro {
             device_wakes: Mutex::new(HashMap::new()),
             outbox_wake: tokio::sync::Notify::new(),
             driving: Mutex::new(HashSet::new()),
-            channel: channel::Channel::new()?,
+            channel,
             metrics: metrics::RoMetrics::new(),
             admission: admission::Admission::new(config.max_in_flight),
             webhooks,
@@ -189,13 +203,16 @@ impl Ro {
         wakes.entry(device.clone()).or_default().clone()
     }
 
-    /// Serializes the handling of one device: a device's answers are applied one at a time.
-    async fn lock(&self, device: &DeviceId) -> tokio::sync::OwnedMutexGuard<()> {
+    /// Serializes the handling of one device: a device's answers are applied one at a time,
+    /// in this process by a lock, across the instances sharing a store by a lease
+    /// (`leases`).
+    async fn lock(&self, device: &DeviceId) -> Result<leases::DeviceGuard<'_>, RoError> {
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             locks.entry(device.clone()).or_default().clone()
         };
-        lock.lock_owned().await
+        let local = lock.lock_owned().await;
+        self.lease_device(device, local).await
     }
 }
 

@@ -24,15 +24,21 @@ use super::Ro;
 use super::error::RoError;
 use super::metrics::PeerLabel;
 use super::webhooks;
-use rusqlite::params;
+use storage::{Dialect, args};
 
-use super::store::{CampaignRow, OutboxMessage, RoStore, now_ms};
+use super::store::{CampaignRow, OutboxMessage, RoStore, ms, now_ms};
 use crate::mno::api::{CampaignId, MAX_REASON_LEN, Report, ReportOutcome, path as mno_path};
 
 /// Retries of the outbox and of the RO's peer steps: 250 ms doubling up to 30 s, ±50 %.
 const BACKOFF: Backoff = Backoff { base: Duration::from_millis(250), cap: Duration::from_secs(30) };
 /// Messages delivered at once.
 const BATCH: usize = 32;
+/// How long a claimed message is this instance's to deliver before another instance may
+/// take it: longer than one delivery attempt takes (the peer timeout bounds it), short
+/// enough that the messages of an instance that died are sent again soon.
+const CLAIM_MS: u64 = 45_000;
+/// How often an instance sharing a store looks for campaign creations to take over.
+const RESUME_EVERY: Duration = Duration::from_secs(2);
 
 /// How long to wait before attempt `attempts + 1` ([`BACKOFF`]).
 pub(crate) fn backoff(attempts: u32) -> Duration {
@@ -82,8 +88,17 @@ pub(crate) fn final_reports(
 impl Ro {
     /// Delivers the outbox for as long as the RO runs; woken early when a message is queued.
     pub(crate) async fn run_outbox(self: Arc<Self>) {
+        let claim_ms = (self.config.peer_timeout() + Duration::from_secs(5)).as_millis() as u64;
+        let mut last_resume = tokio::time::Instant::now();
         loop {
-            let rows = match self.store.outbox_due(now_ms(), BATCH) {
+            // On a shared store, the creations another instance left are taken over here.
+            if self.store.is_shared() && last_resume.elapsed() >= RESUME_EVERY {
+                last_resume = tokio::time::Instant::now();
+                if let Err(e) = self.resume_creations() {
+                    tracing::warn!(error = %e, "cannot look for campaigns to resume");
+                }
+            }
+            let rows = match self.store.outbox_claim(now_ms(), BATCH, claim_ms) {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
@@ -183,74 +198,85 @@ pub struct OutboxState {
 }
 
 impl RoStore {
-    /// Undelivered messages due by `now`, oldest first.
+    /// Undelivered messages due by `now`, oldest first, claimed for `claim_ms` by this
+    /// instance: on a shared store, instances draining the outbox at once each take other
+    /// rows (`FOR UPDATE SKIP LOCKED`, and the claim re-checked by the update itself), and
+    /// a message whose instance died is taken again once its claim lapses.
     pub fn outbox_due(&self, now: u64, limit: usize) -> Result<Vec<OutboxRow>, RoError> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT id, key, peer, path, body, missing_ok, campaign_id, device_id, attempts
-                 FROM outbox WHERE delivered_ms IS NULL AND dead = 0 AND next_attempt_ms <= ?1
-                 ORDER BY next_attempt_ms, id LIMIT ?2",
-            )
-            .map_err(|e| RoError::store("read outbox", e))?;
-        let rows = stmt
-            .query_map(params![i64::try_from(now).unwrap_or(i64::MAX), limit as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                    r.get::<_, bool>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, i64>(8)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| RoError::store("read outbox", e))?;
-        rows.into_iter()
-            .map(|(id, key, peer, path, body, missing_ok, campaign_id, device, attempts)| {
-                let device_id = device
-                    .map(|d| d.parse().map_err(|e| RoError::Store(format!("device id: {e}"))))
-                    .transpose()?;
-                Ok(OutboxRow {
-                    id,
-                    message: OutboxMessage {
-                        key,
-                        peer,
-                        path,
-                        body,
-                        missing_ok,
-                        campaign_id,
-                        device_id,
-                    },
-                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                })
-            })
-            .collect()
+        self.outbox_claim(now, limit, CLAIM_MS)
     }
 
-    /// When the next undelivered message is due, if any.
+    pub(super) fn outbox_claim(
+        &self,
+        now: u64,
+        limit: usize,
+        claim_ms: u64,
+    ) -> Result<Vec<OutboxRow>, RoError> {
+        let (now, until) = (ms(now), ms(now.saturating_add(claim_ms)));
+        self.read(|tx| {
+            let skip_locked = match tx.dialect() {
+                Dialect::Sqlite => "",
+                Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            };
+            let mut rows = tx.query(
+                &format!(
+                    "UPDATE outbox SET claim_until = ?3
+                     WHERE id IN (SELECT id FROM outbox
+                                  WHERE delivered_ms IS NULL AND dead = 0 AND next_attempt_ms <= ?1
+                                    AND claim_until <= ?1
+                                  ORDER BY next_attempt_ms, id LIMIT ?2{skip_locked})
+                       AND delivered_ms IS NULL AND dead = 0 AND claim_until <= ?1
+                     RETURNING id, key, peer, path, body, missing_ok, campaign_id, device_id,
+                               attempts, next_attempt_ms"
+                ),
+                args![now, limit as i64, until],
+            )?;
+            rows.sort_by_key(|r| (r.get::<i64>(9).unwrap_or(0), r.get::<i64>(0).unwrap_or(0)));
+            rows.iter()
+                .map(|r| {
+                    let device_id = r
+                        .get::<Option<String>>(7)?
+                        .map(|d| d.parse().map_err(|e| RoError::Store(format!("device id: {e}"))))
+                        .transpose()?;
+                    Ok(OutboxRow {
+                        id: r.get(0)?,
+                        message: OutboxMessage {
+                            key: r.get(1)?,
+                            peer: r.get(2)?,
+                            path: r.get(3)?,
+                            body: r.get(4)?,
+                            missing_ok: r.get(5)?,
+                            campaign_id: r.get(6)?,
+                            device_id,
+                        },
+                        attempts: u32::try_from(r.get::<i64>(8)?).unwrap_or(u32::MAX),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// When the next undelivered message is due, if any (a claimed one when its claim lapses).
     pub fn outbox_next_due(&self) -> Result<Option<u64>, RoError> {
-        self.conn()?
-            .query_row(
-                "SELECT MIN(next_attempt_ms) FROM outbox WHERE delivered_ms IS NULL AND dead = 0",
-                [],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .map(|v| v.map(|v| v.max(0) as u64))
-            .map_err(|e| RoError::store("read outbox", e))
+        self.read(|tx| {
+            let row = tx.query_one(
+                "SELECT MIN(CASE WHEN claim_until > next_attempt_ms THEN claim_until
+                                 ELSE next_attempt_ms END)
+                 FROM outbox WHERE delivered_ms IS NULL AND dead = 0",
+                &[],
+            )?;
+            Ok(row.get::<Option<i64>>(0)?.map(|v| v.max(0) as u64))
+        })
     }
 
     /// The peer acknowledged message `id`.
     pub fn outbox_delivered(&self, id: i64) -> Result<(), RoError> {
         self.write("outbox-delivered", |tx| {
             tx.execute(
-                "UPDATE outbox SET delivered_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
-                params![id, now_ms() as i64],
-            )
-            .map_err(|e| RoError::store("update outbox", e))?;
+                "UPDATE outbox SET delivered_ms = ?2, attempts = attempts + 1, claim_until = 0
+                 WHERE id = ?1",
+                args![id, ms(now_ms())],
+            )?;
             Ok(())
         })
     }
@@ -264,13 +290,13 @@ impl RoStore {
         next_attempt_ms: u64,
         dead: bool,
     ) -> Result<(), RoError> {
-        self.conn()?
-            .execute(
+        self.read(|tx| {
+            Ok(tx.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3,
-                        dead = ?4 WHERE id = ?1",
-                params![id, error, next_attempt_ms as i64, dead],
-            )
-            .map_err(|e| RoError::store("update outbox", e))?;
+                        dead = ?4, claim_until = 0 WHERE id = ?1",
+                args![id, error, ms(next_attempt_ms), dead],
+            )?)
+        })?;
         Ok(())
     }
 
@@ -280,26 +306,17 @@ impl RoStore {
         campaign: &str,
         device: Option<&DeviceId>,
     ) -> Result<OutboxState, RoError> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT delivered_ms IS NOT NULL, dead, last_error, key FROM outbox
-                 WHERE campaign_id = ?1 AND (?2 IS NULL OR device_id = ?2) ORDER BY id",
-            )
-            .map_err(|e| RoError::store("read outbox", e))?;
-        let rows = stmt
-            .query_map(params![campaign, device.map(DeviceId::to_hex)], |r| {
-                Ok((
-                    r.get::<_, bool>(0)?,
-                    r.get::<_, bool>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| RoError::store("read outbox", e))?;
+        let rows = self.read(|tx| {
+            Ok(tx.query(
+                "SELECT CASE WHEN delivered_ms IS NOT NULL THEN 1 ELSE 0 END, dead, last_error, key
+                 FROM outbox WHERE campaign_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR device_id = ?2) ORDER BY id",
+                args![campaign, device.map(DeviceId::to_hex)],
+            )?)
+        })?;
         let mut state = OutboxState::default();
-        for (delivered, dead, error, key) in rows {
+        for r in rows {
+            let (delivered, dead, error, key): (bool, bool, Option<String>, String) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
             if delivered {
                 state.delivered += 1;
             } else if dead {

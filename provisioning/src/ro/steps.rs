@@ -144,7 +144,7 @@ impl Ro {
         campaign: &str,
         reason: &str,
     ) -> Result<(), RoError> {
-        let _guard = self.lock(device).await;
+        let _guard = self.lock(device).await?;
         match self.store.device(device)? {
             Some(row) if row.campaign_id == campaign => {
                 let step = row.state.step();
