@@ -31,7 +31,13 @@ fn report(id: &str, device: &protocol::DeviceId, outcome: ReportOutcome) -> Repo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_moves_two_devices_from_mno_a_to_mno_b() {
-    let world = World::start(10).await;
+    for backend in Backend::ALL {
+        a_campaign_moves_two_devices_from_mno_a_to_mno_b_on(World::start_on(10, backend).await)
+            .await;
+    }
+}
+
+async fn a_campaign_moves_two_devices_from_mno_a_to_mno_b_on(world: World) {
     let mut devices = world.manufacture(2);
     let (ro_a, ro_b) = world.ro();
     let request = campaign("c1", &devices);
@@ -209,7 +215,12 @@ async fn a_campaign_moves_two_devices_from_mno_a_to_mno_b() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_sqn_on_the_card_is_resynchronised() {
-    let world = World::start(10).await;
+    for backend in Backend::ALL {
+        a_stale_sqn_on_the_card_is_resynchronised_on(World::start_on(10, backend).await).await;
+    }
+}
+
+async fn a_stale_sqn_on_the_card_is_resynchronised_on(world: World) {
     let mut devices = world.manufacture(1);
     let (ro_a, ro_b) = world.ro();
     let id = cid("resync");
@@ -279,7 +290,13 @@ async fn a_stale_sqn_on_the_card_is_resynchronised() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_allocations_states_and_ota_counters() {
-    let mut world = World::start(10).await;
+    for backend in Backend::ALL {
+        a_restart_keeps_allocations_states_and_ota_counters_on(World::start_on(10, backend).await)
+            .await;
+    }
+}
+
+async fn a_restart_keeps_allocations_states_and_ota_counters_on(mut world: World) {
     let mut devices = world.manufacture(1);
     let (ro_a, ro_b) = world.ro();
 

@@ -34,7 +34,15 @@ fn forged(kid: &OtaKey, profile: &SubscriptionProfile, counter: u64, campaign: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bogus_pairing_proves_nothing_retires_nothing_and_blocks_nothing() {
-    let world = World::start(10).await;
+    for backend in Backend::ALL {
+        a_bogus_pairing_proves_nothing_retires_nothing_and_blocks_nothing_on(
+            World::start_on(10, backend).await,
+        )
+        .await;
+    }
+}
+
+async fn a_bogus_pairing_proves_nothing_retires_nothing_and_blocks_nothing_on(world: World) {
     let mut devices = world.manufacture(2);
     let (ro_a, ro_b) = world.ro();
     let (attacker, victim) = (devices[0].0.clone(), devices[1].0.clone());
@@ -115,7 +123,12 @@ async fn a_bogus_pairing_proves_nothing_retires_nothing_and_blocks_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_check_of_the_cards_answer_fails_closed() {
-    let world = World::start(10).await;
+    for backend in Backend::ALL {
+        every_check_of_the_cards_answer_fails_closed_on(World::start_on(10, backend).await).await;
+    }
+}
+
+async fn every_check_of_the_cards_answer_fails_closed_on(world: World) {
     let mut devices = world.manufacture(1);
     let (ro_a, ro_b) = world.ro();
     let (dev, profile) = (devices[0].0.clone(), devices[0].1.clone());
@@ -173,7 +186,12 @@ async fn every_check_of_the_cards_answer_fails_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_proven_campaign_holds_the_card() {
-    let world = World::start(10).await;
+    for backend in Backend::ALL {
+        the_first_proven_campaign_holds_the_card_on(World::start_on(10, backend).await).await;
+    }
+}
+
+async fn the_first_proven_campaign_holds_the_card_on(world: World) {
     let mut devices = world.manufacture(1);
     let (ro_a, ro_b) = world.ro();
     let dev = devices[0].0.clone();

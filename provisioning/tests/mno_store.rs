@@ -1,6 +1,7 @@
-//! The operator store on real SQLite files: durable, unique IMSI allocation under concurrent
-//! requests from two processes' worth of connections and across restarts, clean pool
-//! exhaustion, a wrong storage key refused, and no subscriber secret in the file.
+//! The operator store on real SQLite files and PostgreSQL databases: durable, unique IMSI
+//! allocation under concurrent requests from two processes' (or instances') worth of
+//! connections and across restarts, clean pool exhaustion, a wrong storage key refused, and
+//! no subscriber secret in the file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,11 +16,22 @@ use protocol::SubscriptionProfile;
 use provisioning::mno::{MnoError, Operator, SubscriberStatus};
 
 fn setup(count: u64) -> (tempfile::TempDir, String) {
+    setup_at(count, "mno-a.sqlite")
+}
+
+/// A PKI and MNO-A's configuration with its store at `db` (a file name or a URL).
+fn setup_at(count: u64, db: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let pki_dir = dir.path().join("pki");
     provisioning::pki::init(&pki_dir, false).unwrap();
-    let text = config_text("mno-a", &pki_dir, "mno-a.sqlite", "01", count, "8900101", "");
+    let text = config_text("mno-a", &pki_dir, db, "01", count, "8900101", "");
     (dir, text)
+}
+
+/// MNO-A's store as a file and as a PostgreSQL database of its own.
+fn stores(count: u64) -> Vec<(tempfile::TempDir, String)> {
+    let url = storage::pg_server::scratch_database("mno_it").expect("PostgreSQL");
+    vec![setup(count), setup_at(count, &url)]
 }
 
 fn open(dir: &Path, text: &str) -> Operator {
@@ -52,13 +64,52 @@ fn concurrent_allocation_never_issues_a_number_twice() {
 }
 
 #[test]
+fn concurrent_allocation_on_postgres_never_issues_a_number_twice() {
+    let url = storage::pg_server::scratch_database("mno_alloc").expect("PostgreSQL");
+    let (dir, text) = setup_at(160, &url);
+    // Two instances of the operator on one database, as behind a load balancer, whose
+    // transactions PostgreSQL runs at the same time.
+    let instances = [Arc::new(open(dir.path(), &text)), Arc::new(open(dir.path(), &text))];
+    assert!(instances[0].store().is_shared());
+    let start = Arc::new(std::sync::Barrier::new(16));
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let op = Arc::clone(&instances[i % 2]);
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                (0..10).map(|_| op.issue_subscription().unwrap()).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let profiles: Vec<SubscriptionProfile> =
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert_eq!(profiles.len(), 160);
+    let imsis: BTreeSet<_> = profiles.iter().map(|p| p.imsi.clone()).collect();
+    let iccids: BTreeSet<_> = profiles.iter().map(|p| p.iccid.clone()).collect();
+    assert_eq!(imsis.len(), 160, "every IMSI once");
+    assert_eq!(iccids.len(), 160, "every ICCID once");
+    for op in &instances {
+        assert!(matches!(op.issue_subscription(), Err(MnoError::PoolExhausted { count: 160 })));
+        for p in &profiles[..3] {
+            assert_eq!(op.subscriber_status(&p.imsi).unwrap().iccid, p.iccid);
+        }
+    }
+}
+
+#[test]
 fn allocations_survive_a_restart_and_exhaustion_is_clean() {
-    let (dir, text) = setup(3);
-    let op = open(dir.path(), &text);
+    for (dir, text) in stores(3) {
+        allocations_survive_a_restart(dir.path(), &text);
+    }
+}
+
+fn allocations_survive_a_restart(dir: &Path, text: &str) {
+    let op = open(dir, text);
     let a = op.issue_subscription().unwrap();
     let b = op.issue_subscription().unwrap();
     drop(op);
-    let op = open(dir.path(), &text);
+    let op = open(dir, text);
     let c = op.issue_subscription().unwrap();
     assert_eq!(
         [a.imsi.as_str(), b.imsi.as_str(), c.imsi.as_str()],
@@ -71,32 +122,27 @@ fn allocations_survive_a_restart_and_exhaustion_is_clean() {
     }
     assert!(matches!(op.issue_subscription(), Err(MnoError::PoolExhausted { count: 3 })));
     drop(op);
-    assert!(matches!(
-        open(dir.path(), &text).issue_subscription(),
-        Err(MnoError::PoolExhausted { .. })
-    ));
+    assert!(matches!(open(dir, text).issue_subscription(), Err(MnoError::PoolExhausted { .. })));
     // Growing the range continues after the last number.
     let grown = text.replace("count = 3", "count = 4");
-    assert_eq!(
-        open(dir.path(), &grown).issue_subscription().unwrap().imsi.as_str(),
-        "001010000000004"
-    );
+    assert_eq!(open(dir, &grown).issue_subscription().unwrap().imsi.as_str(), "001010000000004");
 }
 
 #[test]
 fn the_store_refuses_another_key_and_another_range() {
-    let (dir, text) = setup(3);
-    drop(open(dir.path(), &text));
-    let other_key = text.replace(&"a".repeat(64), &"c".repeat(64));
-    assert!(matches!(
-        Operator::open(&load(&other_key, dir.path())),
-        Err(MnoError::WrongStorageKey)
-    ));
-    let other_range = text.replace("first_msin = \"0000000001\"", "first_msin = \"0000000500\"");
-    assert!(matches!(
-        Operator::open(&load(&other_range, dir.path())),
-        Err(MnoError::PoolChanged { .. })
-    ));
+    for (dir, text) in stores(3) {
+        drop(open(dir.path(), &text));
+        let other_key = text.replace(&"a".repeat(64), &"c".repeat(64));
+        let config = load(&other_key, dir.path());
+        assert!(matches!(Operator::open(&config), Err(MnoError::WrongStorageKey)));
+        assert!(matches!(Operator::check_config(&config), Err(MnoError::WrongStorageKey)));
+        let other_range =
+            text.replace("first_msin = \"0000000001\"", "first_msin = \"0000000500\"");
+        assert!(matches!(
+            Operator::open(&load(&other_range, dir.path())),
+            Err(MnoError::PoolChanged { .. })
+        ));
+    }
 }
 
 #[test]
@@ -174,7 +220,8 @@ fn the_example_configurations_load() {
         std::fs::write(&path, text).unwrap();
         let config = provisioning::mno::MnoConfig::load(&path).unwrap();
         assert_eq!(config.name(), role);
-        assert_eq!(config.database, dir.path().join(format!("{role}.sqlite")));
+        let file = dir.path().join(format!("{role}.sqlite"));
+        assert_eq!(config.database.file(), Some(file.as_path()));
         assert_eq!(config.pool.count(), 100_000);
         assert_eq!(config.peers.len(), 1);
     }

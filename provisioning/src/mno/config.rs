@@ -1,6 +1,7 @@
 //! The operator's configuration file (TOML, `docs/mno.md` "Configuration"): which operator
-//! this process is, where it listens, its certificate and key under the CI, its SQLite store
-//! and the key that encrypts subscriber secrets at rest, its IMSI range and ICCID issuer
+//! this process is, where it listens, its certificate and key under the CI, its store (an
+//! SQLite file, or a `postgres://` URL for several instances) and the key that encrypts
+//! subscriber secrets at rest, its IMSI range and ICCID issuer
 //! prefix, OP for the OPc derivation (3GPP TS 35.206 §4.1), its peer operators and how it
 //! verifies attestation results.
 //!
@@ -131,8 +132,10 @@ pub struct MnoConfig {
     pub key: PathBuf,
     /// PEM: the CI root(s) every peer certificate and EAR signer must chain to.
     pub ci_root: PathBuf,
-    /// The SQLite file, created on first start.
-    pub database: PathBuf,
+    /// The store (`store.path`): an SQLite file, created on first start, or a PostgreSQL
+    /// database (`postgres://…`) that instances of this operator share, whose schema is
+    /// created or migrated at start.
+    pub database: storage::Location,
     pub storage_key: StorageKey,
     pub pool: PoolConfig,
     pub op: Op,
@@ -170,7 +173,8 @@ struct RawPki {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStore {
-    path: PathBuf,
+    /// A file path or a `postgres://` URL.
+    path: String,
     key_file: Option<PathBuf>,
     key: Option<InlineSecret>,
 }
@@ -313,7 +317,7 @@ impl MnoConfig {
             certificate: resolve(&raw.pki.certificate),
             key: resolve(&raw.pki.key),
             ci_root: resolve(&raw.pki.ci_root),
-            database: resolve(&raw.store.path),
+            database: storage::Location::parse(&raw.store.path, |p| resolve(&p)),
             storage_key,
             pool,
             op,
@@ -402,13 +406,23 @@ mod tests {
     fn inline_configuration_loads_with_defaults() {
         let c = MnoConfig::from_toml(INLINE, Path::new("/etc/tresor")).unwrap();
         assert_eq!(c.name(), "mno-b");
-        assert_eq!(c.database, Path::new("/etc/tresor/mno-b.sqlite"));
+        assert_eq!(c.database.file(), Some(Path::new("/etc/tresor/mno-b.sqlite")));
         assert_eq!(c.peers["mno-a"], "https://localhost:8441");
         assert_eq!(c.amf, Amf([0x80, 0x00]));
         assert_eq!(c.ear.signers, ["pva"]);
         let shown = format!("{c:?}");
         assert!(!shown.contains("0001020304"), "{shown}");
         assert!(!shown.contains("cdc202"), "{shown}");
+    }
+
+    #[test]
+    fn the_store_may_be_a_postgres_database_whose_password_is_never_shown() {
+        let url = "postgres://mno:hunter2@db.example:5432/mno_b";
+        let text = INLINE.replace("path = \"mno-b.sqlite\"", &format!("path = \"{url}\""));
+        let c = MnoConfig::from_toml(&text, Path::new("/etc/tresor")).unwrap();
+        assert_eq!(c.database, storage::Location::Postgres(url.into()));
+        let shown = format!("{c:?} {}", c.database);
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

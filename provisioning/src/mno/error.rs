@@ -128,10 +128,11 @@ pub enum MnoError {
     StoreOwner { path: String, found: String, expected: String },
     #[error("store {path} was created for another IMSI range ({found}); the range may only grow")]
     PoolChanged { path: String, found: String },
+    /// A statement failed (either backend); the detail names tables, never values.
     #[error("store: {0}")]
-    Store(#[from] rusqlite::Error),
-    /// The store file is not this operator's store (empty, not SQLite, another role's, …):
-    /// refused at start, left as it was.
+    Store(#[from] storage::SqlError),
+    /// The store is not this operator's store (an empty file, not SQLite, another role's
+    /// file or database, …): refused at start, left as it was.
     #[error("{0}")]
     StoreOpen(storage::OpenError),
     #[error("store file {path}: {source}")]

@@ -19,7 +19,7 @@ struct StatusLabel {
 impl Operator {
     /// Whether the store answers a query (`/ready`).
     pub fn store_healthy(&self) -> bool {
-        self.store.read(|tx| Ok(tx.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).is_ok()
+        self.store.healthy()
     }
 
     /// The metrics, encoded.
@@ -35,13 +35,12 @@ impl Operator {
 
     fn scrape(&self) -> Result<Registry> {
         let (subscribers, campaigns) = self.store.read(|tx| {
-            let mut stmt =
-                tx.prepare_cached("SELECT status, COUNT(*) FROM subscribers GROUP BY status")?;
-            let subscribers: Vec<(String, i64)> = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let campaigns: i64 =
-                tx.query_row("SELECT COUNT(*) FROM campaigns", [], |r| r.get(0))?;
+            let subscribers = tx
+                .query("SELECT status, COUNT(*) FROM subscribers GROUP BY status", &[])?
+                .iter()
+                .map(|r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let campaigns: i64 = tx.query_one("SELECT COUNT(*) FROM campaigns", &[])?.get(0)?;
             Ok((subscribers, campaigns))
         })?;
         let mut registry = Registry::with_prefix("tresor_mno");

@@ -16,7 +16,7 @@
 //! - [`pool`]: the IMSI range and ICCIDs, durable allocation.
 //! - `records`: subscriber records, encrypted secrets.
 //! - `seal`: AES-256-GCM at rest with row- and field-bound AAD.
-//! - [`store`]: the SQLite store and its schema.
+//! - [`store`]: the store on SQLite or PostgreSQL, its schemas.
 //! - [`error`]: the error type and its problem documents.
 
 pub mod api;

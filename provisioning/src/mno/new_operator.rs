@@ -31,8 +31,8 @@ use protocol::bundle::{self, BundleError, ProfilePayload};
 use protocol::device_api::AkaResult;
 use protocol::ear::{EarError, unix};
 use protocol::milenage::{Auts, Rand, Res};
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde_bytes::ByteBuf;
+use storage::{Tx, args};
 use zeroize::Zeroizing;
 
 use super::api::{
@@ -90,7 +90,7 @@ impl Operator {
                 tx.execute(
                     "UPDATE campaign_devices SET imsi_list_sent_at = ?2
                      WHERE campaign = ?1 AND imsi_list_sent_at IS NULL",
-                    params![campaign.as_str(), now_unix()?],
+                    args![campaign.as_str(), now_unix()?],
                 )?;
                 Ok(())
             })
@@ -102,17 +102,17 @@ impl Operator {
 
     fn allocate_campaign(&self, id: &CampaignId) -> Result<(String, Vec<ImsiListEntry>)> {
         self.store.write(|tx| {
-            let c = CampaignRow::load(tx, id)?;
+            // Locked: a second instance preparing the same campaign waits, then finds the
+            // allocations made.
+            let c = CampaignRow::lock(tx, id)?;
             c.require(&self.name, Party::NewOperator)?;
-            let mut stmt = tx.prepare(
+            let devices = tx.query(
                 "SELECT device_id, iccid FROM campaign_devices WHERE campaign = ?1 ORDER BY device_id",
+                args![id.as_str()],
             )?;
-            let devices = stmt
-                .query_map([id.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            drop(stmt);
             let mut entries = Vec::with_capacity(devices.len());
-            for (device, iccid) in devices {
+            for row in devices {
+                let (device, iccid): (String, String) = (row.get(0)?, row.get(1)?);
                 let device: DeviceId = device.parse().map_err(|_| MnoError::Corrupt("device id"))?;
                 let allocation = match pool::allocation_for(tx, id.as_str(), &device)? {
                     Some(a) => a,
@@ -143,7 +143,7 @@ impl Operator {
             tx.execute(
                 "UPDATE campaign_devices SET registered_at = ?3
                  WHERE campaign = ?1 AND device_id = ?2 AND registered_at IS NULL",
-                params![id.as_str(), device_id.to_hex(), now_unix()?],
+                args![id.as_str(), device_id.to_hex(), now_unix()?],
             )?;
             Ok(())
         })?;
@@ -238,7 +238,7 @@ impl Operator {
             tx.execute(
                 "UPDATE campaign_devices SET ear_hash = ?3, profile = ?4, profile_issued_at = ?5
                  WHERE campaign = ?1 AND device_id = ?2",
-                params![
+                args![
                     id.as_str(),
                     device_id.to_hex(),
                     &ear_hash[..],
@@ -262,15 +262,15 @@ impl Operator {
     pub fn aka_challenge(&self, id: &CampaignId, device_id: &DeviceId) -> Result<AkaChallenge> {
         self.store.write(|tx| {
             let record = self.issued_record(tx, id, device_id)?;
-            let outstanding: Option<(Vec<u8>, Vec<u8>)> = tx
-                .query_row(
-                    "SELECT rand, autn FROM aka_challenges WHERE imsi = ?1",
-                    [record.imsi.as_str()],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            if let Some((rand, autn)) = outstanding {
-                return Ok(AkaChallenge { rand: ByteBuf::from(rand), autn: ByteBuf::from(autn) });
+            let outstanding = tx.query_opt(
+                "SELECT rand, autn FROM aka_challenges WHERE imsi = ?1",
+                args![record.imsi.as_str()],
+            )?;
+            if let Some(r) = outstanding {
+                return Ok(AkaChallenge {
+                    rand: ByteBuf::from(r.get::<Vec<u8>>(0)?),
+                    autn: ByteBuf::from(r.get::<Vec<u8>>(1)?),
+                });
             }
             self.new_challenge(tx, &record)
         })
@@ -296,11 +296,10 @@ impl Operator {
         let step = self.store.write(|tx| {
             let mut record = self.issued_record(tx, id, device_id)?;
             let imsi = record.imsi.clone();
-            let challenge: Option<(Vec<u8>, Vec<u8>)> = tx
-                .query_row("SELECT rand, xres FROM aka_challenges WHERE imsi = ?1", [imsi.as_str()], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
+            let challenge = tx
+                .query_opt("SELECT rand, xres FROM aka_challenges WHERE imsi = ?1", args![imsi.as_str()])?
+                .map(|r| Ok::<_, MnoError>((r.get::<Vec<u8>>(0)?, r.get::<Vec<u8>>(1)?)))
+                .transpose()?;
             let Some((rand, xres)) = challenge else {
                 // The answer that made it live was taken and its verdict lost on the way
                 // back: the RO asks again with the same RES, and the fact stands.
@@ -312,19 +311,20 @@ impl Operator {
                 }
                 return Err(MnoError::AkaNoChallenge(device_id.to_hex()));
             };
-            tx.execute("DELETE FROM aka_challenges WHERE imsi = ?1", [imsi.as_str()])?;
+            tx.execute("DELETE FROM aka_challenges WHERE imsi = ?1", args![imsi.as_str()])?;
             let rand = Rand(rand.as_slice().try_into().map_err(|_| MnoError::Corrupt("RAND"))?);
-            Ok(match answer {
+            Ok(match &answer {
                 AkaAnswer::Res(res) => {
                     let xres = Res(*self.sealer.open_array::<8>(imsi.as_str(), Field::Xres, &xres)?);
-                    if res == xres {
+                    if *res == xres {
                         if record.status == SubscriberStatus::Pending {
                             SubscriberRecord::set_status(tx, &imsi, SubscriberStatus::Live)?;
                         }
                         tx.execute(
-                            "INSERT OR REPLACE INTO aka_accepted (imsi, res, accepted_at)
-                             VALUES (?1, ?2, ?3)",
-                            params![
+                            "INSERT INTO aka_accepted (imsi, res, accepted_at) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (imsi) DO UPDATE SET
+                                res = excluded.res, accepted_at = excluded.accepted_at",
+                            args![
                                 imsi.as_str(),
                                 self.sealer.seal(imsi.as_str(), Field::Xres, &res.0)?,
                                 now_unix()?
@@ -335,7 +335,7 @@ impl Operator {
                         AkaStep::Failed(MnoError::AkaResMismatch)
                     }
                 }
-                AkaAnswer::Auts(auts) => match auc::resync(&record, &rand, &auts) {
+                AkaAnswer::Auts(auts) => match auc::resync(&record, &rand, auts) {
                     Ok(sqn_ms) => {
                         tracing::info!(%imsi, seq = sqn_ms.seq(), ind = sqn_ms.ind(), "AuC resynchronised");
                         record.sqn = sqn_ms;
@@ -343,7 +343,9 @@ impl Operator {
                     }
                     Err(e) => AkaStep::Failed(e),
                 },
-                AkaAnswer::Refused(reason) => AkaStep::Failed(MnoError::AkaRefusedByCard(reason)),
+                AkaAnswer::Refused(reason) => {
+                    AkaStep::Failed(MnoError::AkaRefusedByCard(reason.clone()))
+                }
             })
         })?;
         match step {
@@ -360,30 +362,25 @@ impl Operator {
     }
 
     /// The RES that made `imsi` live, if any.
-    fn accepted_res(&self, tx: &Transaction<'_>, imsi: &protocol::Imsi) -> Result<Option<Res>> {
+    fn accepted_res(&self, tx: &mut dyn Tx, imsi: &protocol::Imsi) -> Result<Option<Res>> {
         let sealed: Option<Vec<u8>> = tx
-            .query_row("SELECT res FROM aka_accepted WHERE imsi = ?1", [imsi.as_str()], |r| {
-                r.get(0)
-            })
-            .optional()?;
+            .query_opt("SELECT res FROM aka_accepted WHERE imsi = ?1", args![imsi.as_str()])?
+            .map(|r| r.get(0))
+            .transpose()?;
         sealed
             .map(|s| Ok(Res(*self.sealer.open_array::<8>(imsi.as_str(), Field::Xres, &s)?)))
             .transpose()
     }
 
     /// A fresh vector for `record`: SQN_HE advanced and the challenge stored (XRES sealed).
-    fn new_challenge(
-        &self,
-        tx: &Transaction<'_>,
-        record: &SubscriberRecord,
-    ) -> Result<AkaChallenge> {
+    fn new_challenge(&self, tx: &mut dyn Tx, record: &SubscriberRecord) -> Result<AkaChallenge> {
         let (vector, sqn) = auc::vector(record, auc::random_rand()?)?;
         let owner = record.imsi.as_str();
         SubscriberRecord::set_sqn(tx, &record.imsi, sqn)?;
         tx.execute(
             "INSERT INTO aka_challenges (imsi, rand, autn, xres, sqn, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+            args![
                 owner,
                 &vector.rand.0[..],
                 &vector.autn.0[..],
@@ -401,7 +398,7 @@ impl Operator {
     /// The device as the new operator sees it: open, with its allocation.
     fn new_side(
         &self,
-        tx: &Transaction<'_>,
+        tx: &mut dyn Tx,
         id: &CampaignId,
         device_id: &DeviceId,
     ) -> Result<(DeviceRow, Allocation)> {
@@ -417,7 +414,7 @@ impl Operator {
     /// The subscription issued to the device (profile signed), not retired.
     fn issued_record(
         &self,
-        tx: &Transaction<'_>,
+        tx: &mut dyn Tx,
         id: &CampaignId,
         device_id: &DeviceId,
     ) -> Result<SubscriberRecord> {

@@ -26,8 +26,8 @@ use protocol::ota::{
     self, Activation, COUNTER_MAX, OtaCommand, OtaError, Response, ResponseStatus,
 };
 use protocol::{Iccid, Imsi};
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde_bytes::ByteBuf;
+use storage::{Tx, args};
 
 use super::api::{
     ActivateTreResponse, CampaignId, ImsiList, ImsiListAck, MAX_DEVICES, Party, TreActivatedAck,
@@ -98,12 +98,12 @@ impl Operator {
                 }
                 device.require_open(id, &entry.device_id)?;
                 let existing: Option<String> = tx
-                    .query_row(
+                    .query_opt(
                         "SELECT new_imsi FROM imsi_lists WHERE campaign = ?1 AND device_id = ?2",
-                        params![id.as_str(), entry.device_id.to_hex()],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                        args![id.as_str(), entry.device_id.to_hex()],
+                    )?
+                    .map(|r| r.get(0))
+                    .transpose()?;
                 match existing {
                     Some(imsi) if imsi == entry.imsi.as_str() => {}
                     Some(_) => return Err(MnoError::ImsiListConflict { device: entry.device_id.to_hex() }),
@@ -111,7 +111,7 @@ impl Operator {
                         tx.execute(
                             "INSERT INTO imsi_lists (campaign, device_id, iccid, new_imsi, sender, received_at)
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                            params![
+                            args![
                                 id.as_str(),
                                 entry.device_id.to_hex(),
                                 entry.iccid.as_str(),
@@ -180,13 +180,7 @@ impl Operator {
             tx.execute(
                 "UPDATE campaign_devices SET tre_command = ?3, tre_counter = ?4, tre_issued_at = ?5
                  WHERE campaign = ?1 AND device_id = ?2",
-                params![
-                    id.as_str(),
-                    device_id.to_hex(),
-                    command,
-                    to_sql_u64(counter)?,
-                    now_unix()?
-                ],
+                args![id.as_str(), device_id.to_hex(), &command, to_sql_u64(counter)?, now_unix()?],
             )?;
             Ok((ActivateTreResponse { command: ByteBuf::from(command), counter }, true))
         })?;
@@ -252,7 +246,7 @@ impl Operator {
                 "INSERT INTO tre_activations
                      (campaign, device_id, iccid, imsi, counter, response, verified_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
+                args![
                     id.as_str(),
                     device_id.to_hex(),
                     ack.iccid.as_str(),
@@ -279,47 +273,47 @@ pub(crate) struct RecordedActivation {
 
 /// The verified activation of `device` in `campaign`, if its card proved one.
 pub(crate) fn recorded_activation(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     campaign: &CampaignId,
     device: &DeviceId,
 ) -> Result<Option<RecordedActivation>> {
-    let row: Option<(String, String)> = tx
-        .query_row(
-            "SELECT iccid, imsi FROM tre_activations WHERE campaign = ?1 AND device_id = ?2",
-            params![campaign.as_str(), device.to_hex()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    row.map(|(iccid, imsi)| {
+    let row = tx.query_opt(
+        "SELECT iccid, imsi FROM tre_activations WHERE campaign = ?1 AND device_id = ?2",
+        args![campaign.as_str(), device.to_hex()],
+    )?;
+    row.map(|r| {
         Ok(RecordedActivation {
-            iccid: iccid.parse().map_err(|_| MnoError::Corrupt("ICCID"))?,
-            imsi: imsi.parse().map_err(|_| MnoError::Corrupt("IMSI"))?,
+            iccid: r.get::<String>(0)?.parse().map_err(|_| MnoError::Corrupt("ICCID"))?,
+            imsi: r.get::<String>(1)?.parse().map_err(|_| MnoError::Corrupt("IMSI"))?,
         })
     })
     .transpose()
 }
 
 /// The refusal, if another open campaign (another campaign, or another device of this one)
-/// holds a proven activation of the card `iccid`: the card is in that change.
+/// holds a proven activation of the card `iccid`: the card is in that change. Decisive when
+/// the caller holds the card's subscriber row ([`SubscriberRecord::load`] locks it on
+/// PostgreSQL): two instances then never record proven activations of one card at once.
 pub(crate) fn proven_elsewhere(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     iccid: &Iccid,
     campaign: &CampaignId,
     device: &DeviceId,
 ) -> Result<Option<MnoError>> {
-    let other: Option<(String, String)> = tx
-        .query_row(
-            "SELECT ta.campaign, ta.device_id FROM tre_activations ta
-             LEFT JOIN reports r ON r.campaign = ta.campaign AND r.device_id = ta.device_id
-             WHERE ta.iccid = ?1 AND r.outcome IS NULL
-               AND NOT (ta.campaign = ?2 AND ta.device_id = ?3)",
-            params![iccid.as_str(), campaign.as_str(), device.to_hex()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    Ok(other.map(|(campaign, device)| MnoError::SubscriptionInChange {
-        iccid: iccid.to_string(),
-        campaign,
-        device,
-    }))
+    let other = tx.query_opt(
+        "SELECT ta.campaign, ta.device_id FROM tre_activations ta
+         LEFT JOIN reports r ON r.campaign = ta.campaign AND r.device_id = ta.device_id
+         WHERE ta.iccid = ?1 AND r.outcome IS NULL
+           AND NOT (ta.campaign = ?2 AND ta.device_id = ?3)",
+        args![iccid.as_str(), campaign.as_str(), device.to_hex()],
+    )?;
+    other
+        .map(|r| {
+            Ok(MnoError::SubscriptionInChange {
+                iccid: iccid.to_string(),
+                campaign: r.get(0)?,
+                device: r.get(1)?,
+            })
+        })
+        .transpose()
 }

@@ -17,8 +17,8 @@ use protocol::milenage::Op;
 use protocol::role::{CertifiedRole, Expected, Role};
 use protocol::x509::{ChainPolicy, TrustAnchors};
 use protocol::{Amf, DeviceId, Iccid, Imsi, SubscriptionProfile};
-use rusqlite::{OptionalExtension, Transaction, params};
 use rustls::ServerConfig;
+use storage::{Row, Tx, args};
 use transport::{ClientAuth, Identity};
 
 use super::api::{
@@ -31,7 +31,7 @@ use super::old_operator::recorded_activation;
 use super::pool::{self, PoolConfig, Purpose};
 use super::records::{SubscriberRecord, SubscriberStatus, SubscriberView};
 use super::seal::Sealer;
-use super::store::{OpenMode, Store, now_unix};
+use super::store::{OpenMode, Store, lock_campaigns, locking, now_unix};
 
 /// A running operator: configuration, keys and store.
 pub struct Operator {
@@ -135,7 +135,7 @@ impl Operator {
 
         let sealer = Sealer::new(&config.storage_key)?;
         let store = open_store(&sealer)?;
-        tracing::info!(operator = %name, store = %store.path().display(), "operator opened");
+        tracing::info!(operator = %name, store = %store.location(), "operator opened");
         Ok(Self {
             name,
             store,
@@ -192,18 +192,15 @@ impl Operator {
         let party = self.party_of(&req.from, &req.to, &req.id)?;
         let digest = req.digest();
         let created = self.store.write(|tx| {
+            lock_campaigns(tx)?;
             let existing: Option<Vec<u8>> = tx
-                .query_row("SELECT digest FROM campaigns WHERE id = ?1", [req.id.as_str()], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            let closed: Option<i64> = tx
-                .query_row(
-                    "SELECT closed_at FROM closed_campaigns WHERE id = ?1",
-                    [req.id.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()?;
+                .query_opt("SELECT digest FROM campaigns WHERE id = ?1", args![req.id.as_str()])?
+                .map(|r| r.get(0))
+                .transpose()?;
+            let closed = tx.query_opt(
+                "SELECT closed_at FROM closed_campaigns WHERE id = ?1",
+                args![req.id.as_str()],
+            )?;
             if closed.is_some() {
                 return Err(MnoError::CampaignClosed(req.id.to_string()));
             }
@@ -217,7 +214,7 @@ impl Operator {
             tx.execute(
                 "INSERT INTO campaigns (id, from_operator, to_operator, digest, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![req.id.as_str(), req.from, req.to, digest, now_unix()?],
+                args![req.id.as_str(), &req.from, &req.to, &digest, now_unix()?],
             )?;
             for d in &req.devices {
                 let old_imsi = match party {
@@ -227,7 +224,7 @@ impl Operator {
                 tx.execute(
                     "INSERT INTO campaign_devices (campaign, device_id, iccid, old_imsi)
                      VALUES (?1, ?2, ?3, ?4)",
-                    params![
+                    args![
                         req.id.as_str(),
                         d.device_id.to_hex(),
                         d.iccid.as_str(),
@@ -247,39 +244,34 @@ impl Operator {
     /// proven change of another open campaign.
     fn old_subscription(
         &self,
-        tx: &Transaction<'_>,
+        tx: &mut dyn Tx,
         campaign: &CampaignId,
         iccid: &Iccid,
     ) -> Result<Imsi> {
-        let row: Option<(String, String)> = tx
-            .query_row(
-                "SELECT imsi, status FROM subscribers WHERE iccid = ?1",
-                [iccid.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((imsi, status)) = row else {
+        let row = tx.query_opt(
+            "SELECT imsi, status FROM subscribers WHERE iccid = ?1",
+            args![iccid.as_str()],
+        )?;
+        let Some(row) = row else {
             return Err(MnoError::UnknownIccid(iccid.to_string()));
         };
+        let (imsi, status): (String, String) = (row.get(0)?, row.get(1)?);
         if status != SubscriberStatus::Active.name() && status != SubscriberStatus::Live.name() {
             return Err(MnoError::UnknownIccid(iccid.to_string()));
         }
         // Only a card's proof holds the ICCID: a campaign pairing a device with someone
         // else's ICCID must not lock that subscription out of its own device's campaigns.
-        let proven: Option<(String, String)> = tx
-            .query_row(
-                "SELECT ta.campaign, ta.device_id FROM tre_activations ta
-                 LEFT JOIN reports r ON r.campaign = ta.campaign AND r.device_id = ta.device_id
-                 WHERE ta.iccid = ?1 AND ta.campaign != ?2 AND r.outcome IS NULL",
-                params![iccid.as_str(), campaign.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((campaign, device)) = proven {
+        let proven = tx.query_opt(
+            "SELECT ta.campaign, ta.device_id FROM tre_activations ta
+             LEFT JOIN reports r ON r.campaign = ta.campaign AND r.device_id = ta.device_id
+             WHERE ta.iccid = ?1 AND ta.campaign != ?2 AND r.outcome IS NULL",
+            args![iccid.as_str(), campaign.as_str()],
+        )?;
+        if let Some(r) = proven {
             return Err(MnoError::SubscriptionInChange {
                 iccid: iccid.to_string(),
-                campaign,
-                device,
+                campaign: r.get(0)?,
+                device: r.get(1)?,
             });
         }
         imsi.parse().map_err(|_| MnoError::Corrupt("IMSI"))
@@ -304,7 +296,7 @@ impl Operator {
         self.store.read(|tx| {
             let c = CampaignRow::load(tx, id)?;
             let party = self.party_of(&c.from, &c.to, id)?;
-            let mut stmt = tx.prepare(
+            let rows = tx.query(
                 "SELECT cd.device_id, cd.iccid, cd.old_imsi, il.new_imsi, a.imsi, cd.imsi_list_sent_at,
                         cd.tre_command IS NOT NULL, cd.registered_at, cd.profile IS NOT NULL, s.status,
                         r.outcome, ta.device_id IS NOT NULL
@@ -316,26 +308,11 @@ impl Operator {
                  LEFT JOIN subscribers s ON s.imsi = a.imsi
                  LEFT JOIN reports r ON r.campaign = cd.campaign AND r.device_id = cd.device_id
                  WHERE cd.campaign = ?1 ORDER BY cd.device_id",
+                args![id.as_str()],
             )?;
-            let rows = stmt.query_map([id.as_str()], |r| {
-                Ok(StatusRow {
-                    device_id: r.get(0)?,
-                    iccid: r.get(1)?,
-                    old_imsi: r.get(2)?,
-                    listed_imsi: r.get(3)?,
-                    allocated_imsi: r.get(4)?,
-                    list_sent: r.get::<_, Option<i64>>(5)?.is_some(),
-                    tre_issued: r.get(6)?,
-                    registered: r.get::<_, Option<i64>>(7)?.is_some(),
-                    profile_issued: r.get(8)?,
-                    new_status: r.get(9)?,
-                    report: r.get(10)?,
-                    tre_proven: r.get(11)?,
-                })
-            })?;
-            let mut devices = Vec::new();
-            for row in rows {
-                devices.push(row?.into_status(party)?);
+            let mut devices = Vec::with_capacity(rows.len());
+            for r in &rows {
+                devices.push(StatusRow::from_row(r)?.into_status(party)?);
             }
             Ok(CampaignStatus { id: c.id, from: c.from, to: c.to, party, devices })
         })
@@ -373,12 +350,22 @@ impl Operator {
                 Ok(c) => c,
                 // The RO gave the campaign up before this operator heard of it: nothing to
                 // release but the campaign itself, which a late announcement must not open.
+                // Looked for again under the lock that campaign creation takes, so that
+                // another instance is not creating it at this moment.
                 Err(MnoError::CampaignNotFound(_)) if report.outcome == ReportOutcome::Failure => {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO closed_campaigns (id, closed_at) VALUES (?1, ?2)",
-                        params![report.campaign.as_str(), now_unix()?],
-                    )?;
-                    return Ok((self.ack(report, None), None));
+                    lock_campaigns(tx)?;
+                    match CampaignRow::load(tx, &report.campaign) {
+                        Ok(c) => c,
+                        Err(MnoError::CampaignNotFound(_)) => {
+                            tx.execute(
+                                "INSERT INTO closed_campaigns (id, closed_at) VALUES (?1, ?2)
+                                 ON CONFLICT (id) DO NOTHING",
+                                args![report.campaign.as_str(), now_unix()?],
+                            )?;
+                            return Ok((self.ack(report, None), None));
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 Err(e) => return Err(e),
             };
@@ -450,12 +437,12 @@ impl Operator {
             tx.execute(
                 "INSERT INTO reports (campaign, device_id, outcome, step, reason, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+                args![
                     c.id.as_str(),
                     report.device_id.to_hex(),
                     report.outcome.name(),
-                    report.step,
-                    report.reason,
+                    report.step.map(i64::from),
+                    report.reason.as_deref(),
                     now_unix()?
                 ],
             )?;
@@ -493,16 +480,23 @@ pub(crate) struct CampaignRow {
 }
 
 impl CampaignRow {
-    pub fn load(tx: &Transaction<'_>, id: &CampaignId) -> Result<Self> {
-        let row: Option<(String, String)> = tx
-            .query_row(
-                "SELECT from_operator, to_operator FROM campaigns WHERE id = ?1",
-                [id.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let (from, to) = row.ok_or_else(|| MnoError::CampaignNotFound(id.to_string()))?;
-        Ok(Self { id: id.clone(), from, to })
+    pub fn load(tx: &mut dyn Tx, id: &CampaignId) -> Result<Self> {
+        Self::select(tx, id, "")
+    }
+
+    /// [`CampaignRow::load`], the row locked until the transaction ends (PostgreSQL).
+    pub fn lock(tx: &mut dyn Tx, id: &CampaignId) -> Result<Self> {
+        let clause = locking(tx, " FOR UPDATE");
+        Self::select(tx, id, clause)
+    }
+
+    fn select(tx: &mut dyn Tx, id: &CampaignId, locking: &str) -> Result<Self> {
+        let sql =
+            format!("SELECT from_operator, to_operator FROM campaigns WHERE id = ?1{locking}");
+        let row = tx
+            .query_opt(&sql, args![id.as_str()])?
+            .ok_or_else(|| MnoError::CampaignNotFound(id.to_string()))?;
+        Ok(Self { id: id.clone(), from: row.get(0)?, to: row.get(1)? })
     }
 
     /// Refuses unless `me` is on side `party` of the campaign.
@@ -533,50 +527,36 @@ pub(crate) struct DeviceRow {
 }
 
 impl DeviceRow {
-    pub fn load(tx: &Transaction<'_>, campaign: &CampaignId, device: &DeviceId) -> Result<Self> {
-        type Raw = (
-            String,
-            Option<String>,
-            bool,
-            Option<i64>,
-            Option<Vec<u8>>,
-            Option<i64>,
-            Option<i64>,
-            Option<Vec<u8>>,
-            Option<Vec<u8>>,
-            Option<String>,
+    /// The device's row, locked until the transaction ends (PostgreSQL): every caller is a
+    /// write that decides on the device's state, so one device's operations run one at a
+    /// time across instances.
+    pub fn load(tx: &mut dyn Tx, campaign: &CampaignId, device: &DeviceId) -> Result<Self> {
+        let sql = format!(
+            "SELECT cd.iccid, cd.old_imsi, il.new_imsi IS NOT NULL, cd.imsi_list_sent_at,
+                    cd.tre_command, cd.tre_counter, cd.registered_at, cd.ear_hash, cd.profile,
+                    r.outcome
+             FROM campaign_devices cd
+             LEFT JOIN imsi_lists il ON il.campaign = cd.campaign AND il.device_id = cd.device_id
+             LEFT JOIN reports r ON r.campaign = cd.campaign AND r.device_id = cd.device_id
+             WHERE cd.campaign = ?1 AND cd.device_id = ?2{}",
+            locking(tx, " FOR UPDATE OF cd")
         );
-        let row: Option<Raw> = tx
-            .query_row(
-                "SELECT cd.iccid, cd.old_imsi, il.new_imsi IS NOT NULL, cd.imsi_list_sent_at,
-                        cd.tre_command, cd.tre_counter, cd.registered_at, cd.ear_hash, cd.profile,
-                        r.outcome
-                 FROM campaign_devices cd
-                 LEFT JOIN imsi_lists il ON il.campaign = cd.campaign AND il.device_id = cd.device_id
-                 LEFT JOIN reports r ON r.campaign = cd.campaign AND r.device_id = cd.device_id
-                 WHERE cd.campaign = ?1 AND cd.device_id = ?2",
-                params![campaign.as_str(), device.to_hex()],
-                |r| Raw::try_from(r),
-            )
-            .optional()?;
-        let Some((
-            iccid,
-            old_imsi,
-            listed,
-            sent,
-            command,
-            counter,
-            registered,
-            ear_hash,
-            profile,
-            report,
-        )) = row
-        else {
+        let Some(r) = tx.query_opt(&sql, args![campaign.as_str(), device.to_hex()])? else {
             return Err(MnoError::DeviceNotInCampaign {
                 campaign: campaign.to_string(),
                 device: device.to_hex(),
             });
         };
+        let iccid: String = r.get(0)?;
+        let old_imsi: Option<String> = r.get(1)?;
+        let listed: bool = r.get(2)?;
+        let sent: Option<i64> = r.get(3)?;
+        let command: Option<Vec<u8>> = r.get(4)?;
+        let counter: Option<i64> = r.get(5)?;
+        let registered: Option<i64> = r.get(6)?;
+        let ear_hash: Option<Vec<u8>> = r.get(7)?;
+        let profile: Option<Vec<u8>> = r.get(8)?;
+        let report: Option<String> = r.get(9)?;
         let tre_command = match (command, counter) {
             (Some(c), Some(n)) => {
                 Some((c, u64::try_from(n).map_err(|_| MnoError::Corrupt("OTA counter"))?))
@@ -634,6 +614,23 @@ struct StatusRow {
 }
 
 impl StatusRow {
+    fn from_row(r: &Row) -> Result<Self> {
+        Ok(Self {
+            device_id: r.get(0)?,
+            iccid: r.get(1)?,
+            old_imsi: r.get(2)?,
+            listed_imsi: r.get(3)?,
+            allocated_imsi: r.get(4)?,
+            list_sent: r.get::<Option<i64>>(5)?.is_some(),
+            tre_issued: r.get(6)?,
+            registered: r.get::<Option<i64>>(7)?.is_some(),
+            profile_issued: r.get(8)?,
+            new_status: r.get(9)?,
+            report: r.get(10)?,
+            tre_proven: r.get(11)?,
+        })
+    }
+
     fn into_status(self, party: Party) -> Result<DeviceStatus> {
         let imsi = |s: Option<String>| {
             s.map(|s| s.parse::<Imsi>().map_err(|_| MnoError::Corrupt("IMSI"))).transpose()

@@ -1,11 +1,13 @@
 //! The operator's number pool: a configured IMSI range (3GPP TS 23.003 §2.2: MCC ‖ MNC ‖
 //! MSIN) and, in step, ICCIDs under the operator's issuer prefix (ITU-T E.118, Luhn check
 //! digit). Allocation is durable: the next free index lives in the store and moves forward
-//! in the same transaction that records the allocation, and IMSI and ICCID columns are
-//! UNIQUE, so no number is issued twice, across restarts, concurrent requests and processes.
+//! in the same transaction that records the allocation, by one conditional statement (so
+//! instances sharing a PostgreSQL store, whose transactions run at once, each take another
+//! index), and IMSI and ICCID columns are UNIQUE, so no number is issued twice, across
+//! restarts, concurrent requests, processes and instances.
 
 use protocol::{DeviceId, Iccid, Imsi};
-use rusqlite::{OptionalExtension, Transaction, params};
+use storage::{Tx, args};
 
 use super::config::ConfigError;
 use super::error::{MnoError, Result};
@@ -132,17 +134,24 @@ pub(crate) enum Purpose<'a> {
     Campaign { campaign: &'a str, device: &'a DeviceId },
 }
 
-/// Takes the next free IMSI inside the caller's (IMMEDIATE) transaction.
+/// Takes the next free IMSI inside the caller's write transaction.
 pub(crate) fn allocate(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     pool: &PoolConfig,
     purpose: Purpose<'_>,
 ) -> Result<Allocation> {
-    let next: i64 = tx.query_row("SELECT next_index FROM pool WHERE id = 0", [], |r| r.get(0))?;
-    let index = from_sql_u64(next)?;
-    if index >= pool.count {
+    // Read and moved in one statement: a concurrent transaction waits for this row and
+    // then takes the index after (PostgreSQL re-checks the condition on the row it waited
+    // for), never the same one.
+    let taken = tx.query_opt(
+        "UPDATE pool SET next_index = next_index + 1 WHERE id = 0 AND next_index < ?1
+         RETURNING next_index - 1",
+        args![to_sql_u64(pool.count)?],
+    )?;
+    let Some(taken) = taken else {
         return Err(MnoError::PoolExhausted { count: pool.count });
-    }
+    };
+    let index = from_sql_u64(taken.get(0)?)?;
     let imsi = pool.imsi(index)?;
     let iccid = pool.iccid(index)?;
     let (kind, campaign, device) = match purpose {
@@ -154,30 +163,29 @@ pub(crate) fn allocate(
     tx.execute(
         "INSERT INTO allocations (pool_index, imsi, iccid, purpose, campaign, device_id, allocated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![to_sql_u64(index)?, imsi.as_str(), iccid.as_str(), kind, campaign, device, now_unix()?],
+        args![to_sql_u64(index)?, imsi.as_str(), iccid.as_str(), kind, campaign, device, now_unix()?],
     )?;
-    tx.execute("UPDATE pool SET next_index = ?1 WHERE id = 0", [to_sql_u64(index + 1)?])?;
     Ok(Allocation { index, imsi, iccid })
 }
 
 /// The allocation made for `device` in `campaign`, if any.
 pub(crate) fn allocation_for(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     campaign: &str,
     device: &DeviceId,
 ) -> Result<Option<Allocation>> {
-    let row: Option<(i64, String, String)> = tx
-        .query_row(
-            "SELECT pool_index, imsi, iccid FROM allocations WHERE campaign = ?1 AND device_id = ?2",
-            params![campaign, device.to_hex()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    row.map(|(index, imsi, iccid)| {
+    let row = tx.query_opt(
+        "SELECT pool_index, imsi, iccid FROM allocations WHERE campaign = ?1 AND device_id = ?2",
+        args![campaign, device.to_hex()],
+    )?;
+    row.map(|r| {
         Ok(Allocation {
-            index: from_sql_u64(index)?,
-            imsi: imsi.parse().map_err(|_| MnoError::Corrupt("allocation IMSI"))?,
-            iccid: iccid.parse().map_err(|_| MnoError::Corrupt("allocation ICCID"))?,
+            index: from_sql_u64(r.get(0)?)?,
+            imsi: r.get::<String>(1)?.parse().map_err(|_| MnoError::Corrupt("allocation IMSI"))?,
+            iccid: r
+                .get::<String>(2)?
+                .parse()
+                .map_err(|_| MnoError::Corrupt("allocation ICCID"))?,
         })
     })
     .transpose()

@@ -12,12 +12,12 @@ use protocol::milenage::{Op, Sqn, opc_from_op};
 use protocol::{
     Amf, DeviceId, Iccid, Imsi, Opc, OtaKey, OtaKeys, SubscriberKey, SubscriptionProfile,
 };
-use rusqlite::{OptionalExtension, Row, Transaction, params};
 use serde::{Deserialize, Serialize};
+use storage::{Row, Tx, args};
 
 use super::error::{MnoError, Result};
 use super::seal::{Field, Sealer};
-use super::store::{from_sql_u64, now_unix, to_sql_u64};
+use super::store::{from_sql_u64, locking, now_unix, to_sql_u64};
 
 /// Where a subscription stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -111,14 +111,14 @@ impl SubscriberRecord {
         }
     }
 
-    pub fn insert(&self, tx: &Transaction<'_>, sealer: &Sealer) -> Result<()> {
+    pub fn insert(&self, tx: &mut dyn Tx, sealer: &Sealer) -> Result<()> {
         let owner = self.imsi.as_str();
         let now = now_unix()?;
         tx.execute(
             "INSERT INTO subscribers (imsi, iccid, k, opc, kic, kid, amf, sqn, ota_counter, status,
                                       device_id, campaign, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
-            params![
+            args![
                 owner,
                 self.iccid.as_str(),
                 sealer.seal(owner, Field::K, self.k.expose())?,
@@ -137,38 +137,38 @@ impl SubscriberRecord {
         Ok(())
     }
 
-    pub fn load(tx: &Transaction<'_>, sealer: &Sealer, imsi: &Imsi) -> Result<Option<Self>> {
-        let raw = tx
-            .query_row(
-                "SELECT imsi, iccid, k, opc, kic, kid, amf, sqn, ota_counter, status, device_id, campaign
-                 FROM subscribers WHERE imsi = ?1",
-                [imsi.as_str()],
-                RawRecord::from_row,
-            )
-            .optional()?;
-        raw.map(|r| r.decrypt(sealer)).transpose()
+    /// The record of `imsi`, locked until the transaction ends (PostgreSQL): every caller
+    /// reads it to change it (SQN, OTA counter, status) or to decide on the card it names.
+    pub fn load(tx: &mut dyn Tx, sealer: &Sealer, imsi: &Imsi) -> Result<Option<Self>> {
+        let sql = format!(
+            "SELECT imsi, iccid, k, opc, kic, kid, amf, sqn, ota_counter, status, device_id, campaign
+             FROM subscribers WHERE imsi = ?1{}",
+            locking(tx, " FOR UPDATE")
+        );
+        let raw = tx.query_opt(&sql, args![imsi.as_str()])?;
+        raw.map(|r| RawRecord::from_row(&r)?.decrypt(sealer)).transpose()
     }
 
-    pub fn set_status(tx: &Transaction<'_>, imsi: &Imsi, status: SubscriberStatus) -> Result<()> {
+    pub fn set_status(tx: &mut dyn Tx, imsi: &Imsi, status: SubscriberStatus) -> Result<()> {
         tx.execute(
             "UPDATE subscribers SET status = ?2, updated_at = ?3 WHERE imsi = ?1",
-            params![imsi.as_str(), status.name(), now_unix()?],
+            args![imsi.as_str(), status.name(), now_unix()?],
         )?;
         Ok(())
     }
 
-    pub fn set_sqn(tx: &Transaction<'_>, imsi: &Imsi, sqn: Sqn) -> Result<()> {
+    pub fn set_sqn(tx: &mut dyn Tx, imsi: &Imsi, sqn: Sqn) -> Result<()> {
         tx.execute(
             "UPDATE subscribers SET sqn = ?2, updated_at = ?3 WHERE imsi = ?1",
-            params![imsi.as_str(), to_sql_u64(sqn.value())?, now_unix()?],
+            args![imsi.as_str(), to_sql_u64(sqn.value())?, now_unix()?],
         )?;
         Ok(())
     }
 
-    pub fn set_ota_counter(tx: &Transaction<'_>, imsi: &Imsi, counter: u64) -> Result<()> {
+    pub fn set_ota_counter(tx: &mut dyn Tx, imsi: &Imsi, counter: u64) -> Result<()> {
         tx.execute(
             "UPDATE subscribers SET ota_counter = ?2, updated_at = ?3 WHERE imsi = ?1",
-            params![imsi.as_str(), to_sql_u64(counter)?, now_unix()?],
+            args![imsi.as_str(), to_sql_u64(counter)?, now_unix()?],
         )?;
         Ok(())
     }
@@ -191,7 +191,7 @@ struct RawRecord {
 }
 
 impl RawRecord {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+    fn from_row(r: &Row) -> Result<Self> {
         Ok(Self {
             imsi: r.get(0)?,
             iccid: r.get(1)?,
@@ -248,19 +248,18 @@ pub struct SubscriberView {
 }
 
 impl SubscriberView {
-    pub(crate) fn load(tx: &Transaction<'_>, imsi: &Imsi) -> Result<Option<Self>> {
-        type Raw = (String, String, String, Option<String>, Option<String>, i64, i64);
-        let row: Option<Raw> = tx
-            .query_row(
-                "SELECT imsi, iccid, status, device_id, campaign, created_at, updated_at
-                 FROM subscribers WHERE imsi = ?1",
-                [imsi.as_str()],
-                |r| Raw::try_from(r),
-            )
-            .optional()?;
-        let Some((imsi, iccid, status, device, campaign, created_at, updated_at)) = row else {
+    pub(crate) fn load(tx: &mut dyn Tx, imsi: &Imsi) -> Result<Option<Self>> {
+        let Some(r) = tx.query_opt(
+            "SELECT imsi, iccid, status, device_id, campaign, created_at, updated_at
+             FROM subscribers WHERE imsi = ?1",
+            args![imsi.as_str()],
+        )?
+        else {
             return Ok(None);
         };
+        let (imsi, iccid, status): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let (device, campaign): (Option<String>, Option<String>) = (r.get(3)?, r.get(4)?);
+        let (created_at, updated_at): (i64, i64) = (r.get(5)?, r.get(6)?);
         Ok(Some(Self {
             imsi: imsi.parse().map_err(|_| MnoError::Corrupt("IMSI"))?,
             iccid: iccid.parse().map_err(|_| MnoError::Corrupt("ICCID"))?,

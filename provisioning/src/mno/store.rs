@@ -1,27 +1,38 @@
-//! The operator's SQLite store (docs/flow.md "Who holds what"; DESIGN.md §5): the IMSI pool
-//! and its allocations, subscriber records with their secrets encrypted ([`super::seal`]),
-//! the campaigns this operator takes part in and their devices, received IMSI lists, the
-//! cards' verified answers to activate-TRE, outstanding AKA challenges and the DPF's
-//! reports.
+//! The operator's store (docs/flow.md "Who holds what"; DESIGN.md §5): the IMSI pool and
+//! its allocations, subscriber records with their secrets encrypted ([`super::seal`]), the
+//! campaigns this operator takes part in and their devices, received IMSI lists, the cards'
+//! verified answers to activate-TRE, outstanding AKA challenges and the DPF's reports.
 //!
-//! One file per process, opened under the policy of `storage::open_sqlite`: created with
-//! mode 0600 only where no file exists (or in an empty file with [`OpenMode::Init`]), never
-//! over an empty or foreign file (MNO-B once re-issued IMSIs that were live on cards after
-//! its store file was emptied). WAL journal with `synchronous=FULL` (a committed allocation
-//! survives power loss), foreign keys on, `secure_delete` on. The store is stamped as the
-//! `mno` store and its schema versioned with `PRAGMA user_version`; a store of another role,
-//! another version, another operator, another IMSI range or another storage key is refused
-//! at start.
-//! Every change runs in one `BEGIN IMMEDIATE` transaction, which takes the write lock first,
-//! so concurrent requests (and processes) serialise instead of deadlocking on upgrade.
+//! Two backends behind [`storage::Database`] (issue 15), the same statements on both
+//! ([`Tx`]); secrets are sealed before they are stored, whichever holds them:
+//! - SQLite (the default; one file per process), opened under the policy of
+//!   `storage::open_sqlite`: created with mode 0600 only where no file exists (or in an
+//!   empty file with [`OpenMode::Init`]), never over an empty or foreign file (MNO-B once
+//!   re-issued IMSIs that were live on cards after its store file was emptied). WAL journal
+//!   with `synchronous=FULL` (a committed allocation survives power loss), foreign keys on,
+//!   `secure_delete` on, stamped as the `mno` store, schema versioned with `PRAGMA
+//!   user_version`. Every change runs in one `BEGIN IMMEDIATE` transaction, which takes the
+//!   write lock first, so concurrent requests (and processes) serialise instead of
+//!   deadlocking on upgrade.
+//! - PostgreSQL (`path = "postgres://…"`; several instances of one operator), with
+//!   versioned migrations ([`PG_SCHEMA`]). Transactions run concurrently at READ COMMITTED,
+//!   so every read-modify-write is one conditional statement (the pool's next index) or
+//!   reads what it changes `FOR UPDATE` ([`locking`]): a campaign's device, a subscriber
+//!   (SQN, OTA counter), a campaign being prepared, the list of campaigns (created or
+//!   closed). Reads run in a REPEATABLE READ snapshot.
+//!
+//! Either store records its owner, IMSI range and a storage-key check when it is created; a
+//! store of another role, another version, another operator, another IMSI range or another
+//! storage key is refused at start.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 pub use storage::OpenMode;
-use storage::{OpenError, Schema};
+use storage::{
+    Database, Dialect, Location, OpenError, PgSchema, Postgres, Schema, SqlError, SqliteTx, Tx,
+    args, sqlite_error,
+};
 
 use super::error::{MnoError, Result};
 use super::pool::PoolConfig;
@@ -174,109 +185,308 @@ CREATE TABLE IF NOT EXISTS aka_accepted (
     accepted_at INTEGER NOT NULL
 );";
 
+/// The operator's store on PostgreSQL: the SQLite schema (the tables added since included)
+/// in PostgreSQL's types; the meta rows are written by the transaction that creates it.
+pub const PG_SCHEMA: PgSchema = PgSchema { role: "mno", migrations: &[PG_V1] };
+
+const PG_V1: &str = "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value BYTEA NOT NULL
+);
+CREATE TABLE pool (
+    id         BIGINT PRIMARY KEY CHECK (id = 0),
+    next_index BIGINT NOT NULL CHECK (next_index >= 0)
+);
+INSERT INTO pool (id, next_index) VALUES (0, 0);
+CREATE TABLE allocations (
+    pool_index   BIGINT PRIMARY KEY,
+    imsi         TEXT NOT NULL UNIQUE,
+    iccid        TEXT NOT NULL UNIQUE,
+    purpose      TEXT NOT NULL CHECK (purpose IN ('manufacture', 'campaign')),
+    campaign     TEXT,
+    device_id    TEXT,
+    allocated_at BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX allocations_by_device ON allocations (campaign, device_id)
+    WHERE campaign IS NOT NULL;
+CREATE TABLE subscribers (
+    imsi        TEXT PRIMARY KEY REFERENCES allocations (imsi),
+    iccid       TEXT NOT NULL UNIQUE,
+    k           BYTEA NOT NULL,
+    opc         BYTEA NOT NULL,
+    kic         BYTEA NOT NULL,
+    kid         BYTEA NOT NULL,
+    amf         BYTEA NOT NULL,
+    sqn         BIGINT NOT NULL CHECK (sqn >= 0),
+    ota_counter BIGINT NOT NULL CHECK (ota_counter >= 0),
+    status      TEXT NOT NULL CHECK (status IN ('active', 'pending', 'live', 'retired')),
+    device_id   TEXT,
+    campaign    TEXT,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+CREATE TABLE campaigns (
+    id            TEXT PRIMARY KEY,
+    from_operator TEXT NOT NULL,
+    to_operator   TEXT NOT NULL,
+    digest        BYTEA NOT NULL,
+    created_at    BIGINT NOT NULL
+);
+CREATE TABLE campaign_devices (
+    campaign          TEXT NOT NULL REFERENCES campaigns (id),
+    device_id         TEXT NOT NULL,
+    iccid             TEXT NOT NULL,
+    old_imsi          TEXT REFERENCES subscribers (imsi),
+    imsi_list_sent_at BIGINT,
+    tre_command       BYTEA,
+    tre_counter       BIGINT,
+    tre_issued_at     BIGINT,
+    registered_at     BIGINT,
+    ear_hash          BYTEA,
+    profile           BYTEA,
+    profile_issued_at BIGINT,
+    PRIMARY KEY (campaign, device_id)
+);
+CREATE INDEX campaign_devices_by_iccid ON campaign_devices (iccid);
+CREATE TABLE imsi_lists (
+    campaign    TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    iccid       TEXT NOT NULL,
+    new_imsi    TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (campaign, device_id),
+    FOREIGN KEY (campaign, device_id) REFERENCES campaign_devices (campaign, device_id)
+);
+CREATE TABLE tre_activations (
+    campaign    TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    iccid       TEXT NOT NULL,
+    imsi        TEXT NOT NULL,
+    counter     BIGINT NOT NULL,
+    response    BYTEA NOT NULL,
+    verified_at BIGINT NOT NULL,
+    PRIMARY KEY (campaign, device_id),
+    FOREIGN KEY (campaign, device_id) REFERENCES campaign_devices (campaign, device_id)
+);
+CREATE INDEX tre_activations_by_iccid ON tre_activations (iccid);
+CREATE TABLE aka_challenges (
+    imsi       TEXT PRIMARY KEY REFERENCES subscribers (imsi),
+    rand       BYTEA NOT NULL,
+    autn       BYTEA NOT NULL,
+    xres       BYTEA NOT NULL,
+    sqn        BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE aka_accepted (
+    imsi        TEXT PRIMARY KEY REFERENCES subscribers (imsi),
+    res         BYTEA NOT NULL,
+    accepted_at BIGINT NOT NULL
+);
+CREATE TABLE closed_campaigns (
+    id        TEXT PRIMARY KEY,
+    closed_at BIGINT NOT NULL
+);
+CREATE TABLE reports (
+    campaign    TEXT NOT NULL,
+    device_id   TEXT NOT NULL,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('success', 'failure')),
+    step        BIGINT,
+    reason      TEXT,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (campaign, device_id),
+    FOREIGN KEY (campaign, device_id) REFERENCES campaign_devices (campaign, device_id)
+)
+";
+
 /// The store of one operator process.
 pub struct Store {
-    conn: Mutex<Connection>,
-    path: PathBuf,
+    db: Database,
+    location: Location,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Store").field("location", &self.location).finish_non_exhaustive()
     }
 }
 
 impl Store {
-    /// [`Store::open_with`] in [`OpenMode::CreateIfMissing`] (the tests' shorthand).
+    /// [`Store::open_with`] of an SQLite file in [`OpenMode::CreateIfMissing`] (the tests'
+    /// shorthand).
     #[cfg(test)]
     pub(crate) fn open(
-        path: &Path,
+        path: &std::path::Path,
         owner: &str,
         pool: &PoolConfig,
         sealer: &Sealer,
     ) -> Result<Self> {
-        Self::open_with(path, owner, pool, sealer, OpenMode::CreateIfMissing)
+        let location = Location::File(path.to_owned());
+        Self::open_with(&location, owner, pool, sealer, OpenMode::CreateIfMissing)
     }
 
-    /// Opens the store at `path` for operator `owner` with IMSI range `pool` — creating it
-    /// where no file exists, or in an empty file with [`OpenMode::Init`] — checking that it
-    /// is this operator's, of this schema and range, and that `sealer`'s key is the one its
-    /// secrets were encrypted with.
+    /// Opens the store at `location` for operator `owner` with IMSI range `pool` — creating
+    /// it where no file exists (or in an empty file with [`OpenMode::Init`]), or in a
+    /// PostgreSQL database without tables — checking that it is this operator's, of this
+    /// schema and range, and that `sealer`'s key is the one its secrets were encrypted with.
     pub(crate) fn open_with(
-        path: &Path,
+        location: &Location,
         owner: &str,
         pool: &PoolConfig,
         sealer: &Sealer,
         mode: OpenMode,
     ) -> Result<Self> {
-        let shown = path.display().to_string();
+        let shown = location.to_string();
         let check = sealer.seal("", Field::KeyCheck, KEY_CHECK_PLAINTEXT)?;
         // The owner, range and key check are written with the schema, in one transaction.
-        let mut conn = storage::open_sqlite_with(path, &SCHEMA, mode, |c| {
-            write_meta(c, owner, pool, &check)?;
-            tracing::info!(path = %shown, owner, "operator store created");
-            Ok(())
-        })?;
-        configure(&conn)?;
-
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        verify_meta(&tx, &shown, owner, pool, sealer)?;
-        tx.commit()?;
-        Ok(Self { conn: Mutex::new(conn), path: path.to_owned() })
+        let created = || tracing::info!(store = %shown, owner, "operator store created");
+        let db = match location {
+            Location::File(path) => {
+                let conn = storage::open_sqlite_with(path, &SCHEMA, mode, |c| {
+                    write_meta(&mut SqliteTx(c), owner, pool, &check)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    created();
+                    Ok(())
+                })?;
+                sqlite(conn)?
+            }
+            Location::Postgres(url) => Database::Postgres(Postgres::open(url, &PG_SCHEMA, |tx| {
+                write_meta(tx, owner, pool, &check)?;
+                created();
+                Ok(())
+            })?),
+        };
+        let store = Self { db, location: location.clone() };
+        store.read(|tx| verify_meta(tx, &shown, owner, pool, sealer))?;
+        Ok(store)
     }
 
     /// A store in memory only, made for `owner` and `pool`: not durable (`tresor serve mno
     /// --check`).
     pub(crate) fn open_in_memory(owner: &str, pool: &PoolConfig, sealer: &Sealer) -> Result<Self> {
         let conn = storage::open_sqlite_in_memory(&SCHEMA)?;
-        write_meta(&conn, owner, pool, &sealer.seal("", Field::KeyCheck, KEY_CHECK_PLAINTEXT)?)?;
-        configure(&conn)?;
-        Ok(Self { conn: Mutex::new(conn), path: PathBuf::from(":memory:") })
+        let check = sealer.seal("", Field::KeyCheck, KEY_CHECK_PLAINTEXT)?;
+        write_meta(&mut SqliteTx(&conn), owner, pool, &check)?;
+        Ok(Self { db: sqlite(conn)?, location: Location::File(":memory:".into()) })
     }
 
-    /// What a start with this configuration would find at `path`, reading only (`tresor
-    /// serve mno --check`): the store checks of [`storage::check_sqlite`], then the owner,
-    /// the pool and the storage key, as [`Store::open_with`] checks them.
+    /// What a start with this configuration would find at `location`, without writing to it
+    /// (`tresor serve mno --check`): the store checks of [`storage::check_sqlite`] or
+    /// [`Postgres::check`], then the owner, the pool and the storage key, as
+    /// [`Store::open_with`] checks them.
     pub fn check(
-        path: &Path,
+        location: &Location,
         owner: &str,
         pool: &PoolConfig,
         storage_key: &crate::mno::StorageKey,
     ) -> Result<storage::StoreCheck> {
         let sealer = Sealer::new(storage_key)?;
-        let found = storage::check_sqlite(path, &SCHEMA)?;
-        if found == storage::StoreCheck::Missing {
-            return Ok(found);
-        }
-        let flags =
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        verify_meta(&tx, &path.display().to_string(), owner, pool, &sealer)?;
+        let shown = location.to_string();
+        let (found, db) = match location {
+            Location::File(path) => {
+                let found = storage::check_sqlite(path, &SCHEMA)?;
+                if found == storage::StoreCheck::Missing {
+                    return Ok(found);
+                }
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = Connection::open_with_flags(path, flags).map_err(sqlite_error)?;
+                conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
+                (found, Database::sqlite(conn))
+            }
+            Location::Postgres(url) => {
+                let found = Postgres::check(url, &PG_SCHEMA)?;
+                if found == storage::StoreCheck::Missing {
+                    return Ok(found);
+                }
+                // The store is judged ready, so of this schema version: opening it applies
+                // no migration. Should it vanish meanwhile, nothing is created in its place.
+                let db = Postgres::open_sized(url, &PG_SCHEMA, 1, |_| {
+                    Err(SqlError::other("the store disappeared while it was being checked"))
+                })?;
+                (found, Database::Postgres(db))
+            }
+        };
+        let store = Self { db, location: location.clone() };
+        store.read(|tx| verify_meta(tx, &shown, owner, pool, &sealer))?;
         Ok(found)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the store is: its file or its database (never a password).
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
-    /// Runs `f` in one write transaction (BEGIN IMMEDIATE): committed if `f` returns `Ok`,
-    /// rolled back otherwise.
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| MnoError::Internal("store lock poisoned"))?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
+    /// Whether several instances of the operator may share this store (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.db.is_shared()
     }
 
-    /// Runs `f` in one read transaction: a consistent snapshot.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| MnoError::Internal("store lock poisoned"))?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        f(&tx)
+    /// Whether the store answers a trivial query (`/ready`).
+    pub(crate) fn healthy(&self) -> bool {
+        self.db.healthy()
     }
+
+    /// Runs `f` in one write transaction, committed if `f` returns `Ok`, rolled back
+    /// otherwise: on SQLite `BEGIN IMMEDIATE`; on PostgreSQL at READ COMMITTED, where a
+    /// transaction that conflicted with another instance's runs `f` again (so `f` acts on
+    /// the store only, and locks what it reads to change: [`locking`]).
+    pub(crate) fn write<T>(&self, f: impl FnMut(&mut dyn Tx) -> Result<T>) -> Result<T> {
+        self.db.transaction(f)
+    }
+
+    /// Runs `f` in one read transaction: a consistent snapshot (SQLite's deferred
+    /// transaction, PostgreSQL's REPEATABLE READ, READ ONLY), never committed.
+    pub(crate) fn read<T>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<T>) -> Result<T> {
+        match &self.db {
+            Database::Sqlite(conn) => {
+                let mut conn =
+                    conn.lock().map_err(|_| MnoError::Internal("store lock poisoned"))?;
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Deferred)
+                    .map_err(sqlite_error)?;
+                f(&mut SqliteTx(&tx))
+            }
+            Database::Postgres(_) => self.db.transaction(|tx| {
+                tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", &[])?;
+                f(tx)
+            }),
+        }
+    }
+}
+
+/// An SQLite store's connection as the operator runs it: busy timeout, foreign keys,
+/// `secure_delete`, the tables added since version 1 (`IF NOT EXISTS`), and write
+/// transactions that take the write lock first (`BEGIN IMMEDIATE`).
+fn sqlite(mut conn: Connection) -> Result<Database> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(sqlite_error)?;
+    conn.pragma_update(None, "secure_delete", "ON").map_err(sqlite_error)?;
+    conn.execute_batch(ADDED_TABLES).map_err(sqlite_error)?;
+    conn.set_transaction_behavior(TransactionBehavior::Immediate);
+    Ok(Database::sqlite(conn))
+}
+
+/// `clause` (`FOR UPDATE`, `FOR UPDATE OF t`) where the backend runs transactions
+/// concurrently (PostgreSQL): a row read to be changed is locked until the transaction
+/// ends, so another instance's transaction waits for it and then reads the change. SQLite's
+/// write transaction holds the whole database from its start: nothing to add there.
+pub(crate) fn locking(tx: &dyn Tx, clause: &'static str) -> &'static str {
+    match tx.dialect() {
+        Dialect::Postgres => clause,
+        Dialect::Sqlite => "",
+    }
+}
+
+/// Serialises the transactions that create or close campaigns (PostgreSQL: the owner row,
+/// never written after creation, locked as a mutex), so that a campaign is never both
+/// created and recorded as closed by two instances at once.
+pub(crate) fn lock_campaigns(tx: &mut dyn Tx) -> Result<()> {
+    if tx.dialect() == Dialect::Postgres {
+        tx.query("SELECT key FROM meta WHERE key = 'owner' FOR UPDATE", &[])?;
+    }
+    Ok(())
 }
 
 impl From<OpenError> for MnoError {
@@ -287,6 +497,9 @@ impl From<OpenError> for MnoError {
                 found,
                 known: supported,
             },
+            OpenError::PgNewerVersion { database, found, supported, .. } => {
+                MnoError::SchemaVersion { path: database, found, known: supported }
+            }
             other => MnoError::StoreOpen(other),
         }
     }
@@ -294,30 +507,21 @@ impl From<OpenError> for MnoError {
 
 /// The rows a new store is made with: its owner, the pool it was made for, the key check.
 fn write_meta(
-    conn: &Connection,
+    tx: &mut dyn Tx,
     owner: &str,
     pool: &PoolConfig,
     key_check: &[u8],
-) -> rusqlite::Result<()> {
+) -> Result<(), SqlError> {
     let meta = "INSERT INTO meta (key, value) VALUES (?1, ?2)";
-    conn.execute(meta, rusqlite::params!["owner", owner.as_bytes()])?;
-    conn.execute(meta, rusqlite::params!["pool", pool.fingerprint().as_bytes()])?;
-    conn.execute(meta, rusqlite::params!["key_check", key_check])?;
-    Ok(())
-}
-
-/// The connection settings and the tables added since version 1 (`IF NOT EXISTS`).
-fn configure(conn: &Connection) -> Result<()> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "secure_delete", "ON")?;
-    conn.execute_batch(ADDED_TABLES)?;
+    tx.execute(meta, args!["owner", owner.as_bytes()])?;
+    tx.execute(meta, args!["pool", pool.fingerprint().as_bytes()])?;
+    tx.execute(meta, args!["key_check", key_check])?;
     Ok(())
 }
 
 /// The store belongs to `owner`, was made for `pool`, and `sealer` holds its storage key.
 fn verify_meta(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     shown: &str,
     owner: &str,
     pool: &PoolConfig,
@@ -332,16 +536,16 @@ fn verify_meta(
         return Err(MnoError::PoolChanged { path: shown.into(), found });
     }
     let check: Vec<u8> =
-        tx.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0))?;
+        tx.query_one("SELECT value FROM meta WHERE key = 'key_check'", &[])?.get(0)?;
     match sealer.open("", Field::KeyCheck, &check) {
         Ok(plain) if plain.as_slice() == KEY_CHECK_PLAINTEXT => Ok(()),
         _ => Err(MnoError::WrongStorageKey),
     }
 }
 
-fn meta_text(tx: &Transaction<'_>, key: &str) -> Result<String> {
-    let value: Option<Vec<u8>> =
-        tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+fn meta_text(tx: &mut dyn Tx, key: &str) -> Result<String> {
+    let row = tx.query_opt("SELECT value FROM meta WHERE key = ?1", args![key])?;
+    let value: Option<Vec<u8>> = row.map(|r| r.get(0)).transpose()?;
     value.and_then(|v| String::from_utf8(v).ok()).ok_or(MnoError::Corrupt("store metadata"))
 }
 
@@ -355,9 +559,10 @@ pub(crate) fn unix(t: SystemTime) -> Result<i64> {
     i64::try_from(secs.as_secs()).map_err(|_| MnoError::Internal("clock out of range"))
 }
 
-/// SQLite integers are signed: counters and SQNs go through these.
+/// Stored integers are signed (SQLite INTEGER, PostgreSQL BIGINT): counters and SQNs go
+/// through these.
 pub(crate) fn to_sql_u64(v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| MnoError::Internal("value out of SQLite's range"))
+    i64::try_from(v).map_err(|_| MnoError::Internal("value out of the store's range"))
 }
 
 pub(crate) fn from_sql_u64(v: i64) -> Result<u64> {
@@ -365,52 +570,5 @@ pub(crate) fn from_sql_u64(v: i64) -> Result<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mno::config::StorageKey;
-
-    fn pool() -> PoolConfig {
-        PoolConfig::new("001", "01", "0000000001", 5, "8900101").unwrap()
-    }
-
-    #[test]
-    fn reopening_checks_owner_range_and_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mno.sqlite");
-        let sealer = Sealer::new(&StorageKey::new([1; 32])).unwrap();
-        drop(Store::open(&path, "mno-a", &pool(), &sealer).unwrap());
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        drop(Store::open(&path, "mno-a", &pool(), &sealer).unwrap());
-        assert!(matches!(
-            Store::open(&path, "mno-b", &pool(), &sealer),
-            Err(MnoError::StoreOwner { .. })
-        ));
-        let other = PoolConfig::new("001", "01", "0000000100", 5, "8900101").unwrap();
-        assert!(matches!(
-            Store::open(&path, "mno-a", &other, &sealer),
-            Err(MnoError::PoolChanged { .. })
-        ));
-        let grown = PoolConfig::new("001", "01", "0000000001", 50, "8900101").unwrap();
-        assert!(Store::open(&path, "mno-a", &grown, &sealer).is_ok(), "the range may grow");
-        let wrong = Sealer::new(&StorageKey::new([2; 32])).unwrap();
-        assert!(matches!(
-            Store::open(&path, "mno-a", &pool(), &wrong),
-            Err(MnoError::WrongStorageKey)
-        ));
-    }
-
-    #[test]
-    fn a_future_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mno.sqlite");
-        let c = Connection::open(&path).unwrap();
-        c.pragma_update(None, "user_version", 7).unwrap();
-        drop(c);
-        let sealer = Sealer::new(&StorageKey::new([1; 32])).unwrap();
-        assert!(matches!(
-            Store::open(&path, "mno-a", &pool(), &sealer),
-            Err(MnoError::SchemaVersion { found: 7, .. })
-        ));
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

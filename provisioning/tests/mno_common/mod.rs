@@ -1,6 +1,7 @@
 //! Shared set-up of the operator tests: a PKI from `provisioning::pki` in a temporary
-//! directory, MNO-A and MNO-B running in-process on loopback HTTPS with real SQLite files,
-//! clients for every role, EARs signed with the PVA's key, devices and cards.
+//! directory, MNO-A and MNO-B running in-process on loopback HTTPS with real SQLite files
+//! (or PostgreSQL databases on the tests' private server), clients for every role, EARs
+//! signed with the PVA's key, devices and cards.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
@@ -53,6 +54,25 @@ impl Service {
         }
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+        }
+    }
+}
+
+/// Where the operators keep their stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+    /// The `store.path` of `role`'s store.
+    fn store(self, role: &str) -> String {
+        match self {
+            Self::Sqlite => format!("{role}.sqlite"),
+            Self::Postgres => storage::pg_server::scratch_database(role).expect("PostgreSQL"),
         }
     }
 }
@@ -110,6 +130,11 @@ pub fn load(text: &str, dir: &Path) -> MnoConfig {
 impl World {
     /// MNO-A (pool of 100) and MNO-B (pool of `b_count`), MNO-B knowing MNO-A's URL.
     pub async fn start(b_count: u64) -> Self {
+        Self::start_on(b_count, Backend::Sqlite).await
+    }
+
+    /// [`World::start`] with both stores on `backend`.
+    pub async fn start_on(b_count: u64, backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki_dir = dir.path().join("pki");
         let pki = provisioning::pki::init(&pki_dir, false).unwrap();
@@ -120,7 +145,7 @@ impl World {
         let config_a = config_text(
             "mno-a",
             &pki_dir,
-            "mno-a.sqlite",
+            &backend.store("mno-a"),
             "01",
             100,
             "8900101",
@@ -129,7 +154,7 @@ impl World {
         let config_b = config_text(
             "mno-b",
             &pki_dir,
-            "mno-b.sqlite",
+            &backend.store("mno-b"),
             "02",
             b_count,
             "8900102",
@@ -137,6 +162,9 @@ impl World {
         );
         let mno_a = Service::start(&load(&config_a, dir.path()), la).await;
         let mno_b = Service::start(&load(&config_b, dir.path()), lb).await;
+        for s in [&mno_a, &mno_b] {
+            assert_eq!(s.operator.store().is_shared(), backend == Backend::Postgres);
+        }
         Self { dir, pki, mno_a, mno_b, config_a, config_b }
     }
 
@@ -153,7 +181,7 @@ impl World {
         self.pki.client(role).unwrap()
     }
 
-    /// Stops MNO-A and starts it again on the same port from the same SQLite file.
+    /// Stops MNO-A and starts it again on the same port from the same store.
     pub async fn restart_a(&mut self) {
         self.mno_a.stop().await;
         let listener = tokio::net::TcpListener::bind(self.mno_a.addr).await.unwrap();
