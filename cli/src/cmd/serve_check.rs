@@ -102,7 +102,7 @@ pub fn check(role: ServedRole, config: &Path) -> ExitCode {
                 let ci = Some(mno.ci_root.as_path());
                 certificate(&mut report, "certificate", &mno.certificate, ci, &expected);
                 let found = mno::Operator::check_config(&mno).map_err(|e| e.to_string());
-                judge_store(&mut report, &mno.database.display(), found);
+                judge_store(&mut report, &mno.database, found);
             }
         },
     }
