@@ -173,8 +173,12 @@ struct RawPki {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStore {
-    /// A file path or a `postgres://` URL.
-    path: String,
+    /// An SQLite file (or a `postgres://` URL).
+    #[serde(default)]
+    path: Option<String>,
+    /// A `postgres://` URL: the name the RO's and the PVA's configurations use too.
+    #[serde(default)]
+    database: Option<String>,
     key_file: Option<PathBuf>,
     key: Option<InlineSecret>,
 }
@@ -317,7 +321,18 @@ impl MnoConfig {
             certificate: resolve(&raw.pki.certificate),
             key: resolve(&raw.pki.key),
             ci_root: resolve(&raw.pki.ci_root),
-            database: storage::Location::parse(&raw.store.path, |p| resolve(&p)),
+            database: match (&raw.store.path, &raw.store.database) {
+                (Some(path), None) => storage::Location::parse(path, |p| resolve(&p)),
+                (None, Some(url)) if storage::is_postgres_url(url) => {
+                    storage::Location::Postgres(url.clone())
+                }
+                _ => {
+                    return Err(ConfigError::OneOf {
+                        a: "store.path",
+                        b: "store.database (postgres://…)",
+                    });
+                }
+            },
             storage_key,
             pool,
             op,
@@ -423,6 +438,13 @@ mod tests {
         assert_eq!(c.database, storage::Location::Postgres(url.into()));
         let shown = format!("{c:?} {}", c.database);
         assert!(!shown.contains("hunter2"), "{shown}");
+        // `database`, as the RO and the PVA name it, is the same; both at once are refused.
+        let named = INLINE.replace("path = \"mno-b.sqlite\"", &format!("database = \"{url}\""));
+        let c = MnoConfig::from_toml(&named, Path::new("/etc/tresor")).unwrap();
+        assert_eq!(c.database, storage::Location::Postgres(url.into()));
+        let both = INLINE
+            .replace("path = \"mno-b.sqlite\"", &format!("path = \"x\"\ndatabase = \"{url}\""));
+        assert!(MnoConfig::from_toml(&both, Path::new("/etc/tresor")).is_err());
     }
 
     #[test]
