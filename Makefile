@@ -11,9 +11,13 @@ CARGO ?= cargo
 #   pcscd, vsmartcard-vpcd, libpcsclite-dev   PC/SC stack that reads the emulated UICC
 #   openssl                 interop oracle: `openssl verify` of the PKI
 #   python3, python3-venv   interop oracle: pycose, an independent COSE implementation
+#   postgresql              the PostgreSQL server binaries (initdb, postgres, pg_ctl) for the
+#                           stores several PVA and RO instances share; the tests and the lab
+#                           start private servers of their own (storage::pg_server), never
+#                           the system's cluster
 DEB_PACKAGES := swtpm swtpm-tools libtss2-dev pkg-config tpm2-tools \
                 pcscd vsmartcard-vpcd libpcsclite-dev openssl ca-certificates \
-                python3 python3-venv
+                python3 python3-venv postgresql
 
 # pycose for the COSE interop tests, in a virtual environment of the project's own
 # (pycose 1.1 cannot read what cbor2 6 decodes, hence the pin), and openapi-spec-validator,

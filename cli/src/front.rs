@@ -80,10 +80,19 @@ impl Front {
         backends: Vec<SocketAddr>,
         options: FrontOptions,
     ) -> io::Result<Front> {
+        Self::on(transport::bind(listen).await?, backends, options)
+    }
+
+    /// A front on a listener already bound (the lab's, which reserved the role's port
+    /// before any role started: rebinding it later could lose it to another socket).
+    pub fn on(
+        listener: TcpListener,
+        backends: Vec<SocketAddr>,
+        options: FrontOptions,
+    ) -> io::Result<Front> {
         if backends.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a front needs a backend"));
         }
-        let listener = transport::bind(listen).await?;
         let local = listener.local_addr()?;
         let backends = backends.into_iter().map(Backend::new).collect();
         Ok(Front {

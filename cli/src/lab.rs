@@ -27,6 +27,9 @@ use tre::swtpm::{Swtpm, SwtpmConfig};
 use tre::tpm::{KeyAlg, Tpm};
 use uicc::{Card, CardOptions};
 
+pub use crate::scale_out::Backend;
+use crate::scale_out::ScaleOut;
+
 /// Base URLs of the lab's services.
 #[derive(Clone, Debug)]
 pub struct Urls {
@@ -65,6 +68,8 @@ pub struct Lab {
     ro: Option<(watch::Sender<bool>, tokio::task::JoinHandle<Result<()>>)>,
     /// With [`LabOptions::processes`]: the roles' processes.
     processes: RoleProcesses,
+    /// The database server, the instances and the fronts of a scaled-out lab.
+    scale: ScaleOut,
 }
 
 /// The roles' `tresor serve` processes of a lab ([`LabOptions::processes`]), stopped
@@ -169,6 +174,12 @@ pub struct LabOptions {
     pub processes: Option<PathBuf>,
     /// The RO's admission control (`max_in_flight`); `None`: the RO's default.
     pub max_in_flight: Option<u64>,
+    /// Instances of the PVA and of the RO, each role behind a round-robin front
+    /// (`scale_out`); 0 or 1: one of each. Several need [`LabOptions::processes`] and
+    /// [`Backend::Postgres`].
+    pub instances: usize,
+    /// Where the PVA and the RO keep their stores.
+    pub database: Backend,
 }
 
 impl LabOptions {
@@ -245,6 +256,11 @@ impl Lab {
             operators: operator_urls,
         };
 
+        let scale = ScaleOut::prepare(options.instances, options.database).await?;
+        anyhow::ensure!(
+            !scale.scaled() || options.processes.is_some(),
+            "several instances of a role run as processes (LabOptions::processes)"
+        );
         let (shutdown, watcher) = watch::channel(false);
         let stop = move || {
             let mut w = watcher.clone();
@@ -254,13 +270,13 @@ impl Lab {
         };
         let mut tasks = Vec::new();
 
-        let pva = write_pva_config(&dir, &image, &swtpm.pcr_banks, options)?;
+        let pva = write_pva_config(&dir, &image, &swtpm.pcr_banks, options, scale.pva_database())?;
         if let Some(tresor) = &options.processes {
             return Self::start_processes(
                 tresor,
                 (dir, pki, urls, image, names, swtpm),
                 (pva, &ports, [pva_l, ro_l].into_iter().chain(operator_listeners).collect()),
-                options,
+                (options, scale),
                 (shutdown, tasks),
             )
             .await;
@@ -283,7 +299,7 @@ impl Lab {
             }));
         }
 
-        write_ro_config(&dir, &urls, options)?;
+        write_ro_config(&dir, &urls, options, scale.ro_database())?;
         let mut lab = Self {
             dir,
             pki,
@@ -296,6 +312,7 @@ impl Lab {
             tasks,
             ro: None,
             processes: RoleProcesses::default(),
+            scale,
         };
         lab.start_ro(ro_l)?;
         lab.wait_ready().await?;
@@ -317,7 +334,7 @@ impl Lab {
             SwtpmConfig,
         ),
         (pva, ports, listeners): (PathBuf, &[(String, u16)], Vec<TcpListener>),
-        options: &LabOptions,
+        (options, mut scale): (&LabOptions, ScaleOut),
         (shutdown, tasks): (watch::Sender<bool>, Vec<tokio::task::JoinHandle<Result<()>>>),
     ) -> Result<Self> {
         let port_of = |name: &str| ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p);
@@ -325,7 +342,11 @@ impl Lab {
         for (index, name) in names.iter().enumerate() {
             configs.push((name.clone(), "mno", write_mno_config(&dir, index, &urls.operators)?));
         }
-        configs.push(("ro".to_owned(), "ro", write_ro_config(&dir, &urls, options)?));
+        configs.push((
+            "ro".to_owned(),
+            "ro",
+            write_ro_config(&dir, &urls, options, scale.ro_database())?,
+        ));
         for (name, _, config) in &configs {
             let listen = format!("listen = \"127.0.0.1:{}\"", port_of(name).unwrap_or(0));
             let text = std::fs::read_to_string(config)?;
@@ -339,10 +360,36 @@ impl Lab {
         // The first operator's store, open here too (SQLite, shared): devices are made with
         // its subscriptions while its process serves.
         let first = Arc::new(Operator::open(&MnoConfig::load(&configs[1].2)?)?);
+        // Scaled out, each instance has the role's configuration but for its own port, and
+        // the role's port is its front's.
+        let mut configs_run = Vec::new();
+        for (name, kind, config) in configs {
+            let instances = scale.instances(&name);
+            if instances.is_empty() {
+                configs_run.push((name, kind, config));
+                continue;
+            }
+            let public = format!("listen = \"127.0.0.1:{}\"", port_of(&name).unwrap_or(0));
+            let text = std::fs::read_to_string(&config)?;
+            for (instance, port) in instances {
+                let own = config.with_file_name(format!("{instance}.toml"));
+                write(&own, &text.replace(&public, &format!("listen = \"127.0.0.1:{port}\"")))?;
+                configs_run.push((instance, kind, own));
+            }
+        }
+        let mut listeners = listeners.into_iter();
+        let (pva_public, ro_public) = (listeners.next(), listeners.next());
         drop(listeners);
+        scale.release_instance_ports();
         let mut processes = RoleProcesses::default();
-        for (name, kind, config) in &configs {
+        for (name, kind, config) in &configs_run {
             processes.spawn(tresor, &dir, name, kind, config)?;
+        }
+        if scale.scaled()
+            && let (Some(pva_public), Some(ro_public)) = (pva_public, ro_public)
+        {
+            scale.start_front("pva", pva_public)?;
+            scale.start_front("ro", ro_public)?;
         }
         let mut lab = Self {
             dir,
@@ -356,9 +403,24 @@ impl Lab {
             tasks,
             ro: None,
             processes,
+            scale,
         };
         lab.wait_ready().await?;
         Ok(lab)
+    }
+
+    /// Scaled out ([`LabOptions::instances`]): each instance's name and the connections its
+    /// front handed it so far.
+    pub fn instance_connections(&self) -> Vec<(String, u64)> {
+        let handed = self.scale.front_stats();
+        ["pva", "ro"]
+            .iter()
+            .flat_map(|role| self.scale.instances(role))
+            .map(|(name, port)| {
+                let n = handed.iter().filter(|(a, _)| a.port() == port).map(|(_, n)| n).sum();
+                (name, n)
+            })
+            .collect()
     }
 
     /// The roles' processes (name, pid) with [`LabOptions::processes`]; empty otherwise.
@@ -396,8 +458,14 @@ impl Lab {
     /// one that stopped.
     async fn wait_ready(&mut self) -> Result<()> {
         let client = self.pki.client(Role::Ro)?;
-        let mut checks =
-            vec![format!("{}/v1/health", self.urls.pva), format!("{}/health", self.urls.ro)];
+        // Scaled out, every instance first (a front's answer shows only one of them).
+        let mut checks = Vec::new();
+        for (role, path) in [("pva", "/v1/health"), ("ro", "/health")] {
+            for (_, port) in self.scale.instances(role) {
+                checks.push(format!("https://localhost:{port}{path}"));
+            }
+        }
+        checks.extend([format!("{}/v1/health", self.urls.pva), format!("{}/health", self.urls.ro)]);
         checks.extend(self.urls.operators.iter().map(|(_, url)| format!("{url}/health")));
         let deadline = Instant::now() + Duration::from_secs(30);
         for url in checks {
@@ -639,6 +707,7 @@ fn write_pva_config(
     image: &Path,
     banks: &[HashAlg],
     options: &LabOptions,
+    database: Option<&str>,
 ) -> Result<PathBuf> {
     let pva = dir.join("pva");
     storage::private_dir(&pva)?;
@@ -657,6 +726,9 @@ fn write_pva_config(
         .to_owned();
     if let Some(ttl) = options.nonce_ttl_seconds {
         config.push_str(&format!("nonce_ttl_seconds = {ttl}\n"));
+    }
+    if let Some(url) = database {
+        config = config.replace("database = \"pva.sqlite\"", &format!("database = \"{url}\""));
     }
     write(&pva.join("pva.toml"), &config)
 }
@@ -691,7 +763,12 @@ fn write_mno_config(dir: &Path, index: usize, operators: &[(String, String)]) ->
     )
 }
 
-fn write_ro_config(dir: &Path, urls: &Urls, options: &LabOptions) -> Result<PathBuf> {
+fn write_ro_config(
+    dir: &Path,
+    urls: &Urls,
+    options: &LabOptions,
+    database: Option<&str>,
+) -> Result<PathBuf> {
     let own = dir.join("ro");
     storage::private_dir(&own)?;
     let admission = match options.max_in_flight {
@@ -716,9 +793,13 @@ fn write_ro_config(dir: &Path, urls: &Urls, options: &LabOptions) -> Result<Path
              poll_timeout_ms = 2000\n{}\n\
              [pki]\ncertificate = \"../pki/ro.pem\"\nkey = \"../pki/ro.key\"\nci_root = \"../pki/ci.pem\"\n\
              manufacturer_roots = \"../pki/manufacturer.pem\"\n\n\
-             [store]\npath = \"ro.sqlite\"\n\n\
+             [store]\n{}\n\n\
              [peers]\npva = \"{}\"\n{}",
             admission,
+            match database {
+                Some(url) => format!("database = \"{url}\""),
+                None => "path = \"ro.sqlite\"".to_owned(),
+            },
             urls.pva,
             urls.operators
                 .iter()

@@ -35,6 +35,14 @@ pub struct FleetArgs {
     /// Every role as its own `tresor serve` process (else tasks of this process).
     #[arg(long)]
     processes: bool,
+    /// Instances of the PVA and of the RO, each role behind a round-robin front; more
+    /// than one runs the roles as processes on PostgreSQL.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    instances: u8,
+    /// Where the PVA and the RO keep their stores: sqlite, or postgres (a private server
+    /// the lab starts).
+    #[arg(long, value_enum, default_value_t = lab::Backend::Sqlite)]
+    database: lab::Backend,
     /// Devices manufactured at once (each starts a swtpm and creates its EK); default: the
     /// machine's cores.
     #[arg(long)]
@@ -60,6 +68,8 @@ struct Run {
     devices: usize,
     operators: u8,
     processes: bool,
+    instances: u8,
+    database: &'static str,
     max_in_flight: Option<u64>,
     /// Campaign created to the last final report acknowledged.
     wall_s: f64,
@@ -129,11 +139,17 @@ async fn fleet(args: &FleetArgs, n: usize) -> anyhow::Result<Run> {
     let dir = temp.path();
     let names = lab::operator_names(usize::from(args.operators));
     let image = lab::write_sample_image(&dir.join("image"))?;
-    let processes = if args.processes { Some(std::env::current_exe()?) } else { None };
+    let processes = if args.processes || args.instances > 1 {
+        Some(std::env::current_exe()?)
+    } else {
+        None
+    };
     let options = LabOptions {
         operators: names.clone(),
         processes,
         max_in_flight: args.max_in_flight,
+        instances: usize::from(args.instances),
+        database: if args.instances > 1 { lab::Backend::Postgres } else { args.database },
         ..LabOptions::default()
     };
     let lab = Lab::start_with(dir, &image, &options).await.context("starting the lab")?;
@@ -214,7 +230,12 @@ async fn fleet(args: &FleetArgs, n: usize) -> anyhow::Result<Run> {
     let run = Run {
         devices: n,
         operators: args.operators,
-        processes: args.processes,
+        processes: args.processes || args.instances > 1,
+        instances: args.instances,
+        database: match (args.instances, args.database) {
+            (1, lab::Backend::Sqlite) => "sqlite",
+            _ => "postgres",
+        },
         max_in_flight: args.max_in_flight,
         wall_s,
         manufacture,

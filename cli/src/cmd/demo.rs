@@ -40,6 +40,14 @@ pub struct Args {
     /// goes round them all and back to MNO-A, one campaign per hop.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=26))]
     operators: u8,
+    /// Instances of the PVA and of the RO, each role behind a round-robin front (every
+    /// role then runs as its own process, on PostgreSQL).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    instances: u8,
+    /// Where the PVA and the RO keep their stores: sqlite (files), or postgres (a private
+    /// server the demo starts; `make deps` installs PostgreSQL).
+    #[arg(long, value_enum, default_value_t = lab::Backend::Sqlite)]
+    database: lab::Backend,
 }
 
 /// The `--json` document: every hop, and (as `devices`) the last hop's devices.
@@ -173,13 +181,27 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         route.iter().map(|n| n.to_uppercase()).collect::<Vec<_>>().join(" → ")
     );
     let image = lab::write_sample_image(&dir.join("image"))?;
-    let options = LabOptions { operators: names.clone(), ..LabOptions::default() };
+    let scaled = args.instances > 1;
+    let options = LabOptions {
+        operators: names.clone(),
+        instances: usize::from(args.instances),
+        database: if scaled { lab::Backend::Postgres } else { args.database },
+        processes: if scaled { Some(std::env::current_exe()?) } else { None },
+        ..LabOptions::default()
+    };
     let lab = Lab::start_with(&dir, &image, &options)
         .await
         .context("starting the PVA, the RO and the operators")?;
     let operators: Vec<String> =
         lab.urls.operators.iter().map(|(n, url)| format!("{} {url}", n.to_uppercase())).collect();
     println!("  PVA {}  RO {}  {}", lab.urls.pva, lab.urls.ro, operators.join("  "));
+    if scaled || args.database == lab::Backend::Postgres {
+        println!(
+            "  {} instance(s) each of the PVA and the RO{}, stores on PostgreSQL",
+            args.instances,
+            if scaled { " behind round-robin fronts" } else { "" }
+        );
+    }
 
     let devices = manufacture(&lab, args.devices, args.ek)?;
     println!("  step 1: {} device(s) manufactured with MNO-A profiles", devices.len());
@@ -224,6 +246,11 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
             "  every hop: switched {}, failed {}, wall {:.1}s",
             report.summary.switched, report.summary.failed, report.summary.wall_s
         );
+    }
+    let served = lab.instance_connections();
+    if !served.is_empty() {
+        let shown: Vec<String> = served.iter().map(|(name, n)| format!("{name} {n}")).collect();
+        println!("  connections the fronts handed each instance: {}", shown.join(", "));
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
