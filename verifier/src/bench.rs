@@ -127,11 +127,22 @@ pub fn concurrent_appraisals(
     recorded: &[Recorded],
     duration: Duration,
 ) -> Result<Rate, Error> {
+    concurrent_appraisals_at(std::slice::from_ref(pva), recorded, duration)
+}
+
+/// [`concurrent_appraisals`] with the threads dealt round the PVA instances `pvas` (which
+/// share one store: a nonce one issued, another consumes), per second in total.
+pub fn concurrent_appraisals_at(
+    pvas: &[Arc<Pva>],
+    recorded: &[Recorded],
+    duration: Duration,
+) -> Result<Rate, Error> {
     let start = Instant::now();
     let threads: Vec<_> = recorded
         .iter()
         .cloned()
-        .map(|r| {
+        .zip(pvas.iter().cycle())
+        .map(|(r, pva)| {
             let pva = pva.clone();
             std::thread::spawn(move || appraisals(&pva, &r, duration))
         })

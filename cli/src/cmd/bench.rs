@@ -12,6 +12,7 @@
 //!   writing a risen clock mark behind costs per mark (the repeated evidence raises its
 //!   mark once only). The floor, the core and the durable rate are measured in ten
 //!   alternating slices. Pin the process to one core (`taskset -c 0`) for per-core figures.
+//!   `--postgres` adds the rates on PostgreSQL: one instance, and two sharing its database.
 //! - `quote-check --ak PEM --msg FILE --sig FILE --pcrs FILE --nonce HEX [-g ALG] [--json]`:
 //!   checks of one `tpm2_quote` output per second in process (`verifier::checkquote`), the
 //!   same work as `tpm2_checkquote` and Keylime's `tpm_util.checkquote`: read the AK's PEM,
@@ -97,6 +98,11 @@ struct QuoteArgs {
 
 #[derive(clap::Args)]
 struct AppraisalArgs {
+    /// Also measure the PVA on PostgreSQL (a private, durable server started here): one
+    /// thread, the threads on one instance, and the threads dealt round two instances that
+    /// share the database.
+    #[arg(long)]
+    postgres: bool,
     /// Print JSON: appraisals_per_s, p256_verify_per_s, verifies_per_appraisal, and more.
     #[arg(long)]
     json: bool,
@@ -222,6 +228,29 @@ fn appraisal(args: &AppraisalArgs) -> anyhow::Result<ExitCode> {
     }
     let first = recorded.first().context("no evidence recorded")?;
     let core_first = core_recorded.as_ref().context("no evidence recorded")?;
+    // On PostgreSQL: two instances on one database; devices enrol once (the enrolment is
+    // shared) and answer a nonce of the first, which either instance consumes.
+    let postgres = if args.postgres {
+        let server = storage::pg_server::PgServer::start()
+            .context("starting PostgreSQL (make deps installs it)")?;
+        let location = storage::Location::Postgres(server.create_database("pva")?);
+        let open = || Store::open_at(&location, verifier::store::OpenMode::CreateIfMissing);
+        let instances = [Arc::new(pva_at(open()?)?), Arc::new(pva_at(open()?)?)];
+        let mut pg_recorded = Vec::with_capacity(args.threads);
+        for _ in 0..args.threads {
+            let swtpm = Swtpm::start_temp(&config)?;
+            let mut tpm = Tpm::connect(&swtpm.tcti())?;
+            manufacture(&mut tpm, &ca, &ManufactureOptions::default())?;
+            let mut attester = Attester::boot(tpm, image, AttesterOptions::default())?;
+            let device = attester.device_id()?;
+            enrol(&mut attester, &instances[0])?;
+            pg_recorded.push(record(&mut attester, &device, &instances[0])?);
+        }
+        // The server last: the instances' pools and clock-mark flushers close first.
+        Some((instances, pg_recorded, server))
+    } else {
+        None
+    };
 
     // The floor, the core and the durable rate are measured in alternating slices, so that
     // the load of a shared machine weighs on each alike and their ratios hold.
@@ -238,6 +267,16 @@ fn appraisal(args: &AppraisalArgs) -> anyhow::Result<ExitCode> {
     let concurrent = bench::concurrent_appraisals(&durable_pva, &recorded, seconds)?;
     let write_behind = bench::mark_write_behind(&durable_pva, 500, 10)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pg_figures = match &postgres {
+        Some((instances, pg_recorded, _server)) => {
+            let first = pg_recorded.first().context("no evidence recorded")?;
+            let single = bench::appraisals(&instances[0], first, seconds)?;
+            let one = bench::concurrent_appraisals_at(&instances[..1], pg_recorded, seconds)?;
+            let two = bench::concurrent_appraisals_at(&instances[..], pg_recorded, seconds)?;
+            Some((single.per_second(), one.per_second(), two.per_second()))
+        }
+        None => None,
+    };
 
     let verifies_per_appraisal = 2;
     let floor = verify.per_second() / f64::from(verifies_per_appraisal);
@@ -273,6 +312,12 @@ fn appraisal(args: &AppraisalArgs) -> anyhow::Result<ExitCode> {
         },
         "cpus_available": cores,
         "evidence_bytes": first.evidence.len(),
+        "postgres": pg_figures.map(|(single, one, two)| serde_json::json!({
+            "appraisals_per_s": single.round(),
+            "one_instance_threads_per_s": one.round(),
+            "two_instances_threads_per_s": two.round(),
+            "threads": args.threads,
+        })),
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -319,6 +364,12 @@ fn appraisal(args: &AppraisalArgs) -> anyhow::Result<ExitCode> {
             write_behind.cpu_us.map_or("unknown".into(), |c| format!("{c:.1} µs")),
             write_behind.batch
         );
+        if let Some((single, one, two)) = pg_figures {
+            println!("  PostgreSQL (shared nonces, durable commits):");
+            println!("    1 instance, 1 thread                {single:>8.0} appraisals/s");
+            println!("    1 instance, {} threads               {one:>8.0} appraisals/s", args.threads);
+            println!("    2 instances, {} threads              {two:>8.0} appraisals/s", args.threads);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
