@@ -55,9 +55,10 @@ impl ScaleOut {
         let (postgres, pva_database, ro_database) = match backend {
             Backend::Sqlite => (None, None, None),
             Backend::Postgres => {
-                let server = tokio::task::spawn_blocking(|| PgServer::start_with(Durability::Durable))
-                    .await?
-                    .context("starting PostgreSQL (make deps installs it)")?;
+                let server =
+                    tokio::task::spawn_blocking(|| PgServer::start_with(Durability::Durable))
+                        .await?
+                        .context("starting PostgreSQL (make deps installs it)")?;
                 let pva = server.create_database("pva")?;
                 let ro = server.create_database("ro")?;
                 (Some(server), Some(pva), Some(ro))
@@ -97,7 +98,11 @@ impl ScaleOut {
 
     /// The instances of `role` (`pva`, `ro`): their names and ports.
     pub fn instances(&self, role: &str) -> Vec<(String, u16)> {
-        self.instances.iter().filter(|i| i.role == role).map(|i| (i.name.clone(), i.addr.port())).collect()
+        self.instances
+            .iter()
+            .filter(|i| i.role == role)
+            .map(|i| (i.name.clone(), i.addr.port()))
+            .collect()
     }
 
     /// Releases the instances' ports for their processes.

@@ -12,6 +12,10 @@
 //! cannot know whether the policy requires one. The event log sent is `--event-log FILE`,
 //! or none (a plain TPM such as swtpm has none; the policy then pins the PCR values).
 //!
+//! Several instances of a PVA (issue 15): `--appraise-at` sends the evidence to another
+//! instance than the one that issued the nonce, `--replay-to` presents it again to any, which
+//! must refuse it.
+//!
 //! Exit status as `tresor ear verify`: 0 affirming, 1 appraised but not affirming, 2 any
 //! error (refused by the PVA, unreachable, the EAR does not verify).
 
@@ -85,6 +89,14 @@ pub struct Args {
     /// Save the evidence sent (CBOR) here; `tresor evidence show` reads it.
     #[arg(long)]
     evidence_out: Option<PathBuf>,
+    /// Send the evidence to this PVA instead (another instance behind the same address,
+    /// sharing the first one's store: it must accept the nonce the first one issued).
+    #[arg(long)]
+    appraise_at: Option<String>,
+    /// After the appraisal, present the same evidence again to this PVA (repeatable): it
+    /// must refuse the replay (`pva/nonce-reused`); exit 2 if one accepts it.
+    #[arg(long)]
+    replay_to: Vec<String>,
     /// Print a JSON document instead of the summary.
     #[arg(long)]
     json: bool,
@@ -103,6 +115,9 @@ struct Report {
     /// Whether the EAR names a bundle key (only under a policy that requires one).
     bundle_key: bool,
     ear: Option<String>,
+    /// The PVAs that refused the replayed evidence (`--replay-to`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    replays_refused: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -187,10 +202,21 @@ async fn attest(args: &Args) -> anyhow::Result<Report> {
     if let Some(path) = &args.evidence_out {
         write(path, &evidence)?;
     }
-    let appraised: AppraiseResponse = pva
-        .call(path::APPRAISE, &AppraiseRequest { evidence: ByteBuf::from(evidence) })
-        .await
-        .context("appraisal")?;
+    let appraiser = match &args.appraise_at {
+        Some(url) => pva.at(url),
+        None => pva.at(&pva.base),
+    };
+    let request = AppraiseRequest { evidence: ByteBuf::from(evidence) };
+    let appraised: AppraiseResponse =
+        appraiser.call(path::APPRAISE, &request).await.context("appraisal")?;
+    let mut replays_refused = Vec::new();
+    for url in &args.replay_to {
+        match pva.at(url).call::<_, AppraiseResponse>(path::APPRAISE, &request).await {
+            Ok(_) => bail!("{url} accepted the replayed evidence: its nonce was used before"),
+            Err(e) if e.to_string().contains("nonce-reused") => replays_refused.push(url.clone()),
+            Err(e) => return Err(e.context(format!("the replay to {url}"))),
+        }
+    }
     let verified = EarVerifier::new(anchors)
         .accept_any_status()
         .verify(&appraised.ear, SystemTime::now(), &device_id, Some(&challenge.nonce))
@@ -198,7 +224,9 @@ async fn attest(args: &Args) -> anyhow::Result<Report> {
     if let Some(path) = &args.out {
         write(path, &appraised.ear)?;
     }
-    Ok(report(&verified, &challenge, args.out.as_deref()))
+    let mut report = report(&verified, &challenge, args.out.as_deref());
+    report.replays_refused = replays_refused;
+    Ok(report)
 }
 
 fn report(ear: &VerifiedEar, challenge: &ChallengeResponse, out: Option<&Path>) -> Report {
@@ -212,6 +240,7 @@ fn report(ear: &VerifiedEar, challenge: &ChallengeResponse, out: Option<&Path>) 
         failure_details: a.failure_details.iter().map(FailureDetail::to_string).collect(),
         bundle_key: a.bundle_key.is_some(),
         ear: out.map(|p| p.display().to_string()),
+        replays_refused: Vec::new(),
     }
 }
 
@@ -235,6 +264,9 @@ fn print_summary(r: &Report) {
     if let Some(path) = &r.ear {
         println!("EAR written to {path}");
     }
+    for url in &r.replays_refused {
+        println!("replay refused by {url} (nonce-reused)");
+    }
 }
 
 /// The PVA over HTTPS: CBOR bodies, a problem document turned into an error naming its type.
@@ -256,6 +288,11 @@ impl Pva {
         let server = transport::ServerRole::Expected(Expected::role(Role::Pva));
         let http = transport::client::client(&roots, identity.as_ref(), &server)?;
         Ok(Self { base: args.pva.trim_end_matches('/').to_owned(), http })
+    }
+
+    /// The same client for the PVA at `base`.
+    fn at(&self, base: &str) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), http: self.http.clone() }
     }
 
     async fn call<Req: Message, Resp: Message>(

@@ -367,8 +367,14 @@ fn appraisal(args: &AppraisalArgs) -> anyhow::Result<ExitCode> {
         if let Some((single, one, two)) = pg_figures {
             println!("  PostgreSQL (shared nonces, durable commits):");
             println!("    1 instance, 1 thread                {single:>8.0} appraisals/s");
-            println!("    1 instance, {} threads               {one:>8.0} appraisals/s", args.threads);
-            println!("    2 instances, {} threads              {two:>8.0} appraisals/s", args.threads);
+            println!(
+                "    1 instance, {} threads               {one:>8.0} appraisals/s",
+                args.threads
+            );
+            println!(
+                "    2 instances, {} threads              {two:>8.0} appraisals/s",
+                args.threads
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

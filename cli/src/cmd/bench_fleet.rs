@@ -139,11 +139,8 @@ async fn fleet(args: &FleetArgs, n: usize) -> anyhow::Result<Run> {
     let dir = temp.path();
     let names = lab::operator_names(usize::from(args.operators));
     let image = lab::write_sample_image(&dir.join("image"))?;
-    let processes = if args.processes || args.instances > 1 {
-        Some(std::env::current_exe()?)
-    } else {
-        None
-    };
+    let processes =
+        if args.processes || args.instances > 1 { Some(std::env::current_exe()?) } else { None };
     let options = LabOptions {
         operators: names.clone(),
         processes,

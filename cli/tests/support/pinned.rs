@@ -36,6 +36,14 @@ pub fn policy(id: &str, values: &[(u8, String)]) -> String {
 
 /// Starts the swtpm and the PVA in `dir` (prepared from `examples/`).
 pub fn start(dir: &Path) -> PinnedPva {
+    let (swtpm, tcti, device) = setup(dir);
+    let (pva, url) = serve(dir, "pva", "pva", "pva.toml");
+    PinnedPva { swtpm, tcti, device, url, pva }
+}
+
+/// The swtpm and the PVA's configuration (`pva.toml`, policies, allow-list) of [`start`],
+/// without starting the PVA: its TCTI and EK name.
+pub fn setup(dir: &Path) -> (Swtpm, String, String) {
     let swtpm = Swtpm::start_temp(&SwtpmConfig::load().unwrap()).unwrap();
     let tcti = swtpm.tcti();
     // The known-good state, as an operator reads it from a reference machine.
@@ -71,6 +79,5 @@ pub fn start(dir: &Path) -> PinnedPva {
             ),
         ],
     );
-    let (pva, url) = serve(dir, "pva", "pva", "pva.toml");
-    PinnedPva { swtpm, tcti, device, url, pva }
+    (swtpm, tcti, device)
 }
