@@ -109,22 +109,16 @@ pub fn check(role: ServedRole, config: &Path) -> ExitCode {
     report.print()
 }
 
-fn judge_store(
-    report: &mut Report,
-    store: &dyn std::fmt::Display,
-    found: Result<StoreCheck, String>,
-) {
+fn judge_store(report: &mut Report, store: &storage::Location, found: Result<StoreCheck, String>) {
     let item = format!("store {store}");
     match found {
         Err(e) => report.add(item, Verdict::Fail(e)),
         Ok(StoreCheck::Missing) => {
-            report.add(
-                item,
-                Verdict::Ok(
-                    "no store yet (no file, or a database without tables): a start creates it"
-                        .into(),
-                ),
-            );
+            let none = match store {
+                storage::Location::File(_) => "no file yet: a start creates the store",
+                storage::Location::Postgres(_) => "no tables yet: a start creates the store",
+            };
+            report.add(item, Verdict::Ok(none.into()));
         }
         Ok(StoreCheck::Ready { unstamped, too_open }) => {
             report.add(item.clone(), Verdict::Ok("this role's store, intact".into()));
