@@ -67,6 +67,8 @@ SOAK := a_seeded_soak_of_random_kills
 
 test: deps
 	TRESOR_REQUIRE_PCSCD=1 TRESOR_REQUIRE_INTEROP=1 $(CARGO) test --workspace --all-targets -- --skip $(SOAK)
+	# The end-to-end suites again with the PVA's and the RO's stores on PostgreSQL (issue 15).
+	TRESOR_LAB_DATABASE=postgres $(CARGO) test -p tresor-tests
 	$(CARGO) test -p tresor --test crash_safety $(SOAK) -- --nocapture
 	$(CARGO) test --workspace --doc
 

@@ -15,13 +15,23 @@ use tokio::net::TcpListener;
 use crate::front::{Front, FrontOptions, Running};
 
 /// How the lab keeps the PVA's and the RO's stores.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
     /// One SQLite file per role (one instance each).
-    #[default]
     Sqlite,
     /// One PostgreSQL database per role, on a private server the lab starts.
     Postgres,
+}
+
+/// SQLite, unless `TRESOR_LAB_DATABASE=postgres`: the end-to-end suites built on the lab run
+/// against either backend that way (`make test` runs them on both).
+impl Default for Backend {
+    fn default() -> Self {
+        match std::env::var("TRESOR_LAB_DATABASE").as_deref() {
+            Ok("postgres") => Self::Postgres,
+            _ => Self::Sqlite,
+        }
+    }
 }
 
 /// The parts of a scaled-out lab: the database server, the instances' listeners until their
