@@ -484,4 +484,67 @@ mod tests {
         let later = now + BINDING_TTL + Duration::from_secs(1);
         assert!(bindings.answer(&device(1), secret(3).expose(), later).is_err());
     }
+
+    /// The channel of RO instances sharing a PostgreSQL store: two instances, one database.
+    fn shared_pair() -> (RoStore, RoStore) {
+        let url = storage::pg_server::scratch_database("ro_channel").unwrap();
+        let location = storage::Location::Postgres(url);
+        let open = || RoStore::open_at(&location, storage::OpenMode::CreateIfMissing).unwrap();
+        (open(), open())
+    }
+
+    #[test]
+    fn instances_sharing_a_store_accept_each_others_nonces_and_spend_them_once() {
+        let (a, b) = shared_pair();
+        let (on_a, on_b) = (Channel::shared(&a).unwrap(), Channel::shared(&b).unwrap());
+        let n = nonce(&on_a.issue(&device(1)));
+        let expires = on_b.check(&device(1), &n).unwrap();
+        assert!(on_b.check(&device(2), &n).is_err(), "bound to its device");
+        on_b.spend(&b, n, expires).unwrap();
+        assert!(matches!(on_a.spend(&a, n, expires), Err(RoError::DeviceNonce(_))), "a replay");
+        assert!(matches!(on_b.spend(&b, n, expires), Err(RoError::DeviceNonce(_))));
+        // A lone RO's nonce (its own key) is not the shared channel's.
+        let lone = Channel::new().unwrap();
+        assert!(on_a.check(&device(1), &nonce(&lone.issue(&device(1)))).is_err());
+    }
+
+    #[test]
+    fn a_binding_challenge_of_one_instance_is_answered_once_at_another() {
+        let (a, b) = shared_pair();
+        let until = now_ms() + 60_000;
+        a.open_binding(&device(1), b"own AK", &sha256(secret(1).expose()), until).unwrap();
+        // Wrong secrets spend nothing; the right one binds once, at the other instance.
+        for guess in 2..6u8 {
+            assert_eq!(
+                b.answer_binding(&device(1), &sha256(secret(guess).expose()), now_ms()).unwrap(),
+                None
+            );
+        }
+        assert_eq!(
+            b.answer_binding(&device(2), &sha256(secret(1).expose()), now_ms()).unwrap(),
+            None
+        );
+        let bound = b.answer_binding(&device(1), &sha256(secret(1).expose()), now_ms()).unwrap();
+        assert_eq!(bound.as_deref(), Some(&b"own AK"[..]));
+        assert_eq!(
+            a.answer_binding(&device(1), &sha256(secret(1).expose()), now_ms()).unwrap(),
+            None
+        );
+        // At most a few per device, the oldest evicted; past its time a challenge is gone.
+        for n in 0..=MAX_PENDING_PER_DEVICE as u8 {
+            a.open_binding(&device(3), &[n], &sha256(secret(n).expose()), until + u64::from(n))
+                .unwrap();
+        }
+        assert_eq!(
+            b.answer_binding(&device(3), &sha256(secret(0).expose()), now_ms()).unwrap(),
+            None
+        );
+        assert!(
+            b.answer_binding(&device(3), &sha256(secret(1).expose()), now_ms()).unwrap().is_some()
+        );
+        assert_eq!(
+            b.answer_binding(&device(3), &sha256(secret(2).expose()), until + 10).unwrap(),
+            None
+        );
+    }
 }
