@@ -409,6 +409,18 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Stops the PVA's and the RO's database server ([`Backend::Postgres`]) until
+    /// [`Lab::resume_database`]: the roles see their database down.
+    pub fn pause_database(&mut self) -> Result<()> {
+        let server = self.scale.postgres_mut().context("the lab runs no database server")?;
+        Ok(server.pause()?)
+    }
+
+    pub fn resume_database(&mut self) -> Result<()> {
+        let server = self.scale.postgres_mut().context("the lab runs no database server")?;
+        Ok(server.resume()?)
+    }
+
     /// Scaled out ([`LabOptions::instances`]): each instance's name and the connections its
     /// front handed it so far.
     pub fn instance_connections(&self) -> Vec<(String, u64)> {

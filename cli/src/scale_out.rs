@@ -140,4 +140,8 @@ impl ScaleOut {
     pub fn postgres(&self) -> Option<&PgServer> {
         self.postgres.as_ref()
     }
+
+    pub fn postgres_mut(&mut self) -> Option<&mut PgServer> {
+        self.postgres.as_mut()
+    }
 }

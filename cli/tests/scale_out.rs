@@ -5,6 +5,7 @@
 //!   the evidence replayed to either is refused (`tresor attest --appraise-at --replay-to`).
 //! - A lab of two PVAs and two ROs behind round-robin fronts switches a fleet: every device
 //!   switched, every instance served connections.
+//! - The database down for a few seconds in the middle of a campaign is waited out.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -116,5 +117,57 @@ async fn a_fleet_switches_through_two_instances_of_each_role_behind_fronts() {
     let served = lab.instance_connections();
     assert_eq!(served.len(), 4, "{served:?}");
     assert!(served.iter().all(|(_, n)| *n > 0), "every instance served: {served:?}");
+    lab.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_database_down_for_a_while_is_waited_out() {
+    let temp = tempfile::Builder::new().prefix("tresor-db-down-").tempdir().unwrap();
+    let image = lab::write_sample_image(&temp.path().join("image")).unwrap();
+    let options = LabOptions { database: Backend::Postgres, ..LabOptions::default() };
+    let mut lab = Lab::start_with(&temp.path().join("lab"), &image, &options).await.unwrap();
+    let devices = lab.manufacture_fleet(4, KeyAlg::Ecc, 2).unwrap();
+    let members: Vec<CampaignDevice> = devices
+        .iter()
+        .map(|d| CampaignDevice { device_id: d.device_id.clone(), iccid: d.iccid.clone() })
+        .collect();
+    let campaign = lab
+        .create_campaign_between(
+            Role::operator("mno-a").unwrap(),
+            Role::operator("mno-b").unwrap(),
+            members,
+        )
+        .await
+        .unwrap();
+    let agents: Vec<_> = devices
+        .iter()
+        .map(|d| run_agent(d, &image, lab.agent_config(d, Duration::from_secs(300)).unwrap()))
+        .collect();
+    // Down while the devices start their change (one takes about a second).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lab.pause_database().unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    lab.resume_database().unwrap();
+    let outcomes = tokio::task::spawn_blocking(move || {
+        agents.into_iter().map(|a| a.join().unwrap()).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (d, outcome) in devices.iter().zip(&outcomes) {
+        match outcome {
+            Ok(o) => assert_eq!(o.state, AgentState::Switched, "{}: {o:?}", d.device_id),
+            Err(e) => panic!("{}: {e:#}", d.device_id),
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let report = lab.campaign(&campaign.id).await.unwrap();
+        if report.state == "completed" && report.summary.reports_pending == 0 {
+            assert_eq!((report.summary.switched, report.summary.failed), (4, 0));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not finished: {:?}", report.summary);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     lab.stop().await;
 }

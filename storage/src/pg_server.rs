@@ -37,6 +37,7 @@ pub struct PgServer {
     bin: PathBuf,
     child: Option<Child>,
     user: Option<(u32, u32)>,
+    durability: Durability,
 }
 
 impl PgServer {
@@ -67,16 +68,29 @@ impl PgServer {
         if !status.success() {
             return Err(failed(dir.path(), "initdb.log", "initdb"));
         }
-        let log = std::fs::File::create(dir.path().join("postgres.log"))?;
-        if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(dir.path().join("postgres.log"), Some(uid), Some(gid))?;
+        watch(&bin, &data, dir.path(), user)?;
+        let mut server = Self { dir, bin, child: None, user, durability };
+        server.resume()?;
+        Ok(server)
+    }
+
+    /// Starts `postgres` on the cluster (again, after [`PgServer::pause`]) and waits until
+    /// it accepts connections.
+    pub fn resume(&mut self) -> io::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
         }
-        let fsync = if durability == Durability::Durable { "on" } else { "off" };
-        let child = as_user(Command::new(bin.join("postgres")), user)
+        let log_path = self.dir.path().join("postgres.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        if let Some((uid, gid)) = self.user {
+            std::os::unix::fs::chown(&log_path, Some(uid), Some(gid))?;
+        }
+        let fsync = if self.durability == Durability::Durable { "on" } else { "off" };
+        let child = as_user(Command::new(self.bin.join("postgres")), self.user)
             .arg("-D")
-            .arg(&data)
+            .arg(self.dir.path().join("data"))
             .arg("-k")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .args(["-p", &PORT.to_string(), "-c", "listen_addresses="])
             .args(["-c", &format!("fsync={fsync}"), "-c", "max_connections=300"])
             .args(["-c", "shared_buffers=64MB", "-c", "log_min_messages=warning"])
@@ -84,10 +98,14 @@ impl PgServer {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
-        watch(child.id(), &bin, &data, dir.path(), user)?;
-        let mut server = Self { dir, bin, child: Some(child), user };
-        server.wait_ready()?;
-        Ok(server)
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended, committed data stays) until
+    /// [`PgServer::resume`]: a database that is down for a while, as the roles see it.
+    pub fn pause(&mut self) -> io::Result<()> {
+        self.shut_down()
     }
 
     fn wait_ready(&mut self) -> io::Result<()> {
@@ -175,16 +193,11 @@ impl Drop for PgServer {
 }
 
 /// A server outlives a process that ends without dropping it (a killed test, a `static`):
-/// a watchdog stops it and removes its directory once this process is gone.
-fn watch(
-    server: u32,
-    bin: &Path,
-    data: &Path,
-    dir: &Path,
-    user: Option<(u32, u32)>,
-) -> io::Result<()> {
+/// a watchdog stops it and removes its directory once this process is gone (a drop removes
+/// the directory, which ends the watchdog too; a pause leaves both).
+fn watch(bin: &Path, data: &Path, dir: &Path, user: Option<(u32, u32)>) -> io::Result<()> {
     let script = format!(
-        "while [ -d /proc/{me} ] && [ -d /proc/{server} ]; do sleep 0.5; done; \
+        "while [ -d /proc/{me} ] && [ -d '{dir}' ]; do sleep 0.5; done; \
          '{pg_ctl}' -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{dir}'",
         me = std::process::id(),
         pg_ctl = bin.join("pg_ctl").display(),
