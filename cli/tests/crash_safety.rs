@@ -19,7 +19,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use deployment::{Deployment, Options};
+use deployment::{Deployment, Options, XorShift};
 
 /// `kill` faults before and after each of `points`.
 fn kills(points: &[&str]) -> Vec<String> {
@@ -301,20 +301,13 @@ fn full_disks_are_waited_out() {
 /// run; `TRESOR_SOAK_KILLS` and `TRESOR_SOAK_DEVICES` make it longer (`make soak`).
 #[test]
 fn a_seeded_soak_of_random_kills() {
-    let env = |name: &str, default: u64| {
-        std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-    };
-    let seed = env(
-        "TRESOR_SOAK_SEED",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-            as u64,
-    );
-    let kills = env("TRESOR_SOAK_KILLS", 20) as usize;
-    let devices = env("TRESOR_SOAK_DEVICES", 10) as usize;
+    let seed = deployment::soak_seed();
+    let kills = deployment::env_u64("TRESOR_SOAK_KILLS", 20) as usize;
+    let devices = deployment::env_u64("TRESOR_SOAK_DEVICES", 10) as usize;
     eprintln!(
         "soak: seed {seed} ({kills} kills, {devices} devices; TRESOR_SOAK_SEED={seed} repeats it)"
     );
-    let mut rng = XorShift(seed | 1);
+    let mut rng = XorShift::new(seed);
     let options =
         Options { devices, fallback_secs: 300, step_deadline_secs: 90, ..Options::default() };
     let mut lab = Deployment::start(options, &BTreeMap::new());
@@ -328,15 +321,15 @@ fn a_seeded_soak_of_random_kills() {
             std::thread::sleep(Duration::from_millis(25));
         }
         let running: Vec<usize> = (0..devices).filter(|&i| lab.devices[i].running()).collect();
-        let pick = rng.below(4 + running.len() as u64) as usize;
-        match pick {
-            0..4 => {
-                let role = deployment::ROLES[pick];
+        let roles = lab.role_names();
+        let pick = rng.below((roles.len() + running.len()) as u64) as usize;
+        match roles.get(pick) {
+            Some(role) => {
                 lab.role(role).kill();
-                killed.push(role.to_owned());
+                killed.push(role.clone());
             }
-            n => {
-                let index = running[n - 4];
+            None => {
+                let index = running[pick - roles.len()];
                 lab.devices[index].kill();
                 killed.push(format!("device-{index}"));
             }
@@ -350,16 +343,4 @@ fn a_seeded_soak_of_random_kills() {
         killed.join(" ")
     );
     assert_eq!(switched + rolled_back, devices);
-}
-
-/// xorshift64*: a small seeded generator, so a soak is repeatable from its seed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
 }

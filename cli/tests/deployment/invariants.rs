@@ -1,6 +1,6 @@
 //! The invariants of a settled campaign (docs/flow.md, "Crash safety"), checked on the
 //! operators' stores, the cards, and with a real Milenage AKA of each card against each
-//! operator's AuC (`tresor mno aka`).
+//! operator's AuC (`tresor mno aka`); with several instances also on their shared RO store.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -16,6 +16,9 @@ impl Deployment {
     /// each operator's AuC (the roles must be stopped). Returns (switched, rolled back).
     pub fn check_invariants(&mut self, id: &str, status: &Value) -> (usize, usize) {
         self.stop();
+        if let Some(pg) = &self.pg {
+            super::scale_out::check_shared_store(pg);
+        }
         let a = operator_store(&self.store_path("mno-a"));
         let b = operator_store(&self.store_path("mno-b"));
         // No IMSI is issued twice, no device gets two new IMSIs.

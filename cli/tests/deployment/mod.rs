@@ -9,6 +9,9 @@
 //! thawed (SIGCONT) after a while, past its peers' timeouts. Once the campaign settled, the
 //! invariants of the issue are checked on the stores, the cards and with a real Milenage
 //! AKA against each operator's AuC.
+//!
+//! With [`Options::instances`] above 1 the PVA and the RO run as that many instances on a
+//! shared PostgreSQL, behind one front each (`scale_out`, issue 15).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -23,6 +26,11 @@ use crate::support::{self, TRESOR};
 
 mod invariants;
 mod process;
+mod random;
+mod scale_out;
+
+pub use random::{XorShift, env_u64, soak_seed};
+pub use scale_out::Served;
 
 /// What a deployment looks like.
 #[derive(Clone, Debug)]
@@ -40,6 +48,9 @@ pub struct Options {
     /// Processes ("ro", "pva", "mno-b", "device-0", …) whose store lives on a small tmpfs of
     /// its own, which [`Deployment::fill`] fills up (a full disk, for real).
     pub small_disks: Vec<String>,
+    /// Instances of the PVA and of the RO (`pva-1`, `pva-2`, …, `ro-1`, …): above 1, they
+    /// share a private PostgreSQL and sit behind one `tresor front` per role.
+    pub instances: usize,
 }
 
 impl Default for Options {
@@ -51,13 +62,14 @@ impl Default for Options {
             tampered: Vec::new(),
             thaw_after: Duration::from_secs(5),
             small_disks: Vec::new(),
+            instances: 1,
         }
     }
 }
 
 /// One network role's process.
 pub struct Role {
-    pub name: &'static str,
+    pub name: String,
     kind: &'static str,
     config: String,
     child: Option<Child>,
@@ -99,10 +111,15 @@ pub struct Deployment {
     pub devices: Vec<Device>,
     pub ro_url: String,
     options: Options,
+    /// The fronts of the scaled roles (none with one instance each).
+    fronts: Vec<scale_out::Front>,
+    /// The PostgreSQL server the instances share; stopped after them.
+    pg: Option<storage::pg_server::PgServer>,
     _temp: Option<tempfile::TempDir>,
 }
 
-/// Every role, in start order.
+/// Every role, in start order; with several instances, a scaled role's processes are
+/// named after it (`pva-1`, `pva-2`: [`Deployment::roles`]).
 pub const ROLES: [&str; 4] = ["pva", "mno-a", "mno-b", "ro"];
 
 impl Deployment {
@@ -143,6 +160,17 @@ impl Deployment {
                 ("peer_timeout_ms = 30000", "peer_timeout_ms = 3000\npoll_timeout_ms = 2000"),
             ],
         );
+        let (pg, mut fronts) = match options.instances {
+            0 | 1 => (None, Vec::new()),
+            n => {
+                assert!(
+                    !options.small_disks.iter().any(|d| scale_out::SCALED.contains(&d.as_str())),
+                    "the instances' stores live in PostgreSQL, not on small disks"
+                );
+                let (pg, fronts) = scale_out::prepare(&dir, &ports, n);
+                (Some(pg), fronts)
+            }
+        };
         for name in &options.small_disks {
             let disk = match name.strip_prefix("device-") {
                 Some(n) => format!("m2me-{:03}", n.parse::<usize>().unwrap()),
@@ -231,13 +259,18 @@ impl Deployment {
         }
         let mut roles: Vec<Role> = ROLES
             .iter()
-            .map(|name| Role {
-                name,
-                kind: if name.starts_with("mno") { "mno" } else { name },
+            .flat_map(|kind| {
+                scale_out::instance_names(kind, options.instances)
+                    .into_iter()
+                    .map(|name| (*kind, name))
+            })
+            .map(|(kind, name)| Role {
+                kind: if kind.starts_with("mno") { "mno" } else { kind },
                 config: format!("{name}.toml"),
                 child: None,
-                schedule: faults.get(name).cloned().unwrap_or_default().into(),
-                planned: faults.get(name).cloned().unwrap_or_default(),
+                schedule: faults.get(name.as_str()).cloned().unwrap_or_default().into(),
+                planned: faults.get(name.as_str()).cloned().unwrap_or_default(),
+                name,
                 current: None,
                 frozen_since: None,
                 held: false,
@@ -245,6 +278,9 @@ impl Deployment {
                 starts: 0,
             })
             .collect();
+        for front in &mut fronts {
+            front.start(&dir);
+        }
         for role in &mut roles {
             role.spawn(&dir);
             role.wait_ready(&dir);
@@ -255,8 +291,30 @@ impl Deployment {
             roles,
             devices,
             options,
+            fronts,
+            pg,
             _temp: Some(temp),
         }
+    }
+
+    /// The names of the role processes, in start order (`ROLES`, each scaled role as its
+    /// instances).
+    pub fn role_names(&self) -> Vec<String> {
+        self.roles.iter().map(|r| r.name.clone()).collect()
+    }
+
+    /// Which instances served which devices (scale-out), from their logs.
+    pub fn served(&self) -> Served {
+        Served::read(&self.dir, &self.role_names())
+    }
+
+    /// Per front (`front-pva`, `front-ro`), the connections it handed to each instance, in
+    /// the instances' order; complete once the deployment is stopped.
+    pub fn front_connections(&self) -> BTreeMap<String, Vec<usize>> {
+        self.fronts
+            .iter()
+            .map(|f| (f.name.clone(), f.connections(&self.dir).into_values().collect()))
+            .collect()
     }
 
     pub fn role(&mut self, name: &str) -> &mut Role {
@@ -268,6 +326,9 @@ impl Deployment {
     pub fn tend(&mut self) {
         let dir = self.dir.clone();
         let thaw = self.options.thaw_after;
+        for front in &mut self.fronts {
+            front.check(&dir);
+        }
         for role in &mut self.roles {
             role.tend(&dir, thaw);
         }
@@ -477,9 +538,11 @@ impl Deployment {
     /// The tail of every process's log, for a failure message.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for name in ROLES
+        for name in self
+            .fronts
             .iter()
-            .map(|r| r.to_string())
+            .map(|f| f.name.clone())
+            .chain(self.role_names())
             .chain(self.devices.iter().map(|d| format!("device-{}", d.index)))
         {
             let log = support::log(&self.dir, &name);
@@ -581,6 +644,9 @@ impl Deployment {
     pub fn stop(&mut self) {
         for role in &mut self.roles {
             role.stop();
+        }
+        for front in &mut self.fronts {
+            front.stop();
         }
         for device in &mut self.devices {
             if let Some(mut child) = device.child.take() {

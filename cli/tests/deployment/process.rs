@@ -52,13 +52,13 @@ impl Role {
                 if self.current.is_some() {
                     return;
                 }
-                panic!("{} exited with {status}:\n{}", self.name, support::log(dir, self.name));
+                panic!("{} exited with {status}:\n{}", self.name, support::log(dir, &self.name));
             }
             assert!(
                 Instant::now() < deadline,
                 "{} did not start:\n{}",
                 self.name,
-                support::log(dir, self.name)
+                support::log(dir, &self.name)
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -81,7 +81,7 @@ impl Role {
                     Some(9),
                     "{} exited with {status}:\n{}",
                     self.name,
-                    support::log(dir, self.name)
+                    support::log(dir, &self.name)
                 );
                 let fault = self.current.take().unwrap_or_else(|| "killed".into());
                 self.fired.push(fault);
