@@ -377,17 +377,17 @@ impl Lab {
                 configs_run.push((instance, kind, own));
             }
         }
+        // Scaled out, the fronts keep the roles' ports; else the roles' processes take them.
         let mut listeners = listeners.into_iter();
-        let (pva_public, ro_public) = (listeners.next(), listeners.next());
+        let publics =
+            if scale.scaled() { (listeners.next(), listeners.next()) } else { (None, None) };
         drop(listeners);
         scale.release_instance_ports();
         let mut processes = RoleProcesses::default();
         for (name, kind, config) in &configs_run {
             processes.spawn(tresor, &dir, name, kind, config)?;
         }
-        if scale.scaled()
-            && let (Some(pva_public), Some(ro_public)) = (pva_public, ro_public)
-        {
+        if let (Some(pva_public), Some(ro_public)) = publics {
             scale.start_front("pva", pva_public)?;
             scale.start_front("ro", ro_public)?;
         }

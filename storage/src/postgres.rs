@@ -228,9 +228,15 @@ impl Postgres {
 
     /// Drives `fut` on this store's runtime from any thread, an async task's included
     /// (the thread waits, as it does on an SQLite commit).
+    ///
+    /// Unconstrained by tokio's cooperative budget: called from inside a task's poll (a
+    /// handler running a few hundred statements without an await), an exhausted budget
+    /// makes the pool's semaphore answer "not yet" and defers the wake-up until the task
+    /// yields to its scheduler — which a thread waiting here never does: it would wait
+    /// forever (seen at 1,000 devices: a campaign report of 2,000 transactions).
     fn block_on<F: Future>(&self, fut: F) -> F::Output {
         let _entered = self.handle.enter();
-        futures_executor::block_on(fut)
+        futures_executor::block_on(tokio::task::unconstrained(fut))
     }
 
     /// Whether the database answers a trivial query.

@@ -216,3 +216,25 @@ fn an_unreachable_database_is_a_clear_error() {
     let err = Postgres::open("postgres://tresor@localhost:port/db", &PVA_V1, none).unwrap_err();
     assert!(err.to_string().contains("URL"), "{err}");
 }
+
+/// A task that runs thousands of transactions without an await in between (a campaign report
+/// of 1,000 devices) exhausts tokio's cooperative budget; the blocking interface must not
+/// wait for a wake-up that tokio defers until the task yields (it hung there once).
+#[test]
+fn thousands_of_transactions_in_one_poll_of_a_task_finish() {
+    let db = std::sync::Arc::new(Postgres::open(&database("one_poll"), &PVA_V1, none).unwrap());
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let n = runtime.block_on(async move {
+            tokio::spawn(async move {
+                (0..2_000).map(|_| count(&db, "SELECT CAST(1 AS BIGINT)")).sum::<i64>()
+            })
+            .await
+            .unwrap()
+        });
+        done.send(n).unwrap();
+    });
+    let n = finished.recv_timeout(std::time::Duration::from_secs(120)).expect("no hang");
+    assert_eq!(n, 2_000);
+}
