@@ -421,6 +421,11 @@ impl Lab {
         Ok(server.resume()?)
     }
 
+    /// The database server's process (the postmaster), with [`Backend::Postgres`].
+    pub fn database_pid(&self) -> Option<u32> {
+        self.scale.postgres().and_then(storage::pg_server::PgServer::pid)
+    }
+
     /// Scaled out ([`LabOptions::instances`]): each instance's name and the connections its
     /// front handed it so far.
     pub fn instance_connections(&self) -> Vec<(String, u64)> {

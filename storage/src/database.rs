@@ -56,8 +56,21 @@ impl Database {
         }
     }
 
+    /// Runs `f` with each statement committed on its own ([`Postgres::autocommit`]; on
+    /// SQLite, whose one connection runs one thing at a time, in a transaction): for reads
+    /// and single-statement writes.
+    pub fn autocommit<R, E: From<SqlError>>(
+        &self,
+        f: impl FnMut(&mut dyn Tx) -> Result<R, E>,
+    ) -> Result<R, E> {
+        match self {
+            Self::Postgres(db) => db.autocommit(f),
+            Self::Sqlite(_) => self.transaction(f),
+        }
+    }
+
     /// Whether the database answers a trivial query.
     pub fn healthy(&self) -> bool {
-        self.transaction(|tx| tx.query("SELECT 1", &[])).is_ok()
+        self.autocommit(|tx| tx.query("SELECT 1", &[])).is_ok()
     }
 }

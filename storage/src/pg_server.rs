@@ -136,6 +136,11 @@ impl PgServer {
         }
     }
 
+    /// The server's process id (the postmaster), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The directory of the server's socket.
     pub fn socket_dir(&self) -> &Path {
         self.dir.path()

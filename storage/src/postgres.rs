@@ -195,6 +195,33 @@ impl Postgres {
         }
     }
 
+    /// Runs `f` with each of its statements committed on its own, no transaction around
+    /// them: for reads (at READ COMMITTED a transaction gives several reads no common
+    /// snapshot anyway) and writes of one statement, one round trip each instead of three.
+    /// A conflict runs `f` again, as [`Postgres::transaction`] does.
+    pub fn autocommit<R, E: From<SqlError>>(
+        &self,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let mut attempt = 0;
+        loop {
+            let client = self
+                .block_on(self.pool.get())
+                .map_err(|e| SqlError { kind: SqlErrorKind::Unavailable, detail: e.to_string() })?;
+            let mut pg = PgTx { conn: Conn::Client(&client), store: self, failed: None };
+            let result = f(&mut pg);
+            match (result, pg.failed.take()) {
+                (Err(_), Some(e))
+                    if e.kind == SqlErrorKind::Conflict && attempt < CONFLICT_RETRIES =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(u64::from(attempt) * 5));
+                }
+                (result, _) => return result,
+            }
+        }
+    }
+
     fn attempt<R, E>(
         &self,
         f: &mut impl FnMut(&mut dyn Tx) -> Result<R, E>,
@@ -203,7 +230,7 @@ impl Postgres {
             Attempt::Sql(SqlError { kind: SqlErrorKind::Unavailable, detail: e.to_string() })
         })?;
         let tx = self.block_on(client.transaction()).map_err(|e| Attempt::Sql(pg_error(&e)))?;
-        let mut pg = PgTx { tx: &tx, store: self, failed: None };
+        let mut pg = PgTx { conn: Conn::Tx(&tx), store: self, failed: None };
         let result = f(&mut pg);
         // A statement that failed aborted the transaction in PostgreSQL, whatever `f` made
         // of the error: a conflict is retried even if `f` turned it into its own error.
@@ -241,7 +268,7 @@ impl Postgres {
 
     /// Whether the database answers a trivial query.
     pub fn healthy(&self) -> bool {
-        self.transaction(|tx| tx.query("SELECT 1", &[])).is_ok()
+        self.autocommit(|tx| tx.query("SELECT 1", &[])).is_ok()
     }
 }
 
@@ -416,11 +443,49 @@ fn describe(config: &Config) -> String {
 
 /// [`Tx`] over an open PostgreSQL transaction.
 struct PgTx<'a, 't> {
-    tx: &'a deadpool_postgres::Transaction<'t>,
+    conn: Conn<'a, 't>,
     store: &'a Postgres,
     /// The first statement that failed: PostgreSQL refuses every later one in the
     /// transaction, and a conflict must reach the retry loop.
     failed: Option<SqlError>,
+}
+
+/// Where a [`PgTx`]'s statements go.
+enum Conn<'a, 't> {
+    Tx(&'a deadpool_postgres::Transaction<'t>),
+    /// Each statement its own transaction.
+    Client(&'a deadpool_postgres::Client),
+}
+
+impl Conn<'_, '_> {
+    async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        match self {
+            Conn::Tx(tx) => tx.prepare_cached(sql).await,
+            Conn::Client(client) => client.prepare_cached(sql).await,
+        }
+    }
+
+    async fn execute(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        match self {
+            Conn::Tx(tx) => tx.execute(statement, params).await,
+            Conn::Client(client) => client.execute(statement, params).await,
+        }
+    }
+
+    async fn query(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        match self {
+            Conn::Tx(tx) => tx.query(statement, params).await,
+            Conn::Client(client) => client.query(statement, params).await,
+        }
+    }
 }
 
 impl PgTx<'_, '_> {
@@ -435,8 +500,8 @@ impl Tx for PgTx<'_, '_> {
         let sql = to_postgres(sql);
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|v| v as _).collect();
         let result = self.store.block_on(async {
-            let statement = self.tx.prepare_cached(&sql).await?;
-            self.tx.execute(&statement, &params).await
+            let statement = self.conn.prepare(&sql).await?;
+            self.conn.execute(&statement, &params).await
         });
         result.map_err(|e| self.note(pg_error(&e)))
     }
@@ -445,8 +510,8 @@ impl Tx for PgTx<'_, '_> {
         let sql = to_postgres(sql);
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|v| v as _).collect();
         let result = self.store.block_on(async {
-            let statement = self.tx.prepare_cached(&sql).await?;
-            self.tx.query(&statement, &params).await
+            let statement = self.conn.prepare(&sql).await?;
+            self.conn.query(&statement, &params).await
         });
         let rows = result.map_err(|e| self.note(pg_error(&e)))?;
         rows.iter().map(from_pg_row).collect()

@@ -283,17 +283,43 @@ fn cpu_of(lab: &Lab, pids: &[(String, u32)], devices: &[LabDevice]) -> BTreeMap<
         swtpm.sys += c.sys;
     }
     cpu.insert("swtpm (sum)".into(), swtpm);
+    if let Some(postmaster) = lab.database_pid() {
+        cpu.insert("postgres (sum)".into(), process_tree_cpu(postmaster));
+    }
     cpu
+}
+
+/// A process's CPU with its children's: the live ones', and (cutime, cstime) the exited
+/// ones' it reaped — a PostgreSQL server's backends.
+fn process_tree_cpu(parent: u32) -> Cpu {
+    let ticks = |pid: &str, i: usize| stat_fields(pid).and_then(|f| f.get(i)?.parse::<f64>().ok());
+    let parent_pid = parent.to_string();
+    let mut total = proc_cpu(&parent_pid).unwrap_or_default();
+    total.user += ticks(&parent_pid, 13).unwrap_or(0.0) / 100.0;
+    total.sys += ticks(&parent_pid, 14).unwrap_or(0.0) / 100.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if ticks(&pid, 1) == Some(f64::from(parent)) {
+            let c = proc_cpu(&pid).unwrap_or_default();
+            total.user += c.user;
+            total.sys += c.sys;
+        }
+    }
+    total
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name, which is in parentheses and may
+/// hold spaces: index 0 is field 3 of stat(5), the state.
+fn stat_fields(pid: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat.rsplit_once(") ")?.1.split_whitespace().map(str::to_owned).collect())
 }
 
 /// utime and stime of `/proc/<pid>/stat`, in seconds (USER_HZ is 100 on Linux).
 fn proc_cpu(pid: &str) -> Option<Cpu> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(") ")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let fields = stat_fields(pid)?;
     let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).map(|t| t / 100.0);
-    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    // utime and stime are fields 14 and 15 of stat(5).
     Some(Cpu { user: tick(11)?, sys: tick(12)? })
 }
 

@@ -380,12 +380,13 @@ impl RoStore {
         self.db.healthy()
     }
 
-    /// Runs `f` in a transaction that only reads.
+    /// Runs `f`'s statements each committed on its own (`Database::autocommit`): reads, and
+    /// writes of one statement (or several that need no common commit).
     pub(super) fn read<T>(
         &self,
         f: impl FnMut(&mut dyn Tx) -> Result<T, RoError>,
     ) -> Result<T, RoError> {
-        self.db.transaction(f)
+        self.db.autocommit(f)
     }
 
     /// Runs `f` in one write transaction, with the fault points of durable write `what`.
