@@ -8,7 +8,9 @@
 //! Nothing here is durable, nor needs to be: the devices in flight are those the store
 //! holds neither `pending` nor final, counted again from the store at most every
 //! [`RECOUNT`]; between counts each admission is added here, so the bound holds within the
-//! devices admitted since the last count. A restarted RO counts afresh.
+//! devices admitted since the last count. A restarted RO counts afresh, and RO instances
+//! sharing a store (issue 15) each count from it: a device one admitted and another
+//! finished frees its place at the next count.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -38,12 +40,14 @@ impl Admission {
             return Ok(true);
         }
         let mut counted = self.counted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let in_flight = match *counted {
-            Some((at, n)) if at.elapsed() < RECOUNT => n,
-            _ => store.devices_in_flight()?,
+        // The count's time is its reading's, not the last call's: polls come more often than
+        // RECOUNT, and a device another instance finished is seen only in the store.
+        let (at, in_flight) = match *counted {
+            Some((at, n)) if at.elapsed() < RECOUNT => (at, n),
+            _ => (Instant::now(), store.devices_in_flight()?),
         };
         let admitted = in_flight < self.limit;
-        *counted = Some((Instant::now(), in_flight + u64::from(admitted)));
+        *counted = Some((at, in_flight + u64::from(admitted)));
         Ok(admitted)
     }
 
@@ -98,5 +102,29 @@ mod tests {
         admission.released();
         assert!(admission.admit(&store).unwrap(), "a final device frees its place");
         assert!(Admission::new(0).admit(&store).unwrap(), "0: no bound");
+    }
+
+    #[test]
+    fn a_device_finished_elsewhere_frees_its_place_at_the_next_count_however_often_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            RoStore::open(&dir.path().join("ro.sqlite"), storage::OpenMode::CreateIfMissing)
+                .unwrap();
+        let devices: Vec<_> = (1..=2).map(device).collect();
+        store.create_campaign("c1", "mno-a", "mno-b", &devices, None).unwrap();
+        let admission = Admission::new(1);
+        assert!(admission.admit(&store).unwrap());
+        let issued = DeviceState::TreActivated { proof: serde_bytes::ByteBuf::new() };
+        store.transition("c1", &devices[0].0, &issued, &[4], &[]).unwrap();
+        assert!(!admission.admit(&store).unwrap());
+        // Another instance finishes the device: no `released` here, only the store knows.
+        let done = DeviceState::RolledBack { step: 8, reason: "x".into() };
+        store.transition("c1", &devices[0].0, &done, &[], &[]).unwrap();
+        // Polls keep asking, more often than RECOUNT: the count is read again all the same.
+        let deadline = Instant::now() + RECOUNT * 5;
+        while !admission.admit(&store).unwrap() {
+            assert!(Instant::now() < deadline, "the count was never read again");
+            std::thread::sleep(RECOUNT / 10);
+        }
     }
 }
