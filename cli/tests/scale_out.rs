@@ -21,7 +21,57 @@ use storage::pg_server::{Durability, PgServer};
 use support::{TRESOR, edit, prepare, serve};
 use tre::agent::AgentState;
 use tre::tpm::KeyAlg;
-use tresor::lab::{self, Backend, Lab, LabOptions, run_agent};
+use tresor::lab::{self, Backend, Lab, LabDevice, LabOptions, run_agent};
+
+/// Creates the campaign of `devices` from MNO-A to MNO-B.
+async fn campaign_of(lab: &Lab, devices: &[LabDevice]) -> String {
+    let members: Vec<CampaignDevice> = devices
+        .iter()
+        .map(|d| CampaignDevice { device_id: d.device_id.clone(), iccid: d.iccid.clone() })
+        .collect();
+    let campaign = lab
+        .create_campaign_between(
+            Role::operator("mno-a").unwrap(),
+            Role::operator("mno-b").unwrap(),
+            members,
+        )
+        .await
+        .unwrap();
+    assert_eq!(campaign.state, "ready", "{:?}", campaign.failure);
+    campaign.id
+}
+
+/// Waits for every agent: each device switched.
+async fn all_switched(
+    devices: &[LabDevice],
+    agents: Vec<std::thread::JoinHandle<anyhow::Result<tre::agent::Outcome>>>,
+) {
+    let outcomes = tokio::task::spawn_blocking(move || {
+        agents.into_iter().map(|a| a.join().unwrap()).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (d, outcome) in devices.iter().zip(&outcomes) {
+        match outcome {
+            Ok(o) => assert_eq!(o.state, AgentState::Switched, "{}: {o:?}", d.device_id),
+            Err(e) => panic!("{}: {e:#}", d.device_id),
+        }
+    }
+}
+
+/// Waits until the campaign completed with every report acknowledged: `n` switched.
+async fn completed(lab: &Lab, id: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let report = lab.campaign(id).await.unwrap();
+        if report.state == "completed" && report.summary.reports_pending == 0 {
+            assert_eq!((report.summary.switched, report.summary.failed), (n, 0));
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "not finished: {:?}", report.summary);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
 
 #[test]
 fn a_nonce_of_one_pva_instance_is_accepted_by_the_other_once() {
@@ -76,44 +126,13 @@ async fn a_fleet_switches_through_two_instances_of_each_role_behind_fronts() {
     assert_eq!(names, ["pva-1", "pva-2", "mno-a", "mno-b", "ro-1", "ro-2"]);
 
     let devices = lab.manufacture_fleet(n, KeyAlg::Ecc, lab::manufacture_parallelism()).unwrap();
-    let members: Vec<CampaignDevice> = devices
-        .iter()
-        .map(|d| CampaignDevice { device_id: d.device_id.clone(), iccid: d.iccid.clone() })
-        .collect();
-    let campaign = lab
-        .create_campaign_between(
-            Role::operator("mno-a").unwrap(),
-            Role::operator("mno-b").unwrap(),
-            members,
-        )
-        .await
-        .unwrap();
-    assert_eq!(campaign.state, "ready", "{:?}", campaign.failure);
+    let campaign = campaign_of(&lab, &devices).await;
     let agents: Vec<_> = devices
         .iter()
         .map(|d| run_agent(d, &image, lab.agent_config(d, Duration::from_secs(600)).unwrap()))
         .collect();
-    let outcomes = tokio::task::spawn_blocking(move || {
-        agents.into_iter().map(|a| a.join().unwrap()).collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
-    for (d, outcome) in devices.iter().zip(&outcomes) {
-        match outcome {
-            Ok(o) => assert_eq!(o.state, AgentState::Switched, "{}: {o:?}", d.device_id),
-            Err(e) => panic!("{}: {e:#}", d.device_id),
-        }
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let report = lab.campaign(&campaign.id).await.unwrap();
-        if report.state == "completed" && report.summary.reports_pending == 0 {
-            assert_eq!((report.summary.switched, report.summary.failed), (n, 0));
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not finished: {:?}", report.summary);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    all_switched(&devices, agents).await;
+    completed(&lab, &campaign, n).await;
     let served = lab.instance_connections();
     assert_eq!(served.len(), 4, "{served:?}");
     assert!(served.iter().all(|(_, n)| *n > 0), "every instance served: {served:?}");
@@ -127,18 +146,7 @@ async fn the_database_down_for_a_while_is_waited_out() {
     let options = LabOptions { database: Backend::Postgres, ..LabOptions::default() };
     let mut lab = Lab::start_with(&temp.path().join("lab"), &image, &options).await.unwrap();
     let devices = lab.manufacture_fleet(4, KeyAlg::Ecc, 2).unwrap();
-    let members: Vec<CampaignDevice> = devices
-        .iter()
-        .map(|d| CampaignDevice { device_id: d.device_id.clone(), iccid: d.iccid.clone() })
-        .collect();
-    let campaign = lab
-        .create_campaign_between(
-            Role::operator("mno-a").unwrap(),
-            Role::operator("mno-b").unwrap(),
-            members,
-        )
-        .await
-        .unwrap();
+    let campaign = campaign_of(&lab, &devices).await;
     let agents: Vec<_> = devices
         .iter()
         .map(|d| run_agent(d, &image, lab.agent_config(d, Duration::from_secs(300)).unwrap()))
@@ -148,26 +156,7 @@ async fn the_database_down_for_a_while_is_waited_out() {
     lab.pause_database().unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     lab.resume_database().unwrap();
-    let outcomes = tokio::task::spawn_blocking(move || {
-        agents.into_iter().map(|a| a.join().unwrap()).collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
-    for (d, outcome) in devices.iter().zip(&outcomes) {
-        match outcome {
-            Ok(o) => assert_eq!(o.state, AgentState::Switched, "{}: {o:?}", d.device_id),
-            Err(e) => panic!("{}: {e:#}", d.device_id),
-        }
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let report = lab.campaign(&campaign.id).await.unwrap();
-        if report.state == "completed" && report.summary.reports_pending == 0 {
-            assert_eq!((report.summary.switched, report.summary.failed), (4, 0));
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not finished: {:?}", report.summary);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    all_switched(&devices, agents).await;
+    completed(&lab, &campaign, 4).await;
     lab.stop().await;
 }

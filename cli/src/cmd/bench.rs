@@ -206,9 +206,23 @@ fn appraisal(args: &AppraisalArgs) -> anyhow::Result<ExitCode> {
     let core_pva = pva_at(Store::open_in_memory()?)?;
     let durable_pva = Arc::new(pva_at(Store::open(&scratch.0.join("pva.sqlite"))?)?);
 
+    // On PostgreSQL: two instances on one database; devices enrol once (the enrolment is
+    // shared) and answer a nonce of the first, which either instance consumes. The server
+    // last in the tuple: the instances' pools and clock-mark flushers close first.
+    let mut postgres = if args.postgres {
+        let server = storage::pg_server::PgServer::start()
+            .context("starting PostgreSQL (make deps installs it)")?;
+        let location = storage::Location::Postgres(server.create_database("pva")?);
+        let open = || Store::open_at(&location, verifier::store::OpenMode::CreateIfMissing);
+        let instances = [Arc::new(pva_at(open()?)?), Arc::new(pva_at(open()?)?)];
+        Some((instances, Vec::with_capacity(args.threads), server))
+    } else {
+        None
+    };
+
     // One device per thread (each has its own TPM clock history): a real swtpm,
-    // manufactured, booted with the image, enrolled with both PVAs, and evidence for a
-    // nonce of each (a nonce is good for the PVA process that issued it only).
+    // manufactured, booted with the image, enrolled with every PVA, and evidence for a
+    // nonce of each (a lone PVA's nonce is good for the process that issued it only).
     let config = SwtpmConfig::load()?;
     let ca = ManufacturerCa::from_pem(pki.manufacturer_cert_pem(), pki.manufacturer_key_pem())?;
     let mut recorded = Vec::with_capacity(args.threads);
@@ -225,32 +239,13 @@ fn appraisal(args: &AppraisalArgs) -> anyhow::Result<ExitCode> {
             core_recorded = Some(record(&mut attester, &device, &core_pva)?);
         }
         recorded.push(record(&mut attester, &device, &durable_pva)?);
-    }
-    let first = recorded.first().context("no evidence recorded")?;
-    let core_first = core_recorded.as_ref().context("no evidence recorded")?;
-    // On PostgreSQL: two instances on one database; devices enrol once (the enrolment is
-    // shared) and answer a nonce of the first, which either instance consumes.
-    let postgres = if args.postgres {
-        let server = storage::pg_server::PgServer::start()
-            .context("starting PostgreSQL (make deps installs it)")?;
-        let location = storage::Location::Postgres(server.create_database("pva")?);
-        let open = || Store::open_at(&location, verifier::store::OpenMode::CreateIfMissing);
-        let instances = [Arc::new(pva_at(open()?)?), Arc::new(pva_at(open()?)?)];
-        let mut pg_recorded = Vec::with_capacity(args.threads);
-        for _ in 0..args.threads {
-            let swtpm = Swtpm::start_temp(&config)?;
-            let mut tpm = Tpm::connect(&swtpm.tcti())?;
-            manufacture(&mut tpm, &ca, &ManufactureOptions::default())?;
-            let mut attester = Attester::boot(tpm, image, AttesterOptions::default())?;
-            let device = attester.device_id()?;
+        if let Some((instances, pg_recorded, _)) = &mut postgres {
             enrol(&mut attester, &instances[0])?;
             pg_recorded.push(record(&mut attester, &device, &instances[0])?);
         }
-        // The server last: the instances' pools and clock-mark flushers close first.
-        Some((instances, pg_recorded, server))
-    } else {
-        None
-    };
+    }
+    let first = recorded.first().context("no evidence recorded")?;
+    let core_first = core_recorded.as_ref().context("no evidence recorded")?;
 
     // The floor, the core and the durable rate are measured in alternating slices, so that
     // the load of a shared machine weighs on each alike and their ratios hold.
