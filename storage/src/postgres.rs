@@ -100,7 +100,7 @@ impl Postgres {
         let db = Self::connect(url, pool_size)?;
         let mut attempt = 0;
         loop {
-            match db.transaction(|tx| migrate(tx, schema, &init)) {
+            match db.transaction(|tx| migrate(tx, schema, &init, &db.database)) {
                 Ok(()) => return Ok(db),
                 Err(Migrate::Refused(e)) => return Err(e),
                 // Instances creating the store at the same instant: every one but the first
@@ -365,8 +365,8 @@ fn migrate(
     tx: &mut dyn Tx,
     schema: &PgSchema,
     init: &dyn Fn(&mut dyn Tx) -> Result<(), SqlError>,
+    database: &str,
 ) -> Result<(), Migrate> {
-    let database = "the database";
     let tables = tables(tx)?;
     let created = tables.is_empty();
     if created {
