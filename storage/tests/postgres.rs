@@ -95,6 +95,7 @@ fn another_roles_store_and_a_foreign_database_are_refused_untouched() {
         matches!(&err, OpenError::PgOtherRole { expected: "pva", found, .. } if found == "ro"),
         "{err}"
     );
+    assert!(err.to_string().starts_with("store postgres database roles at /"), "named: {err}");
     assert!(matches!(Postgres::check(&url, &PVA_V1), Err(OpenError::PgOtherRole { .. })));
 
     let url = database("foreign");
