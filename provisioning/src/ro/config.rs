@@ -206,14 +206,35 @@ mod tests {
     use super::*;
 
     fn config(peers: &str) -> Result<RoConfig, RoError> {
+        config_with_store("path = \"ro.sqlite\"", peers)
+    }
+
+    fn config_with_store(store: &str, peers: &str) -> Result<RoConfig, RoError> {
         let text = format!(
             "listen = \"127.0.0.1:0\"\n[pki]\ncertificate = \"ro.pem\"\nkey = \"ro.key\"\n\
-             ci_root = \"ci.pem\"\nmanufacturer_roots = \"m\"\n[store]\npath = \"ro.sqlite\"\n\
+             ci_root = \"ci.pem\"\nmanufacturer_roots = \"m\"\n[store]\n{store}\n\
              [peers]\npva = \"https://localhost:1\"\n{peers}"
         );
         let config: RoConfig = toml::from_str(&text).map_err(|e| RoError::Config(e.to_string()))?;
         config.check()?;
         Ok(config)
+    }
+
+    #[test]
+    fn the_store_is_a_file_or_a_postgres_database_never_both() {
+        let peers = "mno-a = \"https://localhost:2\"\nmno-b = \"https://localhost:3\"";
+        let file = config(peers).unwrap();
+        assert_eq!(file.store.location(), storage::Location::File("ro.sqlite".into()));
+        let url = "postgres://ro:secret@db/ro";
+        let shared = config_with_store(&format!("database = \"{url}\""), peers).unwrap();
+        assert_eq!(shared.store.location(), storage::Location::Postgres(url.into()));
+        assert!(!format!("{shared:?}").contains("secret"), "the password is never printed");
+        let refused = |store: &str| config_with_store(store, peers).unwrap_err().to_string();
+        assert!(
+            refused(&format!("path = \"ro.sqlite\"\ndatabase = \"{url}\"")).contains("not both")
+        );
+        assert!(refused("database = \"ro.sqlite\"").contains("postgres:// URL"));
+        assert!(refused("").contains("missing"));
     }
 
     #[test]
