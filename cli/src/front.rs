@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, oneshot};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// Limits of a front.
 #[derive(Debug, Clone)]
@@ -116,51 +116,23 @@ impl Front {
     /// connections finish within [`FrontOptions::shutdown_grace`].
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let Front { listener, local, shared } = self;
-        let permits = Arc::new(Semaphore::new(shared.options.max_connections.max(1)));
-        let mut connections = JoinSet::new();
         let backends: Vec<_> = shared.backends.iter().map(|b| b.addr).collect();
         tracing::info!(%local, ?backends, "front listening");
-        tokio::pin!(shutdown);
-
-        loop {
-            let permit = tokio::select! {
-                () = &mut shutdown => break,
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let (client, remote) = tokio::select! {
-                () = &mut shutdown => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning; the front stays up.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let shared = Arc::clone(&shared);
-            connections.spawn(async move {
-                shared.relay(client, remote).await;
-                drop(permit);
-            });
-        }
-
-        tracing::info!(%local, open = connections.len(), "front shutting down");
-        drop(listener);
-        let drained = tokio::time::timeout(shared.options.shutdown_grace, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(open = connections.len(), "grace period over; closing connections");
-            connections.shutdown().await;
-        }
-        Ok(())
+        let limits = transport::AcceptLimits {
+            max_connections: shared.options.max_connections,
+            grace: shared.options.shutdown_grace,
+        };
+        transport::accept_until(
+            listener,
+            limits,
+            shutdown,
+            |open| tracing::info!(%local, open, "front shutting down"),
+            |client, remote| {
+                let shared = Arc::clone(&shared);
+                async move { shared.relay(client, remote).await }
+            },
+        )
+        .await
     }
 
     /// Runs the front on the current tokio runtime until the returned handle is stopped or
@@ -232,11 +204,10 @@ impl Shared {
             return;
         };
         // A TLS record split over two segments would otherwise wait for a delayed ACK at
-        // each hop (`transport::server`, module comment).
-        for socket in [&client, &backend] {
-            if let Err(e) = socket.set_nodelay(true) {
-                tracing::debug!(%remote, error = %e, "cannot set TCP_NODELAY");
-            }
+        // each hop (`transport::server`, module comment); the client's socket has it from
+        // the accept.
+        if let Err(e) = backend.set_nodelay(true) {
+            tracing::debug!(%remote, error = %e, "cannot set TCP_NODELAY");
         }
         match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
             Ok((up, down)) => tracing::debug!(%remote, backend = %addr, up, down, "closed"),

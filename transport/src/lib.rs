@@ -29,5 +29,7 @@ mod error;
 
 pub use error::{Error, Result};
 pub use problem::{Problem, limit_body};
-pub use server::{LISTEN_BACKLOG, PeerIdentity, ServeOptions, bind, serve, serve_with};
+pub use server::{
+    AcceptLimits, LISTEN_BACKLOG, PeerIdentity, ServeOptions, accept_until, bind, serve, serve_with,
+};
 pub use tls::{ClientAuth, Identity, ServerRole, client_config, crypto_provider, server_config};

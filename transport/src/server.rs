@@ -114,11 +114,61 @@ pub async fn serve_with(
     options: ServeOptions,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
-    let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
     let local = listener.local_addr()?;
     tracing::info!(%local, "HTTPS server listening");
+    let limits =
+        AcceptLimits { max_connections: options.max_connections, grace: options.shutdown_grace };
+    accept_until(
+        listener,
+        limits,
+        shutdown,
+        |open| {
+            tracing::info!(%local, open, "HTTPS server shutting down");
+            let _ = stop_tx.send(true);
+        },
+        |tcp, remote| {
+            let conn = Connection {
+                acceptor: acceptor.clone(),
+                router: router.clone(),
+                options: options.clone(),
+                remote,
+                stop: stop_rx.clone(),
+            };
+            conn.run(tcp)
+        },
+    )
+    .await
+}
+
+/// How many connections [`accept_until`] handles at once, and how long they may go on
+/// after shutdown.
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptLimits {
+    /// Connections handled at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// After shutdown, how long open connections may take to finish before they are cut.
+    pub grace: Duration,
+}
+
+/// The accept loop of a server (the HTTPS roles, `tresor front`): hands each connection
+/// accepted on `listener` (TCP_NODELAY set) to `handle`, as a task of its own, at most
+/// `limits.max_connections` at once, until `shutdown` completes; then stops accepting,
+/// calls `stopping` with the number of open connections, and lets them finish within
+/// `limits.grace` before cutting them. A failed accept (EMFILE and friends) backs off
+/// instead of spinning; the server stays up.
+pub async fn accept_until<F>(
+    listener: TcpListener,
+    limits: AcceptLimits,
+    shutdown: impl Future<Output = ()>,
+    stopping: impl FnOnce(usize),
+    mut handle: impl FnMut(TcpStream, SocketAddr) -> F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -135,30 +185,22 @@ pub async fn serve_with(
             accepted = accept(&listener) => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning; the server stays up.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        let conn = Connection {
-            acceptor: acceptor.clone(),
-            router: router.clone(),
-            options: options.clone(),
-            remote,
-            stop: stop_rx.clone(),
-        };
+        let handled = handle(tcp, remote);
         connections.spawn(async move {
-            conn.run(tcp).await;
+            handled.await;
             drop(permit);
         });
     }
 
-    tracing::info!(%local, open = connections.len(), "HTTPS server shutting down");
     drop(listener);
-    let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(options.shutdown_grace, async {
+    stopping(connections.len());
+    let drained = tokio::time::timeout(limits.grace, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
