@@ -33,6 +33,8 @@ use crate::{OpenError, STAMP_TABLE, StoreCheck};
 pub const DEFAULT_POOL_SIZE: usize = 16;
 /// How often a transaction that conflicted is run again before its error is returned.
 const CONFLICT_RETRIES: u32 = 8;
+/// The wait before the first retry; each next one waits one step longer.
+const CONFLICT_STEP: Duration = Duration::from_millis(5);
 /// How long a caller waits for a pooled connection, or for a new one.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
@@ -98,22 +100,22 @@ impl Postgres {
         init: impl Fn(&mut dyn Tx) -> Result<(), SqlError>,
     ) -> Result<Self, OpenError> {
         let db = Self::connect(url, pool_size)?;
-        let mut attempt = 0;
-        loop {
-            match db.transaction(|tx| migrate(tx, schema, &init, &db.database)) {
-                Ok(()) => return Ok(db),
-                Err(Migrate::Refused(e)) => return Err(e),
-                // Instances creating the store at the same instant: every one but the first
-                // fails on a catalog or stamp key, and finds the store when it runs again.
-                Err(Migrate::Sql(e))
-                    if matches!(e.kind, SqlErrorKind::Unique | SqlErrorKind::Conflict)
-                        && attempt < CONFLICT_RETRIES =>
+        // Instances creating the store at the same instant: every one but the first fails
+        // on a catalog or stamp key, and finds the store when it runs again.
+        let migrated = retrying(Duration::from_millis(10), || {
+            db.transaction(|tx| migrate(tx, schema, &init, &db.database)).map_err(|e| match e {
+                Migrate::Sql(e)
+                    if matches!(e.kind, SqlErrorKind::Unique | SqlErrorKind::Conflict) =>
                 {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(u64::from(attempt) * 10));
+                    Attempt::Sql(SqlError { kind: SqlErrorKind::Conflict, ..e })
                 }
-                Err(Migrate::Sql(e)) => return Err(db.error(&e)),
-            }
+                other => Attempt::Caller(other),
+            })
+        });
+        match migrated {
+            Ok(()) => Ok(db),
+            Err(Migrate::Refused(e)) => Err(e),
+            Err(Migrate::Sql(e)) => Err(db.error(&e)),
         }
     }
 
@@ -179,20 +181,7 @@ impl Postgres {
         &self,
         mut f: impl FnMut(&mut dyn Tx) -> Result<R, E>,
     ) -> Result<R, E> {
-        let mut attempt = 0;
-        loop {
-            match self.attempt(&mut f) {
-                Err(Attempt::Sql(e))
-                    if e.kind == SqlErrorKind::Conflict && attempt < CONFLICT_RETRIES =>
-                {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(u64::from(attempt) * 5));
-                }
-                Err(Attempt::Sql(e)) => return Err(e.into()),
-                Err(Attempt::Caller(e)) => return Err(e),
-                Ok(r) => return Ok(r),
-            }
-        }
+        retrying(CONFLICT_STEP, || self.attempt(&mut f))
     }
 
     /// Runs `f` with each of its statements committed on its own, no transaction around
@@ -203,23 +192,17 @@ impl Postgres {
         &self,
         mut f: impl FnMut(&mut dyn Tx) -> Result<R, E>,
     ) -> Result<R, E> {
-        let mut attempt = 0;
-        loop {
-            let client = self
-                .block_on(self.pool.get())
-                .map_err(|e| SqlError { kind: SqlErrorKind::Unavailable, detail: e.to_string() })?;
+        retrying(CONFLICT_STEP, || {
+            let client = self.block_on(self.pool.get()).map_err(|e| {
+                Attempt::Sql(SqlError { kind: SqlErrorKind::Unavailable, detail: e.to_string() })
+            })?;
             let mut pg = PgTx { conn: Conn::Client(&client), store: self, failed: None };
             let result = f(&mut pg);
             match (result, pg.failed.take()) {
-                (Err(_), Some(e))
-                    if e.kind == SqlErrorKind::Conflict && attempt < CONFLICT_RETRIES =>
-                {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(u64::from(attempt) * 5));
-                }
-                (result, _) => return result,
+                (Err(_), Some(e)) if e.kind == SqlErrorKind::Conflict => Err(Attempt::Sql(e)),
+                (result, _) => result.map_err(Attempt::Caller),
             }
-        }
+        })
     }
 
     fn attempt<R, E>(
@@ -272,9 +255,33 @@ impl Postgres {
     }
 }
 
+/// How one try of a transaction failed: in the database (a conflict is tried again), or in
+/// the caller's closure.
 enum Attempt<E> {
     Sql(SqlError),
     Caller(E),
+}
+
+/// Runs `attempt` again while it fails with a conflict, up to [`CONFLICT_RETRIES`] times,
+/// waiting one `step` longer each time.
+fn retrying<R, E: From<SqlError>>(
+    step: Duration,
+    mut attempt: impl FnMut() -> Result<R, Attempt<E>>,
+) -> Result<R, E> {
+    let mut tried = 0;
+    loop {
+        match attempt() {
+            Ok(r) => return Ok(r),
+            Err(Attempt::Sql(e))
+                if e.kind == SqlErrorKind::Conflict && tried < CONFLICT_RETRIES =>
+            {
+                tried += 1;
+                std::thread::sleep(step * tried);
+            }
+            Err(Attempt::Sql(e)) => return Err(e.into()),
+            Err(Attempt::Caller(e)) => return Err(e),
+        }
+    }
 }
 
 /// Why migrating stopped: the database is not this role's store, or a statement failed.
