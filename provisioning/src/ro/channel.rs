@@ -306,7 +306,7 @@ fn sha256(bytes: &[u8]) -> Vec<u8> {
 /// The shared channel's rows.
 impl RoStore {
     fn channel_key(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, RoError> {
-        let key = self.read(|tx| {
+        let key = self.autocommit(|tx| {
             let row = tx.query_one("SELECT key FROM channel_key WHERE id = 1", &[])?;
             Ok(zeroize::Zeroizing::new(row.get::<Vec<u8>>(0)?))
         })?;
@@ -320,7 +320,7 @@ impl RoStore {
     /// presented the same request at once let exactly one through.
     fn spend_channel_nonce(&self, nonce: &[u8], until_ms: u64) -> Result<bool, RoError> {
         let now = ms(now_ms());
-        self.read(|tx| {
+        self.autocommit(|tx| {
             // Spent nonces are kept until they expire; each spend sweeps a few expired ones.
             tx.execute(
                 "DELETE FROM channel_spent WHERE nonce IN
@@ -345,7 +345,7 @@ impl RoStore {
         until_ms: u64,
     ) -> Result<(), RoError> {
         let (id, now) = (device.to_hex(), ms(now_ms()));
-        self.read(|tx| {
+        self.autocommit(|tx| {
             tx.execute(
                 "DELETE FROM channel_bindings WHERE device_id = ?1 AND (until_ms <= ?2 OR ak_public = ?3)",
                 args![&id, now, ak_public],
@@ -373,7 +373,7 @@ impl RoStore {
         secret_sha256: &[u8],
         now_ms: u64,
     ) -> Result<Option<Vec<u8>>, RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             let row = tx.query_opt(
                 "DELETE FROM channel_bindings
                  WHERE device_id = ?1 AND secret_sha256 = ?2 AND until_ms > ?3 RETURNING ak_public",

@@ -112,7 +112,7 @@ impl RoStore {
     ) -> Result<bool, RoError> {
         let now = now_ms();
         let until = now.saturating_add(ttl.as_millis() as u64);
-        self.read(|tx| {
+        self.autocommit(|tx| {
             let taken = tx.execute(
                 "INSERT INTO leases (name, holder, until_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
@@ -125,7 +125,7 @@ impl RoStore {
 
     /// Gives lease `name` back, if `holder` still holds it.
     pub(super) fn release_lease(&self, name: &str, holder: &str) -> Result<(), RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             tx.execute("DELETE FROM leases WHERE name = ?1 AND holder = ?2", args![name, holder])?;
             Ok(())
         })

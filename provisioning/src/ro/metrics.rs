@@ -139,7 +139,7 @@ pub(crate) struct Counts {
 
 impl RoStore {
     pub(crate) fn counts(&self) -> Result<Counts, RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             let mut group = |sql: &str| -> Result<Vec<(String, i64)>, RoError> {
                 tx.query(sql, &[])?.iter().map(|r| Ok((r.get(0)?, r.get(1)?))).collect()
             };

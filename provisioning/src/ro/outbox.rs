@@ -213,7 +213,7 @@ impl RoStore {
         claim_ms: u64,
     ) -> Result<Vec<OutboxRow>, RoError> {
         let (now, until) = (ms(now), ms(now.saturating_add(claim_ms)));
-        self.read(|tx| {
+        self.autocommit(|tx| {
             let skip_locked = match tx.dialect() {
                 Dialect::Sqlite => "",
                 Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -258,7 +258,7 @@ impl RoStore {
 
     /// When the next undelivered message is due, if any (a claimed one when its claim lapses).
     pub fn outbox_next_due(&self) -> Result<Option<u64>, RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             let row = tx.query_one(
                 "SELECT MIN(CASE WHEN claim_until > next_attempt_ms THEN claim_until
                                  ELSE next_attempt_ms END)
@@ -290,7 +290,7 @@ impl RoStore {
         next_attempt_ms: u64,
         dead: bool,
     ) -> Result<(), RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             Ok(tx.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3,
                         dead = ?4, claim_until = 0 WHERE id = ?1",
@@ -306,7 +306,7 @@ impl RoStore {
         campaign: &str,
         device: Option<&DeviceId>,
     ) -> Result<OutboxState, RoError> {
-        let rows = self.read(|tx| {
+        let rows = self.autocommit(|tx| {
             Ok(tx.query(
                 "SELECT CASE WHEN delivered_ms IS NOT NULL THEN 1 ELSE 0 END, dead, last_error, key
                  FROM outbox WHERE campaign_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR device_id = ?2) ORDER BY id",

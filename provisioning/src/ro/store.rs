@@ -382,7 +382,7 @@ impl RoStore {
 
     /// Runs `f`'s statements each committed on its own (`Database::autocommit`): reads, and
     /// writes of one statement (or several that need no common commit).
-    pub(super) fn read<T>(
+    pub(super) fn autocommit<T>(
         &self,
         f: impl FnMut(&mut dyn Tx) -> Result<T, RoError>,
     ) -> Result<T, RoError> {
@@ -468,7 +468,7 @@ impl RoStore {
 
     /// Campaigns matching `query`, oldest first, at most `query.limit`.
     pub fn campaigns_page(&self, query: &CampaignQuery<'_>) -> Result<Vec<CampaignRow>, RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             tx.query(
                 &format!(
                     "{CAMPAIGN_SELECT}
@@ -488,7 +488,7 @@ impl RoStore {
 
     /// A campaign's devices counted by state.
     pub fn campaign_counts(&self, id: &str) -> Result<Vec<(String, u32)>, RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             tx.query(
                 "SELECT state_name, COUNT(*) FROM devices WHERE campaign_id = ?1 GROUP BY state_name",
                 args![id],
@@ -513,7 +513,9 @@ impl RoStore {
     }
 
     fn count(&self, sql: &str, args: &[storage::Value]) -> Result<u64, RoError> {
-        self.read(|tx| Ok(u64::try_from(tx.query_one(sql, args)?.get::<i64>(0)?).unwrap_or(0)))
+        self.autocommit(
+            |tx| Ok(u64::try_from(tx.query_one(sql, args)?.get::<i64>(0)?).unwrap_or(0)),
+        )
     }
 
     /// One device of a campaign.
@@ -522,7 +524,7 @@ impl RoStore {
         id: &str,
         device: &DeviceId,
     ) -> Result<Option<DeviceRow>, RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             let raw = tx.query_opt(
                 &format!("{DEVICE_SELECT} WHERE d.campaign_id = ?1 AND d.device_id = ?2"),
                 args![id, device.to_hex()],
@@ -628,7 +630,7 @@ impl RoStore {
     }
 
     pub fn campaign(&self, id: &str) -> Result<Option<CampaignRow>, RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             tx.query_opt(&format!("{CAMPAIGN_SELECT} WHERE id = ?1"), args![id])?
                 .as_ref()
                 .map(campaign_row)
@@ -638,7 +640,7 @@ impl RoStore {
 
     /// Every campaign, oldest first.
     pub fn campaigns(&self) -> Result<Vec<CampaignRow>, RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             tx.query(&format!("{CAMPAIGN_SELECT} ORDER BY created_ms, id"), &[])?
                 .iter()
                 .map(campaign_row)
@@ -648,7 +650,7 @@ impl RoStore {
 
     /// Campaigns in `state`, oldest first.
     pub fn campaigns_in(&self, state: &str) -> Result<Vec<CampaignRow>, RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             tx.query(
                 &format!("{CAMPAIGN_SELECT} WHERE state = ?1 ORDER BY created_ms"),
                 args![state],
@@ -661,7 +663,7 @@ impl RoStore {
 
     /// Every device of a campaign, with its step timings.
     pub fn campaign_devices(&self, id: &str) -> Result<Vec<DeviceRow>, RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             let order = insertion_order(tx.dialect());
             let raws = tx.query(
                 &format!("{DEVICE_SELECT} WHERE d.campaign_id = ?1 ORDER BY d.{order}"),
@@ -674,7 +676,7 @@ impl RoStore {
     /// The device's row in its current campaign: the unfinished one in a campaign past its
     /// preparation, or else the most recent one.
     pub fn device(&self, device: &DeviceId) -> Result<Option<DeviceRow>, RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             let order = insertion_order(tx.dialect());
             let raw = tx.query_opt(
                 &format!(
@@ -717,7 +719,7 @@ impl RoStore {
         error: &str,
         next_attempt_ms: u64,
     ) -> Result<(), RoError> {
-        self.db.transaction(|tx| {
+        self.db.autocommit(|tx| {
             tx.execute(
                 "UPDATE devices SET attempts = attempts + 1, last_error = ?3, next_attempt_ms = ?4
                  WHERE campaign_id = ?1 AND device_id = ?2",
@@ -735,7 +737,7 @@ impl RoStore {
         step: u8,
         duration_ms: u64,
     ) -> Result<(), RoError> {
-        self.db.transaction(|tx| {
+        self.db.autocommit(|tx| {
             tx.execute(
                 ADD_STEP_TIME,
                 args![campaign, device.to_hex(), u32::from(step), ms(duration_ms)],
@@ -746,7 +748,7 @@ impl RoStore {
 
     /// The AK the PVA enrolled for `device`, if the RO relayed its enrolment.
     pub fn enrolled_ak(&self, device: &DeviceId) -> Result<Option<Vec<u8>>, RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             let row = tx.query_opt(
                 "SELECT ak_public FROM enrolled WHERE device_id = ?1",
                 args![device.to_hex()],
@@ -758,7 +760,7 @@ impl RoStore {
     /// The AK the device channel bound to `device` (`protocol::device_auth`): the key every
     /// request of the device must be signed with.
     pub fn bound_ak(&self, device: &DeviceId) -> Result<Option<Vec<u8>>, RoError> {
-        self.read(|tx| {
+        self.autocommit(|tx| {
             let row = tx.query_opt(
                 "SELECT ak_public FROM bound_aks WHERE device_id = ?1",
                 args![device.to_hex()],
@@ -772,7 +774,7 @@ impl RoStore {
     /// whose AK was recreated).
     pub fn bind_ak(&self, device: &DeviceId, ak_public: &[u8]) -> Result<(), RoError> {
         fault("ro.bind-ak.before")?;
-        self.db.transaction(|tx| {
+        self.db.autocommit(|tx| {
             tx.execute(
                 "INSERT INTO bound_aks (device_id, ak_public, bound_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (device_id) DO UPDATE SET
