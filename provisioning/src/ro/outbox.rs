@@ -33,10 +33,10 @@ use crate::mno::api::{CampaignId, MAX_REASON_LEN, Report, ReportOutcome, path as
 const BACKOFF: Backoff = Backoff { base: Duration::from_millis(250), cap: Duration::from_secs(30) };
 /// Messages delivered at once.
 const BATCH: usize = 32;
-/// How long a claimed message is this instance's to deliver before another instance may
-/// take it: longer than one delivery attempt takes (the peer timeout bounds it), short
-/// enough that the messages of an instance that died are sent again soon.
-const CLAIM_MS: u64 = 45_000;
+/// A claimed message is this instance's to deliver for one delivery attempt (the peer
+/// timeout bounds it) and this much longer; then another instance may take it, so the
+/// messages of an instance that died are sent again soon.
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 /// How often an instance sharing a store looks for campaign creations to take over.
 const RESUME_EVERY: Duration = Duration::from_secs(2);
 
@@ -88,7 +88,7 @@ pub(crate) fn final_reports(
 impl Ro {
     /// Delivers the outbox for as long as the RO runs; woken early when a message is queued.
     pub(crate) async fn run_outbox(self: Arc<Self>) {
-        let claim_ms = (self.config.peer_timeout() + Duration::from_secs(5)).as_millis() as u64;
+        let claim_ms = (self.config.peer_timeout() + CLAIM_MARGIN).as_millis() as u64;
         let mut last_resume = tokio::time::Instant::now();
         loop {
             // On a shared store, the creations another instance left are taken over here.
@@ -202,10 +202,6 @@ impl RoStore {
     /// instance: on a shared store, instances draining the outbox at once each take other
     /// rows (`FOR UPDATE SKIP LOCKED`, and the claim re-checked by the update itself), and
     /// a message whose instance died is taken again once its claim lapses.
-    pub fn outbox_due(&self, now: u64, limit: usize) -> Result<Vec<OutboxRow>, RoError> {
-        self.outbox_claim(now, limit, CLAIM_MS)
-    }
-
     pub(super) fn outbox_claim(
         &self,
         now: u64,

@@ -1014,7 +1014,11 @@ mod tests {
                 (campaign.state.as_str(), campaign.step2_ms, campaign.step3_ms),
                 ("ready", Some(5), Some(7))
             );
-            assert_eq!(store.outbox_due(u64::MAX, 10).unwrap().len(), 1, "the report survived");
+            assert_eq!(
+                store.outbox_claim(u64::MAX, 10, 60_000).unwrap().len(),
+                1,
+                "the report survived"
+            );
         }
     }
 
@@ -1073,10 +1077,10 @@ mod tests {
                 .unwrap();
             // queued twice (a repeated transition): one message
             store.transition("c1", &d1, &DeviceState::Switched, &[], &[m]).unwrap();
-            let due = store.outbox_due(now_ms(), 10).unwrap();
+            let due = store.outbox_claim(now_ms(), 10, 60_000).unwrap();
             assert_eq!(due.len(), 1);
             store.outbox_failed(due[0].id, "unreachable", now_ms() + 60_000, false).unwrap();
-            assert!(store.outbox_due(now_ms(), 10).unwrap().is_empty(), "backing off");
+            assert!(store.outbox_claim(now_ms(), 10, 60_000).unwrap().is_empty(), "backing off");
             let state = store.outbox_state("c1", Some(&d1)).unwrap();
             assert_eq!((state.pending, state.delivered), (1, 0));
             assert_eq!(state.last_error.as_deref(), Some("unreachable"));
