@@ -10,14 +10,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use provisioning::mno::api::CampaignDevice;
-use provisioning::pki::Role;
 use provisioning::ro::CampaignReport;
 use provisioning::ro::Event;
-use tre::agent::AgentState;
 use tre::tpm::KeyAlg;
 use tresor::lab::{self, Lab, LabOptions, run_agent};
 use tresor::webhook_receiver::WebhookReceiver;
@@ -60,41 +59,19 @@ async fn a_fleet_moves_to_a_third_operator_with_every_role_its_own_process() {
     let manufactured = timer.elapsed();
 
     let timer = Instant::now();
-    let members: Vec<CampaignDevice> = devices
-        .iter()
-        .map(|d| CampaignDevice { device_id: d.device_id.clone(), iccid: d.iccid.clone() })
-        .collect();
-    let campaign = lab
-        .create_campaign_between(
-            Role::operator("mno-a").unwrap(),
-            Role::operator("mno-c").unwrap(),
-            members,
-        )
-        .await
-        .unwrap();
-    assert_eq!(campaign.state, "ready", "{:?}", campaign.failure);
+    let id = support::campaign::create(&lab, &devices, "mno-a", "mno-c").await;
     let agents: Vec<_> = devices
         .iter()
         .map(|d| run_agent(d, &image, lab.agent_config(d, Duration::from_secs(900)).unwrap()))
         .collect();
-    let outcomes = tokio::task::spawn_blocking(move || {
-        agents.into_iter().map(|a| a.join().unwrap()).collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
-    for (d, outcome) in devices.iter().zip(&outcomes) {
-        match outcome {
-            Ok(o) => assert_eq!(o.state, AgentState::Switched, "{}: {o:?}", d.device_id),
-            Err(e) => panic!("{}: {e:#}", d.device_id),
-        }
-        let o = outcome.as_ref().unwrap();
+    for o in support::campaign::all_switched(&devices, agents).await {
         assert!(o.imsi.starts_with("00103"), "MNO-C's IMSI: {o:?}");
     }
 
     // Every final report acknowledged and every webhook delivered.
     let deadline = Instant::now() + Duration::from_secs(120);
     let report: CampaignReport = loop {
-        let report = lab.campaign(&campaign.id).await.unwrap();
+        let report = lab.campaign(&id).await.unwrap();
         let finished = !receiver.received().finished().is_empty();
         if report.state == "completed" && report.summary.reports_pending == 0 && finished {
             break report;
@@ -117,7 +94,7 @@ async fn a_fleet_moves_to_a_third_operator_with_every_role_its_own_process() {
         let mut devices_seen = std::collections::BTreeSet::new();
         for e in r.events.values() {
             if let Event::DeviceTransition { device_id, campaign: c, .. } = e {
-                assert_eq!(c, &campaign.id);
+                assert_eq!(c, &id);
                 devices_seen.insert(device_id.clone());
             }
         }

@@ -15,49 +15,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use provisioning::mno::api::CampaignDevice;
-use provisioning::pki::Role;
 use storage::pg_server::{Durability, PgServer};
 use support::{TRESOR, edit, prepare, serve};
-use tre::agent::AgentState;
 use tre::tpm::KeyAlg;
-use tresor::lab::{self, Backend, Lab, LabDevice, LabOptions, run_agent};
-
-/// Creates the campaign of `devices` from MNO-A to MNO-B.
-async fn campaign_of(lab: &Lab, devices: &[LabDevice]) -> String {
-    let members: Vec<CampaignDevice> = devices
-        .iter()
-        .map(|d| CampaignDevice { device_id: d.device_id.clone(), iccid: d.iccid.clone() })
-        .collect();
-    let campaign = lab
-        .create_campaign_between(
-            Role::operator("mno-a").unwrap(),
-            Role::operator("mno-b").unwrap(),
-            members,
-        )
-        .await
-        .unwrap();
-    assert_eq!(campaign.state, "ready", "{:?}", campaign.failure);
-    campaign.id
-}
-
-/// Waits for every agent: each device switched.
-async fn all_switched(
-    devices: &[LabDevice],
-    agents: Vec<std::thread::JoinHandle<anyhow::Result<tre::agent::Outcome>>>,
-) {
-    let outcomes = tokio::task::spawn_blocking(move || {
-        agents.into_iter().map(|a| a.join().unwrap()).collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
-    for (d, outcome) in devices.iter().zip(&outcomes) {
-        match outcome {
-            Ok(o) => assert_eq!(o.state, AgentState::Switched, "{}: {o:?}", d.device_id),
-            Err(e) => panic!("{}: {e:#}", d.device_id),
-        }
-    }
-}
+use tresor::lab::{self, Backend, Lab, LabOptions, run_agent};
 
 /// Waits until the campaign completed with every report acknowledged: `n` switched.
 async fn completed(lab: &Lab, id: &str, n: usize) {
@@ -126,12 +87,12 @@ async fn a_fleet_switches_through_two_instances_of_each_role_behind_fronts() {
     assert_eq!(names, ["pva-1", "pva-2", "mno-a", "mno-b", "ro-1", "ro-2"]);
 
     let devices = lab.manufacture_fleet(n, KeyAlg::Ecc, lab::manufacture_parallelism()).unwrap();
-    let campaign = campaign_of(&lab, &devices).await;
+    let campaign = support::campaign::create(&lab, &devices, "mno-a", "mno-b").await;
     let agents: Vec<_> = devices
         .iter()
         .map(|d| run_agent(d, &image, lab.agent_config(d, Duration::from_secs(600)).unwrap()))
         .collect();
-    all_switched(&devices, agents).await;
+    support::campaign::all_switched(&devices, agents).await;
     completed(&lab, &campaign, n).await;
     let served = lab.instance_connections();
     assert_eq!(served.len(), 4, "{served:?}");
@@ -146,7 +107,7 @@ async fn the_database_down_for_a_while_is_waited_out() {
     let options = LabOptions { database: Backend::Postgres, ..LabOptions::default() };
     let mut lab = Lab::start_with(&temp.path().join("lab"), &image, &options).await.unwrap();
     let devices = lab.manufacture_fleet(4, KeyAlg::Ecc, 2).unwrap();
-    let campaign = campaign_of(&lab, &devices).await;
+    let campaign = support::campaign::create(&lab, &devices, "mno-a", "mno-b").await;
     let agents: Vec<_> = devices
         .iter()
         .map(|d| run_agent(d, &image, lab.agent_config(d, Duration::from_secs(300)).unwrap()))
@@ -156,7 +117,7 @@ async fn the_database_down_for_a_while_is_waited_out() {
     lab.pause_database().unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     lab.resume_database().unwrap();
-    all_switched(&devices, agents).await;
+    support::campaign::all_switched(&devices, agents).await;
     completed(&lab, &campaign, 4).await;
     lab.stop().await;
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod campaign;
 pub mod pinned;
 
 use std::path::{Path, PathBuf};
