@@ -35,8 +35,13 @@ pub fn private_file(path: &Path) -> io::Result<bool> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => {
             let before = meta.permissions().mode() & 0o777;
-            tighten(path, FILE_MODE)?;
-            Ok(before & 0o077 != 0)
+            match tighten(path, FILE_MODE) {
+                Ok(()) => Ok(before & 0o077 != 0),
+                // Gone since it was looked at (an SQLite journal another connection just
+                // deleted): a missing file needs no tightening, as above.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            }
         }
         Ok(_) => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
